@@ -1,0 +1,158 @@
+#include "vml-client.h"
+#include "vml-error.h"
+#include "vml-paths.h"
+#include "vml-wire.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct _VmlClient {
+    int fd;
+    char *path;
+    VmlFrameReader *reader;
+};
+
+VmlClient *
+vml_client_connect(const char *socket_path, GError **error)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+    if (strlen(socket_path) >= sizeof(sa.sun_path)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                    "socket path too long: %s", socket_path);
+        return NULL;
+    }
+    strcpy(sa.sun_path, socket_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                    "cannot create socket: %s", g_strerror(errno));
+        return NULL;
+    }
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int saved = errno;
+        close(fd);
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                    "cannot connect to vmleased at %s: %s%s", socket_path,
+                    g_strerror(saved),
+                    (saved == ENOENT || saved == ECONNREFUSED)
+                        ? " (is vmleased running?)" : "");
+        return NULL;
+    }
+    VmlClient *c = g_new0(VmlClient, 1);
+    c->fd = fd;
+    c->path = g_strdup(socket_path);
+    c->reader = vml_frame_reader_new();
+    return c;
+}
+
+VmlClient *
+vml_client_connect_lease(GError **error)
+{
+    g_autofree char *path = vml_default_lease_socket();
+    return vml_client_connect(path, error);
+}
+
+VmlClient *
+vml_client_connect_admin(GError **error)
+{
+    g_autofree char *path = vml_default_admin_socket();
+    return vml_client_connect(path, error);
+}
+
+void
+vml_client_free(VmlClient *c)
+{
+    if (!c)
+        return;
+    close(c->fd);
+    g_free(c->path);
+    vml_frame_reader_free(c->reader);
+    g_free(c);
+}
+
+int
+vml_client_get_fd(VmlClient *c)
+{
+    return c->fd;
+}
+
+static gboolean
+read_reply(VmlClient *c, char **msg, gsize *len, GArray **fds, GError **error)
+{
+    while (!vml_frame_reader_pop(c->reader, msg, len, fds)) {
+        struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL, "poll: %s", g_strerror(errno));
+            return FALSE;
+        }
+        switch (vml_frame_reader_fill(c->reader, c->fd, error)) {
+        case VML_FILL_OK:
+        case VML_FILL_AGAIN:
+            break;
+        case VML_FILL_EOF:
+            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                        "vmleased closed the connection on %s", c->path);
+            return FALSE;
+        case VML_FILL_ERROR:
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+JsonObject *
+vml_client_call(VmlClient *c, const char *method, JsonObject *params,
+                const int *fds, guint n_fds, GArray **fds_out,
+                JsonObject **error_params, GError **error)
+{
+    g_autoptr(JsonObject) call = json_object_new();
+    json_object_set_string_member(call, "method", method);
+    json_object_set_object_member(call, "parameters",
+                                  params ? json_object_ref(params) : json_object_new());
+    gsize len;
+    g_autofree char *json = vml_json_to_string(call, &len);
+    if (!vml_wire_send(c->fd, json, len, fds, n_fds, error))
+        return NULL;
+
+    g_autofree char *msg = NULL;
+    GArray *rfds = NULL;
+    if (!read_reply(c, &msg, &len, &rfds, error))
+        return NULL;
+
+    g_autoptr(JsonParser) parser = json_parser_new_immutable();
+    if (!json_parser_load_from_data(parser, msg, len, NULL) ||
+        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
+        vml_fds_close(rfds);
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL, "malformed reply from vmleased");
+        return NULL;
+    }
+    JsonObject *reply = json_node_get_object(json_parser_get_root(parser));
+    JsonNode *pnode = json_object_get_member(reply, "parameters");
+    JsonObject *rparams = (pnode && JSON_NODE_HOLDS_OBJECT(pnode))
+        ? json_object_ref(json_node_get_object(pnode)) : json_object_new();
+
+    JsonNode *enode = json_object_get_member(reply, "error");
+    if (enode) {
+        const char *name = JSON_NODE_HOLDS_VALUE(enode) ? json_node_get_string(enode) : NULL;
+        const char *text = json_object_has_member(rparams, "message")
+            ? json_object_get_string_member_with_default(rparams, "message", NULL) : NULL;
+        g_set_error(error, VML_ERROR, vml_error_code_from_name(name ? name : ""),
+                    "%s", text ? text : (name ? name : "unknown error"));
+        vml_fds_close(rfds);
+        if (error_params)
+            *error_params = rparams;
+        else
+            json_object_unref(rparams);
+        return NULL;
+    }
+    if (fds_out)
+        *fds_out = rfds;
+    else
+        vml_fds_close(rfds);
+    return rparams;
+}

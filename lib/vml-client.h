@@ -1,0 +1,30 @@
+/* A blocking varlink client for vmleased's lease and admin sockets. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+typedef struct _VmlClient VmlClient;
+
+VmlClient *vml_client_connect(const char *socket_path, GError **error);
+/* The default sockets (honouring VMLEASE_ROOT). */
+VmlClient *vml_client_connect_lease(GError **error);
+VmlClient *vml_client_connect_admin(GError **error);
+void vml_client_free(VmlClient *client);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlClient, vml_client_free)
+
+int vml_client_get_fd(VmlClient *client);
+
+/* Call METHOD with PARAMS (borrowed; NULL means {}), sending FDS along.
+ * On success returns the reply's parameters (never NULL) and, if fds_out is
+ * given, the fds that came with the reply (an int GArray the caller owns).
+ * On a varlink error reply returns NULL with ERROR set: its code maps the
+ * error name (vml-error.h), its message is the reply's "message" parameter,
+ * and if error_params is given it receives the reply's parameters (for
+ * example the holders of an io.vmlease.Conflict). */
+JsonObject *vml_client_call(VmlClient *client, const char *method,
+                            JsonObject *params,
+                            const int *fds, guint n_fds,
+                            GArray **fds_out,
+                            JsonObject **error_params,
+                            GError **error);

@@ -1,0 +1,38 @@
+/* Config files in libvirt's conf syntax:
+ *
+ *   # comment
+ *   key = "string"
+ *   key = 42
+ *   key = [ "a", "b" ]     (lists of strings; may span lines, trailing comma ok)
+ *
+ * Keys are [A-Za-z_][A-Za-z0-9_]*. A parse error names the origin, line and
+ * column. Every value is held until the VmlConf is freed.
+ */
+#pragma once
+
+#include <glib.h>
+
+typedef struct _VmlConf VmlConf;
+
+VmlConf *vml_conf_new_from_data(const char *data, gsize len,
+                                const char *origin, GError **error);
+VmlConf *vml_conf_new_from_file(const char *path, GError **error);
+void vml_conf_free(VmlConf *conf);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlConf, vml_conf_free)
+
+/* Getters: return TRUE and set *out when the key is present with the right
+ * type; FALSE without error when absent (so the caller keeps its default);
+ * FALSE with error (naming key, origin and line) when the type is wrong. */
+gboolean vml_conf_get_string(VmlConf *conf, const char *key,
+                             char **out, GError **error);
+gboolean vml_conf_get_int(VmlConf *conf, const char *key,
+                          gint64 *out, GError **error);
+/* An int that must be 0 or 1. */
+gboolean vml_conf_get_bool(VmlConf *conf, const char *key,
+                           gboolean *out, GError **error);
+gboolean vml_conf_get_string_list(VmlConf *conf, const char *key,
+                                  GStrv *out, GError **error);
+
+/* Fails naming the first key (and its line) not in the NULL-terminated list. */
+gboolean vml_conf_check_keys(VmlConf *conf, const char *const *known,
+                             GError **error);

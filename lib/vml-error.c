@@ -1,0 +1,38 @@
+#include "vml-error.h"
+
+G_DEFINE_QUARK(vml-error-quark, vml_error)
+
+static const char *const error_names[] = {
+    [VML_ERROR_FAILED] = "io.vmlease.Failed",
+    [VML_ERROR_CONFLICT] = "io.vmlease.Conflict",
+    [VML_ERROR_INVALID_PARAMETER] = "org.varlink.service.InvalidParameter",
+    [VML_ERROR_METHOD_NOT_FOUND] = "org.varlink.service.MethodNotFound",
+    [VML_ERROR_INVALID_MESSAGE] = "io.vmlease.InvalidMessage",
+    [VML_ERROR_PERMISSION_DENIED] = "io.vmlease.PermissionDenied",
+    [VML_ERROR_NO_SUCH_HOLDER] = "io.vmlease.NoSuchHolder",
+    [VML_ERROR_NO_SUCH_PROCESS] = "io.vmlease.NoSuchProcess",
+    [VML_ERROR_NO_SUCH_IMAGE] = "io.vmlease.NoSuchImage",
+    [VML_ERROR_NOT_HELD] = "io.vmlease.NotHeld",
+    [VML_ERROR_LIMIT] = "io.vmlease.LimitReached",
+    [VML_ERROR_BACKEND] = "io.vmlease.BackendError",
+    [VML_ERROR_CONFIG] = "io.vmlease.ConfigError",
+    [VML_ERROR_PROTOCOL] = "io.vmlease.ProtocolError",
+};
+
+const char *
+vml_error_name(VmlErrorCode code)
+{
+    if ((guint)code >= G_N_ELEMENTS(error_names) || !error_names[code])
+        return error_names[VML_ERROR_FAILED];
+    return error_names[code];
+}
+
+VmlErrorCode
+vml_error_code_from_name(const char *name)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(error_names); i++) {
+        if (error_names[i] && g_strcmp0(error_names[i], name) == 0)
+            return (VmlErrorCode)i;
+    }
+    return VML_ERROR_FAILED;
+}

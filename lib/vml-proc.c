@@ -1,0 +1,101 @@
+#include "vml-proc.h"
+#include "vml-error.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+gboolean
+vml_proc_start_time(pid_t pid, guint64 *start_time, GError **error)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *data = NULL;
+    g_autoptr(GError) local = NULL;
+
+    if (pid <= 0 || !g_file_get_contents(path, &data, NULL, &local)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS,
+                    "no process with pid %d", (int)pid);
+        return FALSE;
+    }
+    /* comm may hold spaces and parentheses: fields start after the last ')'. */
+    char *p = strrchr(data, ')');
+    if (!p)
+        goto bad;
+    p++;
+    /* After ')' come fields 3..; start time is field 22. */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (!p)
+            goto bad;
+    }
+    char *end;
+    errno = 0;
+    guint64 v = g_ascii_strtoull(p + 1, &end, 10);
+    if (errno || end == p + 1)
+        goto bad;
+    *start_time = v;
+    return TRUE;
+bad:
+    g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot parse %s", path);
+    return FALSE;
+}
+
+gboolean
+vml_proc_is_same(pid_t pid, guint64 start_time)
+{
+    guint64 now;
+    return vml_proc_start_time(pid, &now, NULL) && now == start_time;
+}
+
+char *
+vml_proc_comm(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/comm", (int)pid);
+    char *data = NULL;
+    if (!g_file_get_contents(path, &data, NULL, NULL))
+        return NULL;
+    g_strchomp(data);
+    return data;
+}
+
+static char *
+read_id_file(const char *path)
+{
+    char *data = NULL;
+    if (!g_file_get_contents(path, &data, NULL, NULL))
+        return g_strdup("");
+    g_strstrip(data);
+    return data;
+}
+
+const char *
+vml_host_name(void)
+{
+    static char *name;
+    if (g_once_init_enter(&name)) {
+        char buf[256] = "";
+        if (gethostname(buf, sizeof(buf) - 1) < 0)
+            strcpy(buf, "localhost");
+        g_once_init_leave(&name, g_strdup(buf));
+    }
+    return name;
+}
+
+const char *
+vml_host_boot_id(void)
+{
+    static char *id;
+    if (g_once_init_enter(&id))
+        g_once_init_leave(&id, read_id_file("/proc/sys/kernel/random/boot_id"));
+    return id;
+}
+
+const char *
+vml_host_machine_id(void)
+{
+    static char *id;
+    if (g_once_init_enter(&id))
+        g_once_init_leave(&id, read_id_file("/etc/machine-id"));
+    return id;
+}

@@ -1,0 +1,20 @@
+/* Facts about processes and this host, read from /proc and /etc. */
+#pragma once
+
+#include <glib.h>
+#include <sys/types.h>
+
+/* Start time of PID (field 22 of /proc/PID/stat, clock ticks since boot);
+ * with a pid it names a process uniquely for the life of a boot. */
+gboolean vml_proc_start_time(pid_t pid, guint64 *start_time, GError **error);
+
+/* TRUE when PID is alive and still started at START_TIME. */
+gboolean vml_proc_is_same(pid_t pid, guint64 start_time);
+
+/* Command name of PID (/proc/PID/comm), or NULL. */
+char *vml_proc_comm(pid_t pid);
+
+const char *vml_host_name(void);
+/* Newly read each call is not needed: cached after the first read. */
+const char *vml_host_boot_id(void);
+const char *vml_host_machine_id(void);

@@ -1,0 +1,190 @@
+#include "vml-wire.h"
+#include "vml-error.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct _VmlFrameReader {
+    GByteArray *buf;
+    gsize scanned;   /* bytes of buf known to hold no NUL */
+    GArray *fds;     /* fds received, waiting for their message */
+};
+
+char *
+vml_json_to_string(JsonObject *object, gsize *len)
+{
+    g_autoptr(JsonNode) node = json_node_new(JSON_NODE_OBJECT);
+    json_node_set_object(node, object);
+    g_autoptr(JsonGenerator) gen = json_generator_new();
+    json_generator_set_root(gen, node);
+    return json_generator_to_data(gen, len);
+}
+
+gboolean
+vml_wire_send(int sock, const char *json, gsize len,
+              const int *fds, guint n_fds, GError **error)
+{
+    gsize total = len + 1;
+    gsize off = 0;
+    gboolean fds_sent = (n_fds == 0);
+
+    if (n_fds > VML_FDS_MAX) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL, "too many fds (%u)", n_fds);
+        return FALSE;
+    }
+    while (off < total) {
+        static const char nul = '\0';
+        struct iovec iov[2];
+        int niov = 0;
+        if (off < len) {
+            iov[niov].iov_base = (char *)json + off;
+            iov[niov].iov_len = len - off;
+            niov++;
+        }
+        iov[niov].iov_base = (char *)&nul;
+        iov[niov].iov_len = 1;
+        niov++;
+
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = niov };
+        union {
+            char buf[CMSG_SPACE(sizeof(int) * VML_FDS_MAX)];
+            struct cmsghdr align;
+        } control;
+        if (!fds_sent) {
+            memset(&control, 0, sizeof(control));
+            mh.msg_control = control.buf;
+            mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+            memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
+        }
+        ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                        "cannot send message: %s", g_strerror(errno));
+            return FALSE;
+        }
+        fds_sent = TRUE;
+        off += n;
+    }
+    return TRUE;
+}
+
+VmlFrameReader *
+vml_frame_reader_new(void)
+{
+    VmlFrameReader *r = g_new0(VmlFrameReader, 1);
+    r->buf = g_byte_array_sized_new(4096);
+    r->fds = g_array_new(FALSE, FALSE, sizeof(int));
+    return r;
+}
+
+void
+vml_fds_close(GArray *fds)
+{
+    if (!fds)
+        return;
+    for (guint i = 0; i < fds->len; i++)
+        close(g_array_index(fds, int, i));
+    g_array_unref(fds);
+}
+
+void
+vml_frame_reader_free(VmlFrameReader *r)
+{
+    if (!r)
+        return;
+    g_byte_array_unref(r->buf);
+    vml_fds_close(r->fds);
+    g_free(r);
+}
+
+gsize
+vml_frame_reader_pending(VmlFrameReader *r)
+{
+    return r->buf->len;
+}
+
+VmlFillResult
+vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
+{
+    /* Read in 64 KiB steps: a whole request normally arrives in one go. */
+    guint8 chunk[65536];
+    struct iovec iov = { .iov_base = chunk, .iov_len = sizeof(chunk) };
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * VML_FDS_MAX)];
+        struct cmsghdr align;
+    } control;
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1,
+        .msg_control = control.buf, .msg_controllen = sizeof(control.buf),
+    };
+    ssize_t n;
+
+    do {
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return VML_FILL_AGAIN;
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                    "cannot read message: %s", g_strerror(errno));
+        return VML_FILL_ERROR;
+    }
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+            guint nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *p = (int *)CMSG_DATA(cm);
+            for (guint i = 0; i < nfd; i++) {
+                int fd;
+                memcpy(&fd, p + i, sizeof(int));
+                g_array_append_val(r->fds, fd);
+            }
+        }
+    }
+    if (mh.msg_flags & MSG_CTRUNC) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                    "too many file descriptors in one message");
+        return VML_FILL_ERROR;
+    }
+    if (n == 0)
+        return VML_FILL_EOF;
+
+    g_byte_array_append(r->buf, chunk, n);
+    /* The limit applies to the oldest unfinished message. */
+    if (!memchr(r->buf->data + r->scanned, '\0', r->buf->len - r->scanned)) {
+        r->scanned = r->buf->len;
+        if (r->buf->len > VML_MSG_MAX) {
+            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                        "message longer than %d bytes", VML_MSG_MAX);
+            return VML_FILL_ERROR;
+        }
+    }
+    return VML_FILL_OK;
+}
+
+gboolean
+vml_frame_reader_pop(VmlFrameReader *r, char **msg, gsize *len, GArray **fds)
+{
+    guint8 *nul = memchr(r->buf->data, '\0', r->buf->len);
+    if (!nul) {
+        r->scanned = r->buf->len;
+        return FALSE;
+    }
+    gsize mlen = nul - r->buf->data;
+    *msg = g_malloc(mlen + 1);
+    memcpy(*msg, r->buf->data, mlen + 1);
+    *len = mlen;
+    g_byte_array_remove_range(r->buf, 0, mlen + 1);
+    r->scanned = 0;
+    *fds = r->fds;
+    r->fds = g_array_new(FALSE, FALSE, sizeof(int));
+    return TRUE;
+}

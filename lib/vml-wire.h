@@ -1,0 +1,44 @@
+/* Varlink framing: a message is one JSON object followed by a NUL byte.
+ * File descriptors travel with SCM_RIGHTS beside the message's first bytes. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#define VML_MSG_MAX (1024 * 1024)  /* bytes of one message, NUL excluded */
+#define VML_FDS_MAX 253            /* SCM_MAX_FD */
+
+/* Serialise an object to compact JSON (newly allocated, no NUL counted). */
+char *vml_json_to_string(JsonObject *object, gsize *len);
+
+/* Send the whole message (json plus its NUL terminator) on a blocking socket,
+ * fds attached to the first sendmsg. */
+gboolean vml_wire_send(int sock, const char *json, gsize len,
+                       const int *fds, guint n_fds, GError **error);
+
+typedef struct _VmlFrameReader VmlFrameReader;
+
+VmlFrameReader *vml_frame_reader_new(void);
+void vml_frame_reader_free(VmlFrameReader *reader);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlFrameReader, vml_frame_reader_free)
+
+typedef enum {
+    VML_FILL_OK,     /* read some bytes (maybe a whole message) */
+    VML_FILL_AGAIN,  /* non-blocking socket had nothing */
+    VML_FILL_EOF,    /* peer closed; a partial message in the buffer is lost */
+    VML_FILL_ERROR,  /* read error or a message over VML_MSG_MAX */
+} VmlFillResult;
+
+/* One recvmsg() into the buffer; received fds are queued (CLOEXEC). */
+VmlFillResult vml_frame_reader_fill(VmlFrameReader *reader, int sock, GError **error);
+
+/* Pop one complete message, if any: *msg is NUL-terminated, *len excludes the
+ * NUL. Queued fds go with it into *fds (an int GArray, may be empty); the
+ * caller owns and must close them. Returns FALSE when no message is complete. */
+gboolean vml_frame_reader_pop(VmlFrameReader *reader, char **msg, gsize *len, GArray **fds);
+
+/* Bytes buffered but not yet part of a complete message. */
+gsize vml_frame_reader_pending(VmlFrameReader *reader);
+
+/* Close every fd in an int GArray and free it. */
+void vml_fds_close(GArray *fds);

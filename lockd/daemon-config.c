@@ -1,0 +1,154 @@
+#include "daemon-config.h"
+#include "vml-conf.h"
+#include "vml-error.h"
+#include "vml-paths.h"
+
+#include <grp.h>
+
+static const char *const known_keys[] = {
+    "lockspace_dir", "state_dir", "socket_dir", "backend",
+    "lease_group", "admin_group", "max_clients", "max_holders",
+    "max_leases_per_holder", "max_resources_per_call", "log_level",
+    NULL,
+};
+
+static gboolean
+get_limit(VmlConf *conf, const char *key, guint *out, guint max, GError **error)
+{
+    gint64 v;
+    g_autoptr(GError) local = NULL;
+
+    if (!vml_conf_get_int(conf, key, &v, &local)) {
+        if (local) {
+            g_propagate_error(error, g_steal_pointer(&local));
+            return FALSE;
+        }
+        return TRUE;
+    }
+    if (v < 1 || v > (gint64)max) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s must be between 1 and %u, not %" G_GINT64_FORMAT, key, max, v);
+        return FALSE;
+    }
+    *out = (guint)v;
+    return TRUE;
+}
+
+/* Replace *field with the key's string value when the key is present. */
+static gboolean
+get_string(VmlConf *conf, const char *key, char **field, GError **error)
+{
+    char *value = NULL;
+    g_autoptr(GError) local = NULL;
+
+    if (!vml_conf_get_string(conf, key, &value, &local)) {
+        if (local) {
+            g_propagate_error(error, g_steal_pointer(&local));
+            return FALSE;
+        }
+        return TRUE;
+    }
+    g_free(*field);
+    *field = value;
+    return TRUE;
+}
+
+static gboolean
+get_group(VmlConf *conf, const char *key, gid_t *gid, GError **error)
+{
+    g_autofree char *name = NULL;
+
+    if (!get_string(conf, key, &name, error))
+        return FALSE;
+    if (!name)
+        return TRUE;
+    struct group *gr = getgrnam(name);
+    if (!gr) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s: no such group '%s'", key, name);
+        return FALSE;
+    }
+    *gid = gr->gr_gid;
+    return TRUE;
+}
+
+static gboolean
+get_dir(VmlConf *conf, const char *key, char **dir, GError **error)
+{
+    if (!get_string(conf, key, dir, error))
+        return FALSE;
+    if (!g_path_is_absolute(*dir)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s must be an absolute path, not '%s'", key, *dir);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+VmlDaemonConfig *
+vml_daemon_config_load(const char *path, GError **error)
+{
+    g_autoptr(VmlDaemonConfig) cfg = g_new0(VmlDaemonConfig, 1);
+    g_autoptr(VmlConf) conf = NULL;
+    g_autofree char *default_path = NULL;
+
+    cfg->run_dir = vml_default_dir(VML_DIR_RUN);
+    cfg->lockspace_dir = vml_default_dir(VML_DIR_LOCKSPACE);
+    cfg->state_dir = vml_default_dir(VML_DIR_STATE);
+    cfg->backend = g_strdup("fcntl");
+    cfg->lease_gid = (gid_t)-1;
+    cfg->admin_gid = (gid_t)-1;
+    cfg->max_clients = 1024;
+    cfg->max_holders = 65536;
+    cfg->max_leases_per_holder = 16384;
+    cfg->max_resources_per_call = 1024;
+    cfg->log_level = g_strdup("info");
+
+    if (!path) {
+        default_path = vml_default_config_file();
+        if (g_file_test(default_path, G_FILE_TEST_EXISTS))
+            path = default_path;
+    }
+    if (path) {
+        conf = vml_conf_new_from_file(path, error);
+        if (!conf || !vml_conf_check_keys(conf, known_keys, error))
+            return NULL;
+        if (!get_dir(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
+            !get_dir(conf, "state_dir", &cfg->state_dir, error) ||
+            !get_dir(conf, "socket_dir", &cfg->run_dir, error) ||
+            !get_group(conf, "lease_group", &cfg->lease_gid, error) ||
+            !get_group(conf, "admin_group", &cfg->admin_gid, error) ||
+            !get_limit(conf, "max_clients", &cfg->max_clients, 65536, error) ||
+            !get_limit(conf, "max_holders", &cfg->max_holders, 1 << 20, error) ||
+            !get_limit(conf, "max_leases_per_holder", &cfg->max_leases_per_holder, 1 << 20, error) ||
+            !get_limit(conf, "max_resources_per_call", &cfg->max_resources_per_call, 1 << 16, error) ||
+            !get_string(conf, "backend", &cfg->backend, error) ||
+            !get_string(conf, "log_level", &cfg->log_level, error))
+            return NULL;
+    }
+    if (!g_strv_contains((const char *const[]){ "error", "warning", "info", "debug", NULL },
+                         cfg->log_level)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "log_level must be one of error, warning, info, debug; not '%s'",
+                    cfg->log_level);
+        return NULL;
+    }
+    cfg->lease_socket = g_build_filename(cfg->run_dir, "vmleased.sock", NULL);
+    cfg->admin_socket = g_build_filename(cfg->run_dir, "vmleased-admin.sock", NULL);
+    return g_steal_pointer(&cfg);
+}
+
+void
+vml_daemon_config_free(VmlDaemonConfig *cfg)
+{
+    if (!cfg)
+        return;
+    g_free(cfg->run_dir);
+    g_free(cfg->lease_socket);
+    g_free(cfg->admin_socket);
+    g_free(cfg->lockspace_dir);
+    g_free(cfg->state_dir);
+    g_free(cfg->backend);
+    g_free(cfg->log_level);
+    g_free(cfg);
+}

@@ -1,0 +1,27 @@
+/* vmleased.conf: where the daemon keeps things and who may talk to it. */
+#pragma once
+
+#include <glib.h>
+#include <sys/types.h>
+
+typedef struct {
+    char *run_dir;
+    char *lease_socket;
+    char *admin_socket;
+    char *lockspace_dir;
+    char *state_dir;
+    char *backend;            /* "fcntl" */
+    gid_t lease_gid;          /* (gid_t)-1: root only */
+    gid_t admin_gid;          /* (gid_t)-1: root only */
+    guint max_clients;
+    guint max_holders;
+    guint max_leases_per_holder;
+    guint max_resources_per_call;
+    char *log_level;          /* "error", "warning", "info", "debug" */
+} VmlDaemonConfig;
+
+/* Load PATH (NULL: the default file, which may be missing). Unknown keys,
+ * wrong types and unknown groups are errors. */
+VmlDaemonConfig *vml_daemon_config_load(const char *path, GError **error);
+void vml_daemon_config_free(VmlDaemonConfig *cfg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlDaemonConfig, vml_daemon_config_free)

@@ -1,0 +1,24 @@
+/* The parts of a running vmleased, shared by server, dispatch and re-exec. */
+#pragma once
+
+#include <glib.h>
+
+#include "backends/backend.h"
+#include "daemon-config.h"
+#include "lease-table.h"
+#include "state-file.h"
+
+typedef struct _VmlServer VmlServer;
+
+typedef struct {
+    VmlDaemonConfig *cfg;
+    char *config_path;       /* as given (NULL: default), for re-exec */
+    char *exe;               /* our own binary, for re-exec */
+    VmlBackend *backend;
+    VmlLeaseTable *table;
+    VmlStateFile *state;
+    VmlServer *server;
+    GMainLoop *loop;
+    gint64 started;
+    gboolean reexec_requested;
+} VmlDaemon;

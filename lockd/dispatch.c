@@ -1,0 +1,583 @@
+/* What each method means: parse and check its parameters (every one of
+ * them hostile until checked), call the lease table, shape the reply. */
+#include "server.h"
+#include "vml-config.h"
+#include "vml-paths.h"
+#include "vml-proc.h"
+#include "vml-wire.h"
+#include "interface-description.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define JSON_DEPTH_MAX 32
+#define NAME_MAX_LEN 1024
+#define LEASE_FIELD_MAX 256
+
+typedef struct {
+    VmlDaemon *d;
+    VmlConn *conn;
+    JsonObject *params;
+} Call;
+
+typedef void (*MethodFunc)(Call *call);
+
+/* ---- parameter checks --------------------------------------------------- */
+
+static gboolean
+param_error(Call *call, const char *name, const char *reason)
+{
+    JsonObject *p = json_object_new();
+    json_object_set_string_member(p, "parameter", name);
+    vml_conn_error(call->conn, VML_ERROR_INVALID_PARAMETER, p,
+                   "parameter '%s' %s", name, reason);
+    return FALSE;
+}
+
+static gboolean
+get_string(Call *call, JsonObject *obj, const char *name, gboolean required,
+           gsize max_len, const char **out)
+{
+    JsonNode *n = json_object_get_member(obj, name);
+    *out = NULL;
+    if (!n || JSON_NODE_HOLDS_NULL(n)) {
+        if (required)
+            return param_error(call, name, "is missing");
+        return TRUE;
+    }
+    if (json_node_get_value_type(n) != G_TYPE_STRING)
+        return param_error(call, name, "must be a string");
+    const char *s = json_node_get_string(n);
+    if (strlen(s) > max_len)
+        return param_error(call, name, "is too long");
+    for (const char *p = s; *p; p++) {
+        if ((guchar)*p < 0x20 || *p == 0x7f)
+            return param_error(call, name, "contains a control character");
+    }
+    *out = s;
+    return TRUE;
+}
+
+static gboolean
+get_int(Call *call, JsonObject *obj, const char *name, gint64 min, gint64 max, gint64 *out)
+{
+    JsonNode *n = json_object_get_member(obj, name);
+    if (!n)
+        return param_error(call, name, "is missing");
+    if (json_node_get_value_type(n) != G_TYPE_INT64)
+        return param_error(call, name, "must be an integer");
+    *out = json_node_get_int(n);
+    if (*out < min || *out > max)
+        return param_error(call, name, "is out of range");
+    return TRUE;
+}
+
+static gboolean
+get_bool(Call *call, JsonObject *obj, const char *name, gboolean *out)
+{
+    JsonNode *n = json_object_get_member(obj, name);
+    *out = FALSE;
+    if (!n || JSON_NODE_HOLDS_NULL(n))
+        return TRUE;
+    if (json_node_get_value_type(n) != G_TYPE_BOOLEAN)
+        return param_error(call, name, "must be true or false");
+    *out = json_node_get_boolean(n);
+    return TRUE;
+}
+
+static gboolean
+get_array(Call *call, JsonObject *obj, const char *name, gboolean required, JsonArray **out)
+{
+    JsonNode *n = json_object_get_member(obj, name);
+    *out = NULL;
+    if (!n || JSON_NODE_HOLDS_NULL(n)) {
+        if (required)
+            return param_error(call, name, "is missing");
+        return TRUE;
+    }
+    if (!JSON_NODE_HOLDS_ARRAY(n))
+        return param_error(call, name, "must be an array");
+    *out = json_node_get_array(n);
+    if (json_array_get_length(*out) > call->d->cfg->max_resources_per_call) {
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "limit", "max_resources_per_call");
+        json_object_set_int_member(p, "value", call->d->cfg->max_resources_per_call);
+        vml_conn_error(call->conn, VML_ERROR_LIMIT, p,
+                       "parameter '%s' lists more than %u entries (max_resources_per_call)",
+                       name, call->d->cfg->max_resources_per_call);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean
+is_uuid(const char *s)
+{
+    return g_uuid_string_is_valid(s);
+}
+
+/* Resolve an image path to its resource key: the canonical path. */
+static char *
+path_key(Call *call, const char *what, const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    if (!vml_path_check(path, strlen(path), &error)) {
+        param_error(call, what, error->message);
+        return NULL;
+    }
+    char *real = realpath(path, NULL);
+    struct stat st;
+    if (!real || stat(real, &st) < 0) {
+        int saved = errno;
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "path", path);
+        vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
+                       "cannot resolve image %s: %s", path, g_strerror(saved));
+        free(real);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "path", path);
+        vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
+                       "%s is not a regular file or block device", path);
+        free(real);
+        return NULL;
+    }
+    char *key = g_strdup(real);
+    free(real);
+    return key;
+}
+
+/* A Resource object to its key (and mode, when MODE is not NULL). */
+static char *
+resource_key(Call *call, JsonNode *node, VmlMode *mode)
+{
+    if (!JSON_NODE_HOLDS_OBJECT(node)) {
+        param_error(call, "resources", "must hold objects");
+        return NULL;
+    }
+    JsonObject *r = json_node_get_object(node);
+    const char *path, *lockspace, *key, *mode_name;
+    if (!get_string(call, r, "path", FALSE, PATH_MAX, &path) ||
+        !get_string(call, r, "lockspace", FALSE, LEASE_FIELD_MAX, &lockspace) ||
+        !get_string(call, r, "key", FALSE, LEASE_FIELD_MAX, &key) ||
+        !get_string(call, r, "mode", FALSE, 16, &mode_name))
+        return NULL;
+    if (mode) {
+        *mode = VML_MODE_EXCLUSIVE;
+        if (mode_name && !vml_mode_parse(mode_name, mode)) {
+            param_error(call, "mode", "must be \"exclusive\" or \"shared\"");
+            return NULL;
+        }
+    }
+    if (path && !lockspace && !key)
+        return path_key(call, "path", path);
+    if (!path && lockspace && key && *lockspace && *key) {
+        g_autofree char *ls = g_uri_escape_string(lockspace, NULL, FALSE);
+        g_autofree char *k = g_uri_escape_string(key, NULL, FALSE);
+        return g_strdup_printf("lease:%s/%s", ls, k);
+    }
+    param_error(call, "resources", "entries need either a path or a lockspace and key");
+    return NULL;
+}
+
+static VmlHolder *
+get_holder(Call *call)
+{
+    gint64 id;
+    g_autoptr(GError) error = NULL;
+    if (!get_int(call, call->params, "holder", 1, G_MAXINT64, &id))
+        return NULL;
+    VmlHolder *h = vml_lease_table_lookup(call->d->table, id, &error);
+    if (!h) {
+        JsonObject *p = json_object_new();
+        json_object_set_int_member(p, "holder", id);
+        vml_conn_error_gerror(call->conn, error, p);
+    }
+    return h;
+}
+
+static JsonArray *
+leases_json(GPtrArray *leases)
+{
+    JsonArray *a = json_array_new();
+    for (guint i = 0; i < leases->len; i++)
+        json_array_add_object_element(a, vml_lease_to_json(leases->pdata[i]));
+    return a;
+}
+
+/* ---- io.vmlease.Lease --------------------------------------------------- */
+
+static void
+method_register(Call *call)
+{
+    const char *uuid, *name;
+    gint64 pid;
+    g_autoptr(GError) error = NULL;
+
+    if (!get_string(call, call->params, "uuid", TRUE, 64, &uuid) ||
+        !get_string(call, call->params, "name", TRUE, NAME_MAX_LEN, &name) ||
+        !get_int(call, call->params, "pid", 1, INT_MAX, &pid))
+        return;
+    if (!is_uuid(uuid)) {
+        param_error(call, "uuid", "is not a UUID");
+        return;
+    }
+    VmlHolder *h = vml_lease_table_register(call->d->table, uuid, name, pid, &error);
+    if (!h) {
+        JsonObject *p = NULL;
+        if (error->code == VML_ERROR_NO_SUCH_PROCESS) {
+            p = json_object_new();
+            json_object_set_int_member(p, "pid", pid);
+        }
+        vml_conn_error_gerror(call->conn, error, p);
+        return;
+    }
+    JsonObject *reply = json_object_new();
+    json_object_set_int_member(reply, "holder", h->id);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+static void
+request_clear(gpointer data)
+{
+    g_free(((VmlRequest *)data)->key);
+}
+
+/* The resources parameter as requests; NULL after an error reply. */
+static GArray *
+get_requests(Call *call, gboolean required)
+{
+    JsonArray *res;
+    if (!get_array(call, call->params, "resources", required, &res))
+        return NULL;
+    g_autoptr(GArray) reqs = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
+    g_array_set_clear_func(reqs, request_clear);
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; res && i < json_array_get_length(res); i++) {
+        VmlRequest r = { 0 };
+        r.key = resource_key(call, json_array_get_element(res, i), &r.mode);
+        if (!r.key)
+            return NULL;
+        g_array_append_val(reqs, r);
+        if (!g_hash_table_add(seen, r.key)) {
+            param_error(call, "resources", "names the same resource twice");
+            return NULL;
+        }
+    }
+    return g_steal_pointer(&reqs);
+}
+
+static void
+method_acquire(Call *call)
+{
+    VmlHolder *h = get_holder(call);
+    gboolean want_fds;
+    if (!h || !get_bool(call, call->params, "fds", &want_fds))
+        return;
+    g_autoptr(GArray) reqs = get_requests(call, TRUE);
+    if (!reqs)
+        return;
+    if (reqs->len == 0) {
+        param_error(call, "resources", "is empty");
+        return;
+    }
+    if (want_fds && reqs->len > VML_FDS_MAX) {
+        param_error(call, "resources", "lists more resources than fds fit in one reply (253)");
+        return;
+    }
+    JsonObject *conflict = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) leases = vml_lease_table_acquire(call->d->table, h,
+        (VmlRequest *)reqs->data, reqs->len, &conflict, &error);
+    if (!leases) {
+        vml_conn_error_gerror(call->conn, error, conflict);
+        return;
+    }
+    g_autofree int *fds = want_fds ? g_new(int, leases->len) : NULL;
+    for (guint i = 0; fds && i < leases->len; i++)
+        fds[i] = call->d->backend->ops->lock_fd(((VmlLease *)leases->pdata[i])->lock);
+    JsonObject *reply = json_object_new();
+    json_object_set_array_member(reply, "leases", leases_json(leases));
+    vml_conn_reply(call->conn, reply, fds, fds ? leases->len : 0);
+}
+
+static void
+method_release(Call *call)
+{
+    VmlHolder *h = get_holder(call);
+    if (!h)
+        return;
+    g_autoptr(GArray) reqs = get_requests(call, FALSE);
+    if (!reqs)
+        return;
+    gboolean all = !json_object_has_member(call->params, "resources") ||
+                   JSON_NODE_HOLDS_NULL(json_object_get_member(call->params, "resources"));
+    g_autofree const char **keys = g_new0(const char *, reqs->len + 1);
+    for (guint i = 0; i < reqs->len; i++)
+        keys[i] = g_array_index(reqs, VmlRequest, i).key;
+    guint released;
+    g_autoptr(GError) error = NULL;
+    if (!vml_lease_table_release(call->d->table, h, all ? NULL : keys, reqs->len,
+                                 &released, &error)) {
+        JsonObject *p = json_object_new();
+        for (guint i = 0; i < reqs->len; i++) {
+            if (!g_hash_table_contains(h->leases, keys[i])) {
+                json_object_set_string_member(p, "resource", keys[i]);
+                break;
+            }
+        }
+        vml_conn_error_gerror(call->conn, error, p);
+        return;
+    }
+    JsonObject *reply = json_object_new();
+    json_object_set_int_member(reply, "released", released);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+static void
+method_inquire(Call *call)
+{
+    VmlHolder *h = get_holder(call);
+    if (!h)
+        return;
+    g_autoptr(GPtrArray) leases = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value))
+        g_ptr_array_add(leases, value);
+    JsonObject *reply = json_object_new();
+    json_object_set_array_member(reply, "leases", leases_json(leases));
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+/* ---- io.vmlease.Admin --------------------------------------------------- */
+
+static void
+method_list(Call *call)
+{
+    JsonArray *holders = json_array_new();
+    g_autoptr(GList) list = vml_lease_table_holders(call->d->table);
+    for (GList *l = list; l; l = l->next)
+        json_array_add_object_element(holders, vml_holder_to_json(l->data));
+    JsonObject *reply = json_object_new();
+    json_object_set_array_member(reply, "holders", holders);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+static void
+method_owners(Call *call)
+{
+    JsonArray *paths;
+    g_autoptr(GPtrArray) keys = NULL;
+
+    if (!get_array(call, call->params, "paths", FALSE, &paths))
+        return;
+    if (paths) {
+        keys = g_ptr_array_new_with_free_func(g_free);
+        for (guint i = 0; i < json_array_get_length(paths); i++) {
+            JsonNode *n = json_array_get_element(paths, i);
+            if (json_node_get_value_type(n) != G_TYPE_STRING) {
+                param_error(call, "paths", "must hold strings");
+                return;
+            }
+            char *key = path_key(call, "paths", json_node_get_string(n));
+            if (!key)
+                return;
+            g_ptr_array_add(keys, key);
+        }
+    } else {
+        keys = vml_lease_table_resources(call->d->table);
+    }
+    JsonArray *resources = json_array_new();
+    for (guint i = 0; i < keys->len; i++) {
+        g_autoptr(GPtrArray) owners = vml_lease_table_owners(call->d->table, keys->pdata[i]);
+        if (!paths && owners->len == 0)
+            continue;
+        JsonObject *r = json_object_new();
+        JsonArray *oa = json_array_new();
+        for (guint j = 0; j < owners->len; j++)
+            json_array_add_object_element(oa, vml_owner_to_json(owners->pdata[j], FALSE));
+        json_object_set_string_member(r, "resource", keys->pdata[i]);
+        json_object_set_array_member(r, "owners", oa);
+        json_array_add_object_element(resources, r);
+    }
+    JsonObject *reply = json_object_new();
+    json_object_set_array_member(reply, "resources", resources);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+static void
+method_status(Call *call)
+{
+    VmlDaemon *d = call->d;
+    JsonObject *reply = json_object_new();
+    json_object_set_string_member(reply, "version", VMLEASE_VERSION);
+    json_object_set_int_member(reply, "pid", getpid());
+    json_object_set_string_member(reply, "backend", d->cfg->backend);
+    json_object_set_string_member(reply, "lockspace", d->cfg->lockspace_dir);
+    json_object_set_string_member(reply, "host", vml_host_name());
+    json_object_set_int_member(reply, "started", d->started);
+    json_object_set_int_member(reply, "holders", vml_lease_table_n_holders(d->table));
+    json_object_set_int_member(reply, "leases", vml_lease_table_n_leases(d->table));
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+/* ---- org.varlink.service ------------------------------------------------ */
+
+static void
+method_get_info(Call *call)
+{
+    JsonObject *reply = json_object_new();
+    JsonArray *ifaces = json_array_new();
+    json_object_set_string_member(reply, "vendor", "vmlease");
+    json_object_set_string_member(reply, "product", "vmleased");
+    json_object_set_string_member(reply, "version", VMLEASE_VERSION);
+    json_object_set_string_member(reply, "url", "");
+    json_array_add_string_element(ifaces, "org.varlink.service");
+    json_array_add_string_element(ifaces, "io.vmlease");
+    json_object_set_array_member(reply, "interfaces", ifaces);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+static void
+method_get_interface_description(Call *call)
+{
+    const char *iface;
+    if (!get_string(call, call->params, "interface", TRUE, 256, &iface))
+        return;
+    if (g_strcmp0(iface, "io.vmlease") != 0) {
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "interface", iface);
+        vml_conn_error(call->conn, VML_ERROR_METHOD_NOT_FOUND, p,
+                       "no interface '%s'", iface);
+        return;
+    }
+    JsonObject *reply = json_object_new();
+    json_object_set_string_member(reply, "description", vml_interface_description);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+typedef struct {
+    const char *name;
+    VmlAccess access;     /* least access needed */
+    gboolean lease_only;  /* only on the lease socket */
+    MethodFunc func;
+} Method;
+
+static const Method methods[] = {
+    { "io.vmlease.Lease.Register", VML_ACCESS_LEASE, TRUE, method_register },
+    { "io.vmlease.Lease.Acquire", VML_ACCESS_LEASE, TRUE, method_acquire },
+    { "io.vmlease.Lease.Release", VML_ACCESS_LEASE, TRUE, method_release },
+    { "io.vmlease.Lease.Inquire", VML_ACCESS_LEASE, TRUE, method_inquire },
+    { "io.vmlease.Admin.List", VML_ACCESS_READ, FALSE, method_list },
+    { "io.vmlease.Admin.Owners", VML_ACCESS_READ, FALSE, method_owners },
+    { "io.vmlease.Admin.Status", VML_ACCESS_READ, FALSE, method_status },
+    { "org.varlink.service.GetInfo", VML_ACCESS_READ, FALSE, method_get_info },
+    { "org.varlink.service.GetInterfaceDescription", VML_ACCESS_READ, FALSE,
+      method_get_interface_description },
+};
+
+/* ---- message checks ----------------------------------------------------- */
+
+/* Reject what json-glib would mishandle: nesting deep enough to exhaust
+ * its recursion, and \u0000, which it would cut a string at silently. */
+static const char *
+raw_check(const char *msg, gsize len)
+{
+    int depth = 0;
+    gboolean in_string = FALSE;
+
+    if (!g_utf8_validate(msg, len, NULL))
+        return "message is not valid UTF-8";
+    for (gsize i = 0; i < len; i++) {
+        char ch = msg[i];
+        if (in_string) {
+            if (ch == '\\') {
+                if (i + 5 < len && msg[i + 1] == 'u' && msg[i + 2] == '0' &&
+                    msg[i + 3] == '0' && msg[i + 4] == '0' && msg[i + 5] == '0')
+                    return "message holds a NUL character (\\u0000) in a string";
+                i++;
+            } else if (ch == '"') {
+                in_string = FALSE;
+            }
+        } else if (ch == '"') {
+            in_string = TRUE;
+        } else if (ch == '{' || ch == '[') {
+            if (++depth > JSON_DEPTH_MAX)
+                return "message is nested too deeply";
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+        }
+    }
+    return NULL;
+}
+
+void
+vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fds)
+{
+    g_autoptr(GError) error = NULL;
+    const char *problem = raw_check(msg, len);
+
+    /* No method takes fds yet: drop any that came along. */
+    vml_fds_close(fds);
+
+    if (problem) {
+        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL, "%s", problem);
+        return;
+    }
+    g_autoptr(JsonParser) parser = json_parser_new_immutable();
+    if (!json_parser_load_from_data(parser, msg, len, &error)) {
+        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
+                       "message is not valid JSON: %s", error->message);
+        return;
+    }
+    JsonNode *root = json_parser_get_root(parser);
+    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL, "message is not a JSON object");
+        return;
+    }
+    JsonObject *obj = json_node_get_object(root);
+    JsonNode *mnode = json_object_get_member(obj, "method");
+    if (!mnode || json_node_get_value_type(mnode) != G_TYPE_STRING) {
+        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
+                       "message has no \"method\" string");
+        return;
+    }
+    const char *name = json_node_get_string(mnode);
+    JsonNode *pnode = json_object_get_member(obj, "parameters");
+    if (pnode && !JSON_NODE_HOLDS_OBJECT(pnode) && !JSON_NODE_HOLDS_NULL(pnode)) {
+        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
+                       "\"parameters\" must be an object");
+        return;
+    }
+    g_autoptr(JsonObject) params = (pnode && JSON_NODE_HOLDS_OBJECT(pnode))
+        ? json_object_ref(json_node_get_object(pnode)) : json_object_new();
+
+    for (guint i = 0; i < G_N_ELEMENTS(methods); i++) {
+        const Method *m = &methods[i];
+        if (g_strcmp0(m->name, name) != 0)
+            continue;
+        if ((m->lease_only && !vml_conn_is_lease_socket(conn)) ||
+            vml_conn_access(conn) < m->access) {
+            JsonObject *p = json_object_new();
+            json_object_set_int_member(p, "uid", vml_conn_uid(conn));
+            vml_conn_error(conn, VML_ERROR_PERMISSION_DENIED, p,
+                           "%s is not allowed here for uid %u%s", name,
+                           (unsigned)vml_conn_uid(conn),
+                           m->lease_only ? " (lease socket only)" : "");
+            return;
+        }
+        Call call = { .d = d, .conn = conn, .params = params };
+        m->func(&call);
+        return;
+    }
+    JsonObject *p = json_object_new();
+    json_object_set_string_member(p, "method", name);
+    vml_conn_error(conn, VML_ERROR_METHOD_NOT_FOUND, p, "no method '%.200s'", name);
+}

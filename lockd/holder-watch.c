@@ -1,0 +1,65 @@
+#include "holder-watch.h"
+#include "vml-error.h"
+#include "vml-proc.h"
+
+#include <errno.h>
+#include <glib-unix.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct _VmlHolderWatch {
+    int pidfd;
+    guint source;
+    VmlHolderExitFunc func;
+    gpointer data;
+};
+
+static gboolean
+on_pidfd(int fd, GIOCondition cond, gpointer user_data)
+{
+    VmlHolderWatch *w = user_data;
+    w->source = 0;
+    w->func(w->data);   /* may free w */
+    return G_SOURCE_REMOVE;
+}
+
+VmlHolderWatch *
+vml_holder_watch_new(pid_t pid, guint64 start_time,
+                     VmlHolderExitFunc func, gpointer data, GError **error)
+{
+    int pidfd = syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS,
+                    "no process with pid %d: %s", (int)pid, g_strerror(errno));
+        return NULL;
+    }
+    if (!vml_proc_is_same(pid, start_time)) {
+        close(pidfd);
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS,
+                    "process %d exited (or its pid was reused)", (int)pid);
+        return NULL;
+    }
+    VmlHolderWatch *w = g_new0(VmlHolderWatch, 1);
+    w->pidfd = pidfd;
+    w->func = func;
+    w->data = data;
+    w->source = g_unix_fd_add(pidfd, G_IO_IN, on_pidfd, w);
+    return w;
+}
+
+int
+vml_holder_watch_pidfd(VmlHolderWatch *w)
+{
+    return w->pidfd;
+}
+
+void
+vml_holder_watch_free(VmlHolderWatch *w)
+{
+    if (!w)
+        return;
+    if (w->source)
+        g_source_remove(w->source);
+    close(w->pidfd);
+    g_free(w);
+}

@@ -1,0 +1,77 @@
+/* The daemon's table of holders and their leases, on top of a backend.
+ * Every change is all or nothing; the changed callback lets the state file
+ * follow. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "backends/backend.h"
+#include "daemon-config.h"
+#include "holder-watch.h"
+#include "owner-record.h"
+
+typedef struct _VmlLeaseTable VmlLeaseTable;
+
+typedef struct {
+    VmlOwner *owner;   /* resource, mode, generation, since, holder identity */
+    VmlLock *lock;
+} VmlLease;
+
+typedef struct {
+    gint64 id;
+    char *uuid;
+    char *name;
+    pid_t pid;
+    guint64 start_time;
+    gint64 since;
+    GHashTable *leases;          /* resource key -> VmlLease* */
+    VmlHolderWatch *watch;
+    VmlLeaseTable *table;
+} VmlHolder;
+
+typedef struct {
+    char *key;
+    VmlMode mode;
+} VmlRequest;
+
+VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg);
+void vml_lease_table_free(VmlLeaseTable *t);
+
+void vml_lease_table_set_changed_func(VmlLeaseTable *t, GFunc func, gpointer data);
+
+VmlHolder *vml_lease_table_register(VmlLeaseTable *t, const char *uuid,
+                                    const char *name, pid_t pid, GError **error);
+VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
+
+/* Acquire every request or none. Returns the holder's leases in request
+ * order (borrowed). On a conflict, *conflict receives the error parameters
+ * (resource, mode, owners). */
+GPtrArray *vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h,
+                                   const VmlRequest *reqs, guint n_reqs,
+                                   JsonObject **conflict, GError **error);
+/* Release KEYS (NULL: all). Fails without releasing any if one is not held. */
+gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,
+                                 const char *const *keys, guint n_keys,
+                                 guint *released, GError **error);
+
+/* Current owners of KEY: this daemon's holders and owner records of
+ * others (other hosts, leases not yet recovered). */
+GPtrArray *vml_lease_table_owners(VmlLeaseTable *t, const char *key);
+/* Every resource key held here or recorded in the lockspace, sorted. */
+GPtrArray *vml_lease_table_resources(VmlLeaseTable *t);
+
+GList *vml_lease_table_holders(VmlLeaseTable *t);   /* sorted by id; free list only */
+guint vml_lease_table_n_holders(VmlLeaseTable *t);
+guint vml_lease_table_n_leases(VmlLeaseTable *t);
+
+JsonObject *vml_lease_to_json(const VmlLease *lease);
+JsonObject *vml_holder_to_json(const VmlHolder *h);
+
+/* State for the state file / re-exec. With FDS, each lease records its lock
+ * fd number and the fd is appended to FDS (kept open, CLOEXEC cleared by
+ * the caller). */
+JsonObject *vml_lease_table_save(VmlLeaseTable *t, GArray *fds);
+/* Rebuild from saved state (may be NULL) and the lockspace records. With
+ * REEXEC the saved fds are ours to adopt. Logs what it could not keep. */
+void vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec);

@@ -1,0 +1,228 @@
+/* vmleased: holds leases on VM disk images on behalf of the VM processes. */
+#include "daemon.h"
+#include "reexec.h"
+#include "server.h"
+#include "vml-config.h"
+#include "vml-error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static GLogLevelFlags log_threshold = G_LOG_LEVEL_INFO;
+
+static void
+log_handler(const char *domain, GLogLevelFlags level, const char *message, gpointer data)
+{
+    static const struct { GLogLevelFlags flag; const char *name; } names[] = {
+        { G_LOG_LEVEL_ERROR, "error" }, { G_LOG_LEVEL_CRITICAL, "critical" },
+        { G_LOG_LEVEL_WARNING, "warning" }, { G_LOG_LEVEL_MESSAGE, "notice" },
+        { G_LOG_LEVEL_INFO, "info" }, { G_LOG_LEVEL_DEBUG, "debug" },
+    };
+    GLogLevelFlags lvl = level & G_LOG_LEVEL_MASK;
+    if (lvl > log_threshold)
+        return;
+    const char *name = "log";
+    for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
+        if (lvl == names[i].flag)
+            name = names[i].name;
+    }
+    g_autoptr(GDateTime) now = g_date_time_new_now_local();
+    g_autofree char *ts = g_date_time_format(now, "%F %T");
+    fprintf(stderr, "%s vmleased[%d]: %s: %s\n", ts, (int)getpid(), name, message);
+}
+
+static void
+set_log_level(const char *name)
+{
+    if (g_str_equal(name, "error"))
+        log_threshold = G_LOG_LEVEL_CRITICAL;
+    else if (g_str_equal(name, "warning"))
+        log_threshold = G_LOG_LEVEL_WARNING;
+    else if (g_str_equal(name, "debug"))
+        log_threshold = G_LOG_LEVEL_DEBUG;
+    else
+        log_threshold = G_LOG_LEVEL_INFO;
+}
+
+static void
+on_table_changed(gpointer table, gpointer data)
+{
+    VmlDaemon *d = data;
+    if (d->state)
+        vml_state_file_schedule(d->state);
+}
+
+static gboolean
+on_quit_signal(gpointer data)
+{
+    VmlDaemon *d = data;
+    g_message("shutting down; leases stay with their holders");
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+on_reexec_signal(gpointer data)
+{
+    VmlDaemon *d = data;
+    d->reexec_requested = TRUE;
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_CONTINUE;
+}
+
+/* Fork into the background; the parent exits once the child is serving. */
+static int
+daemonize(void)
+{
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0) {
+        char c;
+        close(pipefd[1]);
+        _exit(read(pipefd[0], &c, 1) == 1 ? EXIT_SUCCESS : EXIT_FAILURE);
+    }
+    close(pipefd[0]);
+    setsid();
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        close(null);
+    }
+    return pipefd[1];
+}
+
+int
+main(int argc, char **argv)
+{
+    gboolean foreground = FALSE, version = FALSE;
+    g_autofree char *config_path = NULL;
+    int reexec_fd = -1;
+    GOptionEntry entries[] = {
+        { "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground, "Stay in the foreground, log to stderr", NULL },
+        { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (default: /etc/vmlease/vmleased.conf, or $VMLEASE_ROOT/vmleased.conf)", "FILE" },
+        { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
+        { "reexec-state", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &reexec_fd, NULL, NULL },
+        { NULL }
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- lease manager for VM disk images");
+    g_autoptr(GError) error = NULL;
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+        fprintf(stderr, "vmleased: %s\n", error->message);
+        return 1;
+    }
+    if (version) {
+        printf("vmleased %s\n", VMLEASE_VERSION);
+        return 0;
+    }
+    g_log_set_default_handler(log_handler, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    VmlDaemon d = { 0 };
+    d.config_path = config_path;
+    d.cfg = vml_daemon_config_load(config_path, &error);
+    if (!d.cfg) {
+        fprintf(stderr, "vmleased: %s%s%s\n", config_path ? config_path : "",
+                config_path ? ": " : "", error->message);
+        return 1;
+    }
+    set_log_level(d.cfg->log_level);
+    d.exe = g_file_read_link("/proc/self/exe", NULL);
+    if (!d.exe || g_str_has_suffix(d.exe, " (deleted)"))
+        d.exe = g_strdup(argv[0]);
+    d.started = g_get_real_time() / G_USEC_PER_SEC;
+
+    int ready_fd = -1;
+    if (!foreground && reexec_fd < 0) {
+        ready_fd = daemonize();
+        if (ready_fd < 0) {
+            fprintf(stderr, "vmleased: cannot daemonize: %s\n", g_strerror(errno));
+            return 1;
+        }
+    }
+
+    d.backend = vml_backend_open(d.cfg, &error);
+    if (!d.backend) {
+        g_critical("%s", error->message);
+        return 1;
+    }
+    d.table = vml_lease_table_new(d.backend, d.cfg);
+    d.state = vml_state_file_new(d.cfg->state_dir, d.table, &error);
+    if (!d.state) {
+        g_critical("%s", error->message);
+        return 1;
+    }
+
+    g_autoptr(JsonObject) state = NULL;
+    int lease_fd = -1, admin_fd = -1;
+    if (reexec_fd >= 0) {
+        state = vml_reexec_read_state(reexec_fd, &error);
+        if (!state) {
+            g_critical("re-exec: %s", error->message);
+            return 1;
+        }
+        lease_fd = json_object_get_int_member_with_default(state, "lease_socket_fd", -1);
+        admin_fd = json_object_get_int_member_with_default(state, "admin_socket_fd", -1);
+        d.started = json_object_get_int_member_with_default(state, "started", d.started);
+        /* Ours again: not to be passed on to anything we might spawn. */
+        if (lease_fd >= 0)
+            fcntl(lease_fd, F_SETFD, FD_CLOEXEC);
+        if (admin_fd >= 0)
+            fcntl(admin_fd, F_SETFD, FD_CLOEXEC);
+    } else {
+        state = vml_state_file_load(d.state);
+    }
+    vml_lease_table_set_changed_func(d.table, on_table_changed, &d);
+    vml_lease_table_restore(d.table, state, reexec_fd >= 0);
+
+    d.server = vml_server_new(&d, lease_fd, admin_fd, &error);
+    if (!d.server) {
+        g_critical("%s", error->message);
+        return 1;
+    }
+    d.loop = g_main_loop_new(NULL, FALSE);
+    g_unix_signal_add(SIGTERM, on_quit_signal, &d);
+    g_unix_signal_add(SIGINT, on_quit_signal, &d);
+    g_unix_signal_add(SIGUSR1, on_reexec_signal, &d);
+
+    g_message("serving on %s and %s (backend %s, lockspace %s)",
+              d.cfg->lease_socket, d.cfg->admin_socket, d.cfg->backend, d.cfg->lockspace_dir);
+    if (ready_fd >= 0) {
+        if (write(ready_fd, "1", 1) != 1) {
+            /* The parent is gone; nothing to tell. */
+        }
+        close(ready_fd);
+    }
+
+    for (;;) {
+        g_main_loop_run(d.loop);
+        if (!vml_state_file_flush(d.state, &error)) {
+            g_warning("cannot save state: %s", error->message);
+            g_clear_error(&error);
+        }
+        if (!d.reexec_requested)
+            break;
+        d.reexec_requested = FALSE;
+        vml_reexec(&d);
+    }
+
+    vml_server_free(d.server);
+    vml_state_file_free(d.state);
+    vml_lease_table_free(d.table);
+    d.backend->ops->close(d.backend);
+    g_main_loop_unref(d.loop);
+    g_free(d.exe);
+    vml_daemon_config_free(d.cfg);
+    return 0;
+}

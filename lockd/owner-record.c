@@ -1,0 +1,144 @@
+#include "owner-record.h"
+#include "vml-error.h"
+#include "vml-proc.h"
+
+const char *
+vml_mode_name(VmlMode mode)
+{
+    return mode == VML_MODE_EXCLUSIVE ? "exclusive" : "shared";
+}
+
+gboolean
+vml_mode_parse(const char *name, VmlMode *mode)
+{
+    if (g_strcmp0(name, "exclusive") == 0)
+        *mode = VML_MODE_EXCLUSIVE;
+    else if (g_strcmp0(name, "shared") == 0)
+        *mode = VML_MODE_SHARED;
+    else
+        return FALSE;
+    return TRUE;
+}
+
+VmlOwner *
+vml_owner_copy(const VmlOwner *o)
+{
+    VmlOwner *c = g_new(VmlOwner, 1);
+    *c = *o;
+    c->resource = g_strdup(o->resource);
+    c->host = g_strdup(o->host);
+    c->machine_id = g_strdup(o->machine_id);
+    c->boot_id = g_strdup(o->boot_id);
+    c->uuid = g_strdup(o->uuid);
+    c->name = g_strdup(o->name);
+    return c;
+}
+
+void
+vml_owner_free(VmlOwner *o)
+{
+    if (!o)
+        return;
+    g_free(o->resource);
+    g_free(o->host);
+    g_free(o->machine_id);
+    g_free(o->boot_id);
+    g_free(o->uuid);
+    g_free(o->name);
+    g_free(o);
+}
+
+JsonObject *
+vml_owner_to_json(const VmlOwner *o, gboolean full)
+{
+    JsonObject *j = json_object_new();
+    if (full)
+        json_object_set_string_member(j, "resource", o->resource);
+    json_object_set_string_member(j, "host", o->host);
+    json_object_set_string_member(j, "uuid", o->uuid);
+    json_object_set_string_member(j, "name", o->name);
+    json_object_set_int_member(j, "pid", o->pid);
+    json_object_set_string_member(j, "mode", vml_mode_name(o->mode));
+    json_object_set_int_member(j, "since", o->since);
+    json_object_set_int_member(j, "generation", (gint64)o->generation);
+    if (full) {
+        json_object_set_string_member(j, "machine_id", o->machine_id);
+        json_object_set_string_member(j, "boot_id", o->boot_id);
+        json_object_set_int_member(j, "holder", o->holder);
+        json_object_set_int_member(j, "start_time", (gint64)o->start_time);
+    }
+    return j;
+}
+
+static const char *
+get_str(JsonObject *j, const char *key, GError **error)
+{
+    JsonNode *n = json_object_get_member(j, key);
+    if (!n || json_node_get_value_type(n) != G_TYPE_STRING) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "owner record: '%s' missing", key);
+        return NULL;
+    }
+    return json_node_get_string(n);
+}
+
+static gboolean
+get_int(JsonObject *j, const char *key, gint64 *out, GError **error)
+{
+    JsonNode *n = json_object_get_member(j, key);
+    if (!n || json_node_get_value_type(n) != G_TYPE_INT64) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "owner record: '%s' missing", key);
+        return FALSE;
+    }
+    *out = json_node_get_int(n);
+    return TRUE;
+}
+
+VmlOwner *
+vml_owner_from_json(JsonObject *j, GError **error)
+{
+    g_autoptr(VmlOwner) o = g_new0(VmlOwner, 1);
+    const char *resource, *host, *machine_id, *boot_id, *uuid, *name, *mode;
+    gint64 start_time, generation;
+
+    if (!(resource = get_str(j, "resource", error)) ||
+        !(host = get_str(j, "host", error)) ||
+        !(machine_id = get_str(j, "machine_id", error)) ||
+        !(boot_id = get_str(j, "boot_id", error)) ||
+        !(uuid = get_str(j, "uuid", error)) ||
+        !(name = get_str(j, "name", error)) ||
+        !(mode = get_str(j, "mode", error)) ||
+        !get_int(j, "holder", &o->holder, error) ||
+        !get_int(j, "pid", &o->pid, error) ||
+        !get_int(j, "start_time", &start_time, error) ||
+        !get_int(j, "since", &o->since, error) ||
+        !get_int(j, "generation", &generation, error))
+        return NULL;
+    if (!vml_mode_parse(mode, &o->mode)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "owner record: bad mode '%s'", mode);
+        return NULL;
+    }
+    o->resource = g_strdup(resource);
+    o->host = g_strdup(host);
+    o->machine_id = g_strdup(machine_id);
+    o->boot_id = g_strdup(boot_id);
+    o->uuid = g_strdup(uuid);
+    o->name = g_strdup(name);
+    o->start_time = (guint64)start_time;
+    o->generation = (guint64)generation;
+    return g_steal_pointer(&o);
+}
+
+gboolean
+vml_owner_same_process(const VmlOwner *a, const VmlOwner *b)
+{
+    return a->pid == b->pid && a->start_time == b->start_time &&
+           g_strcmp0(a->boot_id, b->boot_id) == 0 &&
+           g_strcmp0(a->machine_id, b->machine_id) == 0;
+}
+
+gboolean
+vml_owner_is_this_host(const VmlOwner *o)
+{
+    return g_strcmp0(o->machine_id, vml_host_machine_id()) == 0 &&
+           g_strcmp0(o->host, vml_host_name()) == 0;
+}

@@ -1,0 +1,44 @@
+/* Who holds a lease: the identity written next to every lock (and shown to
+ * admins). The lock enforces; the record explains. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+typedef enum {
+    VML_MODE_SHARED,
+    VML_MODE_EXCLUSIVE,
+} VmlMode;
+
+const char *vml_mode_name(VmlMode mode);
+gboolean vml_mode_parse(const char *name, VmlMode *mode);
+
+typedef struct {
+    char *resource;     /* resource key */
+    char *host;
+    char *machine_id;
+    char *boot_id;
+    char *uuid;
+    char *name;
+    gint64 holder;      /* holder id in its daemon */
+    gint64 pid;
+    guint64 start_time;
+    VmlMode mode;
+    gint64 since;
+    guint64 generation;
+} VmlOwner;
+
+VmlOwner *vml_owner_copy(const VmlOwner *owner);
+void vml_owner_free(VmlOwner *owner);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlOwner, vml_owner_free)
+
+/* The public view (host, uuid, name, pid, mode, since, generation), or with
+ * FULL everything needed to rebuild the lease after a restart. */
+JsonObject *vml_owner_to_json(const VmlOwner *owner, gboolean full);
+VmlOwner *vml_owner_from_json(JsonObject *object, GError **error);
+
+/* Recorded on this host (machine-id and hostname). */
+gboolean vml_owner_is_this_host(const VmlOwner *o);
+
+/* Same holder process on the same boot of the same host. */
+gboolean vml_owner_same_process(const VmlOwner *a, const VmlOwner *b);

@@ -1,0 +1,92 @@
+#include "reexec.h"
+#include "server.h"
+#include "vml-wire.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static gboolean
+clear_cloexec(int fd)
+{
+    int flags = fcntl(fd, F_GETFD);
+    return flags >= 0 && fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) == 0;
+}
+
+void
+vml_reexec(VmlDaemon *d)
+{
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(JsonObject) state = vml_lease_table_save(d->table, fds);
+    int lease_fd, admin_fd;
+
+    vml_server_listen_fds(d->server, &lease_fd, &admin_fd);
+    json_object_set_int_member(state, "lease_socket_fd", lease_fd);
+    json_object_set_int_member(state, "admin_socket_fd", admin_fd);
+    json_object_set_int_member(state, "started", d->started);
+    g_array_append_val(fds, lease_fd);
+    g_array_append_val(fds, admin_fd);
+
+    gsize len;
+    g_autofree char *data = vml_json_to_string(state, &len);
+    int memfd = memfd_create("vmleased-state", 0);
+    if (memfd < 0 || write(memfd, data, len) != (ssize_t)len || lseek(memfd, 0, SEEK_SET) < 0) {
+        g_warning("re-exec: cannot hand over state: %s", g_strerror(errno));
+        if (memfd >= 0)
+            close(memfd);
+        return;
+    }
+    for (guint i = 0; i < fds->len; i++) {
+        if (!clear_cloexec(g_array_index(fds, int, i))) {
+            g_warning("re-exec: cannot keep fd %d open: %s",
+                      g_array_index(fds, int, i), g_strerror(errno));
+            close(memfd);
+            return;
+        }
+    }
+    g_autofree char *memfd_arg = g_strdup_printf("%d", memfd);
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    g_ptr_array_add(argv, d->exe);
+    g_ptr_array_add(argv, (char *)"--foreground");
+    if (d->config_path) {
+        g_ptr_array_add(argv, (char *)"--config");
+        g_ptr_array_add(argv, d->config_path);
+    }
+    g_ptr_array_add(argv, (char *)"--reexec-state");
+    g_ptr_array_add(argv, memfd_arg);
+    g_ptr_array_add(argv, NULL);
+
+    g_message("re-executing %s with %u lease(s)", d->exe, vml_lease_table_n_leases(d->table));
+    execv(d->exe, (char **)argv->pdata);
+
+    g_warning("re-exec of %s failed: %s; carrying on", d->exe, g_strerror(errno));
+    close(memfd);
+    for (guint i = 0; i < fds->len; i++)
+        fcntl(g_array_index(fds, int, i), F_SETFD, FD_CLOEXEC);
+}
+
+JsonObject *
+vml_reexec_read_state(int fd, GError **error)
+{
+    g_autoptr(GByteArray) buf = g_byte_array_new();
+    guint8 chunk[65536];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+        g_byte_array_append(buf, chunk, n);
+    close(fd);
+    if (n < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                    "cannot read handed-over state: %s", g_strerror(errno));
+        return NULL;
+    }
+    g_autoptr(JsonParser) p = json_parser_new_immutable();
+    if (!json_parser_load_from_data(p, (const char *)buf->data, buf->len, error))
+        return NULL;
+    JsonNode *root = json_parser_get_root(p);
+    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "handed-over state is not an object");
+        return NULL;
+    }
+    return json_object_ref(json_node_get_object(root));
+}

@@ -1,0 +1,43 @@
+/* Listening sockets and client connections: accept with SO_PEERCRED checks,
+ * NUL-framed reads, queued replies with fds. What a message means is
+ * dispatch.c's business. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <sys/types.h>
+
+#include "daemon.h"
+#include "vml-error.h"
+
+typedef enum {
+    VML_ACCESS_NONE,
+    VML_ACCESS_READ,     /* admin socket, admin group: inspection only */
+    VML_ACCESS_LEASE,    /* lease socket: lease operations + inspection */
+    VML_ACCESS_ROOT,     /* root on the admin socket: everything */
+} VmlAccess;
+
+typedef struct _VmlConn VmlConn;
+
+/* Create the sockets, or take over LEASE_FD/ADMIN_FD (>= 0) from re-exec. */
+VmlServer *vml_server_new(VmlDaemon *daemon, int lease_fd, int admin_fd, GError **error);
+void vml_server_free(VmlServer *server);
+/* The listening fds, for re-exec. */
+void vml_server_listen_fds(VmlServer *server, int *lease_fd, int *admin_fd);
+
+VmlAccess vml_conn_access(VmlConn *conn);
+uid_t vml_conn_uid(VmlConn *conn);
+gboolean vml_conn_is_lease_socket(VmlConn *conn);
+
+/* Queue a reply. PARAMS is consumed (may be NULL); FDS (may be NULL) are
+ * sent with it and stay the caller's. */
+void vml_conn_reply(VmlConn *conn, JsonObject *params, const int *fds, guint n_fds);
+/* Queue an error reply: PARAMS consumed (may be NULL), "message" added. */
+void vml_conn_error(VmlConn *conn, VmlErrorCode code, JsonObject *params,
+                    const char *format, ...) G_GNUC_PRINTF(4, 5);
+void vml_conn_error_gerror(VmlConn *conn, const GError *error, JsonObject *params);
+/* Close after the queued replies are sent. */
+void vml_conn_close_after_reply(VmlConn *conn);
+
+/* Implemented by dispatch.c: handle one message (FDS owned by the callee). */
+void vml_dispatch(VmlDaemon *daemon, VmlConn *conn, const char *msg, gsize len, GArray *fds);

@@ -1,0 +1,160 @@
+#include "harness.h"
+#include "vml-client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void
+spawn_daemon(VmlTestDaemon *d)
+{
+    const char *bin = g_getenv("VMLEASED_BIN");
+    g_assert_nonnull(bin);
+    g_autoptr(GError) error = NULL;
+    const char *argv[] = { bin, "--foreground", "--config", d->config, NULL };
+    g_auto(GStrv) envp = g_get_environ();
+    envp = g_environ_setenv(envp, "VMLEASE_ROOT", d->root, TRUE);
+    gboolean ok = g_spawn_async(NULL, (char **)argv, envp,
+                                G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                &d->pid, &error);
+    g_assert_no_error(error);
+    g_assert_true(ok);
+    vml_test_daemon_wait_ready(d);
+}
+
+void
+vml_test_daemon_wait_ready(VmlTestDaemon *d)
+{
+    for (int i = 0; i < 500; i++) {
+        g_autoptr(VmlClient) c = vml_client_connect_lease(NULL);
+        if (c) {
+            g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Admin.Status", NULL,
+                                                      NULL, 0, NULL, NULL, NULL);
+            if (r)
+                return;
+        }
+        int status;
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid)
+            g_error("vmleased exited during start-up (status %d)", status);
+        g_usleep(10000);
+    }
+    g_error("vmleased did not answer within 5 s");
+}
+
+VmlTestDaemon *
+vml_test_daemon_start(const char *config_text)
+{
+    VmlTestDaemon *d = g_new0(VmlTestDaemon, 1);
+    g_autoptr(GError) error = NULL;
+    d->root = g_dir_make_tmp("vmlease-test-XXXXXX", &error);
+    g_assert_no_error(error);
+    d->config = g_build_filename(d->root, "vmleased.conf", NULL);
+    g_file_set_contents(d->config, config_text ? config_text : "# test\n", -1, &error);
+    g_assert_no_error(error);
+    g_setenv("VMLEASE_ROOT", d->root, TRUE);
+    spawn_daemon(d);
+    return d;
+}
+
+void
+vml_test_daemon_restart(VmlTestDaemon *d)
+{
+    spawn_daemon(d);
+}
+
+void
+vml_test_daemon_kill(VmlTestDaemon *d, int sig)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, sig);
+    int status;
+    while (waitpid(d->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    d->pid = 0;
+}
+
+void
+vml_test_daemon_stop(VmlTestDaemon *d)
+{
+    vml_test_daemon_kill(d, SIGTERM);
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", d->root);
+    g_assert_cmpint(system(cmd), ==, 0);
+    g_free(d->root);
+    g_free(d->config);
+    g_free(d);
+}
+
+char *
+vml_test_make_image(VmlTestDaemon *d, const char *name)
+{
+    char *path = g_build_filename(d->root, name, NULL);
+    int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    g_assert_cmpint(fd, >=, 0);
+    close(fd);
+    return path;
+}
+
+JsonObject *
+vml_test_call(gboolean admin, const char *method, JsonObject *params,
+              GArray **fds_out, JsonObject **error_params, GError **error)
+{
+    g_autoptr(GError) cerr = NULL;
+    g_autoptr(VmlClient) c = admin ? vml_client_connect_admin(&cerr)
+                                   : vml_client_connect_lease(&cerr);
+    g_assert_no_error(cerr);
+    return vml_client_call(c, method, params, NULL, 0, fds_out, error_params, error);
+}
+
+pid_t
+vml_test_child_spawn(void)
+{
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        for (;;)
+            pause();
+    }
+    return pid;
+}
+
+void
+vml_test_child_kill(pid_t pid, int sig)
+{
+    kill(pid, sig);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+gint64
+vml_test_register(const char *uuid, const char *name, pid_t pid)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_string_member(p, "uuid", uuid);
+    json_object_set_string_member(p, "name", name);
+    json_object_set_int_member(p, "pid", pid);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Register", p, NULL, NULL, &error);
+    g_assert_no_error(error);
+    return json_object_get_int_member(r, "holder");
+}
+
+JsonArray *
+vml_test_resources(const char *mode, ...)
+{
+    JsonArray *a = json_array_new();
+    va_list ap;
+    va_start(ap, mode);
+    for (const char *path = va_arg(ap, const char *); path; path = va_arg(ap, const char *)) {
+        JsonObject *r = json_object_new();
+        json_object_set_string_member(r, "path", path);
+        json_object_set_string_member(r, "mode", mode);
+        json_array_add_object_element(a, r);
+    }
+    va_end(ap);
+    return a;
+}

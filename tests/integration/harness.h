@@ -1,0 +1,45 @@
+/* Start and stop a real vmleased under a private VMLEASE_ROOT for tests.
+ * The binary comes from $VMLEASED_BIN (set by meson test). Starting a daemon
+ * also sets VMLEASE_ROOT in this process, so vml_client_connect_lease() and
+ * the vmlease CLI ($VMLEASE_BIN) find it. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <sys/types.h>
+
+typedef struct {
+    char *root;         /* temporary directory, removed by stop */
+    char *config;       /* root/vmleased.conf */
+    GPid pid;
+} VmlTestDaemon;
+
+/* CONFIG_TEXT (may be NULL) is written to root/vmleased.conf. */
+VmlTestDaemon *vml_test_daemon_start(const char *config_text);
+/* Start the daemon again on the same root (after a kill). */
+void vml_test_daemon_restart(VmlTestDaemon *d);
+/* Send SIG and reap the process. */
+void vml_test_daemon_kill(VmlTestDaemon *d, int sig);
+/* Wait until the daemon answers on its lease socket (up to 5 s). */
+void vml_test_daemon_wait_ready(VmlTestDaemon *d);
+/* SIGTERM, reap, remove the root. */
+void vml_test_daemon_stop(VmlTestDaemon *d);
+
+/* Make an empty file under the root and return its path. */
+char *vml_test_make_image(VmlTestDaemon *d, const char *name);
+
+/* Call a method on the lease socket (admin socket if ADMIN), asserting the
+ * connection works. Returns reply params, or NULL with *error set. */
+JsonObject *vml_test_call(gboolean admin, const char *method, JsonObject *params,
+                          GArray **fds_out, JsonObject **error_params, GError **error);
+
+/* Fork a child that just sleeps (a stand-in VM process); kill it with
+ * vml_test_child_kill. */
+pid_t vml_test_child_spawn(void);
+void vml_test_child_kill(pid_t pid, int sig);
+
+/* Register PID as holder (uuid, name) and return its holder id. */
+gint64 vml_test_register(const char *uuid, const char *name, pid_t pid);
+
+/* Build a resources array with one path resource in MODE. */
+JsonArray *vml_test_resources(const char *mode, ...) G_GNUC_NULL_TERMINATED;
