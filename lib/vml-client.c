@@ -116,13 +116,19 @@ vml_client_call(VmlClient *c, const char *method, JsonObject *params,
                                   params ? json_object_ref(params) : json_object_new());
     gsize len;
     g_autofree char *json = vml_json_to_string(call, &len);
-    if (!vml_wire_send(c->fd, json, len, fds, n_fds, error))
-        return NULL;
-
+    g_autoptr(GError) send_error = NULL;
     g_autofree char *msg = NULL;
     GArray *rfds = NULL;
-    if (!read_reply(c, &msg, &len, &rfds, error))
+    /* A daemon that refuses us says why before it hangs up, so read its
+     * answer even when our own send failed. */
+    if (!vml_wire_send(c->fd, json, len, fds, n_fds, &send_error)) {
+        if (!read_reply(c, &msg, &len, &rfds, NULL)) {
+            g_propagate_error(error, g_steal_pointer(&send_error));
+            return NULL;
+        }
+    } else if (!read_reply(c, &msg, &len, &rfds, error)) {
         return NULL;
+    }
 
     g_autoptr(JsonParser) parser = json_parser_new_immutable();
     if (!json_parser_load_from_data(parser, msg, len, NULL) ||

@@ -20,5 +20,6 @@ typedef struct {
     VmlServer *server;
     GMainLoop *loop;
     gint64 started;
+    gint64 reexecs;          /* times this daemon re-executed itself */
     gboolean reexec_requested;
 } VmlDaemon;

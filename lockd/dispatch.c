@@ -423,6 +423,7 @@ method_status(Call *call)
     json_object_set_string_member(reply, "lockspace", d->cfg->lockspace_dir);
     json_object_set_string_member(reply, "host", vml_host_name());
     json_object_set_int_member(reply, "started", d->started);
+    json_object_set_int_member(reply, "reexecs", d->reexecs);
     json_object_set_int_member(reply, "holders", vml_lease_table_n_holders(d->table));
     json_object_set_int_member(reply, "leases", vml_lease_table_n_leases(d->table));
     vml_conn_reply(call->conn, reply, NULL, 0);

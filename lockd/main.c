@@ -175,6 +175,7 @@ main(int argc, char **argv)
         lease_fd = json_object_get_int_member_with_default(state, "lease_socket_fd", -1);
         admin_fd = json_object_get_int_member_with_default(state, "admin_socket_fd", -1);
         d.started = json_object_get_int_member_with_default(state, "started", d.started);
+        d.reexecs = json_object_get_int_member_with_default(state, "reexecs", 0);
         /* Ours again: not to be passed on to anything we might spawn. */
         if (lease_fd >= 0)
             fcntl(lease_fd, F_SETFD, FD_CLOEXEC);

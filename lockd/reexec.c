@@ -25,6 +25,7 @@ vml_reexec(VmlDaemon *d)
     json_object_set_int_member(state, "lease_socket_fd", lease_fd);
     json_object_set_int_member(state, "admin_socket_fd", admin_fd);
     json_object_set_int_member(state, "started", d->started);
+    json_object_set_int_member(state, "reexecs", d->reexecs + 1);
     g_array_append_val(fds, lease_fd);
     g_array_append_val(fds, admin_fd);
 

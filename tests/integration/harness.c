@@ -1,10 +1,12 @@
 #include "harness.h"
 #include "vml-client.h"
+#include "vml-paths.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,9 +19,14 @@ spawn_daemon(VmlTestDaemon *d)
     const char *argv[] = { bin, "--foreground", "--config", d->config, NULL };
     g_auto(GStrv) envp = g_get_environ();
     envp = g_environ_setenv(envp, "VMLEASE_ROOT", d->root, TRUE);
-    gboolean ok = g_spawn_async(NULL, (char **)argv, envp,
-                                G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
-                                &d->pid, &error);
+    /* The daemon's log goes to root/vmleased.log, shown when a test fails. */
+    g_autofree char *log = g_build_filename(d->root, "vmleased.log", NULL);
+    int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    g_assert_cmpint(logfd, >=, 0);
+    gboolean ok = g_spawn_async_with_fds(NULL, (char **)argv, envp,
+                                         G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                         &d->pid, -1, logfd, logfd, &error);
+    close(logfd);
     g_assert_no_error(error);
     g_assert_true(ok);
     vml_test_daemon_wait_ready(d);
@@ -37,8 +44,12 @@ vml_test_daemon_wait_ready(VmlTestDaemon *d)
                 return;
         }
         int status;
-        if (waitpid(d->pid, &status, WNOHANG) == d->pid)
-            g_error("vmleased exited during start-up (status %d)", status);
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+            g_autofree char *log = g_build_filename(d->root, "vmleased.log", NULL);
+            g_autofree char *text = NULL;
+            g_file_get_contents(log, &text, NULL, NULL);
+            g_error("vmleased exited during start-up (status %d):\n%s", status, text ? text : "");
+        }
         g_usleep(10000);
     }
     g_error("vmleased did not answer within 5 s");
@@ -157,4 +168,95 @@ vml_test_resources(const char *mode, ...)
     }
     va_end(ap);
     return a;
+}
+
+pid_t
+vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
+{
+    int pipefd[2];
+    g_assert_cmpint(pipe(pipefd), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        g_autoptr(VmlClient) c = vml_client_connect_lease(NULL);
+        char ok = 'n';
+        if (c) {
+            g_autoptr(JsonObject) p = json_object_new();
+            json_object_set_string_member(p, "uuid", uuid);
+            json_object_set_string_member(p, "name", name);
+            json_object_set_int_member(p, "pid", getpid());
+            g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p,
+                                                      NULL, 0, NULL, NULL, NULL);
+            if (r) {
+                g_autoptr(JsonObject) a = json_object_new();
+                json_object_set_int_member(a, "holder", json_object_get_int_member(r, "holder"));
+                json_object_set_array_member(a, "resources", resources);
+                json_object_set_boolean_member(a, "fds", TRUE);
+                GArray *fds = NULL;
+                g_autoptr(JsonObject) ar = vml_client_call(c, "io.vmlease.Lease.Acquire", a,
+                                                           NULL, 0, &fds, NULL, NULL);
+                /* The fds stay open for the life of this process, as in a VM. */
+                if (ar && fds && fds->len == json_array_get_length(resources))
+                    ok = 'y';
+            }
+        }
+        if (write(pipefd[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(pipefd[1]);
+    char ok = 0;
+    g_assert_cmpint(read(pipefd[0], &ok, 1), ==, 1);
+    close(pipefd[0]);
+    json_array_unref(resources);
+    g_assert_cmpint(ok, ==, 'y');
+    return pid;
+}
+
+int
+vml_test_lock_state(VmlTestDaemon *d, const char *path)
+{
+    g_autofree char *real = realpath(path, NULL);
+    g_assert_nonnull(real);
+    g_autofree char *hash = vml_key_hash(real);
+    g_autofree char *name = g_strdup_printf("%s.lock", hash);
+    g_autofree char *lock = g_build_filename(d->root, "lockspace", name, NULL);
+    int fd = open(lock, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return F_UNLCK;
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
+    close(fd);
+    return fl.l_type;
+}
+
+JsonArray *
+vml_test_owners(const char *path)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    JsonArray *paths = json_array_new();
+    json_array_add_string_element(paths, path);
+    json_object_set_array_member(p, "paths", paths);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Owners", p, NULL, NULL, &error);
+    g_assert_no_error(error);
+    JsonArray *res = json_object_get_array_member(r, "resources");
+    g_assert_cmpuint(json_array_get_length(res), ==, 1);
+    return json_array_ref(json_object_get_array_member(
+        json_array_get_object_element(res, 0), "owners"));
+}
+
+gboolean
+vml_test_wait_owners(const char *path, guint n, guint timeout_ms)
+{
+    gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000;
+    do {
+        g_autoptr(JsonArray) owners = vml_test_owners(path);
+        if (json_array_get_length(owners) == n)
+            return TRUE;
+        g_usleep(1000);
+    } while (g_get_monotonic_time() < deadline);
+    return FALSE;
 }

@@ -38,6 +38,21 @@ JsonObject *vml_test_call(gboolean admin, const char *method, JsonObject *params
 pid_t vml_test_child_spawn(void);
 void vml_test_child_kill(pid_t pid, int sig);
 
+/* Fork a holder process that registers itself and acquires RESOURCES
+ * (consumed) with fds, keeping them open like a VM would; returns once the
+ * leases are held (asserts they were granted). */
+pid_t vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources);
+
+/* The lock type another process would run into on the lock file of PATH's
+ * resource key (F_UNLCK, F_RDLCK or F_WRLCK), tested with F_OFD_GETLK. */
+int vml_test_lock_state(VmlTestDaemon *d, const char *path);
+
+/* Owners of PATH via io.vmlease.Admin.Owners: the owners array (ref'd). */
+JsonArray *vml_test_owners(const char *path);
+
+/* Poll until PATH has N owners; FALSE if it did not within TIMEOUT_MS. */
+gboolean vml_test_wait_owners(const char *path, guint n, guint timeout_ms);
+
 /* Register PID as holder (uuid, name) and return its holder id. */
 gint64 vml_test_register(const char *uuid, const char *name, pid_t pid);
 

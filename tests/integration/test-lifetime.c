@@ -1,0 +1,265 @@
+/* A lease lives exactly as long as its holder process, whatever happens to
+ * vmleased: holder death releases at once; daemon SIGKILL, restart and
+ * SIGUSR1 re-exec drop nothing. Also: who may talk to the daemon at all. */
+#include "harness.h"
+#include "vml-client.h"
+#include "vml-error.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define UUID_A "aaaaaaaa-0000-4000-8000-000000000001"
+#define UUID_B "bbbbbbbb-0000-4000-8000-000000000002"
+#define UUID_C "cccccccc-0000-4000-8000-000000000003"
+
+static gint64
+status_int(const char *member)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Status", NULL, NULL, NULL, &error);
+    g_assert_no_error(error);
+    return json_object_get_int_member(r, member);
+}
+
+/* Try an exclusive lease for a fresh holder; return the conflict's owners
+ * (NULL if it was granted). */
+static JsonArray *
+try_exclusive(const char *path, pid_t *pid_out)
+{
+    pid_t pid = vml_test_child_spawn();
+    gint64 holder = vml_test_register(UUID_C, "vm-c", pid);
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    json_object_set_array_member(p, "resources", vml_test_resources("exclusive", path, NULL));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) ep = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", p, NULL, &ep, &error);
+    *pid_out = pid;
+    if (r)
+        return NULL;
+    g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
+    return json_array_ref(json_object_get_array_member(ep, "owners"));
+}
+
+static void
+assert_sole_owner(const char *path, pid_t pid, const char *name, const char *mode)
+{
+    g_autoptr(JsonArray) owners = vml_test_owners(path);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    JsonObject *o = json_array_get_object_element(owners, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, pid);
+    g_assert_cmpstr(json_object_get_string_member(o, "name"), ==, name);
+    g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, mode);
+}
+
+static void
+test_holder_sigkill_releases(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *img = vml_test_make_image(d, "disk.img");
+    g_autofree char *base = vml_test_make_image(d, "base.img");
+    JsonArray *res = vml_test_resources("exclusive", img, NULL);
+    JsonObject *b = json_object_new();
+    json_object_set_string_member(b, "path", base);
+    json_object_set_string_member(b, "mode", "shared");
+    json_array_add_object_element(res, b);
+    pid_t vm = vml_test_holder_spawn(UUID_A, "vm-a", res);
+    assert_sole_owner(img, vm, "vm-a", "exclusive");
+    assert_sole_owner(base, vm, "vm-a", "shared");
+
+    gint64 t0 = g_get_monotonic_time();
+    vml_test_child_kill(vm, SIGKILL);
+    /* Released within 100 ms: both resources free, lock files unlocked. */
+    g_assert_true(vml_test_wait_owners(img, 0, 100));
+    g_assert_true(vml_test_wait_owners(base, 0, 100));
+    gint64 elapsed_us = g_get_monotonic_time() - t0;
+    g_test_message("released %" G_GINT64_FORMAT " us after SIGKILL", elapsed_us);
+    g_assert_cmpint(elapsed_us, <, 100000);
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_UNLCK);
+    g_assert_cmpint(vml_test_lock_state(d, base), ==, F_UNLCK);
+    g_assert_cmpint(status_int("holders"), ==, 0);
+    vml_test_daemon_stop(d);
+}
+
+static void
+test_daemon_sigkill_keeps_leases(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *img = vml_test_make_image(d, "disk.img");
+    pid_t vm = vml_test_holder_spawn(UUID_A, "vm-a", vml_test_resources("exclusive", img, NULL));
+
+    vml_test_daemon_kill(d, SIGKILL);
+    /* With no daemon at all the lock is still there, carried by the VM's fd. */
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
+
+    vml_test_daemon_restart(d);
+    assert_sole_owner(img, vm, "vm-a", "exclusive");
+    g_assert_cmpint(status_int("holders"), ==, 1);
+    g_assert_cmpint(status_int("leases"), ==, 1);
+    pid_t other;
+    g_autoptr(JsonArray) owners = try_exclusive(img, &other);
+    g_assert_nonnull(owners);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(owners, 0), "pid"),
+                    ==, vm);
+
+    /* The restarted daemon watches the holder again: its exit releases. */
+    vml_test_child_kill(vm, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_UNLCK);
+    vml_test_child_kill(other, SIGKILL);
+    vml_test_daemon_stop(d);
+}
+
+static void
+test_daemon_restart_keeps_leases(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *img = vml_test_make_image(d, "disk.img");
+    pid_t vm = vml_test_holder_spawn(UUID_A, "vm-a", vml_test_resources("shared", img, NULL));
+
+    vml_test_daemon_kill(d, SIGTERM);
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_RDLCK);
+    vml_test_daemon_restart(d);
+    assert_sole_owner(img, vm, "vm-a", "shared");
+    vml_test_child_kill(vm, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    vml_test_daemon_stop(d);
+}
+
+static void
+test_reexec_keeps_every_lease(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *i1 = vml_test_make_image(d, "one.img");
+    g_autofree char *i2 = vml_test_make_image(d, "two.img");
+    g_autofree char *i3 = vml_test_make_image(d, "three.img");
+    /* One VM keeps its fds; another holder relies on the daemon alone. */
+    pid_t a = vml_test_holder_spawn(UUID_A, "vm-a", vml_test_resources("exclusive", i1, i2, NULL));
+    pid_t b = vml_test_child_spawn();
+    gint64 hb = vml_test_register(UUID_B, "vm-b", b);
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", hb);
+    json_object_set_array_member(p, "resources", vml_test_resources("shared", i3, NULL));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", p, NULL, NULL, &error);
+    g_assert_no_error(error);
+    gint64 started = status_int("started");
+    pid_t daemon_pid = status_int("pid");
+
+    kill(d->pid, SIGUSR1);
+    for (int i = 0; i < 500 && status_int("reexecs") != 1; i++)
+        g_usleep(10000);
+    g_assert_cmpint(status_int("reexecs"), ==, 1);
+    g_assert_cmpint(status_int("pid"), ==, daemon_pid);
+    g_assert_cmpint(status_int("started"), ==, started);
+    g_assert_cmpint(status_int("holders"), ==, 2);
+    g_assert_cmpint(status_int("leases"), ==, 3);
+    assert_sole_owner(i1, a, "vm-a", "exclusive");
+    assert_sole_owner(i2, a, "vm-a", "exclusive");
+    assert_sole_owner(i3, b, "vm-b", "shared");
+    g_assert_cmpint(vml_test_lock_state(d, i1), ==, F_WRLCK);
+    g_assert_cmpint(vml_test_lock_state(d, i3), ==, F_RDLCK);
+
+    /* The holder ids survive too: B can still release by id. */
+    g_autoptr(JsonObject) rel = json_object_new();
+    json_object_set_int_member(rel, "holder", hb);
+    g_autoptr(JsonObject) rr = vml_test_call(FALSE, "io.vmlease.Lease.Release", rel, NULL, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(json_object_get_int_member(rr, "released"), ==, 1);
+    g_assert_cmpint(vml_test_lock_state(d, i3), ==, F_UNLCK);
+
+    /* And a second re-exec, then the watch still works. */
+    kill(d->pid, SIGUSR1);
+    for (int i = 0; i < 500 && status_int("reexecs") != 2; i++)
+        g_usleep(10000);
+    g_assert_cmpint(status_int("reexecs"), ==, 2);
+    vml_test_child_kill(a, SIGKILL);
+    g_assert_true(vml_test_wait_owners(i1, 0, 1000));
+    g_assert_cmpint(vml_test_lock_state(d, i1), ==, F_UNLCK);
+    vml_test_child_kill(b, SIGKILL);
+    vml_test_daemon_stop(d);
+}
+
+/* In a child running as UID/GID (and GROUPS), call Status on SOCKET and
+ * report the varlink error name, or "ok". */
+static char *
+call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
+{
+    int pipefd[2];
+    g_assert_cmpint(pipe(pipefd), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        gid_t groups[1] = { extra_group };
+        if (setgroups(extra_group == (gid_t)-1 ? 0 : 1, groups) < 0 ||
+            setgid(gid) < 0 || setuid(uid) < 0)
+            _exit(2);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VmlClient) c = vml_client_connect(socket, &error);
+        const char *answer = "connect-failed";
+        if (c) {
+            g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Admin.Status", NULL,
+                                                      NULL, 0, NULL, NULL, &error);
+            answer = r ? "ok" : vml_error_name(error->code);
+        }
+        if (write(pipefd[1], answer, strlen(answer)) < 0)
+            _exit(3);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    char buf[128] = "";
+    ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
+    close(pipefd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    return g_strndup(buf, MAX(n, 0));
+}
+
+static void
+test_peer_credentials(void)
+{
+    struct group *gr = getgrnam("nogroup");
+    g_assert_nonnull(gr);
+    gid_t nogroup = gr->gr_gid;
+    VmlTestDaemon *d = vml_test_daemon_start("lease_group = \"nogroup\"\n");
+    g_assert_cmpint(chmod(d->root, 0755), ==, 0);
+    g_autofree char *lease = g_build_filename(d->root, "run", "vmleased.sock", NULL);
+    g_autofree char *admin = g_build_filename(d->root, "run", "vmleased-admin.sock", NULL);
+
+    /* uid 65534 outside the group: refused on both sockets, by the daemon. */
+    g_autofree char *a1 = call_as(65534, 1, (gid_t)-1, lease);
+    g_assert_cmpstr(a1, ==, "io.vmlease.PermissionDenied");
+    g_autofree char *a2 = call_as(65534, 1, (gid_t)-1, admin);
+    g_assert_cmpstr(a2, ==, "io.vmlease.PermissionDenied");
+    /* In the lease group (primary or supplementary): let in. */
+    g_autofree char *a3 = call_as(65534, nogroup, (gid_t)-1, lease);
+    g_assert_cmpstr(a3, ==, "ok");
+    g_autofree char *a4 = call_as(65534, 1, nogroup, lease);
+    g_assert_cmpstr(a4, ==, "ok");
+    /* The admin socket has no group configured: root only. */
+    g_autofree char *a5 = call_as(65534, nogroup, (gid_t)-1, admin);
+    g_assert_cmpstr(a5, ==, "io.vmlease.PermissionDenied");
+    /* The daemon still serves root afterwards. */
+    g_assert_cmpint(status_int("holders"), ==, 0);
+    vml_test_daemon_stop(d);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/lifetime/holder-sigkill-releases", test_holder_sigkill_releases);
+    g_test_add_func("/lifetime/daemon-sigkill-keeps-leases", test_daemon_sigkill_keeps_leases);
+    g_test_add_func("/lifetime/daemon-restart-keeps-leases", test_daemon_restart_keeps_leases);
+    g_test_add_func("/lifetime/reexec-keeps-every-lease", test_reexec_keeps_every_lease);
+    g_test_add_func("/lifetime/peer-credentials", test_peer_credentials);
+    return g_test_run();
+}
