@@ -5,7 +5,7 @@
  *   key = 42
  *   key = [ "a", "b" ]     (lists of strings; may span lines, trailing comma ok)
  *
- * Keys are [A-Za-z_][A-Za-z0-9_]*. A parse error names the origin, line and
+ * Keys are [A-Za-z_][A-Za-z0-9_.]*. A parse error names the origin, line and
  * column. Every value is held until the VmlConf is freed.
  */
 #pragma once
