@@ -1,0 +1,129 @@
+/* vmlease owners: who holds leases, on the given images or on everything. */
+#include "vmlease-cli.h"
+#include "output.h"
+
+static gint
+resource_cmp(gconstpointer a, gconstpointer b)
+{
+    JsonObject *x = *(JsonObject *const *)a, *y = *(JsonObject *const *)b;
+    return g_strcmp0(cli_json_string(x, "resource", NULL),
+                     cli_json_string(y, "resource", NULL));
+}
+
+static void
+add_rows(CliTable *table, JsonObject *resource)
+{
+    g_autoptr(GPtrArray) sorted = cli_owners_sorted(cli_json_array(resource, "owners"));
+    for (guint i = 0; i < sorted->len; i++) {
+        JsonObject *o = sorted->pdata[i];
+        g_autofree char *pid = g_strdup_printf("%" G_GINT64_FORMAT, cli_json_int(o, "pid", 0));
+        g_autofree char *since = cli_format_time(cli_json_int(o, "since", 0));
+        cli_table_add_row(table, cli_json_string(resource, "resource", "?"),
+                          cli_json_string(o, "mode", "?"), cli_json_string(o, "host", "?"),
+                          cli_json_string(o, "name", "?"), cli_json_string(o, "uuid", "?"),
+                          pid, since);
+    }
+}
+
+static int
+owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+{
+    gboolean json = FALSE, options_done = FALSE;
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    int status;
+
+    for (int i = 1; i < argc;) {
+        if (!options_done) {
+            switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
+            case CLI_OPT_EXIT:
+                return status;
+            case CLI_OPT_TAKEN:
+                continue;
+            case CLI_OPT_NONE:
+                break;
+            }
+            if (g_str_equal(argv[i], "--json")) {
+                json = TRUE;
+                i++;
+                continue;
+            }
+            if (g_str_equal(argv[i], "--")) {
+                options_done = TRUE;
+                i++;
+                continue;
+            }
+            if (argv[i][0] == '-' && argv[i][1] != '\0')
+                return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        }
+        g_ptr_array_add(args, argv[i++]);
+    }
+
+    /* Resolve locally first: the error names the path as typed, and a typo
+     * is reported even when the daemon is down. */
+    JsonArray *paths = NULL;
+    if (args->len) {
+        paths = json_array_new();
+        for (guint i = 0; i < args->len; i++) {
+            struct stat st;
+            char *path = cli_resolve_image(args->pdata[i], &st, &status);
+            if (!path) {
+                json_array_unref(paths);
+                return status;
+            }
+            json_array_add_string_element(paths, path);
+            g_free(path);
+        }
+    }
+    g_autoptr(JsonObject) params = json_object_new();
+    if (paths)
+        json_object_set_array_member(params, "paths", paths);
+
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
+    if (!client)
+        return cli_error(VML_EXIT_DAEMON, "%s", error->message);
+    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Admin.Owners", params,
+                                                  NULL, 0, NULL, NULL, &error);
+    if (!reply)
+        return cli_call_failed(error);
+    JsonArray *resources = cli_json_array(reply, "resources");
+    if (!resources)
+        return cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
+
+    if (json) {
+        cli_print_json(reply);
+        return VML_EXIT_OK;
+    }
+    g_autoptr(GPtrArray) sorted = g_ptr_array_new();
+    for (guint i = 0; i < json_array_get_length(resources); i++) {
+        JsonObject *r = cli_json_array_object(resources, i);
+        if (r)
+            g_ptr_array_add(sorted, r);
+    }
+    /* With paths the rows follow the command line; without, resource order. */
+    if (!args->len)
+        g_ptr_array_sort(sorted, resource_cmp);
+    g_autoptr(CliTable) table = cli_table_new("RESOURCE", "MODE", "HOST", "VM", "UUID",
+                                              "PID", "SINCE", NULL);
+    for (guint i = 0; i < sorted->len; i++)
+        add_rows(table, sorted->pdata[i]);
+    /* Nothing held prints nothing: empty output is easy to test for. */
+    if (cli_table_n_rows(table))
+        cli_table_print(table, stdout);
+    return VML_EXIT_OK;
+}
+
+const VmlCliCommand vml_cmd_owners = {
+    .name = "owners",
+    .synopsis = "[--json] [PATH...]",
+    .summary = "List who holds leases on the images PATH..., or on every resource.",
+    .description =
+        "List the owners of leases (io.vmlease.Admin.Owners): one row per owner\n"
+        "with columns RESOURCE, MODE, HOST, VM, UUID, PID and SINCE (local time).\n"
+        "Owners known only from the lockspace (other hosts, or holders that\n"
+        "survived a daemon crash) are included. Without PATH every held\n"
+        "resource is listed; with nothing held nothing is printed.\n\n"
+        "Options:\n"
+        "  --json  print the daemon's reply {\"resources\": [...]} as JSON\n",
+    .run = owners_run,
+};

@@ -1,0 +1,316 @@
+/* vmlease run: hold leases on images for as long as a command runs. */
+#include "vmlease-cli.h"
+#include "output.h"
+#include "vml-error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *arg;   /* as typed */
+    char *path;        /* canonical */
+    const char *mode;  /* "exclusive" or "shared" */
+} Image;
+
+static void
+image_clear(gpointer data)
+{
+    g_free(((Image *)data)->path);
+}
+
+/* The holder we registered, kept to release (again) at the end. */
+typedef struct {
+    char *uuid;
+    char *name;
+    gint64 id;
+} Holder;
+
+static gboolean
+register_holder(VmlClient *client, Holder *h, GError **error)
+{
+    g_autoptr(JsonObject) params = json_object_new();
+    json_object_set_string_member(params, "uuid", h->uuid);
+    json_object_set_string_member(params, "name", h->name);
+    json_object_set_int_member(params, "pid", getpid());
+    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Register", params,
+                                                  NULL, 0, NULL, NULL, error);
+    if (!reply)
+        return FALSE;
+    h->id = cli_json_int(reply, "holder", 0);
+    if (h->id <= 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                    "malformed Register reply from vmleased");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean
+release_holder(VmlClient *client, const Holder *h, GError **error)
+{
+    g_autoptr(JsonObject) params = json_object_new();
+    json_object_set_int_member(params, "holder", h->id);
+    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Release", params,
+                                                  NULL, 0, NULL, NULL, error);
+    return reply != NULL;
+}
+
+/* Release everything. If vmleased restarted meanwhile our connection or
+ * holder id is gone: register again (finding the holder by pid) and release. */
+static void
+release_all(const VmlCliOptions *opts, VmlClient *client, Holder *h)
+{
+    g_autoptr(GError) error = NULL;
+    if (release_holder(client, h, &error))
+        return;
+    if (cli_exit_code(error) == VML_EXIT_DAEMON ||
+        g_error_matches(error, VML_ERROR, VML_ERROR_NO_SUCH_HOLDER)) {
+        g_clear_error(&error);
+        g_autoptr(VmlClient) again = cli_connect_lease(opts, &error);
+        if (again && register_holder(again, h, &error) && release_holder(again, h, &error))
+            return;
+    }
+    /* Not fatal: our exit releases whatever is left. */
+    cli_error(0, "warning: cannot release leases: %s", error->message);
+}
+
+static int
+report_conflict(JsonObject *params, const GError *error)
+{
+    const char *resource = cli_json_string(params, "resource", NULL);
+    const char *mode = cli_json_string(params, "mode", NULL);
+    JsonArray *owners = cli_json_array(params, "owners");
+    if (!resource || !mode)
+        return cli_error(VML_EXIT_CONFLICT, "%s", error->message);
+    g_autofree char *res = cli_sanitize(resource);
+    g_autofree char *who = (owners && json_array_get_length(owners))
+        ? cli_owners_describe(owners) : g_strdup("a holder vmleased does not know");
+    return cli_error(VML_EXIT_CONFLICT, "cannot lock %s %s: in use by %s", res, mode, who);
+}
+
+/* Acquire every image in one call; the lock fds land in *FDS. */
+static int
+acquire(VmlClient *client, const Holder *h, GArray *images, GArray **fds)
+{
+    g_autoptr(JsonObject) params = json_object_new();
+    JsonArray *resources = json_array_new();
+    for (guint i = 0; i < images->len; i++) {
+        Image *img = &g_array_index(images, Image, i);
+        JsonObject *r = json_object_new();
+        json_object_set_string_member(r, "path", img->path);
+        json_object_set_string_member(r, "mode", img->mode);
+        json_array_add_object_element(resources, r);
+    }
+    json_object_set_int_member(params, "holder", h->id);
+    json_object_set_array_member(params, "resources", resources);
+    /* The fds keep the locks alive even if vmleased crashes. */
+    json_object_set_boolean_member(params, "fds", TRUE);
+
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) error_params = NULL;
+    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Acquire", params,
+                                                  NULL, 0, fds, &error_params, &error);
+    if (!reply) {
+        if (g_error_matches(error, VML_ERROR, VML_ERROR_CONFLICT))
+            return report_conflict(error_params, error);
+        return cli_call_failed(error);
+    }
+    for (guint i = 0; *fds && i < (*fds)->len; i++) {
+        int fd = g_array_index(*fds, int, i);
+        /* Ours alone: COMMAND must not hold the locks past our release. */
+        fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+    }
+    guint n_fds = *fds ? (*fds)->len : 0;
+    if (n_fds != images->len)
+        cli_error(0, "warning: vmleased sent %u lock fds for %u leases", n_fds, images->len);
+    return VML_EXIT_OK;
+}
+
+/* Fork and exec COMMAND; wait for it, forwarding SIGINT, SIGTERM and SIGHUP.
+ * Returns its exit status, 128+N if signal N killed it. */
+static int
+run_command(char **command)
+{
+    static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP };
+    sigset_t wait_set, old_mask;
+
+    /* An inherited SIG_IGN would make the kernel reap the child for us. */
+    signal(SIGCHLD, SIG_DFL);
+    sigemptyset(&wait_set);
+    sigaddset(&wait_set, SIGCHLD);
+    for (guint i = 0; i < G_N_ELEMENTS(forwarded); i++)
+        sigaddset(&wait_set, forwarded[i]);
+    /* Blocked before fork: no signal can slip in between fork and wait. */
+    sigprocmask(SIG_BLOCK, &wait_set, &old_mask);
+
+    fflush(stdout);
+    fflush(stderr);
+    pid_t parent = getpid();
+    pid_t child = fork();
+    if (child < 0) {
+        int saved = errno;
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
+        return cli_error(VML_EXIT_FAILED, "cannot fork: %s", g_strerror(saved));
+    }
+    if (child == 0) {
+        /* COMMAND must not outlive its leases: if we die, it gets SIGTERM. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(128 + SIGTERM);
+        sigprocmask(SIG_SETMASK, &old_mask, NULL);
+        execvp(command[0], command);
+        int saved = errno;
+        dprintf(STDERR_FILENO, "vmlease: cannot run %s: %s\n", command[0], strerror(saved));
+        _exit(saved == ENOENT ? 127 : 126);
+    }
+
+    int status = 0;
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&wait_set, &si);
+        if (sig < 0)
+            continue;   /* EINTR from a stop/continue */
+        if (sig == SIGCHLD) {
+            pid_t r = waitpid(child, &status, WNOHANG);
+            if (r == child)
+                break;
+            continue;
+        }
+        /* A signal from the terminal (SI_KERNEL) already reached COMMAND,
+         * which shares our process group: sending it again would make ^C
+         * count twice. */
+        if (si.si_code != SI_KERNEL)
+            kill(child, sig);
+    }
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+static void
+fds_close(GArray *fds)
+{
+    for (guint i = 0; fds && i < fds->len; i++)
+        close(g_array_index(fds, int, i));
+    if (fds)
+        g_array_unref(fds);
+}
+
+static int
+run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+{
+    g_autoptr(GArray) images = g_array_new(FALSE, TRUE, sizeof(Image));
+    g_array_set_clear_func(images, image_clear);
+    const char *mode_flag = NULL;
+    guint n_for_mode = 0;
+    int command_at = -1;
+    int status;
+
+    for (int i = 1; i < argc;) {
+        if (g_str_equal(argv[i], "--")) {
+            command_at = i + 1;
+            break;
+        }
+        switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
+        case CLI_OPT_EXIT:
+            return status;
+        case CLI_OPT_TAKEN:
+            continue;
+        case CLI_OPT_NONE:
+            break;
+        }
+        if (g_str_equal(argv[i], "--exclusive") || g_str_equal(argv[i], "--shared")) {
+            if (mode_flag && n_for_mode == 0)
+                return cli_usage_error(cmd, "%s needs at least one PATH", mode_flag);
+            mode_flag = argv[i++];
+            n_for_mode = 0;
+            continue;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        if (!mode_flag)
+            return cli_usage_error(cmd, "give --exclusive or --shared before PATH '%s'",
+                                   argv[i]);
+        Image img = { .arg = argv[i++], .mode = mode_flag + 2 };
+        g_array_append_val(images, img);
+        n_for_mode++;
+    }
+    if (mode_flag && n_for_mode == 0)
+        return cli_usage_error(cmd, "%s needs at least one PATH", mode_flag);
+    if (images->len == 0)
+        return cli_usage_error(cmd, "run needs --exclusive or --shared and a PATH");
+    if (command_at < 0)
+        return cli_usage_error(cmd, "missing '--' before COMMAND");
+    if (command_at >= argc)
+        return cli_usage_error(cmd, "missing COMMAND after '--'");
+    char **command = argv + command_at;
+
+    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < images->len; i++) {
+        Image *img = &g_array_index(images, Image, i);
+        struct stat st;
+        img->path = cli_resolve_image(img->arg, &st, &status);
+        if (!img->path)
+            return status;
+        const char *first = g_hash_table_lookup(seen, img->path);
+        if (first)
+            return cli_usage_error(cmd, "%s and %s are the same image %s", first, img->arg,
+                                   img->path);
+        g_hash_table_insert(seen, img->path, (gpointer)img->arg);
+    }
+
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) client = cli_connect_lease(opts, &error);
+    if (!client)
+        return cli_error(VML_EXIT_DAEMON, "%s", error->message);
+    g_autofree char *base = g_path_get_basename(command[0]);
+    g_autofree char *clean = cli_sanitize(base);
+    /* The daemon caps names; a path-long basename is no use in a table. */
+    g_autofree char *short_base = g_utf8_substring(clean, 0, MIN(g_utf8_strlen(clean, -1), 200));
+    g_autofree char *uuid = g_uuid_string_random();
+    g_autofree char *name = g_strconcat("vmlease-run:", short_base, NULL);
+    Holder holder = { .uuid = uuid, .name = name };
+    if (!register_holder(client, &holder, &error))
+        return cli_call_failed(error);
+
+    GArray *fds = NULL;
+    status = acquire(client, &holder, images, &fds);
+    if (status != VML_EXIT_OK) {
+        fds_close(fds);
+        return status;
+    }
+    status = run_command(command);
+    release_all(opts, client, &holder);
+    fds_close(fds);
+    return status;
+}
+
+const VmlCliCommand vml_cmd_run = {
+    .name = "run",
+    .synopsis = "(--exclusive|--shared) PATH... [(--exclusive|--shared) PATH...] -- COMMAND [ARGS...]",
+    .summary = "Run COMMAND while holding leases on the images.",
+    .description =
+        "Register with vmleased as holder \"vmlease-run:BASENAME-OF-COMMAND\" (a\n"
+        "random uuid, this process's pid), acquire every image in one call (all\n"
+        "or none), run COMMAND with stdin, stdout and stderr inherited, then\n"
+        "release the leases and exit with COMMAND's exit status (128+N if signal\n"
+        "N killed it). Each mode flag applies to the paths after it, up to the\n"
+        "next mode flag:\n"
+        "  vmlease run --exclusive top.qcow2 --shared base.qcow2 -- qemu-img ...\n"
+        "vmlease keeps the lock fds vmleased hands over, so the leases outlive a\n"
+        "crash of vmleased. SIGINT, SIGTERM and SIGHUP sent to vmlease are passed\n"
+        "on to COMMAND (unless ignored, as under nohup); if vmlease dies, COMMAND\n"
+        "gets SIGTERM. When an image is in use, vmlease names it and every holder\n"
+        "and exits with 3 without running COMMAND.\n\n"
+        "Options:\n"
+        "  --exclusive PATH...  lock the following images for this command alone\n"
+        "  --shared PATH...     lock the following images shared (read-only users)\n",
+    .run = run_run,
+};

@@ -1,0 +1,74 @@
+/* vmlease status: what vmleased reports about itself. */
+#include "vmlease-cli.h"
+#include "output.h"
+
+#include <string.h>
+
+static int
+status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+{
+    gboolean json = FALSE;
+    int status;
+
+    for (int i = 1; i < argc;) {
+        switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
+        case CLI_OPT_EXIT:
+            return status;
+        case CLI_OPT_TAKEN:
+            continue;
+        case CLI_OPT_NONE:
+            break;
+        }
+        if (g_str_equal(argv[i], "--json")) {
+            json = TRUE;
+            i++;
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        } else {
+            return cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
+        }
+    }
+
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
+    if (!client)
+        return cli_error(VML_EXIT_DAEMON, "%s", error->message);
+    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Admin.Status", NULL,
+                                                  NULL, 0, NULL, NULL, &error);
+    if (!reply)
+        return cli_call_failed(error);
+
+    if (json) {
+        cli_print_json(reply);
+        return VML_EXIT_OK;
+    }
+    gint64 started = cli_json_int(reply, "started", 0);
+    g_autofree char *since = cli_format_time(started);
+    g_autofree char *uptime = cli_format_duration(g_get_real_time() / G_USEC_PER_SEC - started);
+    g_autoptr(CliFields) f = cli_fields_new();
+    cli_fields_add(f, "version", "%s", cli_json_string(reply, "version", "?"));
+    cli_fields_add(f, "pid", "%" G_GINT64_FORMAT, cli_json_int(reply, "pid", 0));
+    cli_fields_add(f, "backend", "%s", cli_json_string(reply, "backend", "?"));
+    cli_fields_add(f, "lockspace", "%s", cli_json_string(reply, "lockspace", "?"));
+    cli_fields_add(f, "host", "%s", cli_json_string(reply, "host", "?"));
+    cli_fields_add(f, "started", "%s", since);
+    cli_fields_add(f, "uptime", "%s", uptime);
+    cli_fields_add(f, "reexecs", "%" G_GINT64_FORMAT, cli_json_int(reply, "reexecs", 0));
+    cli_fields_add(f, "holders", "%" G_GINT64_FORMAT, cli_json_int(reply, "holders", 0));
+    cli_fields_add(f, "leases", "%" G_GINT64_FORMAT, cli_json_int(reply, "leases", 0));
+    cli_fields_print(f, stdout);
+    return VML_EXIT_OK;
+}
+
+const VmlCliCommand vml_cmd_status = {
+    .name = "status",
+    .synopsis = "[--json]",
+    .summary = "Show the daemon's version, pid, backend, lockspace, host and load.",
+    .description =
+        "Show what vmleased reports about itself (io.vmlease.Admin.Status):\n"
+        "version, daemon pid, backend, lockspace, host, start time, uptime,\n"
+        "re-executions, and the number of holders and leases.\n\n"
+        "Options:\n"
+        "  --json  print the daemon's reply as JSON\n",
+    .run = status_run,
+};

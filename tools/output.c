@@ -1,0 +1,287 @@
+#include "output.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+/* ---- text --------------------------------------------------------------- */
+
+char *
+cli_sanitize(const char *text)
+{
+    char *copy = g_strdup(text ? text : "");
+    /* Names can come from owner records written on other hosts: never let
+     * them move the cursor or recolour the terminal. */
+    for (char *p = copy; *p; p++) {
+        if ((guchar)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    }
+    if (!g_utf8_validate(copy, -1, NULL)) {
+        char *valid = g_utf8_make_valid(copy, -1);
+        g_free(copy);
+        copy = valid;
+    }
+    return copy;
+}
+
+/* Columns a cell takes, counting characters rather than bytes. */
+static gsize
+text_width(const char *text)
+{
+    return g_utf8_strlen(text, -1);
+}
+
+static void
+pad(FILE *out, gsize n)
+{
+    for (gsize i = 0; i < n; i++)
+        fputc(' ', out);
+}
+
+/* ---- tables ------------------------------------------------------------- */
+
+struct _CliTable {
+    guint n_columns;
+    GPtrArray *cells;   /* row-major, header row first */
+};
+
+CliTable *
+cli_table_new(const char *first_header, ...)
+{
+    CliTable *t = g_new0(CliTable, 1);
+    t->cells = g_ptr_array_new_with_free_func(g_free);
+    va_list ap;
+    va_start(ap, first_header);
+    for (const char *h = first_header; h; h = va_arg(ap, const char *)) {
+        g_ptr_array_add(t->cells, cli_sanitize(h));
+        t->n_columns++;
+    }
+    va_end(ap);
+    return t;
+}
+
+void
+cli_table_add_row(CliTable *t, const char *first_cell, ...)
+{
+    va_list ap;
+    va_start(ap, first_cell);
+    const char *cell = first_cell;
+    for (guint i = 0; i < t->n_columns; i++) {
+        g_ptr_array_add(t->cells, cli_sanitize(cell));
+        if (i + 1 < t->n_columns)
+            cell = va_arg(ap, const char *);
+    }
+    va_end(ap);
+}
+
+guint
+cli_table_n_rows(CliTable *t)
+{
+    return t->cells->len / t->n_columns - 1;
+}
+
+void
+cli_table_print(CliTable *t, FILE *out)
+{
+    g_autofree gsize *width = g_new0(gsize, t->n_columns);
+    for (guint i = 0; i < t->cells->len; i++) {
+        gsize w = text_width(t->cells->pdata[i]);
+        width[i % t->n_columns] = MAX(width[i % t->n_columns], w);
+    }
+    for (guint i = 0; i < t->cells->len; i++) {
+        guint col = i % t->n_columns;
+        const char *cell = t->cells->pdata[i];
+        fputs(cell, out);
+        if (col + 1 == t->n_columns)
+            fputc('\n', out);
+        else
+            pad(out, width[col] - text_width(cell) + 2);
+    }
+}
+
+void
+cli_table_free(CliTable *t)
+{
+    if (!t)
+        return;
+    g_ptr_array_unref(t->cells);
+    g_free(t);
+}
+
+/* ---- key: value blocks -------------------------------------------------- */
+
+struct _CliFields {
+    GPtrArray *keys;
+    GPtrArray *values;
+};
+
+CliFields *
+cli_fields_new(void)
+{
+    CliFields *f = g_new0(CliFields, 1);
+    f->keys = g_ptr_array_new_with_free_func(g_free);
+    f->values = g_ptr_array_new_with_free_func(g_free);
+    return f;
+}
+
+void
+cli_fields_add(CliFields *f, const char *key, const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    g_autofree char *value = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    g_ptr_array_add(f->keys, g_strdup_printf("%s:", key));
+    g_ptr_array_add(f->values, cli_sanitize(value));
+}
+
+void
+cli_fields_print(CliFields *f, FILE *out)
+{
+    gsize width = 0;
+    for (guint i = 0; i < f->keys->len; i++)
+        width = MAX(width, text_width(f->keys->pdata[i]));
+    for (guint i = 0; i < f->keys->len; i++) {
+        fputs(f->keys->pdata[i], out);
+        pad(out, width - text_width(f->keys->pdata[i]) + 1);
+        fputs(f->values->pdata[i], out);
+        fputc('\n', out);
+    }
+}
+
+void
+cli_fields_free(CliFields *f)
+{
+    if (!f)
+        return;
+    g_ptr_array_unref(f->keys);
+    g_ptr_array_unref(f->values);
+    g_free(f);
+}
+
+/* ---- JSON --------------------------------------------------------------- */
+
+void
+cli_print_json(JsonObject *object)
+{
+    g_autoptr(JsonNode) root = json_node_init_object(json_node_alloc(), object);
+    g_autoptr(JsonGenerator) gen = json_generator_new();
+    json_generator_set_pretty(gen, TRUE);
+    json_generator_set_indent(gen, 2);
+    json_generator_set_root(gen, root);
+    g_autofree char *text = json_generator_to_data(gen, NULL);
+    fputs(text, stdout);
+    fputc('\n', stdout);
+}
+
+const char *
+cli_json_string(JsonObject *o, const char *name, const char *fallback)
+{
+    JsonNode *n = o ? json_object_get_member(o, name) : NULL;
+    if (!n || json_node_get_value_type(n) != G_TYPE_STRING)
+        return fallback;
+    return json_node_get_string(n);
+}
+
+gint64
+cli_json_int(JsonObject *o, const char *name, gint64 fallback)
+{
+    JsonNode *n = o ? json_object_get_member(o, name) : NULL;
+    if (!n || json_node_get_value_type(n) != G_TYPE_INT64)
+        return fallback;
+    return json_node_get_int(n);
+}
+
+JsonArray *
+cli_json_array(JsonObject *o, const char *name)
+{
+    JsonNode *n = o ? json_object_get_member(o, name) : NULL;
+    return (n && JSON_NODE_HOLDS_ARRAY(n)) ? json_node_get_array(n) : NULL;
+}
+
+JsonObject *
+cli_json_array_object(JsonArray *a, guint index)
+{
+    JsonNode *n = json_array_get_element(a, index);
+    return (n && JSON_NODE_HOLDS_OBJECT(n)) ? json_node_get_object(n) : NULL;
+}
+
+/* ---- times -------------------------------------------------------------- */
+
+char *
+cli_format_time(gint64 unix_time)
+{
+    g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local(unix_time);
+    if (!dt)
+        return g_strdup_printf("@%" G_GINT64_FORMAT, unix_time);
+    return g_date_time_format(dt, "%Y-%m-%d %H:%M:%S");
+}
+
+char *
+cli_format_duration(gint64 seconds)
+{
+    if (seconds < 0)
+        seconds = 0;
+    gint64 d = seconds / 86400, h = seconds / 3600 % 24, m = seconds / 60 % 60,
+           s = seconds % 60;
+    if (d)
+        return g_strdup_printf("%" G_GINT64_FORMAT "d %" G_GINT64_FORMAT "h %"
+                               G_GINT64_FORMAT "m %" G_GINT64_FORMAT "s", d, h, m, s);
+    if (h)
+        return g_strdup_printf("%" G_GINT64_FORMAT "h %" G_GINT64_FORMAT "m %"
+                               G_GINT64_FORMAT "s", h, m, s);
+    if (m)
+        return g_strdup_printf("%" G_GINT64_FORMAT "m %" G_GINT64_FORMAT "s", m, s);
+    return g_strdup_printf("%" G_GINT64_FORMAT "s", s);
+}
+
+/* ---- owners ------------------------------------------------------------- */
+
+char *
+cli_owner_describe(JsonObject *owner)
+{
+    g_autofree char *name = cli_sanitize(cli_json_string(owner, "name", "?"));
+    g_autofree char *uuid = cli_sanitize(cli_json_string(owner, "uuid", "?"));
+    g_autofree char *host = cli_sanitize(cli_json_string(owner, "host", "?"));
+    g_autofree char *mode = cli_sanitize(cli_json_string(owner, "mode", "?"));
+    g_autofree char *since = cli_format_time(cli_json_int(owner, "since", 0));
+    return g_strdup_printf("VM \"%s\" (uuid %s, pid %" G_GINT64_FORMAT " on host %s, "
+                           "%s since %s)", name, uuid, cli_json_int(owner, "pid", 0),
+                           host, mode, since);
+}
+
+static gint
+owner_cmp(gconstpointer a, gconstpointer b)
+{
+    JsonObject *x = *(JsonObject *const *)a, *y = *(JsonObject *const *)b;
+    gint64 sx = cli_json_int(x, "since", 0), sy = cli_json_int(y, "since", 0);
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    return g_strcmp0(cli_json_string(x, "uuid", NULL), cli_json_string(y, "uuid", NULL));
+}
+
+GPtrArray *
+cli_owners_sorted(JsonArray *owners)
+{
+    GPtrArray *sorted = g_ptr_array_new();
+    for (guint i = 0; owners && i < json_array_get_length(owners); i++) {
+        JsonObject *o = cli_json_array_object(owners, i);
+        if (o)
+            g_ptr_array_add(sorted, o);
+    }
+    /* The daemon lists its own holders first, then records in directory
+     * order: sort so the same state always prints the same way. */
+    g_ptr_array_sort(sorted, owner_cmp);
+    return sorted;
+}
+
+char *
+cli_owners_describe(JsonArray *owners)
+{
+    g_autoptr(GString) s = g_string_new(NULL);
+    g_autoptr(GPtrArray) sorted = cli_owners_sorted(owners);
+    for (guint i = 0; i < sorted->len; i++) {
+        g_autofree char *one = cli_owner_describe(sorted->pdata[i]);
+        g_string_append_printf(s, "%s%s", s->len ? "; " : "", one);
+    }
+    return g_string_free(g_steal_pointer(&s), FALSE);
+}

@@ -1,0 +1,74 @@
+/* Shared declarations of the vmlease administrator CLI: exit codes, the
+ * subcommand table, and helpers every subcommand uses (vmlease.c). */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <sys/stat.h>
+
+#include "vml-client.h"
+
+/* Exit status of vmlease (documented in --help). run passes COMMAND's own
+ * status through instead of VML_EXIT_OK. */
+typedef enum {
+    VML_EXIT_OK = 0,
+    VML_EXIT_USAGE = 1,       /* bad command line */
+    VML_EXIT_DAEMON = 2,      /* vmleased not reachable, or protocol error */
+    VML_EXIT_CONFLICT = 3,    /* lease conflict: the image is in use */
+    VML_EXIT_FAILED = 4,      /* any other error vmleased reported */
+    VML_EXIT_NOT_FOUND = 5,   /* path not found or not an image */
+} VmlExitCode;
+
+/* Options valid before and after the subcommand name. */
+typedef struct {
+    const char *lease_socket;  /* --socket, NULL for the default */
+    const char *admin_socket;  /* --admin-socket, NULL for the default */
+} VmlCliOptions;
+
+typedef struct _VmlCliCommand VmlCliCommand;
+struct _VmlCliCommand {
+    const char *name;
+    const char *synopsis;     /* arguments after "vmlease NAME" */
+    const char *summary;      /* one line for the command list */
+    const char *description;  /* paragraph(s) and options for NAME --help */
+    /* ARGV[0] is the command name; returns the exit status. */
+    int (*run)(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv);
+};
+
+extern const VmlCliCommand vml_cmd_status;
+extern const VmlCliCommand vml_cmd_owners;
+extern const VmlCliCommand vml_cmd_inspect;
+extern const VmlCliCommand vml_cmd_run;
+
+/* Print "vmlease: MESSAGE" to stderr and return CODE. */
+int cli_error(int code, const char *format, ...) G_GNUC_PRINTF(2, 3);
+/* A usage error: the message plus a hint at --help; returns VML_EXIT_USAGE. */
+int cli_usage_error(const VmlCliCommand *cmd, const char *format, ...) G_GNUC_PRINTF(2, 3);
+/* Print CMD's help (or the general help if CMD is NULL) to stdout. */
+void cli_print_help(const VmlCliCommand *cmd);
+
+typedef enum {
+    CLI_OPT_NONE,   /* not a common option: the caller looks at it */
+    CLI_OPT_TAKEN,  /* consumed (with its value); *i points past it */
+    CLI_OPT_EXIT,   /* --help printed or a usage error: return *status */
+} VmlCliOptResult;
+
+/* Handle --socket, --admin-socket (as "--opt VALUE" or "--opt=VALUE") and
+ * --help/-h at ARGV[*I]. */
+VmlCliOptResult cli_common_option(const VmlCliCommand *cmd, VmlCliOptions *opts,
+                                  int argc, char **argv, int *i, int *status);
+
+/* Connect to the admin socket (--admin-socket, else --socket, else the
+ * default) or the lease socket (--socket, else the default). */
+VmlClient *cli_connect_admin(const VmlCliOptions *opts, GError **error);
+VmlClient *cli_connect_lease(const VmlCliOptions *opts, GError **error);
+
+/* The exit code for an error from vml_client_call(). */
+int cli_exit_code(const GError *error);
+/* Report a failed vml_client_call() and return its exit code. */
+int cli_call_failed(const GError *error);
+
+/* Resolve the image path ARG (as typed) to its canonical absolute path and
+ * stat it. A missing path, or one that is not a regular file or block
+ * device, is reported (naming ARG) and *status set to VML_EXIT_NOT_FOUND. */
+char *cli_resolve_image(const char *arg, struct stat *st, int *status);
