@@ -1,5 +1,7 @@
 #include "lease-table.h"
 #include "vml-error.h"
+#include "vml-json-write.h"
+#include "vml-paths.h"
 #include "vml-proc.h"
 
 #include <unistd.h>
@@ -8,7 +10,8 @@ struct _VmlLeaseTable {
     VmlBackend *backend;
     const VmlDaemonConfig *cfg;
     GHashTable *holders;        /* gint64* id -> VmlHolder* */
-    GHashTable *by_resource;    /* key -> GPtrArray of VmlLease* (unowned) */
+    GHashTable *by_resource;    /* key -> VmlLease* list head; the key is
+                                   freed with the list's last lease */
     gint64 next_id;
     guint n_leases;
     gboolean shutting_down;     /* free without unlocking */
@@ -30,59 +33,138 @@ vml_lease_table_set_changed_func(VmlLeaseTable *t, GFunc func, gpointer data)
     t->changed_data = data;
 }
 
-static void
-index_add(VmlLeaseTable *t, VmlLease *l)
+static gint64
+now_s(void)
 {
-    GPtrArray *a = g_hash_table_lookup(t->by_resource, l->owner->resource);
-    if (!a) {
-        a = g_ptr_array_new();
-        g_hash_table_insert(t->by_resource, g_strdup(l->owner->resource), a);
+    return g_get_real_time() / G_USEC_PER_SEC;
+}
+
+/* ---- holder records -------------------------------------------------------- */
+
+/* Stable per holder process, so a restarted daemon finds the same record. */
+static char *
+holder_tag(const char *machine_id, const char *boot_id, gint64 pid, guint64 start_time)
+{
+    g_autofree char *ident = g_strdup_printf("%s:%s:%" G_GINT64_FORMAT ":%" G_GUINT64_FORMAT,
+                                             machine_id, boot_id, pid, start_time);
+    g_autofree char *hash = vml_key_hash(ident);
+    return g_strndup(hash, 32);
+}
+
+static void
+write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
+{
+    GHashTableIter it;
+    gpointer value;
+    gboolean first = TRUE;
+
+    g_string_append_c(out, '{');
+    vml_json_write_member_string(out, TRUE, "host", vml_host_name());
+    vml_json_write_member_string(out, FALSE, "machine_id", vml_host_machine_id());
+    vml_json_write_member_string(out, FALSE, "boot_id", vml_host_boot_id());
+    vml_json_write_member_string(out, FALSE, "uuid", h->uuid);
+    vml_json_write_member_string(out, FALSE, "name", h->name);
+    vml_json_write_member_int(out, FALSE, "holder", h->id);
+    vml_json_write_member_int(out, FALSE, "pid", h->pid);
+    vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
+    vml_json_write_member_int(out, FALSE, "since", h->since);
+    g_string_append(out, ",\"leases\":[");
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const VmlLease *l = value;
+        if (!first)
+            g_string_append_c(out, ',');
+        first = FALSE;
+        g_string_append_c(out, '{');
+        vml_json_write_member_string(out, TRUE, "resource", l->key);
+        vml_json_write_member_string(out, FALSE, "mode", vml_mode_name(l->mode));
+        vml_json_write_member_int(out, FALSE, "generation", (gint64)l->generation);
+        vml_json_write_member_int(out, FALSE, "since", l->since);
+        if (fds) {
+            int fd = be->ops->lock_fd(l->lock);
+            vml_json_write_member_int(out, FALSE, "fd", fd);
+            g_array_append_val(fds, fd);
+        }
+        g_string_append_c(out, '}');
     }
-    g_ptr_array_add(a, l);
+    g_string_append(out, "]}");
+}
+
+/* Publish the holder's current leases. A record that cannot be written
+ * costs admins a name, not the lease: the lock is what enforces. */
+static void
+holder_publish(VmlHolder *h)
+{
+    VmlBackend *be = h->table->backend;
+    g_autoptr(GString) s = g_string_sized_new(512);
+    g_autoptr(GError) error = NULL;
+
+    if (!h->record)
+        return;
+    write_holder_json(s, h, be, NULL);
+    if (!be->ops->record_write(be, h->record, s->str, s->len, &error))
+        g_warning("%s", error->message);
+}
+
+/* ---- leases and the resource index ---------------------------------------- */
+
+static VmlLease *
+lease_add(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
+          guint64 generation, gint64 since, VmlLock *lock)
+{
+    VmlLease *l = g_new0(VmlLease, 1);
+    gpointer stored_key, head;
+
+    if (!g_hash_table_lookup_extended(t->by_resource, key, &stored_key, &head)) {
+        stored_key = g_strdup(key);
+        head = NULL;
+    }
+    l->holder = h;
+    l->key = stored_key;
+    l->mode = mode;
+    l->generation = generation;
+    l->since = since;
+    l->lock = lock;
+    l->next = head;
+    g_hash_table_insert(t->by_resource, stored_key, l);
+    g_hash_table_insert(h->leases, stored_key, l);
     t->n_leases++;
+    return l;
 }
 
-static void
-index_remove(VmlLeaseTable *t, VmlLease *l)
-{
-    GPtrArray *a = g_hash_table_lookup(t->by_resource, l->owner->resource);
-    if (a) {
-        g_ptr_array_remove_fast(a, l);
-        if (a->len == 0)
-            g_hash_table_remove(t->by_resource, l->owner->resource);
-    }
-    t->n_leases--;
-}
-
-/* Unlock and forget one lease; the holder's hash entry is the caller's. */
+/* Unlock (or, at shutdown, just let go) and forget one lease. The caller
+ * has already taken it out of its holder's table. */
 static void
 lease_drop(VmlLeaseTable *t, VmlLease *l)
 {
-    index_remove(t, l);
+    VmlLease *head = g_hash_table_lookup(t->by_resource, l->key);
+    if (head == l && l->next) {
+        g_hash_table_insert(t->by_resource, (char *)l->key, l->next);
+    } else if (head == l) {
+        g_hash_table_remove(t->by_resource, l->key);
+        g_free((char *)l->key);
+    } else {
+        for (VmlLease *p = head; p; p = p->next) {
+            if (p->next == l) {
+                p->next = l->next;
+                break;
+            }
+        }
+    }
+    t->n_leases--;
     if (t->shutting_down)
         t->backend->ops->forget(t->backend, l->lock);
     else
         t->backend->ops->release(t->backend, l->lock);
-    vml_owner_free(l->owner);
     g_free(l);
 }
 
-static VmlLease *
-lease_add(VmlLeaseTable *t, VmlHolder *h, VmlOwner *owner, VmlLock *lock)
-{
-    VmlLease *l = g_new0(VmlLease, 1);
-    l->owner = owner;
-    l->lock = lock;
-    g_hash_table_insert(h->leases, owner->resource, l);
-    index_add(t, l);
-    return l;
-}
-
 static VmlOwner *
-holder_owner(const VmlHolder *h, const char *key, VmlMode mode)
+lease_owner(const VmlLease *l)
 {
+    const VmlHolder *h = l->holder;
     VmlOwner *o = g_new0(VmlOwner, 1);
-    o->resource = g_strdup(key);
+    o->resource = g_strdup(l->key);
     o->host = g_strdup(vml_host_name());
     o->machine_id = g_strdup(vml_host_machine_id());
     o->boot_id = g_strdup(vml_host_boot_id());
@@ -91,13 +173,16 @@ holder_owner(const VmlHolder *h, const char *key, VmlMode mode)
     o->holder = h->id;
     o->pid = h->pid;
     o->start_time = h->start_time;
-    o->mode = mode;
-    o->since = g_get_real_time() / G_USEC_PER_SEC;
+    o->mode = l->mode;
+    o->since = l->since;
+    o->generation = l->generation;
     return o;
 }
 
+/* ---- holders ---------------------------------------------------------------- */
+
 static void
-holder_free(VmlHolder *h)
+holder_drop_leases(VmlHolder *h)
 {
     GHashTableIter it;
     gpointer value;
@@ -107,7 +192,17 @@ holder_free(VmlHolder *h)
         g_hash_table_iter_steal(&it);
         lease_drop(h->table, value);
     }
+}
+
+static void
+holder_free(VmlHolder *h)
+{
+    VmlLeaseTable *t = h->table;
+
+    holder_drop_leases(h);
     g_hash_table_unref(h->leases);
+    if (h->record)
+        t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
     vml_holder_watch_free(h->watch);
     g_free(h->uuid);
     g_free(h->name);
@@ -125,33 +220,6 @@ on_holder_exit(gpointer data)
     changed(t);
 }
 
-VmlLeaseTable *
-vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
-{
-    VmlLeaseTable *t = g_new0(VmlLeaseTable, 1);
-    t->backend = backend;
-    t->cfg = cfg;
-    t->holders = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
-                                       (GDestroyNotify)holder_free);
-    t->by_resource = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                           (GDestroyNotify)g_ptr_array_unref);
-    t->next_id = 1;
-    return t;
-}
-
-void
-vml_lease_table_free(VmlLeaseTable *t)
-{
-    if (!t)
-        return;
-    /* Shutdown keeps every lock and record: the holders carry them on and
-     * the next daemon recovers them. */
-    t->shutting_down = TRUE;
-    g_hash_table_unref(t->holders);
-    g_hash_table_unref(t->by_resource);
-    g_free(t);
-}
-
 static VmlHolder *
 holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
            pid_t pid, guint64 start_time, gint64 since, GError **error)
@@ -159,6 +227,13 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
     VmlHolder *h = g_new0(VmlHolder, 1);
     h->watch = vml_holder_watch_new(pid, start_time, on_holder_exit, h, error);
     if (!h->watch) {
+        g_free(h);
+        return NULL;
+    }
+    g_autofree char *tag = holder_tag(vml_host_machine_id(), vml_host_boot_id(), pid, start_time);
+    h->record = t->backend->ops->record_open(t->backend, tag, error);
+    if (!h->record) {
+        vml_holder_watch_free(h->watch);
         g_free(h);
         return NULL;
     }
@@ -189,6 +264,30 @@ find_process(VmlLeaseTable *t, pid_t pid, guint64 start_time)
     return NULL;
 }
 
+VmlLeaseTable *
+vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
+{
+    VmlLeaseTable *t = g_new0(VmlLeaseTable, 1);
+    t->backend = backend;
+    t->cfg = cfg;
+    t->holders = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
+                                       (GDestroyNotify)holder_free);
+    t->by_resource = g_hash_table_new(g_str_hash, g_str_equal);
+    t->next_id = 1;
+    return t;
+}
+
+void
+vml_lease_table_free(VmlLeaseTable *t)
+{
+    if (!t)
+        return;
+    t->shutting_down = TRUE;
+    g_hash_table_unref(t->holders);
+    g_hash_table_unref(t->by_resource);
+    g_free(t);
+}
+
 VmlHolder *
 vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
                          pid_t pid, GError **error)
@@ -212,11 +311,11 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
                     "too many holders (max_holders = %u)", t->cfg->max_holders);
         return NULL;
     }
-    h = holder_new(t, t->next_id, uuid, name, pid, start_time,
-                   g_get_real_time() / G_USEC_PER_SEC, error);
+    h = holder_new(t, t->next_id, uuid, name, pid, start_time, now_s(), error);
     if (h) {
         g_info("registered holder %" G_GINT64_FORMAT ": VM %s (uuid %s, pid %d)",
                h->id, name, uuid, (int)pid);
+        holder_publish(h);
         changed(t);
     }
     return h;
@@ -232,32 +331,82 @@ vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error)
     return h;
 }
 
-GPtrArray *
-vml_lease_table_owners(VmlLeaseTable *t, const char *key)
+/* ---- owners ----------------------------------------------------------------- */
+
+/* Owners from the lockspace records (KEY NULL: all), minus this daemon's
+ * own holders and records of local processes that are gone. */
+static GPtrArray *
+record_owners(VmlLeaseTable *t, const char *key)
 {
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
-    GPtrArray *local = g_hash_table_lookup(t->by_resource, key);
+    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
 
-    for (guint i = 0; local && i < local->len; i++)
-        g_ptr_array_add(out, vml_owner_copy(((VmlLease *)local->pdata[i])->owner));
-
-    g_autoptr(GPtrArray) records = t->backend->ops->owners(t->backend, key, NULL);
     for (guint i = 0; records && i < records->len; i++) {
-        VmlOwner *r = records->pdata[i];
-        gboolean known = FALSE;
-        for (guint j = 0; local && j < local->len && !known; j++)
-            known = vml_owner_same_process(r, ((VmlLease *)local->pdata[j])->owner);
-        /* A record of this boot whose process is gone is stale, not a holder. */
-        gboolean here = vml_owner_is_this_host(r) &&
-                        g_strcmp0(r->boot_id, vml_host_boot_id()) == 0;
-        if (known || (here && !vml_proc_is_same(r->pid, r->start_time)))
+        gsize len;
+        const char *data = g_bytes_get_data(records->pdata[i], &len);
+        g_autoptr(JsonParser) p = json_parser_new_immutable();
+        if (!json_parser_load_from_data(p, data, len, NULL) ||
+            !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
+            continue;   /* caught mid-write, or not ours to read */
+        g_autoptr(GPtrArray) owners = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
+        g_autoptr(VmlOwner) id = vml_record_parse(json_node_get_object(json_parser_get_root(p)),
+                                                  owners, NULL, NULL);
+        if (!id)
             continue;
-        g_ptr_array_add(out, g_steal_pointer(&records->pdata[i]));
+        gboolean here = vml_owner_is_this_host(id) &&
+                        g_strcmp0(id->boot_id, vml_host_boot_id()) == 0;
+        if (here && (find_process(t, id->pid, id->start_time) ||
+                     !vml_proc_is_same(id->pid, id->start_time)))
+            continue;
+        for (guint j = 0; j < owners->len; j++) {
+            VmlOwner *o = owners->pdata[j];
+            if (!key || g_strcmp0(o->resource, key) == 0)
+                g_ptr_array_add(out, g_steal_pointer(&owners->pdata[j]));
+        }
     }
     return out;
 }
 
-/* The error parameters of a conflict, and a message naming every holder. */
+GPtrArray *
+vml_lease_table_owners(VmlLeaseTable *t, const char *key)
+{
+    GPtrArray *out = record_owners(t, key);
+    for (VmlLease *l = g_hash_table_lookup(t->by_resource, key); l; l = l->next)
+        g_ptr_array_insert(out, 0, lease_owner(l));
+    return out;
+}
+
+static int
+compare_strings(gconstpointer a, gconstpointer b)
+{
+    return g_strcmp0(*(char *const *)a, *(char *const *)b);
+}
+
+GPtrArray *
+vml_lease_table_resources(VmlLeaseTable *t)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTableIter it;
+    gpointer key;
+
+    g_hash_table_iter_init(&it, t->by_resource);
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        g_hash_table_add(seen, g_strdup(key));
+    g_autoptr(GPtrArray) others = record_owners(t, NULL);
+    for (guint i = 0; i < others->len; i++)
+        g_hash_table_add(seen, g_strdup(((VmlOwner *)others->pdata[i])->resource));
+
+    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+    g_hash_table_iter_init(&it, seen);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        g_hash_table_iter_steal(&it);
+        g_ptr_array_add(out, key);
+    }
+    g_ptr_array_sort(out, compare_strings);
+    return out;
+}
+
+/* The error parameters of a conflict, and a message naming every owner. */
 static JsonObject *
 conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
                 GError **error)
@@ -269,7 +418,7 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
 
     for (guint i = 0; i < all->len; i++) {
         VmlOwner *o = all->pdata[i];
-        if (o->pid == h->pid && o->start_time == h->start_time && vml_owner_is_this_host(o))
+        if (o->holder == h->id && o->pid == h->pid && o->start_time == h->start_time)
             continue;
         json_array_add_object_element(owners, vml_owner_to_json(o, FALSE));
         g_string_append_printf(who, "%sVM %s (uuid %s, pid %" G_GINT64_FORMAT " on %s, %s)",
@@ -284,11 +433,14 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
     return p;
 }
 
+/* ---- acquire and release ---------------------------------------------------- */
+
 /* Undo record of one step of an acquire. */
 typedef struct {
     VmlLease *lease;
     gboolean added;      /* new lease (else: mode changed) */
     VmlMode old_mode;
+    guint64 old_generation;
 } AcquireStep;
 
 static void
@@ -297,12 +449,15 @@ rollback(VmlLeaseTable *t, VmlHolder *h, GArray *steps)
     for (guint i = steps->len; i-- > 0;) {
         AcquireStep *s = &g_array_index(steps, AcquireStep, i);
         if (s->added) {
-            g_hash_table_remove(h->leases, s->lease->owner->resource);
+            g_hash_table_steal(h->leases, s->lease->key);
             lease_drop(t, s->lease);
         } else {
             /* An upgrade undone is a downgrade: it cannot conflict. */
-            t->backend->ops->change_mode(t->backend, s->lease->lock, s->lease->owner,
-                                         s->old_mode, NULL);
+            guint64 gen;
+            t->backend->ops->change_mode(t->backend, s->lease->lock, s->lease->key,
+                                         s->old_mode, &gen, NULL);
+            s->lease->mode = s->old_mode;
+            s->lease->generation = s->old_generation;
         }
     }
 }
@@ -311,6 +466,7 @@ GPtrArray *
 vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                         guint n_reqs, JsonObject **conflict, GError **error)
 {
+    VmlBackend *be = t->backend;
     guint n_new = 0;
     for (guint i = 0; i < n_reqs; i++) {
         if (!g_hash_table_contains(h->leases, reqs[i].key))
@@ -324,52 +480,53 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     }
 
     g_autoptr(GArray) steps = g_array_new(FALSE, FALSE, sizeof(AcquireStep));
+    gint64 since = now_s();
     /* Downgrades go last: once done they could not be undone safely. */
     for (int pass = 0; pass < 2; pass++) {
         for (guint i = 0; i < n_reqs; i++) {
             const VmlRequest *r = &reqs[i];
             VmlLease *l = g_hash_table_lookup(h->leases, r->key);
             g_autoptr(GError) local = NULL;
-            gboolean ok = TRUE;
+            guint64 gen;
 
-            if (l && l->owner->mode == r->mode)
+            if (l && l->mode == r->mode)
                 continue;
             gboolean downgrade = l && r->mode == VML_MODE_SHARED;
             if (downgrade != (pass == 1))
                 continue;
             if (l) {
-                AcquireStep s = { .lease = l, .added = FALSE, .old_mode = l->owner->mode };
-                ok = t->backend->ops->change_mode(t->backend, l->lock, l->owner, r->mode, &local);
-                if (ok)
+                AcquireStep s = { .lease = l, .old_mode = l->mode, .old_generation = l->generation };
+                if (be->ops->change_mode(be, l->lock, l->key, r->mode, &gen, &local)) {
+                    l->mode = r->mode;
+                    l->generation = gen;
                     g_array_append_val(steps, s);
+                    continue;
+                }
             } else {
-                VmlOwner *o = holder_owner(h, r->key, r->mode);
-                VmlLock *lock = t->backend->ops->acquire(t->backend, o, &local);
+                VmlLock *lock = be->ops->acquire(be, r->key, r->mode, &gen, &local);
                 if (lock) {
-                    AcquireStep s = { .lease = lease_add(t, h, o, lock), .added = TRUE };
+                    AcquireStep s = { .lease = lease_add(t, h, r->key, r->mode, gen, since, lock),
+                                      .added = TRUE };
                     g_array_append_val(steps, s);
-                } else {
-                    vml_owner_free(o);
-                    ok = FALSE;
+                    continue;
                 }
             }
-            if (!ok) {
-                if (local->code == VML_ERROR_CONFLICT) {
-                    *conflict = conflict_params(t, h, r->key, r->mode, error);
-                } else {
-                    g_propagate_error(error, g_steal_pointer(&local));
-                }
-                rollback(t, h, steps);
-                return NULL;
-            }
+            rollback(t, h, steps);
+            if (local->code == VML_ERROR_CONFLICT)
+                *conflict = conflict_params(t, h, r->key, r->mode, error);
+            else
+                g_propagate_error(error, g_steal_pointer(&local));
+            return NULL;
         }
     }
 
     GPtrArray *out = g_ptr_array_sized_new(n_reqs);
     for (guint i = 0; i < n_reqs; i++)
         g_ptr_array_add(out, g_hash_table_lookup(h->leases, reqs[i].key));
-    if (steps->len)
+    if (steps->len) {
+        holder_publish(h);
         changed(t);
+    }
     return out;
 }
 
@@ -377,15 +534,10 @@ gboolean
 vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
                         guint n_keys, guint *released, GError **error)
 {
+    *released = 0;
     if (!keys) {
         *released = g_hash_table_size(h->leases);
-        GHashTableIter it;
-        gpointer value;
-        g_hash_table_iter_init(&it, h->leases);
-        while (g_hash_table_iter_next(&it, NULL, &value)) {
-            g_hash_table_iter_steal(&it);
-            lease_drop(t, value);
-        }
+        holder_drop_leases(h);
     } else {
         for (guint i = 0; i < n_keys; i++) {
             if (!g_hash_table_contains(h->leases, keys[i])) {
@@ -395,7 +547,6 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
                 return FALSE;
             }
         }
-        *released = 0;
         for (guint i = 0; i < n_keys; i++) {
             VmlLease *l = g_hash_table_lookup(h->leases, keys[i]);
             if (!l)
@@ -405,36 +556,14 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
             (*released)++;
         }
     }
-    if (*released)
+    if (*released) {
+        holder_publish(h);
         changed(t);
+    }
     return TRUE;
 }
 
-GPtrArray *
-vml_lease_table_resources(VmlLeaseTable *t)
-{
-    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
-    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
-    GHashTableIter it;
-    gpointer key;
-
-    g_hash_table_iter_init(&it, t->by_resource);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
-        g_hash_table_add(seen, key);
-        g_ptr_array_add(out, g_strdup(key));
-    }
-    g_autoptr(GPtrArray) records = t->backend->ops->owners(t->backend, NULL, NULL);
-    for (guint i = 0; records && i < records->len; i++) {
-        VmlOwner *r = records->pdata[i];
-        if (!g_hash_table_contains(seen, r->resource)) {
-            char *k = g_strdup(r->resource);
-            g_hash_table_add(seen, k);
-            g_ptr_array_add(out, k);
-        }
-    }
-    g_ptr_array_sort(out, (GCompareFunc)g_strcmp0);
-    return out;
-}
+/* ---- queries ---------------------------------------------------------------- */
 
 static gint
 holder_cmp(gconstpointer a, gconstpointer b)
@@ -465,10 +594,10 @@ JsonObject *
 vml_lease_to_json(const VmlLease *l)
 {
     JsonObject *j = json_object_new();
-    json_object_set_string_member(j, "resource", l->owner->resource);
-    json_object_set_string_member(j, "mode", vml_mode_name(l->owner->mode));
-    json_object_set_int_member(j, "generation", (gint64)l->owner->generation);
-    json_object_set_int_member(j, "since", l->owner->since);
+    json_object_set_string_member(j, "resource", l->key);
+    json_object_set_string_member(j, "mode", vml_mode_name(l->mode));
+    json_object_set_int_member(j, "generation", (gint64)l->generation);
+    json_object_set_int_member(j, "since", l->since);
     return j;
 }
 
@@ -477,7 +606,8 @@ vml_holder_to_json(const VmlHolder *h)
 {
     JsonObject *j = json_object_new();
     JsonArray *leases = json_array_new();
-    g_autoptr(GList) values = g_hash_table_get_values(h->leases);
+    GHashTableIter it;
+    gpointer value;
 
     json_object_set_int_member(j, "holder", h->id);
     json_object_set_string_member(j, "uuid", h->uuid);
@@ -485,152 +615,142 @@ vml_holder_to_json(const VmlHolder *h)
     json_object_set_int_member(j, "pid", h->pid);
     json_object_set_int_member(j, "start_time", (gint64)h->start_time);
     json_object_set_int_member(j, "since", h->since);
-    for (GList *l = values; l; l = l->next)
-        json_array_add_object_element(leases, vml_lease_to_json(l->data));
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value))
+        json_array_add_object_element(leases, vml_lease_to_json(value));
     json_object_set_array_member(j, "leases", leases);
     return j;
 }
 
-/* ---- state: save and restore -------------------------------------------- */
+/* ---- state: save and restore ------------------------------------------------ */
 
-JsonObject *
+GString *
 vml_lease_table_save(VmlLeaseTable *t, GArray *fds)
 {
-    JsonObject *state = json_object_new();
-    JsonArray *holders = json_array_new();
-    JsonArray *leases = json_array_new();
+    GString *s = g_string_sized_new(4096);
     GHashTableIter it;
     gpointer value;
+    gboolean first = TRUE;
 
-    json_object_set_int_member(state, "version", 1);
-    json_object_set_string_member(state, "boot_id", vml_host_boot_id());
-    json_object_set_int_member(state, "next_holder", t->next_id);
+    g_string_append_c(s, '{');
+    vml_json_write_member_int(s, TRUE, "version", 1);
+    vml_json_write_member_string(s, FALSE, "boot_id", vml_host_boot_id());
+    vml_json_write_member_int(s, FALSE, "next_holder", t->next_id);
+    g_string_append(s, ",\"holders\":[");
     g_hash_table_iter_init(&it, t->holders);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
-        VmlHolder *h = value;
-        JsonObject *hj = json_object_new();
-        json_object_set_int_member(hj, "holder", h->id);
-        json_object_set_string_member(hj, "uuid", h->uuid);
-        json_object_set_string_member(hj, "name", h->name);
-        json_object_set_int_member(hj, "pid", h->pid);
-        json_object_set_int_member(hj, "start_time", (gint64)h->start_time);
-        json_object_set_int_member(hj, "since", h->since);
-        json_array_add_object_element(holders, hj);
-
-        GHashTableIter lit;
-        gpointer lv;
-        g_hash_table_iter_init(&lit, h->leases);
-        while (g_hash_table_iter_next(&lit, NULL, &lv)) {
-            VmlLease *l = lv;
-            JsonObject *lj = vml_owner_to_json(l->owner, TRUE);
-            if (fds) {
-                int fd = t->backend->ops->lock_fd(l->lock);
-                json_object_set_int_member(lj, "fd", fd);
-                g_array_append_val(fds, fd);
-            }
-            json_array_add_object_element(leases, lj);
-        }
+        if (!first)
+            g_string_append_c(s, ',');
+        first = FALSE;
+        write_holder_json(s, value, t->backend, fds);
     }
-    json_object_set_array_member(state, "holders", holders);
-    json_object_set_array_member(state, "leases", leases);
-    return state;
+    g_string_append(s, "]}");
+    return s;
 }
 
 /* Holder for a saved or recorded identity, if its process still lives. */
 static VmlHolder *
-restore_holder(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
-               pid_t pid, guint64 start_time, gint64 since)
+restore_holder(VmlLeaseTable *t, const VmlOwner *id)
 {
-    VmlHolder *h = find_process(t, pid, start_time);
+    VmlHolder *h = find_process(t, id->pid, id->start_time);
     if (h)
         return h;
-    if (!vml_proc_is_same(pid, start_time))
+    if (!vml_proc_is_same(id->pid, id->start_time))
         return NULL;
-    if (id <= 0 || g_hash_table_contains(t->holders, &id))
-        id = t->next_id;
-    return holder_new(t, id, uuid, name, pid, start_time, since, NULL);
+    gint64 hid = id->holder;
+    if (hid <= 0 || g_hash_table_contains(t->holders, &hid))
+        hid = t->next_id;
+    return holder_new(t, hid, id->uuid, id->name, id->pid, id->start_time, id->since, NULL);
 }
 
 /* Bring one lease back under our control; FD >= 0 is a re-exec hand-over. */
 static void
-restore_lease(VmlLeaseTable *t, VmlOwner *o, int fd)
+restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd)
 {
-    VmlHolder *h = restore_holder(t, o->holder, o->uuid, o->name, o->pid,
-                                  o->start_time, o->since);
-    if (!h) {
-        if (fd >= 0)
-            close(fd);
-        t->backend->ops->remove_record(t->backend, o);
-        vml_owner_free(o);
-        return;
-    }
+    VmlBackend *be = t->backend;
+    g_autoptr(GError) error = NULL;
+    guint64 gen = o->generation;
+
     if (g_hash_table_contains(h->leases, o->resource)) {
         if (fd >= 0)
             close(fd);
-        vml_owner_free(o);
         return;
     }
-    g_autoptr(GError) error = NULL;
-    o->holder = h->id;
     VmlLock *lock = fd >= 0
-        ? t->backend->ops->adopt(t->backend, o, fd, &error)
-        : t->backend->ops->recover(t->backend, o, vml_holder_watch_pidfd(h->watch), &error);
+        ? be->ops->adopt(be, o->resource, o->mode, fd, &error)
+        : be->ops->recover(be, o->resource, o->mode, h->pid,
+                           vml_holder_watch_pidfd(h->watch), &gen, &error);
     if (!lock) {
         g_warning("lease of VM %s (pid %d) on %s was lost while vmleased was down: %s",
-                  o->name, (int)o->pid, o->resource, error->message);
-        t->backend->ops->remove_record(t->backend, o);
-        vml_owner_free(o);
+                  h->name, (int)h->pid, o->resource, error->message);
         return;
     }
-    lease_add(t, h, o, lock);
+    if (o->mode == VML_MODE_EXCLUSIVE && gen != o->generation)
+        g_warning("%s: generation moved from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
+                  " while vmleased was down", o->resource, o->generation, gen);
+    lease_add(t, h, o->resource, o->mode, gen, o->since, lock);
+}
+
+/* Restore one record (from the state file or the lockspace). */
+static void
+restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
+{
+    g_autoptr(GPtrArray) owners = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(VmlOwner) id = vml_record_parse(record, owners, fds, NULL);
+
+    if (!id)
+        return;
+    gboolean here = vml_owner_is_this_host(id);
+    gboolean this_boot = g_strcmp0(id->boot_id, vml_host_boot_id()) == 0;
+    VmlHolder *h = here && this_boot ? restore_holder(t, id) : NULL;
+    if (!h && here) {
+        /* A local holder that is gone (or from an earlier boot): stale. */
+        g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);
+        t->backend->ops->record_remove(t->backend, tag);
+    }
+    for (guint i = 0; i < owners->len; i++) {
+        int fd = with_fds ? g_array_index(fds, int, i) : -1;
+        if (h)
+            restore_lease(t, h, owners->pdata[i], fd);
+        else if (fd >= 0)
+            close(fd);
+    }
 }
 
 void
 vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
 {
-    gboolean same_boot = state &&
-        g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
-                  vml_host_boot_id()) == 0;
-
-    if (same_boot) {
-        t->next_id = MAX(t->next_id, json_object_get_int_member_with_default(state, "next_holder", 1));
-        JsonArray *holders = json_object_get_array_member(state, "holders");
+    if (state && g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
+                           vml_host_boot_id()) == 0) {
+        t->next_id = MAX(t->next_id,
+                         json_object_get_int_member_with_default(state, "next_holder", 1));
+        JsonNode *hn = json_object_get_member(state, "holders");
+        JsonArray *holders = hn && JSON_NODE_HOLDS_ARRAY(hn) ? json_node_get_array(hn) : NULL;
         for (guint i = 0; holders && i < json_array_get_length(holders); i++) {
-            JsonObject *hj = json_array_get_object_element(holders, i);
-            if (!hj)
-                continue;
-            restore_holder(t, json_object_get_int_member_with_default(hj, "holder", 0),
-                           json_object_get_string_member_with_default(hj, "uuid", ""),
-                           json_object_get_string_member_with_default(hj, "name", ""),
-                           json_object_get_int_member_with_default(hj, "pid", 0),
-                           json_object_get_int_member_with_default(hj, "start_time", 0),
-                           json_object_get_int_member_with_default(hj, "since", 0));
-        }
-        JsonArray *leases = json_object_get_array_member(state, "leases");
-        for (guint i = 0; leases && i < json_array_get_length(leases); i++) {
-            JsonObject *lj = json_array_get_object_element(leases, i);
-            int fd = reexec && lj ? json_object_get_int_member_with_default(lj, "fd", -1) : -1;
-            VmlOwner *o = lj ? vml_owner_from_json(lj, NULL) : NULL;
-            if (o)
-                restore_lease(t, o, fd);
-            else if (fd >= 0)
-                close(fd);
+            JsonNode *n = json_array_get_element(holders, i);
+            if (JSON_NODE_HOLDS_OBJECT(n))
+                restore_record(t, json_node_get_object(n), reexec);
         }
     }
 
-    /* Records cover leases granted after the last state save, and show the
-     * ones of processes that are gone. */
-    g_autoptr(GPtrArray) records = t->backend->ops->owners(t->backend, NULL, NULL);
+    /* The records are written at every change, so they also cover what
+     * came after the last state save; they show dead holders too. */
+    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
     for (guint i = 0; records && i < records->len; i++) {
-        VmlOwner *r = records->pdata[i];
-        if (!vml_owner_is_this_host(r))
-            continue;   /* another host's: not ours to judge */
-        if (g_strcmp0(r->boot_id, vml_host_boot_id()) != 0) {
-            t->backend->ops->remove_record(t->backend, r);
-            continue;
-        }
-        restore_lease(t, g_steal_pointer(&records->pdata[i]), -1);
+        gsize len;
+        const char *data = g_bytes_get_data(records->pdata[i], &len);
+        g_autoptr(JsonParser) p = json_parser_new_immutable();
+        if (json_parser_load_from_data(p, data, len, NULL) &&
+            JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
+            restore_record(t, json_node_get_object(json_parser_get_root(p)), FALSE);
     }
+
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, t->holders);
+    while (g_hash_table_iter_next(&it, NULL, &value))
+        holder_publish(value);
     g_info("restored %u holder(s) with %u lease(s)",
            g_hash_table_size(t->holders), t->n_leases);
     changed(t);

@@ -1,6 +1,6 @@
 /* The daemon's table of holders and their leases, on top of a backend.
- * Every change is all or nothing; the changed callback lets the state file
- * follow. */
+ * Every change is all or nothing, is published at once in the holder's
+ * record, and lets the state file follow. */
 #pragma once
 
 #include <glib.h>
@@ -12,13 +12,20 @@
 #include "owner-record.h"
 
 typedef struct _VmlLeaseTable VmlLeaseTable;
+typedef struct _VmlHolder VmlHolder;
+typedef struct _VmlLease VmlLease;
 
-typedef struct {
-    VmlOwner *owner;   /* resource, mode, generation, since, holder identity */
+struct _VmlLease {
+    VmlHolder *holder;
+    const char *key;      /* owned by the table's resource index */
+    VmlMode mode;
+    guint64 generation;
+    gint64 since;
     VmlLock *lock;
-} VmlLease;
+    VmlLease *next;       /* next lease on the same resource */
+};
 
-typedef struct {
+struct _VmlHolder {
     gint64 id;
     char *uuid;
     char *name;
@@ -27,8 +34,9 @@ typedef struct {
     gint64 since;
     GHashTable *leases;          /* resource key -> VmlLease* */
     VmlHolderWatch *watch;
+    VmlRecord *record;
     VmlLeaseTable *table;
-} VmlHolder;
+};
 
 typedef struct {
     char *key;
@@ -36,6 +44,7 @@ typedef struct {
 } VmlRequest;
 
 VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg);
+/* Forget everything without unlocking: the holders carry their leases on. */
 void vml_lease_table_free(VmlLeaseTable *t);
 
 void vml_lease_table_set_changed_func(VmlLeaseTable *t, GFunc func, gpointer data);
@@ -46,7 +55,7 @@ VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
 
 /* Acquire every request or none. Returns the holder's leases in request
  * order (borrowed). On a conflict, *conflict receives the error parameters
- * (resource, mode, owners). */
+ * (resource, mode, owners) and the error message names every owner. */
 GPtrArray *vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h,
                                    const VmlRequest *reqs, guint n_reqs,
                                    JsonObject **conflict, GError **error);
@@ -55,8 +64,8 @@ gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,
                                  const char *const *keys, guint n_keys,
                                  guint *released, GError **error);
 
-/* Current owners of KEY: this daemon's holders and owner records of
- * others (other hosts, leases not yet recovered). */
+/* Current owners of KEY: this daemon's holders, and the records of others
+ * (other hosts, leases not yet recovered). */
 GPtrArray *vml_lease_table_owners(VmlLeaseTable *t, const char *key);
 /* Every resource key held here or recorded in the lockspace, sorted. */
 GPtrArray *vml_lease_table_resources(VmlLeaseTable *t);
@@ -68,10 +77,9 @@ guint vml_lease_table_n_leases(VmlLeaseTable *t);
 JsonObject *vml_lease_to_json(const VmlLease *lease);
 JsonObject *vml_holder_to_json(const VmlHolder *h);
 
-/* State for the state file / re-exec. With FDS, each lease records its lock
- * fd number and the fd is appended to FDS (kept open, CLOEXEC cleared by
- * the caller). */
-JsonObject *vml_lease_table_save(VmlLeaseTable *t, GArray *fds);
+/* The whole table as JSON text (state file, re-exec). With FDS, each lease
+ * records its lock fd number and the fd is appended to FDS. */
+GString *vml_lease_table_save(VmlLeaseTable *t, GArray *fds);
 /* Rebuild from saved state (may be NULL) and the lockspace records. With
  * REEXEC the saved fds are ours to adopt. Logs what it could not keep. */
 void vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec);

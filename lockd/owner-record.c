@@ -49,11 +49,9 @@ vml_owner_free(VmlOwner *o)
 }
 
 JsonObject *
-vml_owner_to_json(const VmlOwner *o, gboolean full)
+vml_owner_to_json(const VmlOwner *o, gboolean unused)
 {
     JsonObject *j = json_object_new();
-    if (full)
-        json_object_set_string_member(j, "resource", o->resource);
     json_object_set_string_member(j, "host", o->host);
     json_object_set_string_member(j, "uuid", o->uuid);
     json_object_set_string_member(j, "name", o->name);
@@ -61,12 +59,6 @@ vml_owner_to_json(const VmlOwner *o, gboolean full)
     json_object_set_string_member(j, "mode", vml_mode_name(o->mode));
     json_object_set_int_member(j, "since", o->since);
     json_object_set_int_member(j, "generation", (gint64)o->generation);
-    if (full) {
-        json_object_set_string_member(j, "machine_id", o->machine_id);
-        json_object_set_string_member(j, "boot_id", o->boot_id);
-        json_object_set_int_member(j, "holder", o->holder);
-        json_object_set_int_member(j, "start_time", (gint64)o->start_time);
-    }
     return j;
 }
 
@@ -75,7 +67,7 @@ get_str(JsonObject *j, const char *key, GError **error)
 {
     JsonNode *n = json_object_get_member(j, key);
     if (!n || json_node_get_value_type(n) != G_TYPE_STRING) {
-        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "owner record: '%s' missing", key);
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "holder record: '%s' missing", key);
         return NULL;
     }
     return json_node_get_string(n);
@@ -86,7 +78,7 @@ get_int(JsonObject *j, const char *key, gint64 *out, GError **error)
 {
     JsonNode *n = json_object_get_member(j, key);
     if (!n || json_node_get_value_type(n) != G_TYPE_INT64) {
-        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "owner record: '%s' missing", key);
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "holder record: '%s' missing", key);
         return FALSE;
     }
     *out = json_node_get_int(n);
@@ -94,38 +86,57 @@ get_int(JsonObject *j, const char *key, gint64 *out, GError **error)
 }
 
 VmlOwner *
-vml_owner_from_json(JsonObject *j, GError **error)
+vml_record_parse(JsonObject *j, GPtrArray *owners, GArray *fds, GError **error)
 {
-    g_autoptr(VmlOwner) o = g_new0(VmlOwner, 1);
-    const char *resource, *host, *machine_id, *boot_id, *uuid, *name, *mode;
-    gint64 start_time, generation;
+    g_autoptr(VmlOwner) id = g_new0(VmlOwner, 1);
+    const char *host, *machine_id, *boot_id, *uuid, *name;
+    gint64 start_time;
 
-    if (!(resource = get_str(j, "resource", error)) ||
-        !(host = get_str(j, "host", error)) ||
+    if (!(host = get_str(j, "host", error)) ||
         !(machine_id = get_str(j, "machine_id", error)) ||
         !(boot_id = get_str(j, "boot_id", error)) ||
         !(uuid = get_str(j, "uuid", error)) ||
         !(name = get_str(j, "name", error)) ||
-        !(mode = get_str(j, "mode", error)) ||
-        !get_int(j, "holder", &o->holder, error) ||
-        !get_int(j, "pid", &o->pid, error) ||
+        !get_int(j, "holder", &id->holder, error) ||
+        !get_int(j, "pid", &id->pid, error) ||
         !get_int(j, "start_time", &start_time, error) ||
-        !get_int(j, "since", &o->since, error) ||
-        !get_int(j, "generation", &generation, error))
+        !get_int(j, "since", &id->since, error))
         return NULL;
-    if (!vml_mode_parse(mode, &o->mode)) {
-        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "owner record: bad mode '%s'", mode);
-        return NULL;
+    id->host = g_strdup(host);
+    id->machine_id = g_strdup(machine_id);
+    id->boot_id = g_strdup(boot_id);
+    id->uuid = g_strdup(uuid);
+    id->name = g_strdup(name);
+    id->start_time = (guint64)start_time;
+
+    JsonNode *ln = json_object_get_member(j, "leases");
+    JsonArray *leases = ln && JSON_NODE_HOLDS_ARRAY(ln) ? json_node_get_array(ln) : NULL;
+    for (guint i = 0; leases && i < json_array_get_length(leases); i++) {
+        JsonNode *en = json_array_get_element(leases, i);
+        if (!JSON_NODE_HOLDS_OBJECT(en))
+            continue;
+        JsonObject *lj = json_node_get_object(en);
+        const char *resource = get_str(lj, "resource", NULL);
+        const char *mode = get_str(lj, "mode", NULL);
+        gint64 generation, since;
+        VmlMode m;
+        if (!resource || !mode || !vml_mode_parse(mode, &m) ||
+            !get_int(lj, "generation", &generation, NULL) || !get_int(lj, "since", &since, NULL))
+            continue;
+        VmlOwner *o = vml_owner_copy(id);
+        o->resource = g_strdup(resource);
+        o->mode = m;
+        o->generation = (guint64)generation;
+        o->since = since;
+        g_ptr_array_add(owners, o);
+        if (fds) {
+            gint64 fd = -1;
+            get_int(lj, "fd", &fd, NULL);
+            int v = fd >= 0 && fd <= G_MAXINT ? (int)fd : -1;
+            g_array_append_val(fds, v);
+        }
     }
-    o->resource = g_strdup(resource);
-    o->host = g_strdup(host);
-    o->machine_id = g_strdup(machine_id);
-    o->boot_id = g_strdup(boot_id);
-    o->uuid = g_strdup(uuid);
-    o->name = g_strdup(name);
-    o->start_time = (guint64)start_time;
-    o->generation = (guint64)generation;
-    return g_steal_pointer(&o);
+    return g_steal_pointer(&id);
 }
 
 gboolean

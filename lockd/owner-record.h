@@ -32,10 +32,17 @@ VmlOwner *vml_owner_copy(const VmlOwner *owner);
 void vml_owner_free(VmlOwner *owner);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlOwner, vml_owner_free)
 
-/* The public view (host, uuid, name, pid, mode, since, generation), or with
- * FULL everything needed to rebuild the lease after a restart. */
-JsonObject *vml_owner_to_json(const VmlOwner *owner, gboolean full);
-VmlOwner *vml_owner_from_json(JsonObject *object, GError **error);
+/* The public view: host, uuid, name, pid, mode, since, generation. */
+JsonObject *vml_owner_to_json(const VmlOwner *owner, gboolean unused);
+
+/* A holder record (in the lockspace and in the state file) is one JSON
+ * object: the holder's identity (host, machine_id, boot_id, uuid, name,
+ * holder, pid, start_time, since) and "leases": [{resource, mode,
+ * generation, since[, fd]}]. Parse one into its identity (resource NULL)
+ * and one owner per lease appended to OWNERS; FDS, if given, gets each
+ * lease's "fd" (or -1) in the same order. */
+VmlOwner *vml_record_parse(JsonObject *record, GPtrArray *owners, GArray *fds,
+                           GError **error);
 
 /* Recorded on this host (machine-id and hostname). */
 gboolean vml_owner_is_this_host(const VmlOwner *o);

@@ -1,6 +1,5 @@
 #include "reexec.h"
 #include "server.h"
-#include "vml-wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,21 +17,21 @@ void
 vml_reexec(VmlDaemon *d)
 {
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
-    g_autoptr(JsonObject) state = vml_lease_table_save(d->table, fds);
+    g_autoptr(GString) state = vml_lease_table_save(d->table, fds);
     int lease_fd, admin_fd;
 
+    /* The table's JSON object ends in '}': add the daemon's own items. */
     vml_server_listen_fds(d->server, &lease_fd, &admin_fd);
-    json_object_set_int_member(state, "lease_socket_fd", lease_fd);
-    json_object_set_int_member(state, "admin_socket_fd", admin_fd);
-    json_object_set_int_member(state, "started", d->started);
-    json_object_set_int_member(state, "reexecs", d->reexecs + 1);
+    g_string_truncate(state, state->len - 1);
+    g_string_append_printf(state, ",\"lease_socket_fd\":%d,\"admin_socket_fd\":%d"
+                           ",\"started\":%" G_GINT64_FORMAT ",\"reexecs\":%" G_GINT64_FORMAT "}",
+                           lease_fd, admin_fd, d->started, d->reexecs + 1);
     g_array_append_val(fds, lease_fd);
     g_array_append_val(fds, admin_fd);
 
-    gsize len;
-    g_autofree char *data = vml_json_to_string(state, &len);
     int memfd = memfd_create("vmleased-state", 0);
-    if (memfd < 0 || write(memfd, data, len) != (ssize_t)len || lseek(memfd, 0, SEEK_SET) < 0) {
+    if (memfd < 0 || write(memfd, state->str, state->len) != (ssize_t)state->len ||
+        lseek(memfd, 0, SEEK_SET) < 0) {
         g_warning("re-exec: cannot hand over state: %s", g_strerror(errno));
         if (memfd >= 0)
             close(memfd);

@@ -3,10 +3,14 @@
 #include "vml-wire.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <unistd.h>
 
-/* Long enough to coalesce a burst, short enough that a crash loses little
- * (and the lockspace records cover that gap anyway). */
-#define SAVE_DELAY_MS 50
+/* Long enough to coalesce a burst; the holder records, written at every
+ * change, cover what a crash loses in between. */
+#define SAVE_DELAY_MS 200
 #define STATE_MAX (64 * 1024 * 1024)
 
 struct _VmlStateFile {
@@ -40,15 +44,27 @@ vml_state_file_free(VmlStateFile *sf)
     g_free(sf);
 }
 
+/* Temp file and rename: a reader sees the old state or the new, never a
+ * mix. No fsync: the state only matters within this boot (a host crash
+ * takes every holder with it), and fsync stalls the main loop. */
 static gboolean
 save(VmlStateFile *sf, GError **error)
 {
-    g_autoptr(JsonObject) state = vml_lease_table_save(sf->table, NULL);
-    gsize len;
-    g_autofree char *data = vml_json_to_string(state, &len);
-    return g_file_set_contents_full(sf->path, data, len,
-                                    G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
-                                    0600, error);
+    g_autoptr(GString) state = vml_lease_table_save(sf->table, NULL);
+    g_autofree char *tmp = g_strconcat(sf->path, ".tmp", NULL);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    gboolean ok = fd >= 0 && write(fd, state->str, state->len) == (ssize_t)state->len;
+    if (fd >= 0 && close(fd) < 0)
+        ok = FALSE;
+    if (!ok || rename(tmp, sf->path) < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot write %s: %s",
+                    sf->path, g_strerror(errno));
+        unlink(tmp);
+        return FALSE;
+    }
+    /* Hand back what a burst (a big acquire, this save) made malloc keep. */
+    malloc_trim(0);
+    return TRUE;
 }
 
 static gboolean

@@ -1,5 +1,5 @@
 /* A lease backend is an ops table; the daemon core knows nothing of how a
- * backend locks. Every lock belongs to one holder's lease on one resource. */
+ * backend locks or where it keeps holder records. */
 #pragma once
 
 #include <glib.h>
@@ -9,39 +9,49 @@
 #include "owner-record.h"
 
 typedef struct _VmlBackend VmlBackend;
-typedef struct _VmlLock VmlLock;
+typedef struct _VmlLock VmlLock;       /* one holder's lock on one resource */
+typedef struct _VmlRecord VmlRecord;   /* one holder's published record */
 
 typedef struct {
     const char *name;
     VmlBackend *(*open)(const VmlDaemonConfig *cfg, GError **error);
     void (*close)(VmlBackend *be);
 
-    /* Lock OWNER->resource in OWNER->mode and record the owner. Sets
-     * OWNER->generation. Fails with VML_ERROR_CONFLICT if someone else holds
-     * it in a conflicting mode, leaving nothing behind. */
-    VmlLock *(*acquire)(VmlBackend *be, VmlOwner *owner, GError **error);
-    /* Take over a lock that FD already holds (handed over by re-exec). */
-    VmlLock *(*adopt)(VmlBackend *be, VmlOwner *owner, int fd, GError **error);
-    /* After a crash: get back a live local holder's lock, through its own
-     * fds (PIDFD) where it kept them. Fails if the lease was lost. */
-    VmlLock *(*recover)(VmlBackend *be, VmlOwner *owner, int pidfd, GError **error);
-    /* Switch mode on the same lock: upgrade fails with VML_ERROR_CONFLICT
-     * and leaves the lock as it was. */
-    gboolean (*change_mode)(VmlBackend *be, VmlLock *lock, VmlOwner *owner,
-                            VmlMode mode, GError **error);
-    /* Unlock (for every dup, the holder's included), drop the record. */
+    /* Lock KEY in MODE; *generation gets the resource's generation (bumped
+     * for an exclusive grant). Fails with VML_ERROR_CONFLICT if someone
+     * holds it in a conflicting mode, leaving nothing behind. */
+    VmlLock *(*acquire)(VmlBackend *be, const char *key, VmlMode mode,
+                        guint64 *generation, GError **error);
+    /* Take over FD, which already carries our lock (re-exec hand-over);
+     * FD is closed on failure. */
+    VmlLock *(*adopt)(VmlBackend *be, const char *key, VmlMode mode, int fd,
+                      GError **error);
+    /* After a crash: get back a live local holder's lock through its own
+     * fds (PIDFD) where it kept them, else take it anew if still free.
+     * Fails if the lease was lost meanwhile. */
+    VmlLock *(*recover)(VmlBackend *be, const char *key, VmlMode mode,
+                        pid_t pid, int pidfd, guint64 *generation, GError **error);
+    /* Switch mode on the same lock; a failed upgrade leaves it as it was. */
+    gboolean (*change_mode)(VmlBackend *be, VmlLock *lock, const char *key,
+                            VmlMode mode, guint64 *generation, GError **error);
+    /* Unlock (for every dup, the holder's included) and free. */
     void (*release)(VmlBackend *be, VmlLock *lock);
-    /* Let go of our handle only: the lock and record stay with the holder
-     * (daemon shutdown). */
+    /* Free our handle only: the lock stays with the holder's dups. */
     void (*forget)(VmlBackend *be, VmlLock *lock);
     /* An fd that carries the lock, for SCM_RIGHTS to the holder; -1 if the
      * backend has none. Stays owned by the lock. */
     int (*lock_fd)(VmlLock *lock);
 
-    /* Owner records of one resource (KEY) or of all (NULL), every host. */
-    GPtrArray *(*owners)(VmlBackend *be, const char *key, GError **error);
-    /* Forget a record whose holder is gone (stale after crash or reboot). */
-    void (*remove_record)(VmlBackend *be, const VmlOwner *owner);
+    /* Holder records, published for admins and other hosts, named by a
+     * stable tag of the holder process. Writes replace the content. */
+    VmlRecord *(*record_open)(VmlBackend *be, const char *tag, GError **error);
+    gboolean (*record_write)(VmlBackend *be, VmlRecord *rec, const char *data,
+                             gsize len, GError **error);
+    /* Close; with REMOVE the record is deleted too. */
+    void (*record_close)(VmlBackend *be, VmlRecord *rec, gboolean remove);
+    /* Every record's text (GBytes), every host's. */
+    GPtrArray *(*records)(VmlBackend *be, GError **error);
+    void (*record_remove)(VmlBackend *be, const char *tag);
 } VmlBackendOps;
 
 struct _VmlBackend {

@@ -1,20 +1,22 @@
 /* The embedded backend: a lockspace directory holding, per resource,
- * <sha256>.lock locked with OFD locks (write = exclusive, read = shared) and
- * one <sha256>.<tag>.owner record per holder. The first 8 bytes of the lock
- * file count exclusive grants (the generation). */
+ * <sha256-of-key>.lock locked with OFD locks (write = exclusive, read =
+ * shared), and per holder process a <tag>.holder record. The first 8 bytes
+ * of a lock file count its exclusive grants (the generation). */
 #include "backend.h"
 #include "vml-error.h"
 #include "vml-paths.h"
-#include "vml-proc.h"
-#include "vml-wire.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#define RECORD_SUFFIX ".holder"
+#define RECORD_MAX (64 * 1024 * 1024)
 
 typedef struct {
     VmlBackend parent;
@@ -24,11 +26,13 @@ typedef struct {
 
 struct _VmlLock {
     int fd;
-    char *lock_name;     /* <hash>.lock */
-    char *record_name;   /* <hash>.<tag>.owner */
 };
 
-#define HASH_LEN 64
+struct _VmlRecord {
+    int fd;
+    char *name;
+    gsize len;      /* bytes in the file: shorter writes pad with spaces */
+};
 
 static VmlBackend *
 fcntl_open(const VmlDaemonConfig *cfg, GError **error)
@@ -60,36 +64,19 @@ fcntl_close(VmlBackend *parent)
     g_free(be);
 }
 
-/* Records are per holder process, so the name is stable across restarts. */
 static char *
-record_name(const VmlOwner *o)
+lock_name(const char *key)
 {
-    g_autofree char *hash = vml_key_hash(o->resource);
-    g_autofree char *ident = g_strdup_printf("%s:%s:%" G_GINT64_FORMAT ":%" G_GUINT64_FORMAT,
-                                             o->machine_id, o->boot_id, o->pid, o->start_time);
-    g_autofree char *tag = vml_key_hash(ident);
-    return g_strdup_printf("%s.%.16s.owner", hash, tag);
+    g_autofree char *hash = vml_key_hash(key);
+    return g_strconcat(hash, ".lock", NULL);
 }
 
 static VmlLock *
-lock_new(const VmlOwner *o, int fd)
+lock_new(int fd)
 {
-    VmlLock *l = g_new0(VmlLock, 1);
-    g_autofree char *hash = vml_key_hash(o->resource);
+    VmlLock *l = g_new(VmlLock, 1);
     l->fd = fd;
-    l->lock_name = g_strdup_printf("%s.lock", hash);
-    l->record_name = record_name(o);
     return l;
-}
-
-static void
-lock_free(VmlLock *l)
-{
-    if (l->fd >= 0)
-        close(l->fd);
-    g_free(l->lock_name);
-    g_free(l->record_name);
-    g_free(l);
 }
 
 static int
@@ -100,121 +87,94 @@ set_lock(int fd, short type)
 }
 
 static gboolean
-lock_mode(int fd, VmlMode mode, const char *resource, GError **error)
+lock_mode(int fd, VmlMode mode, const char *key, GError **error)
 {
     if (set_lock(fd, mode == VML_MODE_EXCLUSIVE ? F_WRLCK : F_RDLCK) == 0)
         return TRUE;
     if (errno == EAGAIN || errno == EACCES)
-        g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT,
-                    "%s is locked by another holder", resource);
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is locked by another holder", key);
     else
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
-                    "cannot lock %s: %s", resource, g_strerror(errno));
+                    "cannot lock %s: %s", key, g_strerror(errno));
     return FALSE;
 }
 
 /* Read the generation and, for an exclusive grant, bump it. */
 static gboolean
-update_generation(int fd, VmlOwner *o, GError **error)
+update_generation(int fd, VmlMode mode, const char *key, guint64 *generation, GError **error)
 {
     guint64 le = 0;
     ssize_t n = pread(fd, &le, sizeof(le), 0);
     guint64 gen = n == sizeof(le) ? GUINT64_FROM_LE(le) : 0;
-    if (o->mode == VML_MODE_EXCLUSIVE) {
+    if (mode == VML_MODE_EXCLUSIVE) {
         gen++;
         le = GUINT64_TO_LE(gen);
         if (pwrite(fd, &le, sizeof(le), 0) != sizeof(le)) {
             g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
-                        "cannot write generation of %s: %s", o->resource, g_strerror(errno));
+                        "cannot write generation of %s: %s", key, g_strerror(errno));
             return FALSE;
         }
     }
-    o->generation = gen;
-    return TRUE;
-}
-
-static gboolean
-write_record(FcntlBackend *be, VmlLock *l, const VmlOwner *o, GError **error)
-{
-    g_autoptr(JsonObject) j = vml_owner_to_json(o, TRUE);
-    gsize len;
-    g_autofree char *data = vml_json_to_string(j, &len);
-    int fd = openat(be->dirfd, l->record_name,
-                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0 || write(fd, data, len) != (ssize_t)len) {
-        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write owner record %s/%s: %s",
-                    be->dir, l->record_name, g_strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-            unlinkat(be->dirfd, l->record_name, 0);
-        }
-        return FALSE;
-    }
-    close(fd);
+    *generation = gen;
     return TRUE;
 }
 
 static int
-open_lock_file(FcntlBackend *be, const char *name, GError **error)
+open_lock_file(FcntlBackend *be, const char *key, GError **error)
 {
+    g_autofree char *name = lock_name(key);
     int fd = openat(be->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
-                    "cannot open lock file %s/%s: %s", be->dir, name, g_strerror(errno));
+                    "cannot open lock file %s/%s for %s: %s", be->dir, name, key,
+                    g_strerror(errno));
     return fd;
 }
 
-/* Lock FD (already open on the resource's lock file; owned from here on)
- * and record the owner. */
+/* Lock FD (open on KEY's lock file; owned from here on). */
 static VmlLock *
-take_lock(FcntlBackend *be, VmlOwner *o, int fd, GError **error)
+take_lock(int fd, const char *key, VmlMode mode, guint64 *generation, GError **error)
 {
-    if (!lock_mode(fd, o->mode, o->resource, error)) {
+    if (!lock_mode(fd, mode, key, error)) {
         close(fd);
         return NULL;
     }
-    VmlLock *l = lock_new(o, fd);
-    if (!update_generation(fd, o, error) || !write_record(be, l, o, error)) {
+    if (!update_generation(fd, mode, key, generation, error)) {
         /* Closing our description would not drop a lock that a holder's dup
          * carries, so unlock explicitly. */
         set_lock(fd, F_UNLCK);
-        lock_free(l);
+        close(fd);
         return NULL;
     }
-    return l;
+    return lock_new(fd);
 }
 
 static VmlLock *
-fcntl_acquire(VmlBackend *parent, VmlOwner *o, GError **error)
+fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, guint64 *generation,
+              GError **error)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    g_autofree char *hash = vml_key_hash(o->resource);
-    g_autofree char *name = g_strdup_printf("%s.lock", hash);
-    int fd = open_lock_file(be, name, error);
-    if (fd < 0)
-        return NULL;
-    return take_lock(be, o, fd, error);
+    int fd = open_lock_file((FcntlBackend *)parent, key, error);
+    return fd < 0 ? NULL : take_lock(fd, key, mode, generation, error);
 }
 
-/* Takes FD over, closing it on failure. */
 static VmlLock *
-fcntl_adopt(VmlBackend *parent, VmlOwner *o, int fd, GError **error)
+fcntl_adopt(VmlBackend *parent, const char *key, VmlMode mode, int fd, GError **error)
 {
-    VmlLock *l = lock_new(o, fd);
     /* Same description: re-asserting our own lock cannot conflict. */
-    if (!lock_mode(fd, o->mode, o->resource, error)) {
-        lock_free(l);
+    if (!lock_mode(fd, mode, key, error)) {
+        close(fd);
         return NULL;
     }
-    return l;
+    return lock_new(fd);
 }
 
-/* The holder's fd on our lock file, duplicated into this process. */
+/* The holder's fd on KEY's lock file, duplicated into this process. */
 static int
-holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *lock_name)
+holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key)
 {
     g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
-    g_autofree char *want = g_build_filename(be->dir, lock_name, NULL);
+    g_autofree char *name = lock_name(key);
+    g_autofree char *want = g_build_filename(be->dir, name, NULL);
     g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
     const char *ent;
 
@@ -224,68 +184,61 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *lock_name)
         if (g_strcmp0(target, want) != 0)
             continue;
         int fd = syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
-        if (fd >= 0)
+        if (fd >= 0) {
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
             return fd;
+        }
     }
     return -1;
 }
 
 static VmlLock *
-fcntl_recover(VmlBackend *parent, VmlOwner *o, int pidfd, GError **error)
+fcntl_recover(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pidfd,
+              guint64 *generation, GError **error)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    g_autofree char *hash = vml_key_hash(o->resource);
-    g_autofree char *name = g_strdup_printf("%s.lock", hash);
-    int fd = holder_lock_fd(be, o->pid, pidfd, name);
+    int fd = holder_lock_fd(be, pid, pidfd, key);
 
-    if (fd < 0) {
-        /* The holder kept no fd: the lock died with the old daemon. Take
-         * it again if nobody else has meanwhile. */
-        fd = open_lock_file(be, name, error);
-        if (fd < 0)
-            return NULL;
-        guint64 gen = o->generation;
-        VmlLock *l = take_lock(be, o, fd, error);
-        if (l && o->mode == VML_MODE_EXCLUSIVE && o->generation != gen + 1)
-            g_warning("%s: generation moved from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
-                      " while vmleased was down", o->resource, gen, o->generation - 1);
+    if (fd >= 0) {
+        VmlLock *l = fcntl_adopt(parent, key, mode, fd, error);
+        guint64 le = 0;
+        if (l && pread(l->fd, &le, sizeof(le), 0) == sizeof(le))
+            *generation = GUINT64_FROM_LE(le);
         return l;
     }
-    return fcntl_adopt(parent, o, fd, error);
+    /* The holder kept no fd, so the lock died with the old daemon: take it
+     * again if nobody else has meanwhile. */
+    fd = open_lock_file(be, key, error);
+    return fd < 0 ? NULL : take_lock(fd, key, mode, generation, error);
 }
 
 static gboolean
-fcntl_change_mode(VmlBackend *parent, VmlLock *l, VmlOwner *o, VmlMode mode, GError **error)
+fcntl_change_mode(VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
+                  guint64 *generation, GError **error)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    VmlOwner updated = *o;
-    updated.mode = mode;
-    if (!lock_mode(l->fd, mode, o->resource, error))
+    if (!lock_mode(l->fd, mode, key, error))
         return FALSE;
-    if (!update_generation(l->fd, &updated, error) || !write_record(be, l, &updated, error)) {
-        lock_mode(l->fd, o->mode, o->resource, NULL);
+    if (!update_generation(l->fd, mode, key, generation, error)) {
+        lock_mode(l->fd, mode == VML_MODE_EXCLUSIVE ? VML_MODE_SHARED : VML_MODE_EXCLUSIVE,
+                  key, NULL);
         return FALSE;
     }
-    o->mode = mode;
-    o->generation = updated.generation;
     return TRUE;
 }
 
 static void
 fcntl_release(VmlBackend *parent, VmlLock *l)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    /* Drop the record first: a record without a lock only misleads a
-     * reader, a lock without a record hides its holder. */
-    unlinkat(be->dirfd, l->record_name, 0);
     set_lock(l->fd, F_UNLCK);
-    lock_free(l);
+    close(l->fd);
+    g_free(l);
 }
 
 static void
 fcntl_forget(VmlBackend *parent, VmlLock *l)
 {
-    lock_free(l);
+    close(l->fd);
+    g_free(l);
 }
 
 static int
@@ -294,31 +247,94 @@ fcntl_lock_fd(VmlLock *l)
     return l->fd;
 }
 
-static VmlOwner *
+/* ---- holder records ------------------------------------------------------ */
+
+static VmlRecord *
+fcntl_record_open(VmlBackend *parent, const char *tag, GError **error)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
+    int fd = openat(be->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot open holder record %s/%s: %s",
+                    be->dir, name, g_strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    VmlRecord *r = g_new0(VmlRecord, 1);
+    r->fd = fd;
+    r->name = g_steal_pointer(&name);
+    r->len = st.st_size;
+    return r;
+}
+
+/* One pwrite, padded with spaces (harmless after JSON) over a longer old
+ * content; the file is only cut when it would shrink a lot. Readers that
+ * catch a write half-way retry. */
+static gboolean
+fcntl_record_write(VmlBackend *parent, VmlRecord *r, const char *data, gsize len,
+                   GError **error)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    gsize total = len;
+    g_autofree char *padded = NULL;
+
+    if (len < r->len && len * 2 >= r->len) {
+        padded = g_malloc(r->len);
+        memcpy(padded, data, len);
+        memset(padded + len, ' ', r->len - len);
+        data = padded;
+        total = r->len;
+    }
+    if (pwrite(r->fd, data, total, 0) != (ssize_t)total ||
+        (total < r->len && ftruncate(r->fd, total) < 0)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write holder record %s/%s: %s",
+                    be->dir, r->name, g_strerror(errno));
+        return FALSE;
+    }
+    r->len = total;
+    return TRUE;
+}
+
+static void
+fcntl_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    if (remove)
+        unlinkat(be->dirfd, r->name, 0);
+    close(r->fd);
+    g_free(r->name);
+    g_free(r);
+}
+
+static GBytes *
 read_record(FcntlBackend *be, const char *name)
 {
     int fd = openat(be->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
     if (fd < 0)
         return NULL;
-    char buf[16384];
-    ssize_t n = read(fd, buf, sizeof(buf));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > RECORD_MAX) {
+        close(fd);
+        return NULL;
+    }
+    char *buf = g_malloc(st.st_size + 1);
+    ssize_t n = pread(fd, buf, st.st_size, 0);
     close(fd);
-    if (n <= 0 || n == sizeof(buf))
+    if (n <= 0) {
+        g_free(buf);
         return NULL;
-    g_autoptr(JsonParser) p = json_parser_new_immutable();
-    if (!json_parser_load_from_data(p, buf, n, NULL) ||
-        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
-        return NULL;
-    return vml_owner_from_json(json_node_get_object(json_parser_get_root(p)), NULL);
+    }
+    return g_bytes_new_take(buf, n);
 }
 
 static GPtrArray *
-fcntl_owners(VmlBackend *parent, const char *key, GError **error)
+fcntl_records(VmlBackend *parent, GError **error)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    g_autofree char *hash = key ? vml_key_hash(key) : NULL;
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
-    int dfd = dup(be->dirfd);
+    int dfd = openat(be->dirfd, ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
 
     if (!d) {
@@ -326,34 +342,25 @@ fcntl_owners(VmlBackend *parent, const char *key, GError **error)
             close(dfd);
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
                     "cannot read lockspace %s: %s", be->dir, g_strerror(errno));
-        g_ptr_array_unref(out);
         return NULL;
     }
-    rewinddir(d);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     for (struct dirent *e; (e = readdir(d));) {
-        if (!g_str_has_suffix(e->d_name, ".owner"))
+        if (!g_str_has_suffix(e->d_name, RECORD_SUFFIX))
             continue;
-        if (hash && (strncmp(e->d_name, hash, HASH_LEN) != 0 || e->d_name[HASH_LEN] != '.'))
-            continue;
-        VmlOwner *o = read_record(be, e->d_name);
-        /* A record must sit under its own resource's hash. */
-        if (o) {
-            g_autofree char *h = vml_key_hash(o->resource);
-            if (strncmp(e->d_name, h, HASH_LEN) == 0)
-                g_ptr_array_add(out, o);
-            else
-                vml_owner_free(o);
-        }
+        GBytes *b = read_record(be, e->d_name);
+        if (b)
+            g_ptr_array_add(out, b);
     }
     closedir(d);
     return out;
 }
 
 static void
-fcntl_remove_record(VmlBackend *parent, const VmlOwner *o)
+fcntl_record_remove(VmlBackend *parent, const char *tag)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    g_autofree char *name = record_name(o);
+    g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
     unlinkat(be->dirfd, name, 0);
 }
 
@@ -368,6 +375,9 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .release = fcntl_release,
     .forget = fcntl_forget,
     .lock_fd = fcntl_lock_fd,
-    .owners = fcntl_owners,
-    .remove_record = fcntl_remove_record,
+    .record_open = fcntl_record_open,
+    .record_write = fcntl_record_write,
+    .record_close = fcntl_record_close,
+    .records = fcntl_records,
+    .record_remove = fcntl_record_remove,
 };
