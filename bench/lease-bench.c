@@ -22,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -576,6 +578,55 @@ bench_latency(Conn *c, const Pair *p, guint warmup, guint iterations, gint64 bud
     print_figure(name, "%u", n);
 }
 
+/* The floor under every figure above: one AF_UNIX round trip between two
+ * processes with no daemon work at all. On a VM, cross-CPU wake-ups can
+ * cost more than everything vmleased does. */
+static void
+bench_socket_floor(guint iterations)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        die("socketpair: %s", g_strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", g_strerror(errno));
+    if (pid == 0) {
+        char b;
+        close(sv[0]);
+        while (read(sv[1], &b, 1) == 1 && write(sv[1], &b, 1) == 1)
+            ;
+        _exit(0);
+    }
+    close(sv[1]);
+    g_autofree gint64 *ns = g_new(gint64, iterations);
+    for (guint i = 0; i < iterations; i++) {
+        char b = 'x';
+        gint64 t0 = now_ns();
+        if (write(sv[0], &b, 1) != 1 || read(sv[0], &b, 1) != 1)
+            die("socket floor: %s", g_strerror(errno));
+        ns[i] = now_ns() - t0;
+    }
+    close(sv[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    qsort(ns, iterations, sizeof(*ns), cmp_gint64);
+    print_figure("socket_roundtrip_p50_us", "%.1f", percentile_us(ns, iterations, 500));
+}
+
+/* Pin PID to CPU (or, with CPU < 0, let it run anywhere again). */
+static void
+pin(pid_t pid, int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < CPU_SETSIZE; i++) {
+        if (cpu < 0 ? i < (int)sysconf(_SC_NPROCESSORS_ONLN) : i == cpu)
+            CPU_SET(i, &set);
+    }
+    if (sched_setaffinity(pid, sizeof(set), &set) < 0)
+        die("sched_setaffinity(%d): %s", (int)pid, g_strerror(errno));
+}
+
 /* Pairs back to back until END; returns how many, *elapsed from START. */
 static guint64
 run_until(Conn *c, const Pair *p, gint64 start, gint64 end, gint64 *elapsed)
@@ -874,6 +925,15 @@ main(int argc, char **argv)
     bench_latency(&c, &plain, warmup, iterations, LATENCY_BUDGET_NS / scale, "acquire_release");
     bench_latency(&c, &with_fds, warmup, iterations, LATENCY_BUDGET_NS / scale,
                   "acquire_release_fds");
+    bench_socket_floor(iterations);
+    /* The same pairs with client and daemon on one CPU: no cross-CPU
+     * wake-up, so this is what the daemon's own work costs. */
+    pin(bench.serving_pid, 0);
+    pin(0, 0);
+    bench_latency(&c, &plain, warmup, iterations, LATENCY_BUDGET_NS / scale,
+                  "acquire_release_same_cpu");
+    pin(bench.serving_pid, -1);
+    pin(0, -1);
     bench_throughput(&c, &plain, duration);
     bench_clients(warmup, duration);
     bench_many(&c, &admin, holder);
