@@ -24,8 +24,10 @@ vml_reexec(VmlDaemon *d)
     vml_server_listen_fds(d->server, &lease_fd, &admin_fd);
     g_string_truncate(state, state->len - 1);
     g_string_append_printf(state, ",\"lease_socket_fd\":%d,\"admin_socket_fd\":%d"
-                           ",\"started\":%" G_GINT64_FORMAT ",\"reexecs\":%" G_GINT64_FORMAT "}",
+                           ",\"started\":%" G_GINT64_FORMAT ",\"reexecs\":%" G_GINT64_FORMAT,
                            lease_fd, admin_fd, d->started, d->reexecs + 1);
+    vml_server_hand_over(d->server, state, fds);
+    g_string_append_c(state, '}');
     g_array_append_val(fds, lease_fd);
     g_array_append_val(fds, admin_fd);
 

@@ -33,12 +33,16 @@ struct _VmlConn {
     gboolean closing;   /* close once out is empty */
 };
 
+#define LISTEN_PAUSE_MS 100
+
 struct _VmlServer {
     VmlDaemon *daemon;
     int lease_fd;
     int admin_fd;
     guint lease_source;
     guint admin_source;
+    guint pause_source;
+    gint64 last_fd_warning;
     GHashTable *conns;  /* VmlConn* set */
 };
 
@@ -283,15 +287,68 @@ peer_in_group(int fd, gid_t primary, gid_t group)
     return FALSE;
 }
 
+static gboolean on_lease_listen(int fd, GIOCondition cond, gpointer data);
+static gboolean on_admin_listen(int fd, GIOCondition cond, gpointer data);
+
+static void
+listen_resume(VmlServer *s)
+{
+    if (!s->lease_source)
+        s->lease_source = g_unix_fd_add(s->lease_fd, G_IO_IN, on_lease_listen, s);
+    if (!s->admin_source)
+        s->admin_source = g_unix_fd_add(s->admin_fd, G_IO_IN, on_admin_listen, s);
+}
+
+static gboolean
+on_listen_pause_over(gpointer data)
+{
+    VmlServer *s = data;
+    s->pause_source = 0;
+    listen_resume(s);
+    return G_SOURCE_REMOVE;
+}
+
+/* Out of fds: accepting again at once would spin. Stop listening for a
+ * moment (pending clients wait in the backlog) and say so once. */
+static void
+listen_pause(VmlServer *s, int err)
+{
+    if (s->pause_source)
+        return;
+    gint64 now = g_get_monotonic_time();
+    if (now - s->last_fd_warning > 10 * G_USEC_PER_SEC) {
+        g_warning("cannot accept clients: %s; pausing for %d ms", g_strerror(err),
+                  LISTEN_PAUSE_MS);
+        s->last_fd_warning = now;
+    }
+    if (s->lease_source)
+        g_source_remove(s->lease_source);
+    if (s->admin_source)
+        g_source_remove(s->admin_source);
+    s->lease_source = s->admin_source = 0;
+    s->pause_source = g_timeout_add(LISTEN_PAUSE_MS, on_listen_pause_over, s);
+}
+
+static void conn_setup(VmlServer *s, int fd, gboolean lease_socket);
+
 static void
 accept_one(VmlServer *s, int listen_fd, gboolean lease_socket)
 {
     int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
-        if (errno != EAGAIN && errno != EINTR)
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+            listen_pause(s, errno);
+        else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
             g_warning("accept: %s", g_strerror(errno));
         return;
     }
+    conn_setup(s, fd, lease_socket);
+}
+
+/* Decide what the peer may do (SO_PEERCRED) and start serving it. */
+static void
+conn_setup(VmlServer *s, int fd, gboolean lease_socket)
+{
     struct ucred cr;
     socklen_t len = sizeof(cr);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
@@ -329,7 +386,10 @@ accept_one(VmlServer *s, int listen_fd, gboolean lease_socket)
         return;
     }
     if (g_hash_table_size(s->conns) > cfg->max_clients) {
-        vml_conn_error(c, VML_ERROR_LIMIT, NULL,
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "limit", "max_clients");
+        json_object_set_int_member(p, "value", cfg->max_clients);
+        vml_conn_error(c, VML_ERROR_LIMIT, p,
                        "too many clients (max_clients = %u)", cfg->max_clients);
         c->closing = TRUE;
         conn_flush(c);
@@ -407,8 +467,7 @@ vml_server_new(VmlDaemon *daemon, int lease_fd, int admin_fd, GError **error)
     s->admin_fd = admin_fd;
     s->conns = g_hash_table_new_full(g_direct_hash, g_direct_equal,
                                      (GDestroyNotify)conn_free, NULL);
-    s->lease_source = g_unix_fd_add(lease_fd, G_IO_IN, on_lease_listen, s);
-    s->admin_source = g_unix_fd_add(admin_fd, G_IO_IN, on_admin_listen, s);
+    listen_resume(s);
     return s;
 }
 
@@ -424,10 +483,58 @@ vml_server_free(VmlServer *s)
 {
     if (!s)
         return;
-    g_source_remove(s->lease_source);
-    g_source_remove(s->admin_source);
+    if (s->lease_source)
+        g_source_remove(s->lease_source);
+    if (s->admin_source)
+        g_source_remove(s->admin_source);
+    if (s->pause_source)
+        g_source_remove(s->pause_source);
     g_hash_table_unref(s->conns);
     close(s->lease_fd);
     close(s->admin_fd);
     g_free(s);
+}
+
+void
+vml_server_hand_over(VmlServer *s, GString *json, GArray *fds)
+{
+    GHashTableIter it;
+    gpointer key;
+    gboolean first = TRUE;
+
+    g_string_append(json, ",\"connections\":[");
+    g_hash_table_iter_init(&it, s->conns);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        VmlConn *c = key;
+        /* A reply still queued or half a request read cannot be carried
+         * across: that peer sees the connection close, as on a crash. */
+        if (!g_queue_is_empty(&c->out) || c->closing ||
+            vml_frame_reader_pending(c->reader) != 0)
+            continue;
+        g_string_append_printf(json, "%s{\"fd\":%d,\"lease\":%s}", first ? "" : ",",
+                               c->fd, c->lease_socket ? "true" : "false");
+        g_array_append_val(fds, c->fd);
+        first = FALSE;
+    }
+    g_string_append_c(json, ']');
+}
+
+void
+vml_server_adopt(VmlServer *s, JsonObject *state)
+{
+    JsonNode *n = json_object_get_member(state, "connections");
+    JsonArray *conns = n && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
+
+    for (guint i = 0; conns && i < json_array_get_length(conns); i++) {
+        JsonNode *e = json_array_get_element(conns, i);
+        if (!JSON_NODE_HOLDS_OBJECT(e))
+            continue;
+        JsonObject *o = json_node_get_object(e);
+        int fd = json_object_get_int_member_with_default(o, "fd", -1);
+        if (fd < 0)
+            continue;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        conn_setup(s, fd, json_object_get_boolean_member_with_default(o, "lease", FALSE));
+    }
 }

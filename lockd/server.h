@@ -25,6 +25,13 @@ void vml_server_free(VmlServer *server);
 /* The listening fds, for re-exec. */
 void vml_server_listen_fds(VmlServer *server, int *lease_fd, int *admin_fd);
 
+/* Re-exec: append ,"connections":[{"fd":N,"lease":B},...] to JSON for the
+ * client connections that sit between messages, adding their fds to FDS
+ * (CLOEXEC left to the caller); a connection caught mid-message is closed. */
+void vml_server_hand_over(VmlServer *server, GString *json, GArray *fds);
+/* After re-exec: serve the connections handed over in STATE. */
+void vml_server_adopt(VmlServer *server, JsonObject *state);
+
 VmlAccess vml_conn_access(VmlConn *conn);
 uid_t vml_conn_uid(VmlConn *conn);
 gboolean vml_conn_is_lease_socket(VmlConn *conn);

@@ -7,8 +7,17 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* Whatever this test leaves behind dies with it, so an aborted test never
+ * keeps meson waiting on a pipe. */
+static void
+die_with_parent(gpointer data)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
 
 static void
 spawn_daemon(VmlTestDaemon *d)
@@ -24,7 +33,7 @@ spawn_daemon(VmlTestDaemon *d)
     int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     g_assert_cmpint(logfd, >=, 0);
     gboolean ok = g_spawn_async_with_fds(NULL, (char **)argv, envp,
-                                         G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                         G_SPAWN_DO_NOT_REAP_CHILD, die_with_parent, NULL,
                                          &d->pid, -1, logfd, logfd, &error);
     close(logfd);
     g_assert_no_error(error);
@@ -126,6 +135,7 @@ vml_test_child_spawn(void)
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
+        die_with_parent(NULL);
         for (;;)
             pause();
     }
@@ -178,6 +188,7 @@ vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
+        die_with_parent(NULL);
         close(pipefd[0]);
         g_autoptr(VmlClient) c = vml_client_connect_lease(NULL);
         char ok = 'n';

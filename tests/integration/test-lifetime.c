@@ -150,11 +150,22 @@ test_reexec_keeps_every_lease(void)
     g_assert_no_error(error);
     gint64 started = status_int("started");
     pid_t daemon_pid = status_int("pid");
+    /* A client connected across the re-exec keeps its connection. */
+    g_autoptr(VmlClient) kept = vml_client_connect_admin(&error);
+    g_assert_no_error(error);
+    g_autoptr(JsonObject) before = vml_client_call(kept, "io.vmlease.Admin.Status", NULL, NULL, 0,
+                                                   NULL, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(json_object_get_int_member(before, "reexecs"), ==, 0);
 
     kill(d->pid, SIGUSR1);
     for (int i = 0; i < 500 && status_int("reexecs") != 1; i++)
         g_usleep(10000);
     g_assert_cmpint(status_int("reexecs"), ==, 1);
+    g_autoptr(JsonObject) after = vml_client_call(kept, "io.vmlease.Admin.Status", NULL, NULL, 0,
+                                                  NULL, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(json_object_get_int_member(after, "reexecs"), ==, 1);
     g_assert_cmpint(status_int("pid"), ==, daemon_pid);
     g_assert_cmpint(status_int("started"), ==, started);
     g_assert_cmpint(status_int("holders"), ==, 2);
