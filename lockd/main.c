@@ -192,6 +192,8 @@ main(int argc, char **argv)
         g_critical("%s", error->message);
         return 1;
     }
+    if (reexec_fd >= 0)
+        vml_server_adopt(d.server, state);
     d.loop = g_main_loop_new(NULL, FALSE);
     g_unix_signal_add(SIGTERM, on_quit_signal, &d);
     g_unix_signal_add(SIGINT, on_quit_signal, &d);
