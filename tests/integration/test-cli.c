@@ -1,0 +1,246 @@
+/* The vmlease command against a real vmleased: what an administrator sees
+ * and the exit codes scripts rely on. */
+#include "harness.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define UUID_A "aaaaaaaa-0000-4000-8000-000000000001"
+
+static VmlTestDaemon *daemon_;
+
+typedef struct {
+    int status;
+    char *out;
+    char *err;
+} Run;
+
+static void
+run_clear(Run *r)
+{
+    g_free(r->out);
+    g_free(r->err);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Run, run_clear)
+
+/* Run vmlease with ARGS (NULL-terminated) and capture everything. */
+static void
+vmlease(Run *r, const char *first, ...)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    va_list ap;
+    g_ptr_array_add(argv, (char *)g_getenv("VMLEASE_BIN"));
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *))
+        g_ptr_array_add(argv, (char *)a);
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    g_auto(GStrv) env = g_get_environ();
+    env = g_environ_setenv(env, "TZ", "UTC", TRUE);
+    g_autoptr(GError) error = NULL;
+    int wait_status;
+    g_spawn_sync(NULL, (char **)argv->pdata, env, G_SPAWN_DEFAULT, NULL, NULL,
+                 &r->out, &r->err, &wait_status, &error);
+    g_assert_no_error(error);
+    g_assert_true(WIFEXITED(wait_status));
+    r->status = WEXITSTATUS(wait_status);
+}
+
+/* `vmlease run --exclusive IMG -- sleep 60` in the background; returns
+ * the vmlease process (the holder) once its lease shows. */
+static GPid
+run_in_background(const char *mode, const char *img)
+{
+    const char *argv[] = { g_getenv("VMLEASE_BIN"), "run", mode, img, "--", "sleep", "60", NULL };
+    GPid pid;
+    g_autoptr(GError) error = NULL;
+    g_spawn_async(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &pid, &error);
+    g_assert_no_error(error);
+    for (int i = 0; i < 500; i++) {
+        g_autoptr(JsonArray) owners = vml_test_owners(img);
+        for (guint j = 0; j < json_array_get_length(owners); j++) {
+            if (json_object_get_int_member(json_array_get_object_element(owners, j), "pid") == pid)
+                return pid;
+        }
+        g_usleep(10000);
+    }
+    g_error("vmlease run did not take its lease");
+}
+
+static void
+stop_background(GPid pid)
+{
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    /* vmlease forwards SIGTERM to sleep and exits with its status. */
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 128 + SIGTERM);
+}
+
+static void
+test_run_refused_names_holder(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "run.img");
+    GPid holder = run_in_background("--exclusive", img);
+    g_autofree char *pid_text = g_strdup_printf("pid %d", (int)holder);
+
+    g_auto(Run) r = { 0 };
+    vmlease(&r, "run", "--exclusive", img, "--", "touch", "/nonexistent/should-not-run", NULL);
+    g_assert_cmpint(r.status, ==, 3);
+    g_assert_cmpstr(r.out, ==, "");
+    g_assert_true(g_str_has_prefix(r.err, "vmlease: cannot lock "));
+    g_assert_nonnull(strstr(r.err, img));
+    g_assert_nonnull(strstr(r.err, "vmlease-run:sleep"));
+    g_assert_nonnull(strstr(r.err, pid_text));
+    g_assert_nonnull(strstr(r.err, "exclusive since"));
+
+    /* Shared is refused too while the holder is exclusive. */
+    g_auto(Run) r2 = { 0 };
+    vmlease(&r2, "run", "--shared", img, "--", "true", NULL);
+    g_assert_cmpint(r2.status, ==, 3);
+
+    stop_background(holder);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_auto(Run) r3 = { 0 };
+    vmlease(&r3, "run", "--exclusive", img, "--", "sh", "-c", "exit 7", NULL);
+    g_assert_cmpint(r3.status, ==, 7);
+    g_assert_cmpstr(r3.err, ==, "");
+}
+
+static void
+test_qemu_img_snapshot_refused_while_vm_runs(void)
+{
+    g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+    if (!qemu_img) {
+        g_test_skip("qemu-img not installed");
+        return;
+    }
+    g_autofree char *img = g_build_filename(daemon_->root, "vm-disk.qcow2", NULL);
+    g_autofree char *cmd = g_strdup_printf("qemu-img create -q -f qcow2 '%s' 1M", img);
+    g_assert_cmpint(system(cmd), ==, 0);
+    pid_t vm = vml_test_holder_spawn(UUID_A, "vm-a", vml_test_resources("exclusive", img, NULL));
+
+    g_auto(Run) r = { 0 };
+    vmlease(&r, "run", "--exclusive", img, "--", "qemu-img", "snapshot", "-c", "s1", img, NULL);
+    g_assert_cmpint(r.status, ==, 3);
+    g_assert_nonnull(strstr(r.err, "VM \"vm-a\""));
+    g_assert_nonnull(strstr(r.err, UUID_A));
+    /* qemu-img never ran: no snapshot in the image. */
+    g_autofree char *list = NULL;
+    g_autofree char *list_cmd = g_strdup_printf("qemu-img snapshot -l '%s'", img);
+    g_assert_true(g_spawn_command_line_sync(list_cmd, &list, NULL, NULL, NULL));
+    g_assert_null(strstr(list, "s1"));
+
+    vml_test_child_kill(vm, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_auto(Run) r2 = { 0 };
+    vmlease(&r2, "run", "--exclusive", img, "--", "qemu-img", "snapshot", "-c", "s1", img, NULL);
+    g_assert_cmpint(r2.status, ==, 0);
+}
+
+static void
+test_owners_table_and_json(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "owners.img");
+    g_autofree char *real = realpath(img, NULL);
+    GPid a = run_in_background("--shared", img);
+    GPid b = run_in_background("--shared", img);
+
+    g_auto(Run) j = { 0 };
+    vmlease(&j, "owners", "--json", img, NULL);
+    g_assert_cmpint(j.status, ==, 0);
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, j.out, -1, NULL));
+    JsonObject *root = json_node_get_object(json_parser_get_root(p));
+    JsonArray *res = json_object_get_array_member(root, "resources");
+    g_assert_cmpuint(json_array_get_length(res), ==, 1);
+    JsonObject *r0 = json_array_get_object_element(res, 0);
+    g_assert_cmpstr(json_object_get_string_member(r0, "resource"), ==, real);
+    JsonArray *owners = json_object_get_array_member(r0, "owners");
+    g_assert_cmpuint(json_array_get_length(owners), ==, 2);
+    for (guint i = 0; i < 2; i++) {
+        JsonObject *o = json_array_get_object_element(owners, i);
+        gint64 pid = json_object_get_int_member(o, "pid");
+        g_assert_true(pid == a || pid == b);
+        g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "shared");
+        g_assert_cmpstr(json_object_get_string_member(o, "name"), ==, "vmlease-run:sleep");
+        g_assert_cmpstr(json_object_get_string_member(o, "host"), ==, g_get_host_name());
+    }
+
+    g_auto(Run) t = { 0 };
+    vmlease(&t, "owners", img, NULL);
+    g_assert_cmpint(t.status, ==, 0);
+    g_auto(GStrv) lines = g_strsplit(t.out, "\n", -1);
+    g_assert_cmpuint(g_strv_length(lines), ==, 4);   /* header, 2 rows, "" */
+    g_assert_true(g_str_has_prefix(lines[0], "RESOURCE"));
+    g_assert_nonnull(strstr(lines[0], "MODE"));
+    g_assert_nonnull(strstr(lines[0], "PID"));
+    g_assert_nonnull(strstr(lines[0], "SINCE"));
+    for (int i = 1; i <= 2; i++) {
+        g_assert_true(g_str_has_prefix(lines[i], real));
+        g_assert_nonnull(strstr(lines[i], " shared "));
+    }
+    stop_background(a);
+    stop_background(b);
+}
+
+static void
+test_status_inspect_and_exit_codes(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "inspect.img");
+    GPid a = run_in_background("--exclusive", img);
+
+    g_auto(Run) s = { 0 };
+    vmlease(&s, "status", "--json", NULL);
+    g_assert_cmpint(s.status, ==, 0);
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, s.out, -1, NULL));
+    JsonObject *st = json_node_get_object(json_parser_get_root(p));
+    g_assert_cmpstr(json_object_get_string_member(st, "backend"), ==, "fcntl");
+    g_assert_cmpint(json_object_get_int_member(st, "holders"), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(st, "leases"), ==, 1);
+
+    g_auto(Run) i = { 0 };
+    vmlease(&i, "inspect", img, NULL);
+    g_assert_cmpint(i.status, ==, 0);
+    g_autofree char *verdict = g_strdup_printf("in use by VM \"vmlease-run:sleep\"");
+    g_assert_nonnull(strstr(i.out, verdict));
+
+    g_auto(Run) missing = { 0 };
+    vmlease(&missing, "owners", "/nonexistent/disk.qcow2", NULL);
+    g_assert_cmpint(missing.status, ==, 5);
+    g_assert_nonnull(strstr(missing.err, "/nonexistent/disk.qcow2"));
+
+    g_auto(Run) usage = { 0 };
+    vmlease(&usage, "run", "--exclusive", img, NULL);   /* no -- COMMAND */
+    g_assert_cmpint(usage.status, ==, 1);
+
+    g_auto(Run) help = { 0 };
+    vmlease(&help, "--help", NULL);
+    g_assert_cmpint(help.status, ==, 0);
+    g_assert_nonnull(strstr(help.out, "Exit status:"));
+    stop_background(a);
+
+    /* No daemon behind the socket: exit 2, saying so. */
+    g_auto(Run) down = { 0 };
+    vmlease(&down, "status", "--admin-socket", "/nonexistent/vmleased-admin.sock", NULL);
+    g_assert_cmpint(down.status, ==, 2);
+    g_assert_nonnull(strstr(down.err, "/nonexistent/vmleased-admin.sock"));
+}
+
+int
+main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    daemon_ = vml_test_daemon_start(NULL);
+    g_test_add_func("/cli/run-refused-names-holder", test_run_refused_names_holder);
+    g_test_add_func("/cli/qemu-img-snapshot-refused-while-vm-runs",
+                    test_qemu_img_snapshot_refused_while_vm_runs);
+    g_test_add_func("/cli/owners-table-and-json", test_owners_table_and_json);
+    g_test_add_func("/cli/status-inspect-and-exit-codes", test_status_inspect_and_exit_codes);
+    int rc = g_test_run();
+    vml_test_daemon_stop(daemon_);
+    return rc;
+}
