@@ -77,7 +77,8 @@ print_figure(const char *name, const char *format, ...)
 /* ---- daemon life -------------------------------------------------------- */
 
 static int
-remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+remove_one(const char *path, G_GNUC_UNUSED const struct stat *st, G_GNUC_UNUSED int flag,
+           G_GNUC_UNUSED struct FTW *ftw)
 {
     if (remove(path) < 0)
         fprintf(stderr, "lease-bench: cannot remove %s: %s\n", path, g_strerror(errno));

@@ -15,7 +15,7 @@ struct _VmlHolderWatch {
 };
 
 static gboolean
-on_pidfd(int fd, GIOCondition cond, gpointer user_data)
+on_pidfd(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer user_data)
 {
     VmlHolderWatch *w = user_data;
     w->source = 0;

@@ -153,7 +153,7 @@ vml_conn_close_after_reply(VmlConn *c)
 }
 
 static gboolean
-on_conn_out(int fd, GIOCondition cond, gpointer data)
+on_conn_out(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data)
 {
     VmlConn *c = data;
     c->out_source = 0;
@@ -216,7 +216,7 @@ conn_flush(VmlConn *c)
 }
 
 static gboolean
-on_conn_in(int fd, GIOCondition cond, gpointer data)
+on_conn_in(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data)
 {
     VmlConn *c = data;
     g_autoptr(GError) error = NULL;
@@ -399,14 +399,14 @@ conn_setup(VmlServer *s, int fd, gboolean lease_socket)
 }
 
 static gboolean
-on_lease_listen(int fd, GIOCondition cond, gpointer data)
+on_lease_listen(int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data)
 {
     accept_one(data, fd, TRUE);
     return G_SOURCE_CONTINUE;
 }
 
 static gboolean
-on_admin_listen(int fd, GIOCondition cond, gpointer data)
+on_admin_listen(int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data)
 {
     accept_one(data, fd, FALSE);
     return G_SOURCE_CONTINUE;

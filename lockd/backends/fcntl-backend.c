@@ -158,7 +158,7 @@ fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, guint64 *genera
 }
 
 static VmlLock *
-fcntl_adopt(VmlBackend *parent, const char *key, VmlMode mode, int fd, GError **error)
+fcntl_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, VmlMode mode, int fd, GError **error)
 {
     /* Same description: re-asserting our own lock cannot conflict. */
     if (!lock_mode(fd, mode, key, error)) {
@@ -213,7 +213,7 @@ fcntl_recover(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int 
 }
 
 static gboolean
-fcntl_change_mode(VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
+fcntl_change_mode(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
                   guint64 *generation, GError **error)
 {
     if (!lock_mode(l->fd, mode, key, error))
@@ -227,7 +227,7 @@ fcntl_change_mode(VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
 }
 
 static void
-fcntl_release(VmlBackend *parent, VmlLock *l)
+fcntl_release(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l)
 {
     set_lock(l->fd, F_UNLCK);
     close(l->fd);
@@ -235,7 +235,7 @@ fcntl_release(VmlBackend *parent, VmlLock *l)
 }
 
 static void
-fcntl_forget(VmlBackend *parent, VmlLock *l)
+fcntl_forget(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l)
 {
     close(l->fd);
     g_free(l);

@@ -14,7 +14,7 @@
 /* Whatever this test leaves behind dies with it, so an aborted test never
  * keeps meson waiting on a pipe. */
 static void
-die_with_parent(gpointer data)
+die_with_parent(G_GNUC_UNUSED gpointer data)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
