@@ -10,8 +10,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#define DEFAULT_TIMEOUT_MS 30000
+
 struct _VmlClient {
     int fd;
+    int timeout_ms;
     char *path;
     VmlFrameReader *reader;
 };
@@ -45,6 +48,7 @@ vml_client_connect(const char *socket_path, GError **error)
     }
     VmlClient *c = g_new0(VmlClient, 1);
     c->fd = fd;
+    c->timeout_ms = DEFAULT_TIMEOUT_MS;
     c->path = g_strdup(socket_path);
     c->reader = vml_frame_reader_new();
     return c;
@@ -81,13 +85,30 @@ vml_client_get_fd(VmlClient *c)
     return c->fd;
 }
 
+void
+vml_client_set_timeout(VmlClient *c, int timeout_ms)
+{
+    c->timeout_ms = timeout_ms;
+}
+
 static gboolean
 read_reply(VmlClient *c, char **msg, gsize *len, GArray **fds, GError **error)
 {
+    gint64 deadline = g_get_monotonic_time() + (gint64)c->timeout_ms * 1000;
     while (!vml_frame_reader_pop(c->reader, msg, len, fds)) {
         struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-        if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+        int wait_ms = -1;
+        if (c->timeout_ms > 0)
+            wait_ms = MAX(0, (deadline - g_get_monotonic_time()) / 1000);
+        int n = poll(&pfd, 1, wait_ms);
+        if (n < 0 && errno != EINTR) {
             g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL, "poll: %s", g_strerror(errno));
+            return FALSE;
+        }
+        if (n == 0) {
+            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                        "vmleased did not answer within %d s on %s",
+                        c->timeout_ms / 1000, c->path);
             return FALSE;
         }
         switch (vml_frame_reader_fill(c->reader, c->fd, error)) {

@@ -15,6 +15,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlClient, vml_client_free)
 
 int vml_client_get_fd(VmlClient *client);
 
+/* How long a call waits for its reply (default 30 s; <= 0: forever). A
+ * daemon that hangs must not hang every admin command with it. */
+void vml_client_set_timeout(VmlClient *client, int timeout_ms);
+
 /* Call METHOD with PARAMS (borrowed; NULL means {}), sending FDS along.
  * On success returns the reply's parameters (never NULL) and, if fds_out is
  * given, the fds that came with the reply (an int GArray the caller owns).
