@@ -28,39 +28,16 @@ image_size(const char *path, const struct stat *st, int *errno_out)
 static int
 inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
 {
-    gboolean json = FALSE, options_done = FALSE;
-    const char *arg = NULL;
-    int status;
-
-    for (int i = 1; i < argc;) {
-        if (!options_done) {
-            switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
-            case CLI_OPT_EXIT:
-                return status;
-            case CLI_OPT_TAKEN:
-                continue;
-            case CLI_OPT_NONE:
-                break;
-            }
-            if (g_str_equal(argv[i], "--json")) {
-                json = TRUE;
-                i++;
-                continue;
-            }
-            if (g_str_equal(argv[i], "--")) {
-                options_done = TRUE;
-                i++;
-                continue;
-            }
-            if (argv[i][0] == '-' && argv[i][1] != '\0')
-                return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
-        }
-        if (arg)
-            return cli_usage_error(cmd, "inspect takes one PATH");
-        arg = argv[i++];
-    }
-    if (!arg)
+    gboolean json;
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    int status = cli_parse_json_args(cmd, opts, argc, argv, &json, args);
+    if (status >= 0)
+        return status;
+    if (args->len > 1)
+        return cli_usage_error(cmd, "inspect takes one PATH");
+    if (args->len == 0)
         return cli_usage_error(cmd, "inspect needs a PATH");
+    const char *arg = args->pdata[0];
 
     struct stat st;
     g_autofree char *path = cli_resolve_image(arg, &st, &status);

@@ -28,35 +28,11 @@ add_rows(CliTable *table, JsonObject *resource)
 static int
 owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
 {
-    gboolean json = FALSE, options_done = FALSE;
+    gboolean json;
     g_autoptr(GPtrArray) args = g_ptr_array_new();
-    int status;
-
-    for (int i = 1; i < argc;) {
-        if (!options_done) {
-            switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
-            case CLI_OPT_EXIT:
-                return status;
-            case CLI_OPT_TAKEN:
-                continue;
-            case CLI_OPT_NONE:
-                break;
-            }
-            if (g_str_equal(argv[i], "--json")) {
-                json = TRUE;
-                i++;
-                continue;
-            }
-            if (g_str_equal(argv[i], "--")) {
-                options_done = TRUE;
-                i++;
-                continue;
-            }
-            if (argv[i][0] == '-' && argv[i][1] != '\0')
-                return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
-        }
-        g_ptr_array_add(args, argv[i++]);
-    }
+    int status = cli_parse_json_args(cmd, opts, argc, argv, &json, args);
+    if (status >= 0)
+        return status;
 
     /* Resolve locally first: the error names the path as typed, and a typo
      * is reported even when the daemon is down. */

@@ -7,27 +7,13 @@
 static int
 status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
 {
-    gboolean json = FALSE;
-    int status;
-
-    for (int i = 1; i < argc;) {
-        switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
-        case CLI_OPT_EXIT:
-            return status;
-        case CLI_OPT_TAKEN:
-            continue;
-        case CLI_OPT_NONE:
-            break;
-        }
-        if (g_str_equal(argv[i], "--json")) {
-            json = TRUE;
-            i++;
-        } else if (argv[i][0] == '-') {
-            return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
-        } else {
-            return cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
-        }
-    }
+    gboolean json;
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    int status = cli_parse_json_args(cmd, opts, argc, argv, &json, args);
+    if (status >= 0)
+        return status;
+    if (args->len)
+        return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
 
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);

@@ -58,6 +58,12 @@ typedef enum {
 VmlCliOptResult cli_common_option(const VmlCliCommand *cmd, VmlCliOptions *opts,
                                   int argc, char **argv, int *i, int *status);
 
+/* The command line of a subcommand that takes --json, the common options
+ * and operands (after "--" everything is an operand): sets *json, appends
+ * the operands to ARGS. Returns -1 to go on, or the status to exit with. */
+int cli_parse_json_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc,
+                        char **argv, gboolean *json, GPtrArray *args);
+
 /* Connect to the admin socket (--admin-socket, else --socket, else the
  * default) or the lease socket (--socket, else the default). */
 VmlClient *cli_connect_admin(const VmlCliOptions *opts, GError **error);

@@ -160,6 +160,42 @@ cli_common_option(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char 
     return CLI_OPT_NONE;
 }
 
+int
+cli_parse_json_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv,
+                    gboolean *json, GPtrArray *args)
+{
+    gboolean options_done = FALSE;
+    int status;
+
+    *json = FALSE;
+    for (int i = 1; i < argc;) {
+        if (!options_done) {
+            switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
+            case CLI_OPT_EXIT:
+                return status;
+            case CLI_OPT_TAKEN:
+                continue;
+            case CLI_OPT_NONE:
+                break;
+            }
+            if (g_str_equal(argv[i], "--json")) {
+                *json = TRUE;
+                i++;
+                continue;
+            }
+            if (g_str_equal(argv[i], "--")) {
+                options_done = TRUE;
+                i++;
+                continue;
+            }
+            if (argv[i][0] == '-' && argv[i][1] != '\0')
+                return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        }
+        g_ptr_array_add(args, argv[i++]);
+    }
+    return -1;
+}
+
 /* ---- daemon ------------------------------------------------------------- */
 
 VmlClient *
