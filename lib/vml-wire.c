@@ -158,14 +158,22 @@ vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
         return VML_FILL_EOF;
 
     g_byte_array_append(r->buf, chunk, n);
-    /* The limit applies to the oldest unfinished message. */
-    if (!memchr(r->buf->data + r->scanned, '\0', r->buf->len - r->scanned)) {
+    /* The limit applies to the first message in the buffer, whether or not
+     * its end has arrived; later ones are measured once they come first. */
+    guint8 *nul = memchr(r->buf->data + r->scanned, '\0', r->buf->len - r->scanned);
+    gsize first = nul ? (gsize)(nul - r->buf->data) : r->buf->len;
+    if (!nul)
         r->scanned = r->buf->len;
-        if (r->buf->len > VML_MSG_MAX) {
-            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
-                        "message longer than %d bytes", VML_MSG_MAX);
-            return VML_FILL_ERROR;
-        }
+    if (first > VML_MSG_MAX) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                    "message longer than %d bytes", VML_MSG_MAX);
+        return VML_FILL_ERROR;
+    }
+    /* fds pile up until their message ends: no more than one message may carry. */
+    if (r->fds->len > VML_FDS_MAX) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                    "more than %d file descriptors sent with one message", VML_FDS_MAX);
+        return VML_FILL_ERROR;
     }
     return VML_FILL_OK;
 }

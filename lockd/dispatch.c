@@ -51,6 +51,9 @@ get_string(Call *call, JsonObject *obj, const char *name, gboolean required,
     if (json_node_get_value_type(n) != G_TYPE_STRING)
         return param_error(call, name, "must be a string");
     const char *s = json_node_get_string(n);
+    /* json-glib decodes a lone surrogate escape into invalid UTF-8. */
+    if (!g_utf8_validate(s, -1, NULL))
+        return param_error(call, name, "is not valid UTF-8");
     if (strlen(s) > max_len)
         return param_error(call, name, "is too long");
     for (const char *p = s; *p; p++) {
@@ -233,6 +236,9 @@ method_register(Call *call)
         if (error->code == VML_ERROR_NO_SUCH_PROCESS) {
             p = json_object_new();
             json_object_set_int_member(p, "pid", pid);
+        } else if (error->code == VML_ERROR_INVALID_PARAMETER) {
+            p = json_object_new();
+            json_object_set_string_member(p, "parameter", "pid");
         }
         vml_conn_error_gerror(call->conn, error, p);
         return;
@@ -402,7 +408,7 @@ method_owners(Call *call)
         JsonObject *r = json_object_new();
         JsonArray *oa = json_array_new();
         for (guint j = 0; j < owners->len; j++)
-            json_array_add_object_element(oa, vml_owner_to_json(owners->pdata[j], FALSE));
+            json_array_add_object_element(oa, vml_owner_to_json(owners->pdata[j]));
         json_object_set_string_member(r, "resource", keys->pdata[i]);
         json_object_set_array_member(r, "owners", oa);
         json_array_add_object_element(resources, r);
@@ -486,13 +492,40 @@ static const Method methods[] = {
 
 /* ---- message checks ----------------------------------------------------- */
 
-/* Reject what json-glib would mishandle: nesting deep enough to exhaust
- * its recursion, and \u0000, which it would cut a string at silently. */
+/* An integer token at MSG[*i] (outside strings) must fit 64 bits:
+ * json-glib would wrap it silently. Moves *i to the token's last byte. */
+static gboolean
+integer_fits(const char *msg, gsize len, gsize *i)
+{
+    gsize j = *i + 1;
+    gboolean integer = TRUE;
+    while (j < len && (g_ascii_isalnum(msg[j]) || msg[j] == '.' || msg[j] == '+' || msg[j] == '-')) {
+        if (msg[j] == '.' || msg[j] == 'e' || msg[j] == 'E')
+            integer = FALSE;
+        j++;
+    }
+    gboolean fits = TRUE;
+    if (integer) {
+        g_autofree char *token = g_strndup(msg + *i, j - *i);
+        errno = 0;
+        g_ascii_strtoll(token, NULL, 10);
+        fits = errno != ERANGE;
+    }
+    *i = j - 1;
+    return fits;
+}
+
+/* Reject what json-glib would mishandle, before it parses: nesting deep
+ * enough to exhaust its recursion, \u0000 (it would cut the string there
+ * silently), integers beyond 64 bits (wrapped silently), its extensions
+ * to JSON ('single quotes' and comments, which would hide the rest from
+ * this scan) and anything after the object (dropped silently). */
 static const char *
 raw_check(const char *msg, gsize len)
 {
     int depth = 0;
     gboolean in_string = FALSE;
+    gboolean ended = FALSE;
 
     if (!g_utf8_validate(msg, len, NULL))
         return "message is not valid UTF-8";
@@ -507,13 +540,21 @@ raw_check(const char *msg, gsize len)
             } else if (ch == '"') {
                 in_string = FALSE;
             }
+        } else if (ended && !g_ascii_isspace(ch)) {
+            return "message has data after its JSON object";
         } else if (ch == '"') {
             in_string = TRUE;
+        } else if (ch == '\'' || ch == '/') {
+            return "message is not strict JSON (single quote or comment)";
+        } else if (ch == '-' || g_ascii_isdigit(ch)) {
+            if (!integer_fits(msg, len, &i))
+                return "message holds an integer beyond 64 bits";
         } else if (ch == '{' || ch == '[') {
             if (++depth > JSON_DEPTH_MAX)
                 return "message is nested too deeply";
         } else if (ch == '}' || ch == ']') {
-            depth--;
+            if (--depth == 0)
+                ended = TRUE;
         }
     }
     return NULL;

@@ -420,7 +420,7 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
         VmlOwner *o = all->pdata[i];
         if (o->holder == h->id && o->pid == h->pid && o->start_time == h->start_time)
             continue;
-        json_array_add_object_element(owners, vml_owner_to_json(o, FALSE));
+        json_array_add_object_element(owners, vml_owner_to_json(o));
         g_string_append_printf(who, "%sVM %s (uuid %s, pid %" G_GINT64_FORMAT " on %s, %s)",
                                who->len ? ", " : "", o->name, o->uuid, o->pid, o->host,
                                vml_mode_name(o->mode));

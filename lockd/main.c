@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <glib-unix.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,7 +17,8 @@
 static GLogLevelFlags log_threshold = G_LOG_LEVEL_INFO;
 
 static void
-log_handler(const char *domain, GLogLevelFlags level, const char *message, gpointer data)
+log_handler(G_GNUC_UNUSED const char *domain, GLogLevelFlags level, const char *message,
+            G_GNUC_UNUSED gpointer data)
 {
     static const struct { GLogLevelFlags flag; const char *name; } names[] = {
         { G_LOG_LEVEL_ERROR, "error" }, { G_LOG_LEVEL_CRITICAL, "critical" },
@@ -50,7 +52,7 @@ set_log_level(const char *name)
 }
 
 static void
-on_table_changed(gpointer table, gpointer data)
+on_table_changed(G_GNUC_UNUSED gpointer table, gpointer data)
 {
     VmlDaemon *d = data;
     if (d->state)
@@ -73,6 +75,18 @@ on_reexec_signal(gpointer data)
     d->reexec_requested = TRUE;
     g_main_loop_quit(d->loop);
     return G_SOURCE_CONTINUE;
+}
+
+/* Every client, lock and stashed fd costs an fd: take all we may have. */
+static void
+raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            g_warning("cannot raise the open-file limit: %s", g_strerror(errno));
+    }
 }
 
 /* Fork into the background; the parent exits once the child is serving. */
@@ -128,6 +142,7 @@ main(int argc, char **argv)
     }
     g_log_set_default_handler(log_handler, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     VmlDaemon d = { 0 };
     d.config_path = config_path;

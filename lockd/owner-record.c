@@ -49,7 +49,7 @@ vml_owner_free(VmlOwner *o)
 }
 
 JsonObject *
-vml_owner_to_json(const VmlOwner *o, gboolean unused)
+vml_owner_to_json(const VmlOwner *o)
 {
     JsonObject *j = json_object_new();
     json_object_set_string_member(j, "host", o->host);

@@ -33,7 +33,7 @@ void vml_owner_free(VmlOwner *owner);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlOwner, vml_owner_free)
 
 /* The public view: host, uuid, name, pid, mode, since, generation. */
-JsonObject *vml_owner_to_json(const VmlOwner *owner, gboolean unused);
+JsonObject *vml_owner_to_json(const VmlOwner *owner);
 
 /* A holder record (in the lockspace and in the state file) is one JSON
  * object: the holder's identity (host, machine_id, boot_id, uuid, name,
