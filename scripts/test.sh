@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Install dependencies, build, run every test; end with "N passed, N failed"
-# counting each TAP test case (and each non-TAP test as one).
+# Install dependencies, build, run every test twice (a plain build, then one
+# under AddressSanitizer + UBSan where a daemon that trips them fails its
+# test); end with "N passed, N failed" counting each TAP test case.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
 bash scripts/build.sh || { echo "0 passed, 1 failed"; exit 1; }
-meson test -C build --print-errorlogs "$@"
-rc=$?
-python3 scripts/count-tests.py build/meson-logs/testlog.json || rc=1
+rc=0
+meson test -C build --print-errorlogs "$@" || rc=1
+
+if [ ! -f build-sanitize/build.ninja ]; then
+    meson setup build-sanitize -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
+        >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+fi
+ninja -C build-sanitize >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+# Leaks are not judged: GLib keeps caches on purpose, and the daemon is
+# stopped by a signal. Everything else stops the test.
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    meson test -C build-sanitize --print-errorlogs "$@" || rc=1
+
+python3 scripts/count-tests.py build/meson-logs/testlog.json \
+    build-sanitize/meson-logs/testlog.json || rc=1
 exit $rc

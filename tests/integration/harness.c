@@ -100,7 +100,22 @@ vml_test_daemon_kill(VmlTestDaemon *d, int sig)
 void
 vml_test_daemon_stop(VmlTestDaemon *d)
 {
-    vml_test_daemon_kill(d, SIGTERM);
+    /* A clean stop is part of every test: a daemon that crashed or was
+     * flagged by a sanitizer along the way fails it, with its log shown. */
+    if (d->pid > 0) {
+        kill(d->pid, SIGTERM);
+        int status;
+        while (waitpid(d->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        d->pid = 0;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            g_autofree char *log = g_build_filename(d->root, "vmleased.log", NULL);
+            g_autofree char *text = NULL;
+            g_file_get_contents(log, &text, NULL, NULL);
+            g_error("vmleased did not stop cleanly (wait status %d):\n%s", status,
+                    text ? text : "");
+        }
+    }
     g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", d->root);
     g_assert_cmpint(system(cmd), ==, 0);
     g_free(d->root);

@@ -190,7 +190,7 @@ raw_recv(Raw *r, JsonObject **reply)
 {
     *reply = NULL;
     for (;;) {
-        guint8 *nul = memchr(r->in->data, '\0', r->in->len);
+        guint8 *nul = r->in->len ? memchr(r->in->data, 0, r->in->len) : NULL;
         if (nul) {
             gsize len = nul - r->in->data;
             g_autoptr(JsonParser) parser = json_parser_new_immutable();
