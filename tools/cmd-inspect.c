@@ -50,14 +50,9 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
     JsonArray *paths = json_array_new();
     json_array_add_string_element(paths, path);
     json_object_set_array_member(params, "paths", paths);
-    g_autoptr(GError) error = NULL;
-    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
-    if (!client)
-        return cli_error(VML_EXIT_DAEMON, "%s", error->message);
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Admin.Owners", params,
-                                                  NULL, 0, NULL, NULL, &error);
+    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.Owners", params, &status);
     if (!reply)
-        return cli_call_failed(error);
+        return status;
     JsonArray *resources = cli_json_array(reply, "resources");
     JsonObject *res = (resources && json_array_get_length(resources) == 1)
         ? cli_json_array_object(resources, 0) : NULL;

@@ -54,14 +54,9 @@ owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (paths)
         json_object_set_array_member(params, "paths", paths);
 
-    g_autoptr(GError) error = NULL;
-    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
-    if (!client)
-        return cli_error(VML_EXIT_DAEMON, "%s", error->message);
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Admin.Owners", params,
-                                                  NULL, 0, NULL, NULL, &error);
+    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.Owners", params, &status);
     if (!reply)
-        return cli_call_failed(error);
+        return status;
     JsonArray *resources = cli_json_array(reply, "resources");
     if (!resources)
         return cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");

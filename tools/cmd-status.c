@@ -15,14 +15,9 @@ status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (args->len)
         return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
 
-    g_autoptr(GError) error = NULL;
-    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
-    if (!client)
-        return cli_error(VML_EXIT_DAEMON, "%s", error->message);
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Admin.Status", NULL,
-                                                  NULL, 0, NULL, NULL, &error);
+    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.Status", NULL, &status);
     if (!reply)
-        return cli_call_failed(error);
+        return status;
 
     if (json) {
         cli_print_json(reply);

@@ -67,6 +67,10 @@ int cli_parse_json_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc,
 /* Connect to the admin socket (--admin-socket, else --socket, else the
  * default) or the lease socket (--socket, else the default). */
 VmlClient *cli_connect_admin(const VmlCliOptions *opts, GError **error);
+/* Call an io.vmlease.Admin METHOD on the admin socket. NULL after the error
+ * was printed, with *status the exit code to return. */
+JsonObject *cli_call_admin(const VmlCliOptions *opts, const char *method,
+                           JsonObject *params, int *status);
 VmlClient *cli_connect_lease(const VmlCliOptions *opts, GError **error);
 
 /* The exit code for an error from vml_client_call(). */
