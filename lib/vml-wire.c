@@ -22,6 +22,19 @@ vml_json_to_string(JsonObject *object, gsize *len)
     return json_generator_to_data(gen, len);
 }
 
+void
+vml_wire_attach_fds(struct msghdr *mh, VmlFdControl *control, const int *fds, guint n_fds)
+{
+    memset(control, 0, sizeof(*control));
+    mh->msg_control = control->buf;
+    mh->msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
+}
+
 gboolean
 vml_wire_send(int sock, const char *json, gsize len,
               const int *fds, guint n_fds, GError **error)
@@ -48,20 +61,9 @@ vml_wire_send(int sock, const char *json, gsize len,
         niov++;
 
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = niov };
-        union {
-            char buf[CMSG_SPACE(sizeof(int) * VML_FDS_MAX)];
-            struct cmsghdr align;
-        } control;
-        if (!fds_sent) {
-            memset(&control, 0, sizeof(control));
-            mh.msg_control = control.buf;
-            mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-            struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-            cm->cmsg_level = SOL_SOCKET;
-            cm->cmsg_type = SCM_RIGHTS;
-            cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-            memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
-        }
+        VmlFdControl control;
+        if (!fds_sent)
+            vml_wire_attach_fds(&mh, &control, fds, n_fds);
         ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
@@ -117,10 +119,7 @@ vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
     /* Read in 64 KiB steps: a whole request normally arrives in one go. */
     guint8 chunk[65536];
     struct iovec iov = { .iov_base = chunk, .iov_len = sizeof(chunk) };
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * VML_FDS_MAX)];
-        struct cmsghdr align;
-    } control;
+    VmlFdControl control;
     struct msghdr mh = {
         .msg_iov = &iov, .msg_iovlen = 1,
         .msg_control = control.buf, .msg_controllen = sizeof(control.buf),

@@ -4,9 +4,20 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <sys/socket.h>
 
 #define VML_MSG_MAX (1024 * 1024)  /* bytes of one message, NUL excluded */
 #define VML_FDS_MAX 253            /* SCM_MAX_FD */
+
+/* Room for the most fds one message may carry. */
+typedef union {
+    char buf[CMSG_SPACE(sizeof(int) * VML_FDS_MAX)];
+    struct cmsghdr align;
+} VmlFdControl;
+
+/* Attach FDS (at most VML_FDS_MAX) to MH as SCM_RIGHTS, in CONTROL. */
+void vml_wire_attach_fds(struct msghdr *mh, VmlFdControl *control,
+                         const int *fds, guint n_fds);
 
 /* Serialise an object to compact JSON (newly allocated, no NUL counted). */
 char *vml_json_to_string(JsonObject *object, gsize *len);

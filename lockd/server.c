@@ -171,20 +171,9 @@ conn_flush(VmlConn *c)
     while ((m = g_queue_peek_head(&c->out))) {
         struct iovec iov = { .iov_base = m->data + m->off, .iov_len = m->len - m->off };
         struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-        union {
-            char buf[CMSG_SPACE(sizeof(int) * VML_FDS_MAX)];
-            struct cmsghdr align;
-        } control;
-        if (m->n_fds && m->off == 0) {
-            memset(&control, 0, sizeof(control));
-            mh.msg_control = control.buf;
-            mh.msg_controllen = CMSG_SPACE(sizeof(int) * m->n_fds);
-            struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-            cm->cmsg_level = SOL_SOCKET;
-            cm->cmsg_type = SCM_RIGHTS;
-            cm->cmsg_len = CMSG_LEN(sizeof(int) * m->n_fds);
-            memcpy(CMSG_DATA(cm), m->fds, sizeof(int) * m->n_fds);
-        }
+        VmlFdControl control;
+        if (m->n_fds && m->off == 0)
+            vml_wire_attach_fds(&mh, &control, m->fds, m->n_fds);
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)

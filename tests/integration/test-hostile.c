@@ -144,20 +144,10 @@ static void
 raw_send_fds(Raw *r, const void *data, gsize len, const int *fds, guint n_fds)
 {
     struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * VML_FDS_MAX)];
-        struct cmsghdr align;
-    } control;
+    VmlFdControl control;
     struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
     g_assert_cmpuint(n_fds, <=, VML_FDS_MAX);
-    memset(&control, 0, sizeof(control));
-    mh.msg_control = control.buf;
-    mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-    memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds);
+    vml_wire_attach_fds(&mh, &control, fds, n_fds);
     ssize_t n;
     do {
         n = sendmsg(r->fd, &mh, MSG_NOSIGNAL);
