@@ -48,17 +48,6 @@ vml_proc_is_same(pid_t pid, guint64 start_time)
     return vml_proc_start_time(pid, &now, NULL) && now == start_time;
 }
 
-char *
-vml_proc_comm(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/comm", (int)pid);
-    char *data = NULL;
-    if (!g_file_get_contents(path, &data, NULL, NULL))
-        return NULL;
-    g_strchomp(data);
-    return data;
-}
-
 static char *
 read_id_file(const char *path)
 {

@@ -11,9 +11,6 @@ gboolean vml_proc_start_time(pid_t pid, guint64 *start_time, GError **error);
 /* TRUE when PID is alive and still started at START_TIME. */
 gboolean vml_proc_is_same(pid_t pid, guint64 start_time);
 
-/* Command name of PID (/proc/PID/comm), or NULL. */
-char *vml_proc_comm(pid_t pid);
-
 const char *vml_host_name(void);
 /* Newly read each call is not needed: cached after the first read. */
 const char *vml_host_boot_id(void);

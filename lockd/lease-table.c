@@ -333,12 +333,12 @@ vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error)
 
 /* ---- owners ----------------------------------------------------------------- */
 
-/* Owners from the lockspace records (KEY NULL: all), minus this daemon's
- * own holders and records of local processes that are gone. */
-static GPtrArray *
-record_owners(VmlLeaseTable *t, const char *key)
+/* Append to OUT the owners from the lockspace records (KEY NULL: all),
+ * minus this daemon's own holders and records of local processes that are
+ * gone. */
+static void
+record_owners(VmlLeaseTable *t, const char *key, GPtrArray *out)
 {
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
 
     for (guint i = 0; records && i < records->len; i++) {
@@ -364,15 +364,15 @@ record_owners(VmlLeaseTable *t, const char *key)
                 g_ptr_array_add(out, g_steal_pointer(&owners->pdata[j]));
         }
     }
-    return out;
 }
 
 GPtrArray *
 vml_lease_table_owners(VmlLeaseTable *t, const char *key)
 {
-    GPtrArray *out = record_owners(t, key);
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     for (VmlLease *l = g_hash_table_lookup(t->by_resource, key); l; l = l->next)
-        g_ptr_array_insert(out, 0, lease_owner(l));
+        g_ptr_array_add(out, lease_owner(l));
+    record_owners(t, key, out);
     return out;
 }
 
@@ -392,7 +392,8 @@ vml_lease_table_resources(VmlLeaseTable *t)
     g_hash_table_iter_init(&it, t->by_resource);
     while (g_hash_table_iter_next(&it, &key, NULL))
         g_hash_table_add(seen, g_strdup(key));
-    g_autoptr(GPtrArray) others = record_owners(t, NULL);
+    g_autoptr(GPtrArray) others = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
+    record_owners(t, NULL, others);
     for (guint i = 0; i < others->len; i++)
         g_hash_table_add(seen, g_strdup(((VmlOwner *)others->pdata[i])->resource));
 

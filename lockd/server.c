@@ -146,12 +146,6 @@ vml_conn_error_gerror(VmlConn *c, const GError *error, JsonObject *params)
     vml_conn_error(c, code, params, "%s", error->message);
 }
 
-void
-vml_conn_close_after_reply(VmlConn *c)
-{
-    c->closing = TRUE;
-}
-
 static gboolean
 on_conn_out(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data)
 {

@@ -43,8 +43,6 @@ void vml_conn_reply(VmlConn *conn, JsonObject *params, const int *fds, guint n_f
 void vml_conn_error(VmlConn *conn, VmlErrorCode code, JsonObject *params,
                     const char *format, ...) G_GNUC_PRINTF(4, 5);
 void vml_conn_error_gerror(VmlConn *conn, const GError *error, JsonObject *params);
-/* Close after the queued replies are sent. */
-void vml_conn_close_after_reply(VmlConn *conn);
 
 /* Implemented by dispatch.c: handle one message (FDS owned by the callee). */
 void vml_dispatch(VmlDaemon *daemon, VmlConn *conn, const char *msg, gsize len, GArray *fds);
