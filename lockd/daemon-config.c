@@ -123,8 +123,12 @@ vml_daemon_config_load(const char *path, GError **error)
             !get_limit(conf, "max_leases_per_holder", &cfg->max_leases_per_holder, 1 << 20, error) ||
             !get_limit(conf, "max_resources_per_call", &cfg->max_resources_per_call, 1 << 16, error) ||
             !get_string(conf, "backend", &cfg->backend, error) ||
-            !get_string(conf, "log_level", &cfg->log_level, error))
+            !get_string(conf, "log_level", &cfg->log_level, error)) {
+            /* Parse errors name the file already; our own checks do not. */
+            if (!g_str_has_prefix((*error)->message, path))
+                g_prefix_error(error, "%s: ", path);
             return NULL;
+        }
     }
     if (!g_strv_contains((const char *const[]){ "error", "warning", "info", "debug", NULL },
                          cfg->log_level)) {

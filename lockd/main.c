@@ -10,11 +10,13 @@
 #include <glib-unix.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <syslog.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 static GLogLevelFlags log_threshold = G_LOG_LEVEL_INFO;
+static gboolean log_to_syslog;   /* daemonized: no terminal to write to */
 
 static void
 log_handler(G_GNUC_UNUSED const char *domain, GLogLevelFlags level, const char *message,
@@ -28,6 +30,14 @@ log_handler(G_GNUC_UNUSED const char *domain, GLogLevelFlags level, const char *
     GLogLevelFlags lvl = level & G_LOG_LEVEL_MASK;
     if (lvl > log_threshold)
         return;
+    if (log_to_syslog) {
+        int prio = lvl <= G_LOG_LEVEL_CRITICAL ? LOG_ERR
+                 : lvl == G_LOG_LEVEL_WARNING ? LOG_WARNING
+                 : lvl == G_LOG_LEVEL_MESSAGE ? LOG_NOTICE
+                 : lvl == G_LOG_LEVEL_INFO ? LOG_INFO : LOG_DEBUG;
+        syslog(prio, "%s", message);
+        return;
+    }
     const char *name = "log";
     for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
         if (lvl == names[i].flag)
@@ -106,10 +116,13 @@ daemonize(void)
     }
     close(pipefd[0]);
     setsid();
+    openlog("vmleased", LOG_PID, LOG_DAEMON);
+    log_to_syslog = TRUE;
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null >= 0) {
         dup2(null, STDIN_FILENO);
         dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
         close(null);
     }
     return pipefd[1];
@@ -148,8 +161,7 @@ main(int argc, char **argv)
     d.config_path = config_path;
     d.cfg = vml_daemon_config_load(config_path, &error);
     if (!d.cfg) {
-        fprintf(stderr, "vmleased: %s%s%s\n", config_path ? config_path : "",
-                config_path ? ": " : "", error->message);
+        fprintf(stderr, "vmleased: %s\n", error->message);
         return 1;
     }
     set_log_level(d.cfg->log_level);
