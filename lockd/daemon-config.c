@@ -85,6 +85,17 @@ get_dir(VmlConf *conf, const char *key, char **dir, GError **error)
     return TRUE;
 }
 
+static gboolean
+check_log_level(const char *level, GError **error)
+{
+    static const char *const levels[] = { "error", "warning", "info", "debug", NULL };
+    if (g_strv_contains(levels, level))
+        return TRUE;
+    g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                "log_level must be one of error, warning, info, debug; not '%s'", level);
+    return FALSE;
+}
+
 VmlDaemonConfig *
 vml_daemon_config_load(const char *path, GError **error)
 {
@@ -123,19 +134,13 @@ vml_daemon_config_load(const char *path, GError **error)
             !get_limit(conf, "max_leases_per_holder", &cfg->max_leases_per_holder, 1 << 20, error) ||
             !get_limit(conf, "max_resources_per_call", &cfg->max_resources_per_call, 1 << 16, error) ||
             !get_string(conf, "backend", &cfg->backend, error) ||
-            !get_string(conf, "log_level", &cfg->log_level, error)) {
+            !get_string(conf, "log_level", &cfg->log_level, error) ||
+            !check_log_level(cfg->log_level, error)) {
             /* Parse errors name the file already; our own checks do not. */
             if (!g_str_has_prefix((*error)->message, path))
                 g_prefix_error(error, "%s: ", path);
             return NULL;
         }
-    }
-    if (!g_strv_contains((const char *const[]){ "error", "warning", "info", "debug", NULL },
-                         cfg->log_level)) {
-        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "log_level must be one of error, warning, info, debug; not '%s'",
-                    cfg->log_level);
-        return NULL;
     }
     cfg->lease_socket = g_build_filename(cfg->run_dir, "vmleased.sock", NULL);
     cfg->admin_socket = g_build_filename(cfg->run_dir, "vmleased-admin.sock", NULL);

@@ -48,6 +48,21 @@ log_handler(G_GNUC_UNUSED const char *domain, GLogLevelFlags level, const char *
     fprintf(stderr, "%s vmleased[%d]: %s: %s\n", ts, (int)getpid(), name, message);
 }
 
+/* Start-up failed: say why where the operator will look (stderr, or syslog
+ * once daemonized), naming the config file for configuration errors, and
+ * return the exit status. Not g_critical(): that may abort on purpose. */
+static int
+startup_failed(const char *config_path, const GError *error)
+{
+    g_autofree char *where = NULL;
+    if (error->domain == VML_ERROR && error->code == VML_ERROR_CONFIG &&
+        !g_str_has_prefix(error->message, "/"))
+        where = g_strdup_printf("%s: ", config_path ? config_path : "(default configuration)");
+    g_autofree char *text = g_strconcat(where ? where : "", error->message, NULL);
+    log_handler(NULL, G_LOG_LEVEL_CRITICAL, text, NULL);
+    return 1;
+}
+
 static void
 set_log_level(const char *name)
 {
@@ -180,24 +195,20 @@ main(int argc, char **argv)
     }
 
     d.backend = vml_backend_open(d.cfg, &error);
-    if (!d.backend) {
-        g_critical("%s", error->message);
-        return 1;
-    }
+    if (!d.backend)
+        return startup_failed(config_path, error);
     d.table = vml_lease_table_new(d.backend, d.cfg);
     d.state = vml_state_file_new(d.cfg->state_dir, d.table, &error);
-    if (!d.state) {
-        g_critical("%s", error->message);
-        return 1;
-    }
+    if (!d.state)
+        return startup_failed(config_path, error);
 
     g_autoptr(JsonObject) state = NULL;
     int lease_fd = -1, admin_fd = -1;
     if (reexec_fd >= 0) {
         state = vml_reexec_read_state(reexec_fd, &error);
         if (!state) {
-            g_critical("re-exec: %s", error->message);
-            return 1;
+            g_prefix_error(&error, "re-exec: ");
+            return startup_failed(config_path, error);
         }
         lease_fd = json_object_get_int_member_with_default(state, "lease_socket_fd", -1);
         admin_fd = json_object_get_int_member_with_default(state, "admin_socket_fd", -1);
@@ -215,10 +226,8 @@ main(int argc, char **argv)
     vml_lease_table_restore(d.table, state, reexec_fd >= 0);
 
     d.server = vml_server_new(&d, lease_fd, admin_fd, &error);
-    if (!d.server) {
-        g_critical("%s", error->message);
-        return 1;
-    }
+    if (!d.server)
+        return startup_failed(config_path, error);
     if (reexec_fd >= 0)
         vml_server_adopt(d.server, state);
     d.loop = g_main_loop_new(NULL, FALSE);

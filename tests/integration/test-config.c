@@ -1,0 +1,108 @@
+/* vmleased.conf as the daemon reads it: settings take effect, and a bad
+ * file stops the daemon before it serves, naming file, line and setting. */
+#include "harness.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Run vmleased --foreground with CONFIG_TEXT; it must exit at once. */
+static char *
+start_fails(const char *config_text)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *root = g_dir_make_tmp("vmlease-conf-XXXXXX", &error);
+    g_assert_no_error(error);
+    g_autofree char *conf = g_build_filename(root, "vmleased.conf", NULL);
+    g_file_set_contents(conf, config_text, -1, &error);
+    g_assert_no_error(error);
+    const char *argv[] = { g_getenv("VMLEASED_BIN"), "--foreground", "--config", conf, NULL };
+    g_auto(GStrv) env = g_environ_setenv(g_get_environ(), "VMLEASE_ROOT", root, TRUE);
+    g_autofree char *err = NULL;
+    int status;
+    g_spawn_sync(NULL, (char **)argv, env, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL, &err,
+                 &status, &error);
+    g_assert_no_error(error);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1)
+        g_error("vmleased: wait status %d, stderr: %s", status, err);
+    /* It never got as far as listening. */
+    g_autofree char *sock = g_build_filename(root, "run", "vmleased.sock", NULL);
+    g_assert_false(g_file_test(sock, G_FILE_TEST_EXISTS));
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", root);
+    g_assert_cmpint(system(cmd), ==, 0);
+    /* The message names the file; the caller checks the rest. */
+    g_assert_nonnull(strstr(err, "vmleased"));
+    g_assert_nonnull(strstr(err, conf));
+    return g_steal_pointer(&err);
+}
+
+static void
+test_bad_files(void)
+{
+    static const struct { const char *text; const char *says; } cases[] = {
+        { "max_clients = \"many\"\n", "vmleased.conf:1: 'max_clients' must be an integer" },
+        { "# ok\nbogus = 1\n", "vmleased.conf:2: unknown setting 'bogus'" },
+        { "lease_group = \"no-such-group-here\"\n", "lease_group: no such group 'no-such-group-here'" },
+        { "lockspace_dir = \"relative/dir\"\n", "lockspace_dir must be an absolute path" },
+        { "max_holders = 0\n", "max_holders must be between 1 and" },
+        { "backend = \"zookeeper\"\n", "unknown backend 'zookeeper'" },
+        { "log_level = \"loud\"\n", "log_level must be one of" },
+        { "state_dir = \"/tmp\n", "vmleased.conf:1:" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *err = start_fails(cases[i].text);
+        if (!strstr(err, cases[i].says))
+            g_error("case %u: expected '%s' in: %s", i, cases[i].says, err);
+    }
+}
+
+static void
+test_directories_from_config(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *elsewhere = g_dir_make_tmp("vmlease-dirs-XXXXXX", &error);
+    g_assert_no_error(error);
+    g_autofree char *text = g_strdup_printf(
+        "# every directory away from VMLEASE_ROOT's defaults\n"
+        "lockspace_dir = \"%s/ls\"\nstate_dir = \"%s/st\"\n"
+        "socket_dir = \"%s/sock\"\n", elsewhere, elsewhere, elsewhere);
+    /* The harness talks to VMLEASE_ROOT's sockets: point it at ours. */
+    VmlTestDaemon *d = g_new0(VmlTestDaemon, 1);
+    d->root = g_dir_make_tmp("vmlease-test-XXXXXX", &error);
+    g_assert_no_error(error);
+    d->config = g_build_filename(d->root, "vmleased.conf", NULL);
+    g_file_set_contents(d->config, text, -1, &error);
+    g_assert_no_error(error);
+    g_autofree char *run = g_build_filename(d->root, "run", NULL);
+    g_autofree char *sockdir = g_build_filename(elsewhere, "sock", NULL);
+    g_assert_cmpint(symlink(sockdir, run), ==, 0);
+    g_setenv("VMLEASE_ROOT", d->root, TRUE);
+    vml_test_daemon_restart(d);
+
+    g_autofree char *img = vml_test_make_image(d, "disk.img");
+    pid_t vm = vml_test_holder_spawn("aaaaaaaa-0000-4000-8000-000000000001", "vm-a",
+                                     vml_test_resources("exclusive", img, NULL));
+    g_autofree char *real = realpath(img, NULL);
+    g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256, real, -1);
+    g_autofree char *lock = g_strdup_printf("%s/ls/%s.lock", elsewhere, hash);
+    g_assert_true(g_file_test(lock, G_FILE_TEST_IS_REGULAR));
+    g_autofree char *default_ls = g_build_filename(d->root, "lockspace", NULL);
+    g_assert_false(g_file_test(default_ls, G_FILE_TEST_EXISTS));
+    vml_test_child_kill(vm, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    vml_test_daemon_stop(d);
+    /* A clean stop leaves the state file where the config put it. */
+    g_autofree char *state = g_strdup_printf("%s/st/state.json", elsewhere);
+    g_assert_true(g_file_test(state, G_FILE_TEST_IS_REGULAR));
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", elsewhere);
+    g_assert_cmpint(system(cmd), ==, 0);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/config/bad-files", test_bad_files);
+    g_test_add_func("/config/directories-from-config", test_directories_from_config);
+    return g_test_run();
+}
