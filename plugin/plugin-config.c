@@ -1,0 +1,93 @@
+#include "plugin-config.h"
+#include "vml-conf.h"
+#include "vml-error.h"
+#include "vml-paths.h"
+
+static const char *const known_keys[] = {
+    "require_lease_for_disks", "protect_backing_chain", "readonly_disks",
+    "lockspace_dir", "backend", "socket_dir", NULL,
+};
+
+/* Replace *field with KEY's string when present. */
+static gboolean
+take_string(VmlConf *conf, const char *key, char **field, GError **error)
+{
+    char *value = NULL;
+    g_autoptr(GError) local = NULL;
+    if (vml_conf_get_string(conf, key, &value, &local)) {
+        g_free(*field);
+        *field = value;
+        return TRUE;
+    }
+    if (local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean
+take_bool(VmlConf *conf, const char *key, gboolean *field, GError **error)
+{
+    g_autoptr(GError) local = NULL;
+    if (!vml_conf_get_bool(conf, key, field, &local) && local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+VmlPluginConfig *
+vml_plugin_config_load(const char *path, GError **error)
+{
+    g_autoptr(VmlPluginConfig) cfg = g_new0(VmlPluginConfig, 1);
+    g_autofree char *readonly = g_strdup("shared");
+
+    cfg->require_lease_for_disks = TRUE;
+    cfg->protect_backing_chain = TRUE;
+    cfg->backend = g_strdup("fcntl");
+    cfg->socket_dir = vml_default_dir(VML_DIR_RUN);
+
+    if (path && g_file_test(path, G_FILE_TEST_EXISTS)) {
+        g_autoptr(VmlConf) conf = vml_conf_new_from_file(path, error);
+        if (!conf || !vml_conf_check_keys(conf, known_keys, error) ||
+            !take_bool(conf, "require_lease_for_disks", &cfg->require_lease_for_disks, error) ||
+            !take_bool(conf, "protect_backing_chain", &cfg->protect_backing_chain, error) ||
+            !take_string(conf, "readonly_disks", &readonly, error) ||
+            !take_string(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
+            !take_string(conf, "backend", &cfg->backend, error) ||
+            !take_string(conf, "socket_dir", &cfg->socket_dir, error))
+            return NULL;
+    }
+    if (g_strcmp0(readonly, "shared") != 0 && g_strcmp0(readonly, "ignore") != 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s: readonly_disks must be \"shared\" or \"ignore\", not \"%s\"",
+                    path, readonly);
+        return NULL;
+    }
+    cfg->readonly_shared = g_str_equal(readonly, "shared");
+    if (g_strcmp0(cfg->backend, "fcntl") != 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s: backend \"%s\" is not supported by this build (fcntl only)",
+                    path, cfg->backend);
+        return NULL;
+    }
+    if (!g_path_is_absolute(cfg->socket_dir) ||
+        (cfg->lockspace_dir && !g_path_is_absolute(cfg->lockspace_dir))) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s: socket_dir and lockspace_dir must be absolute paths", path);
+        return NULL;
+    }
+    return g_steal_pointer(&cfg);
+}
+
+void
+vml_plugin_config_free(VmlPluginConfig *cfg)
+{
+    if (!cfg)
+        return;
+    g_free(cfg->lockspace_dir);
+    g_free(cfg->backend);
+    g_free(cfg->socket_dir);
+    g_free(cfg);
+}

@@ -1,0 +1,411 @@
+/* vmlease.so: libvirt's lock manager "vmlease". libvirt hands us a domain
+ * (New), its disks and leases (AddResource), and asks to Acquire in the
+ * QEMU child before exec, or in libvirtd for a running domain (resume,
+ * hotplug), and to Release/Inquire with a state string. Every lease is
+ * held by vmleased on behalf of the QEMU pid; in the child we also keep
+ * the locked fds open across exec, so the leases outlive any crash of
+ * vmleased or libvirtd. */
+#include "libvirt-lock-driver.h"
+#include "lease-state.h"
+#include "plugin-config.h"
+#include "vml-client.h"
+#include "vml-error.h"
+#include "vml-wire.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+/* libvirt's own error values (public in virterror.h). */
+#define VIR_FROM_LOCKING 42
+#define VIR_ERR_INTERNAL_ERROR 1
+#define VIR_ERR_OPERATION_INVALID 55
+#define VIR_ERR_CONFIG_UNSUPPORTED 67
+#define VIR_ERR_RESOURCE_BUSY 87
+
+typedef struct {
+    char *path;         /* disk */
+    char *lockspace;    /* lease */
+    char *key;          /* lease */
+    gboolean shared;
+} Resource;
+
+typedef struct {
+    char uuid[37];
+    char *name;
+    pid_t pid;
+    GPtrArray *resources;   /* Resource* */
+    gboolean restricted;
+} Domain;
+
+static VmlPluginConfig *config;
+
+/* Report through libvirt's error machinery when we run inside libvirtd,
+ * so `virsh start` shows our message; to stderr otherwise. */
+static void G_GNUC_PRINTF(2, 3)
+report(int code, const char *format, ...)
+{
+    typedef void (*ReportFunc)(int, int, const char *, const char *, size_t, const char *, ...);
+    static ReportFunc func;
+    va_list ap;
+    va_start(ap, format);
+    g_autofree char *text = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    if (!func)
+        func = (ReportFunc)dlsym(RTLD_DEFAULT, "virReportErrorHelper");
+    if (func)
+        func(VIR_FROM_LOCKING, code, __FILE__, __func__, __LINE__, "%s", text);
+    else
+        g_printerr("vmlease: %s\n", text);
+}
+
+static int
+report_gerror(const char *what, const GError *error)
+{
+    int code = VIR_ERR_INTERNAL_ERROR;
+    if (error->domain == VML_ERROR && error->code == VML_ERROR_CONFLICT)
+        code = VIR_ERR_RESOURCE_BUSY;
+    report(code, "%s: %s", what, error->message);
+    return -1;
+}
+
+static void
+resource_free(Resource *r)
+{
+    g_free(r->path);
+    g_free(r->lockspace);
+    g_free(r->key);
+    g_free(r);
+}
+
+/* ---- driver entry points ------------------------------------------------- */
+
+static int
+vml_init(unsigned int version, const char *config_file, unsigned int flags)
+{
+    g_autoptr(GError) error = NULL;
+    if (version / 1000000 != VML_LOCK_DRIVER_VERSION / 1000000) {
+        report(VIR_ERR_INTERNAL_ERROR, "vmlease: unsupported lock driver ABI %u", version);
+        return -1;
+    }
+    (void)flags;
+    if (config)
+        return 0;   /* loaded again for another libvirt driver */
+    config = vml_plugin_config_load(config_file, &error);
+    if (!config) {
+        report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: %s", error->message);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+vml_deinit(void)
+{
+    g_clear_pointer(&config, vml_plugin_config_free);
+    return 0;
+}
+
+static int
+vml_new(VmlLockManager *man, unsigned int type, size_t nparams, VmlLockParam *params,
+        unsigned int flags)
+{
+    (void)flags;
+    if (type != VML_LOCK_OBJECT_DOMAIN) {
+        report(VIR_ERR_INTERNAL_ERROR, "vmlease: unsupported object type %u", type);
+        return -1;
+    }
+    Domain *d = g_new0(Domain, 1);
+    d->resources = g_ptr_array_new_with_free_func((GDestroyNotify)resource_free);
+    for (size_t i = 0; i < nparams; i++) {
+        const VmlLockParam *p = &params[i];
+        if (g_str_equal(p->key, "uuid") && p->type == VML_LOCK_PARAM_UUID) {
+            const unsigned char *u = p->value.uuid;
+            g_snprintf(d->uuid, sizeof(d->uuid),
+                       "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                       u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+                       u[10], u[11], u[12], u[13], u[14], u[15]);
+        } else if (g_str_equal(p->key, "name") &&
+                   (p->type == VML_LOCK_PARAM_STRING || p->type == VML_LOCK_PARAM_CSTRING)) {
+            d->name = g_strdup(p->value.cstr);
+        } else if (g_str_equal(p->key, "pid") && p->type == VML_LOCK_PARAM_UINT) {
+            d->pid = (pid_t)p->value.ui;
+        }
+    }
+    if (!d->uuid[0] || !d->name) {
+        report(VIR_ERR_INTERNAL_ERROR, "vmlease: domain without uuid or name");
+        g_ptr_array_unref(d->resources);
+        g_free(d->name);
+        g_free(d);
+        return -1;
+    }
+    man->privateData = d;
+    return 0;
+}
+
+static void
+vml_free(VmlLockManager *man)
+{
+    Domain *d = man->privateData;
+    if (!d)
+        return;
+    g_ptr_array_unref(d->resources);
+    g_free(d->name);
+    g_free(d);
+    man->privateData = NULL;
+}
+
+static const char *
+param_string(size_t nparams, VmlLockParam *params, const char *key)
+{
+    for (size_t i = 0; i < nparams; i++) {
+        if (g_str_equal(params[i].key, key) &&
+            (params[i].type == VML_LOCK_PARAM_STRING || params[i].type == VML_LOCK_PARAM_CSTRING))
+            return params[i].value.cstr;
+    }
+    return NULL;
+}
+
+static int
+vml_add_resource(VmlLockManager *man, unsigned int type, const char *name,
+                 size_t nparams, VmlLockParam *params, unsigned int flags)
+{
+    Domain *d = man->privateData;
+    Resource *r = g_new0(Resource, 1);
+
+    if (type == VML_LOCK_RESOURCE_DISK) {
+        if (!config->require_lease_for_disks ||
+            ((flags & VML_LOCK_RESOURCE_READONLY) && !config->readonly_shared)) {
+            resource_free(r);
+            return 0;
+        }
+        r->path = g_strdup(name);
+    } else if (type == VML_LOCK_RESOURCE_LEASE) {
+        const char *lockspace = param_string(nparams, params, "lockspace");
+        if (!lockspace) {
+            resource_free(r);
+            report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: lease %s has no lockspace", name);
+            return -1;
+        }
+        r->lockspace = g_strdup(lockspace);
+        r->key = g_strdup(name);
+    } else {
+        resource_free(r);
+        report(VIR_ERR_INTERNAL_ERROR, "vmlease: unsupported resource type %u", type);
+        return -1;
+    }
+    r->shared = (flags & (VML_LOCK_RESOURCE_READONLY | VML_LOCK_RESOURCE_SHARED)) != 0;
+    g_ptr_array_add(d->resources, r);
+    return 0;
+}
+
+/* Connect to vmleased and register the domain's process; the holder id. */
+static VmlClient *
+connect_holder(Domain *d, pid_t pid, gint64 *holder, GError **error)
+{
+    g_autofree char *path = g_build_filename(config->socket_dir, "vmleased.sock", NULL);
+    g_autoptr(VmlClient) c = vml_client_connect(path, error);
+    if (!c)
+        return NULL;
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_string_member(p, "uuid", d->uuid);
+    json_object_set_string_member(p, "name", d->name);
+    json_object_set_int_member(p, "pid", pid);
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p, NULL, 0,
+                                              NULL, NULL, error);
+    if (!r)
+        return NULL;
+    *holder = json_object_get_int_member_with_default(r, "holder", 0);
+    return g_steal_pointer(&c);
+}
+
+static JsonArray *
+resources_json(Domain *d)
+{
+    JsonArray *a = json_array_new();
+    for (guint i = 0; i < d->resources->len; i++) {
+        Resource *r = d->resources->pdata[i];
+        JsonObject *o = json_object_new();
+        if (r->path) {
+            json_object_set_string_member(o, "path", r->path);
+        } else {
+            json_object_set_string_member(o, "lockspace", r->lockspace);
+            json_object_set_string_member(o, "key", r->key);
+        }
+        json_object_set_string_member(o, "mode", r->shared ? "shared" : "exclusive");
+        json_array_add_object_element(a, o);
+    }
+    return a;
+}
+
+static void
+release_all(VmlClient *c, gint64 holder)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
+                                              NULL, NULL, NULL);
+}
+
+/* A resume or incoming migration: every exclusive lease must come back at
+ * the generation after the one saved, or someone else wrote meanwhile. */
+static gboolean
+check_generations(Domain *d, const char *state, JsonArray *leases, GError **error)
+{
+    g_autoptr(GHashTable) saved = vml_lease_state_decode(state, error);
+    if (!saved)
+        return FALSE;
+    for (guint i = 0; i < json_array_get_length(leases); i++) {
+        JsonObject *l = json_array_get_object_element(leases, i);
+        const char *key = json_object_get_string_member_with_default(l, "resource", "");
+        guint64 *was = g_hash_table_lookup(saved, key);
+        gint64 now = json_object_get_int_member_with_default(l, "generation", 0);
+        if (was && (guint64)now != *was + 1) {
+            g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT,
+                        "%s was written by another holder while domain %s was paused or "
+                        "migrating (lease generation %" G_GUINT64_FORMAT " then, %" G_GINT64_FORMAT
+                        " now)", key, d->name, *was + 1, now);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* Acquire every resource of D for HOLDER; with IN_OWNER the locked fds are
+ * left open (not CLOEXEC) so that they pass into QEMU across exec. */
+static gboolean
+acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
+                  gboolean in_owner, GError **error)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    json_object_set_array_member(p, "resources", resources_json(d));
+    json_object_set_boolean_member(p, "fds", in_owner);
+    GArray *fds = NULL;
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Acquire", p, NULL, 0,
+                                              &fds, NULL, error);
+    if (!r)
+        return FALSE;
+    JsonArray *leases = json_object_get_array_member(r, "leases");
+    if (state && *state && !check_generations(d, state, leases, error)) {
+        vml_fds_close(fds);
+        release_all(c, holder);
+        return FALSE;
+    }
+    for (guint i = 0; fds && i < fds->len; i++) {
+        int lock_fd = g_array_index(fds, int, i);
+        if (in_owner)
+            fcntl(lock_fd, F_SETFD, 0);   /* leaked on purpose: it keeps the lease */
+        else
+            close(lock_fd);
+    }
+    if (fds)
+        g_array_unref(fds);
+    return TRUE;
+}
+
+static int
+vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int action, int *fd)
+{
+    Domain *d = man->privateData;
+    g_autoptr(GError) error = NULL;
+    g_autofree char *what = g_strdup_printf("cannot acquire leases for domain %s", d->name);
+    pid_t pid = d->pid > 0 ? d->pid : getpid();
+    gint64 holder = 0;
+
+    (void)action;   /* fcntl leases cannot be lost behind our back */
+    if (fd)
+        *fd = -1;
+    if (d->restricted) {
+        report(VIR_ERR_OPERATION_INVALID, "%s: lock calls are restricted in this process", what);
+        return -1;
+    }
+    g_autoptr(VmlClient) c = connect_holder(d, pid, &holder, &error);
+    if (!c)
+        return report_gerror(what, error);
+    if (!(flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) && d->resources->len > 0 &&
+        !acquire_resources(d, c, holder, state, pid == getpid(), &error))
+        return report_gerror(what, error);
+    if (flags & VML_LOCK_ACQUIRE_RESTRICT)
+        d->restricted = TRUE;
+    return 0;
+}
+
+/* The current state of the domain's leases, or NULL (with ERROR) if it
+ * cannot be had. *gone is set when the process has exited already. */
+static char *
+current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GError **error)
+{
+    *gone = FALSE;
+    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), holder, error);
+    if (!c) {
+        *gone = g_error_matches(*error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS);
+        return NULL;
+    }
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", *holder);
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Inquire", p, NULL, 0,
+                                              NULL, NULL, error);
+    if (!r)
+        return NULL;
+    if (client)
+        *client = g_steal_pointer(&c);
+    return vml_lease_state_encode(json_object_get_array_member(r, "leases"));
+}
+
+static int
+vml_release(VmlLockManager *man, char **state, unsigned int flags)
+{
+    Domain *d = man->privateData;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) c = NULL;
+    gint64 holder;
+    gboolean gone;
+
+    (void)flags;
+    if (state)
+        *state = NULL;
+    g_autofree char *s = current_state(d, &c, &holder, &gone, &error);
+    if (!s) {
+        /* A process that is gone has no leases left: vmleased saw it exit. */
+        if (gone)
+            return 0;
+        g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
+        return report_gerror(what, error);
+    }
+    release_all(c, holder);
+    if (state)
+        *state = g_steal_pointer(&s);
+    return 0;
+}
+
+static int
+vml_inquire(VmlLockManager *man, char **state, unsigned int flags)
+{
+    Domain *d = man->privateData;
+    g_autoptr(GError) error = NULL;
+    gint64 holder;
+    gboolean gone;
+
+    (void)flags;
+    *state = current_state(d, NULL, &holder, &gone, &error);
+    if (!*state && !gone) {
+        g_autofree char *what = g_strdup_printf("cannot inquire leases of domain %s", d->name);
+        return report_gerror(what, error);
+    }
+    return 0;
+}
+
+G_MODULE_EXPORT VmlLockDriver virLockDriverImpl = {
+    .version = VML_LOCK_DRIVER_VERSION,
+    .flags = VML_LOCK_DRIVER_USES_STATE,
+    .drvInit = vml_init,
+    .drvDeinit = vml_deinit,
+    .drvNew = vml_new,
+    .drvFree = vml_free,
+    .drvAddResource = vml_add_resource,
+    .drvAcquire = vml_acquire,
+    .drvRelease = vml_release,
+    .drvInquire = vml_inquire,
+};

@@ -1,0 +1,312 @@
+/* vmlease.so driven the way libvirt drives it (dlopen, virLockDriverImpl,
+ * New/AddResource/Acquire in the child before exec/Release/Inquire), with
+ * a real vmleased. The end-to-end tests with a real libvirtd live in
+ * tests/libvirt/; these pin the plugin's own contract. */
+#include "harness.h"
+#include "libvirt-lock-driver.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static VmlTestDaemon *daemon_;
+static VmlLockDriver *drv;
+
+#define UUID_A { 0xaa, 0xaa, 0xaa, 0xaa, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 1 }
+#define UUID_B { 0xbb, 0xbb, 0xbb, 0xbb, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 2 }
+
+typedef struct {
+    VmlLockManager man;
+} Dom;
+
+static void
+dom_new(Dom *d, const unsigned char uuid[16], const char *name, pid_t pid)
+{
+    VmlLockParam params[4] = { 0 };
+    params[0].type = VML_LOCK_PARAM_UUID;
+    params[0].key = "uuid";
+    memcpy(params[0].value.uuid, uuid, 16);
+    params[1].type = VML_LOCK_PARAM_STRING;
+    params[1].key = "name";
+    params[1].value.cstr = name;
+    params[2].type = VML_LOCK_PARAM_UINT;
+    params[2].key = "id";
+    params[2].value.ui = 1;
+    params[3].type = VML_LOCK_PARAM_UINT;
+    params[3].key = "pid";
+    params[3].value.ui = pid;
+    d->man.driver = drv;
+    d->man.privateData = NULL;
+    g_assert_cmpint(drv->drvNew(&d->man, VML_LOCK_OBJECT_DOMAIN, 4, params, 0), ==, 0);
+}
+
+static void
+dom_disk(Dom *d, const char *path, unsigned int flags)
+{
+    g_assert_cmpint(drv->drvAddResource(&d->man, VML_LOCK_RESOURCE_DISK, path, 0, NULL, flags),
+                    ==, 0);
+}
+
+/* Like libvirt starting QEMU: fork, Acquire in the child, exec "sleep".
+ * Returns the "QEMU" pid once it runs, or -1 if Acquire failed. */
+static pid_t
+start_qemu(Dom *d, const char *state)
+{
+    int pipefd[2];
+    g_assert_cmpint(pipe2(pipefd, O_CLOEXEC), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        int fd = -1;
+        if (drv->drvAcquire(&d->man, state, VML_LOCK_ACQUIRE_RESTRICT, 0, &fd) < 0) {
+            if (write(pipefd[1], "n", 1) != 1)
+                _exit(2);
+            _exit(1);
+        }
+        /* The pipe closes at exec (CLOEXEC): the parent then knows. */
+        execlp("sleep", "sleep", "60", NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char c;
+    ssize_t n = read(pipefd[0], &c, 1);
+    close(pipefd[0]);
+    if (n == 1) {
+        int status;
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    return pid;
+}
+
+static void
+stop_qemu(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+/* Does PID have an fd open on PATH's lock file? */
+static gboolean
+holds_lock_fd(pid_t pid, const char *path)
+{
+    g_autofree char *real = realpath(path, NULL);
+    g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256, real, -1);
+    g_autofree char *want = g_strdup_printf("%s/lockspace/%s.lock", daemon_->root, hash);
+    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    for (const char *e; d && (e = g_dir_read_name(d));) {
+        g_autofree char *link = g_build_filename(dir, e, NULL);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        if (g_strcmp0(target, want) == 0)
+            return TRUE;
+    }
+    return FALSE;
+}
+
+/* Call F with stderr going to a string; returns what was printed. */
+static char *
+capture_stderr(int (*f)(Dom *), Dom *d, int *rc)
+{
+    g_autofree char *path = g_build_filename(daemon_->root, "stderr.txt", NULL);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int saved = dup(2);
+    dup2(fd, 2);
+    *rc = f(d);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    char *text = NULL;
+    g_file_get_contents(path, &text, NULL, NULL);
+    return text;
+}
+
+static int
+acquire_in_libvirtd(Dom *d)
+{
+    return drv->drvAcquire(&d->man, NULL, 0, 0, NULL);
+}
+
+static void
+test_start_takes_exclusive_and_survives_exec(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "a.qcow2");
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&a, img, 0);
+    pid_t qemu = start_qemu(&a, NULL);
+    g_assert_cmpint(qemu, >, 0);
+
+    g_autoptr(JsonArray) owners = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    JsonObject *o = json_array_get_object_element(owners, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, qemu);
+    g_assert_cmpstr(json_object_get_string_member(o, "name"), ==, "dom-a");
+    g_assert_cmpstr(json_object_get_string_member(o, "uuid"), ==,
+                    "aaaaaaaa-0000-4000-8000-000000000001");
+    g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "exclusive");
+    /* The lock fd went through exec into "QEMU". */
+    g_assert_true(holds_lock_fd(qemu, img));
+
+    /* Domain B on the same disk: refused, naming the image and dom-a. */
+    pid_t other = vml_test_child_spawn();
+    Dom b;
+    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", other);
+    dom_disk(&b, img, 0);
+    int rc;
+    g_autofree char *err = capture_stderr(acquire_in_libvirtd, &b, &rc);
+    g_assert_cmpint(rc, ==, -1);
+    g_autofree char *real = realpath(img, NULL);
+    g_assert_nonnull(strstr(err, "dom-b"));
+    g_assert_nonnull(strstr(err, real));
+    g_assert_nonnull(strstr(err, "VM dom-a"));
+
+    /* vmleased killed: the lock stays with "QEMU"; B still cannot start. */
+    vml_test_daemon_kill(daemon_, SIGKILL);
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
+    vml_test_daemon_restart(daemon_);
+    g_autofree char *err2 = capture_stderr(acquire_in_libvirtd, &b, &rc);
+    g_assert_cmpint(rc, ==, -1);
+    g_assert_nonnull(strstr(err2, "VM dom-a"));
+
+    /* Destroy: QEMU exits, everything is released. */
+    stop_qemu(qemu);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_assert_cmpint(acquire_in_libvirtd(&b), ==, 0);
+    vml_test_child_kill(other, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    drv->drvFree(&a.man);
+    drv->drvFree(&b.man);
+}
+
+static void
+test_readonly_and_shareable_disks_are_shared(void)
+{
+    g_autofree char *ro = vml_test_make_image(daemon_, "ro.img");
+    g_autofree char *sh = vml_test_make_image(daemon_, "sh.img");
+    Dom a, b;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", 0);
+    for (Dom *d = &a; d; d = d == &a ? &b : NULL) {
+        dom_disk(d, ro, VML_LOCK_RESOURCE_READONLY);
+        dom_disk(d, sh, VML_LOCK_RESOURCE_SHARED);
+    }
+    pid_t qa = start_qemu(&a, NULL);
+    pid_t qb = start_qemu(&b, NULL);
+    g_assert_cmpint(qa, >, 0);
+    g_assert_cmpint(qb, >, 0);
+    g_autoptr(JsonArray) o1 = vml_test_owners(ro);
+    g_autoptr(JsonArray) o2 = vml_test_owners(sh);
+    g_assert_cmpuint(json_array_get_length(o1), ==, 2);
+    g_assert_cmpuint(json_array_get_length(o2), ==, 2);
+    g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(o1, 0), "mode"),
+                    ==, "shared");
+    g_assert_cmpint(vml_test_lock_state(daemon_, ro), ==, F_RDLCK);
+    stop_qemu(qa);
+    stop_qemu(qb);
+    g_assert_true(vml_test_wait_owners(ro, 0, 1000));
+    drv->drvFree(&a.man);
+    drv->drvFree(&b.man);
+}
+
+static void
+test_pause_resume_checks_generation(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "pause.img");
+    pid_t qemu = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&a, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
+
+    char *state = NULL;
+    g_assert_cmpint(drv->drvInquire(&a.man, &state, 0), ==, 0);
+    g_autofree char *real = realpath(img, NULL);
+    g_autofree char *escaped = g_uri_escape_string(real, NULL, FALSE);
+    g_autofree char *expect = g_strdup_printf("vmlease/1;%s=1", escaped);
+    g_assert_cmpstr(state, ==, expect);
+    g_free(state);
+
+    /* Pause: released with state; nobody else wrote; resume succeeds. */
+    char *paused = NULL;
+    g_assert_cmpint(drv->drvRelease(&a.man, &paused, 0), ==, 0);
+    g_assert_cmpstr(paused, ==, expect);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_assert_cmpint(drv->drvAcquire(&a.man, paused, 0, 0, NULL), ==, 0);
+    g_free(paused);
+
+    /* Pause again; someone else writes meanwhile; resume is refused. */
+    g_assert_cmpint(drv->drvRelease(&a.man, &paused, 0), ==, 0);
+    pid_t intruder = vml_test_child_spawn();
+    Dom b;
+    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", intruder);
+    dom_disk(&b, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&b.man, NULL, 0, 0, NULL), ==, 0);
+    g_assert_cmpint(drv->drvRelease(&b.man, NULL, 0), ==, 0);
+    int rc = drv->drvAcquire(&a.man, paused, 0, 0, NULL);
+    g_assert_cmpint(rc, ==, -1);
+    /* ... and holds nothing afterwards. */
+    g_autoptr(JsonArray) owners = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 0);
+    g_free(paused);
+    vml_test_child_kill(qemu, SIGKILL);
+    vml_test_child_kill(intruder, SIGKILL);
+    drv->drvFree(&a.man);
+    drv->drvFree(&b.man);
+}
+
+static void
+test_register_only_and_restrict(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "reg.img");
+    pid_t qemu = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&a, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, VML_LOCK_ACQUIRE_REGISTER_ONLY, 0, NULL), ==, 0);
+    g_autoptr(JsonArray) owners = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, VML_LOCK_ACQUIRE_RESTRICT, 0, NULL), ==, 0);
+    g_assert_true(vml_test_wait_owners(img, 1, 1000));
+    /* Restricted: no further lock calls from this context. */
+    int rc;
+    g_autofree char *err = capture_stderr(acquire_in_libvirtd, &a, &rc);
+    g_assert_cmpint(rc, ==, -1);
+    g_assert_nonnull(strstr(err, "restricted"));
+    vml_test_child_kill(qemu, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    drv->drvFree(&a.man);
+}
+
+int
+main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    daemon_ = vml_test_daemon_start(NULL);
+    g_autofree char *conf = g_build_filename(daemon_->root, "qemu-vmlease.conf", NULL);
+    g_autofree char *text = g_strdup_printf("socket_dir = \"%s/run\"\n", daemon_->root);
+    g_assert_true(g_file_set_contents(conf, text, -1, NULL));
+
+    void *so = dlopen(g_getenv("VMLEASE_PLUGIN"), RTLD_NOW | RTLD_LOCAL);
+    if (!so)
+        g_error("dlopen: %s", dlerror());
+    drv = dlsym(so, "virLockDriverImpl");
+    g_assert_nonnull(drv);
+    g_assert_cmpuint(drv->version, ==, VML_LOCK_DRIVER_VERSION);
+    g_assert_cmpint(drv->drvInit(2000000, conf, 0), ==, -1);   /* ABI 2: refused */
+    g_assert_cmpint(drv->drvInit(VML_LOCK_DRIVER_VERSION, conf, 0), ==, 0);
+
+    g_test_add_func("/plugin/start-takes-exclusive-and-survives-exec",
+                    test_start_takes_exclusive_and_survives_exec);
+    g_test_add_func("/plugin/readonly-and-shareable-disks-are-shared",
+                    test_readonly_and_shareable_disks_are_shared);
+    g_test_add_func("/plugin/pause-resume-checks-generation", test_pause_resume_checks_generation);
+    g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
+    int rc = g_test_run();
+    drv->drvDeinit();
+    vml_test_daemon_stop(daemon_);
+    return rc;
+}
