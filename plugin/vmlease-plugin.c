@@ -239,13 +239,36 @@ resources_json(Domain *d)
     return a;
 }
 
+/* Release RESOURCES (a Resource array; NULL: everything the holder has).
+ * One call each, because libvirt's context may name a disk we never took
+ * (a readonly disk under readonly_disks = "ignore"): that one is skipped. */
+static gboolean
+release_resources(VmlClient *c, gint64 holder, JsonArray *resources, GError **error)
+{
+    guint n = resources ? json_array_get_length(resources) : 1;
+    for (guint i = 0; i < n; i++) {
+        g_autoptr(JsonObject) p = json_object_new();
+        g_autoptr(GError) local = NULL;
+        json_object_set_int_member(p, "holder", holder);
+        if (resources) {
+            JsonArray *one = json_array_new();
+            json_array_add_element(one, json_node_copy(json_array_get_element(resources, i)));
+            json_object_set_array_member(p, "resources", one);
+        }
+        g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
+                                                  NULL, NULL, &local);
+        if (!r && !g_error_matches(local, VML_ERROR, VML_ERROR_NOT_HELD)) {
+            g_propagate_error(error, g_steal_pointer(&local));
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 static void
 release_all(VmlClient *c, gint64 holder)
 {
-    g_autoptr(JsonObject) p = json_object_new();
-    json_object_set_int_member(p, "holder", holder);
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
-                                              NULL, NULL, NULL);
+    release_resources(c, holder, NULL, NULL);
 }
 
 /* A resume or incoming migration: every exclusive lease must come back at
@@ -374,7 +397,12 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);
     }
-    release_all(c, holder);
+    /* Only this context's resources: a disk detach names just that disk. */
+    g_autoptr(JsonArray) resources = resources_json(d);
+    if (!release_resources(c, holder, d->resources->len ? resources : NULL, &error)) {
+        g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
+        return report_gerror(what, error);
+    }
     if (state)
         *state = g_steal_pointer(&s);
     return 0;
