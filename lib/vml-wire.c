@@ -6,9 +6,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Read in 64 KiB steps: a whole request normally arrives in one go. */
+#define READ_CHUNK 65536
+
 struct _VmlFrameReader {
     GByteArray *buf;
-    gsize scanned;   /* bytes of buf known to hold no NUL */
+    gsize start;     /* bytes of buf already handed out as messages */
+    gsize scanned;   /* buf[start, scanned) is known to hold no NUL */
     GArray *fds;     /* fds received, waiting for their message */
 };
 
@@ -110,14 +114,23 @@ vml_frame_reader_free(VmlFrameReader *r)
 gsize
 vml_frame_reader_pending(VmlFrameReader *r)
 {
-    return r->buf->len;
+    return r->buf->len - r->start;
+}
+
+/* Offset of the first NUL at or after scanned, or buf->len; each byte is
+ * looked at once however the message arrives. */
+static gsize
+find_nul(VmlFrameReader *r)
+{
+    guint8 *nul = memchr(r->buf->data + r->scanned, '\0', r->buf->len - r->scanned);
+    r->scanned = nul ? (gsize)(nul - r->buf->data) : r->buf->len;
+    return r->scanned;
 }
 
 VmlFillResult
 vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
 {
-    /* Read in 64 KiB steps: a whole request normally arrives in one go. */
-    guint8 chunk[65536];
+    guint8 chunk[READ_CHUNK];
     struct iovec iov = { .iov_base = chunk, .iov_len = sizeof(chunk) };
     VmlFdControl control;
     struct msghdr mh = {
@@ -156,14 +169,20 @@ vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
     if (n == 0)
         return VML_FILL_EOF;
 
+    /* Drop the messages already handed out once they are half the buffer:
+     * every byte is moved at most once on average, however many messages
+     * one read brings. */
+    if (r->start > 0 && r->start >= r->buf->len - r->start) {
+        g_byte_array_remove_range(r->buf, 0, r->start);
+        r->scanned -= r->start;
+        r->start = 0;
+    }
     g_byte_array_append(r->buf, chunk, n);
-    /* The limit applies to the first message in the buffer, whether or not
-     * its end has arrived; later ones are measured once they come first. */
-    guint8 *nul = memchr(r->buf->data + r->scanned, '\0', r->buf->len - r->scanned);
-    gsize first = nul ? (gsize)(nul - r->buf->data) : r->buf->len;
-    if (!nul)
-        r->scanned = r->buf->len;
-    if (first > VML_MSG_MAX) {
+    /* The limit applies to the first message in the buffer, up to its NUL
+     * if that came in this read too. Callers pop every whole message before
+     * they read again, so any later one in this read is under 64 KiB, and
+     * is measured once it comes first. */
+    if (find_nul(r) - r->start > VML_MSG_MAX) {
         g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
                     "message longer than %d bytes", VML_MSG_MAX);
         return VML_FILL_ERROR;
@@ -180,17 +199,24 @@ vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
 gboolean
 vml_frame_reader_pop(VmlFrameReader *r, char **msg, gsize *len, GArray **fds)
 {
-    guint8 *nul = memchr(r->buf->data, '\0', r->buf->len);
-    if (!nul) {
-        r->scanned = r->buf->len;
+    gsize end = find_nul(r);
+    if (end == r->buf->len)
         return FALSE;
-    }
-    gsize mlen = nul - r->buf->data;
+    gsize mlen = end - r->start;
     *msg = g_malloc(mlen + 1);
-    memcpy(*msg, r->buf->data, mlen + 1);
+    memcpy(*msg, r->buf->data + r->start, mlen + 1);
     *len = mlen;
-    g_byte_array_remove_range(r->buf, 0, mlen + 1);
-    r->scanned = 0;
+    r->start = r->scanned = end + 1;
+    if (r->start == r->buf->len) {
+        /* All handed out: start afresh, giving back what a big message took. */
+        if (r->buf->len > READ_CHUNK) {
+            g_byte_array_unref(r->buf);
+            r->buf = g_byte_array_sized_new(4096);
+        } else {
+            g_byte_array_set_size(r->buf, 0);
+        }
+        r->start = r->scanned = 0;
+    }
     *fds = r->fds;
     r->fds = g_array_new(FALSE, FALSE, sizeof(int));
     return TRUE;

@@ -37,10 +37,13 @@ typedef enum {
     VML_FILL_OK,     /* read some bytes (maybe a whole message) */
     VML_FILL_AGAIN,  /* non-blocking socket had nothing */
     VML_FILL_EOF,    /* peer closed; a partial message in the buffer is lost */
-    VML_FILL_ERROR,  /* read error or a message over VML_MSG_MAX */
+    VML_FILL_ERROR,  /* read error, a message over VML_MSG_MAX, or over
+                      * VML_FDS_MAX fds queued for one message */
 } VmlFillResult;
 
-/* One recvmsg() into the buffer; received fds are queued (CLOEXEC). */
+/* One recvmsg() into the buffer; received fds are queued (CLOEXEC). Pop
+ * every whole message before calling it again: the size limit is checked
+ * on the first message in the buffer. */
 VmlFillResult vml_frame_reader_fill(VmlFrameReader *reader, int sock, GError **error);
 
 /* Pop one complete message, if any: *msg is NUL-terminated, *len excludes the

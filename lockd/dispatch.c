@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -492,72 +493,208 @@ static const Method methods[] = {
 
 /* ---- message checks ----------------------------------------------------- */
 
-/* An integer token at MSG[*i] (outside strings) must fit 64 bits:
- * json-glib would wrap it silently. Moves *i to the token's last byte. */
 static gboolean
-integer_fits(const char *msg, gsize len, gsize *i)
+json_space(char ch)
 {
-    gsize j = *i + 1;
-    gboolean integer = TRUE;
-    while (j < len && (g_ascii_isalnum(msg[j]) || msg[j] == '.' || msg[j] == '+' || msg[j] == '-')) {
-        if (msg[j] == '.' || msg[j] == 'e' || msg[j] == 'E')
-            integer = FALSE;
-        j++;
-    }
-    gboolean fits = TRUE;
-    if (integer) {
-        g_autofree char *token = g_strndup(msg + *i, j - *i);
-        errno = 0;
-        g_ascii_strtoll(token, NULL, 10);
-        fits = errno != ERANGE;
-    }
-    *i = j - 1;
-    return fits;
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
 }
 
-/* Reject what json-glib would mishandle, before it parses: nesting deep
- * enough to exhaust its recursion, \u0000 (it would cut the string there
- * silently), integers beyond 64 bits (wrapped silently), its extensions
- * to JSON ('single quotes' and comments, which would hide the rest from
- * this scan) and anything after the object (dropped silently). */
+/* What may come right after a number or a literal. */
+static gboolean
+json_delimiter(const char *msg, gsize len, gsize i)
+{
+    return i == len || json_space(msg[i]) || msg[i] == ',' || msg[i] == ']' || msg[i] == '}';
+}
+
+/* The four hex digits of a \u escape at MSG[i], as a UTF-16 code unit. */
+static gboolean
+hex4(const char *msg, gsize len, gsize i, gunichar *unit)
+{
+    *unit = 0;
+    if (i + 4 > len)
+        return FALSE;
+    for (gsize k = i; k < i + 4; k++) {
+        int v = g_ascii_xdigit_value(msg[k]);
+        if (v < 0)
+            return FALSE;
+        *unit = (*unit << 4) | (gunichar)v;
+    }
+    return TRUE;
+}
+
+/* The string opening at MSG[*i]: JSON's escapes only, no \u0000 (json-glib
+ * would cut the string there silently), surrogates only in pairs (json-glib
+ * reads on past the end of a string after a lone one) and no raw control
+ * characters. Moves *i to the closing quote. */
+static const char *
+scan_string(const char *msg, gsize len, gsize *i)
+{
+    for (gsize j = *i + 1; j < len; j++) {
+        guchar ch = msg[j];
+        if (ch == '"') {
+            *i = j;
+            return NULL;
+        }
+        if (ch < 0x20)
+            return "message has a control character in a string";
+        if (ch != '\\')
+            continue;
+        if (++j == len)
+            break;
+        if (msg[j] == 'u') {
+            gunichar unit, low;
+            if (!hex4(msg, len, j + 1, &unit))
+                return "message has a malformed \\u escape in a string";
+            if (unit == 0)
+                return "message holds a NUL character (\\u0000) in a string";
+            j += 4;
+            if (unit >= 0xdc00 && unit <= 0xdfff)
+                return "message has a lone surrogate (\\uDC00-\\uDFFF) in a string";
+            if (unit >= 0xd800 && unit <= 0xdbff) {
+                if (j + 2 >= len || msg[j + 1] != '\\' || msg[j + 2] != 'u' ||
+                    !hex4(msg, len, j + 3, &low) || low < 0xdc00 || low > 0xdfff)
+                    return "message has a lone surrogate (\\uD800-\\uDBFF) in a string";
+                j += 6;
+            }
+        } else if (msg[j] == '\0' || !strchr("\"\\/bfnrt", msg[j])) {
+            return "message has an escape in a string that JSON does not know";
+        }
+    }
+    return "message ends inside a string";
+}
+
+/* The number starting at MSG[*i], in JSON's form only: json-glib also takes
+ * hex, octal and more. An integer must fit 64 bits, as json-glib wraps it
+ * silently. Moves *i to the number's last byte. */
+static const char *
+scan_number(const char *msg, gsize len, gsize *i)
+{
+    static const char *const malformed = "message has a number that is not JSON";
+    gsize j = *i;
+    gboolean integer = TRUE;
+
+    if (msg[j] == '-')
+        j++;
+    if (j < len && msg[j] == '0') {
+        j++;
+    } else if (j < len && g_ascii_isdigit(msg[j])) {
+        while (j < len && g_ascii_isdigit(msg[j]))
+            j++;
+    } else {
+        return malformed;
+    }
+    if (j < len && msg[j] == '.') {
+        integer = FALSE;
+        if (++j == len || !g_ascii_isdigit(msg[j]))
+            return malformed;
+        while (j < len && g_ascii_isdigit(msg[j]))
+            j++;
+    }
+    if (j < len && (msg[j] == 'e' || msg[j] == 'E')) {
+        integer = FALSE;
+        if (++j < len && (msg[j] == '+' || msg[j] == '-'))
+            j++;
+        if (j == len || !g_ascii_isdigit(msg[j]))
+            return malformed;
+        while (j < len && g_ascii_isdigit(msg[j]))
+            j++;
+    }
+    if (!json_delimiter(msg, len, j))
+        return malformed;
+    if (integer) {
+        /* No leading zeros: anything longer than "-9223372036854775808"
+         * is out of range already. */
+        char digits[21];
+        gsize n = j - *i;
+        if (n >= sizeof(digits))
+            return "message holds an integer beyond 64 bits";
+        memcpy(digits, msg + *i, n);
+        digits[n] = '\0';
+        errno = 0;
+        g_ascii_strtoll(digits, NULL, 10);
+        if (errno == ERANGE)
+            return "message holds an integer beyond 64 bits";
+    }
+    *i = j - 1;
+    return NULL;
+}
+
+/* true, false or null at MSG[*i]; moves *i to its last byte. */
+static const char *
+scan_literal(const char *msg, gsize len, gsize *i)
+{
+    static const char *const words[] = { "true", "false", "null" };
+    for (guint w = 0; w < G_N_ELEMENTS(words); w++) {
+        gsize n = strlen(words[w]);
+        if (len - *i >= n && memcmp(msg + *i, words[w], n) == 0 &&
+            json_delimiter(msg, len, *i + n)) {
+            *i += n - 1;
+            return NULL;
+        }
+    }
+    return "message has a word outside strings that is not JSON";
+}
+
+/* Reject what json-glib would mishandle, before it parses. json-glib takes
+ * more than JSON ('single quotes', comments, hex and octal numbers, octal
+ * escapes, "var x = ..."), and any of that, like a lone surrogate, would
+ * make it read the message otherwise than this scan does. So this takes
+ * strict JSON only: one object and nothing after it (json-glib drops a
+ * second one silently), nested no deeper than its recursion can bear, with
+ * no \u0000 and no integer beyond 64 bits. json-glib checks the grammar. */
 static const char *
 raw_check(const char *msg, gsize len)
 {
     int depth = 0;
-    gboolean in_string = FALSE;
     gboolean ended = FALSE;
 
     if (!g_utf8_validate(msg, len, NULL))
         return "message is not valid UTF-8";
     for (gsize i = 0; i < len; i++) {
         char ch = msg[i];
-        if (in_string) {
-            if (ch == '\\') {
-                if (i + 5 < len && msg[i + 1] == 'u' && msg[i + 2] == '0' &&
-                    msg[i + 3] == '0' && msg[i + 4] == '0' && msg[i + 5] == '0')
-                    return "message holds a NUL character (\\u0000) in a string";
-                i++;
-            } else if (ch == '"') {
-                in_string = FALSE;
-            }
-        } else if (ended && !g_ascii_isspace(ch)) {
+        const char *problem = NULL;
+
+        if (json_space(ch))
+            continue;
+        if (ended)
             return "message has data after its JSON object";
-        } else if (ch == '"') {
-            in_string = TRUE;
-        } else if (ch == '\'' || ch == '/') {
-            return "message is not strict JSON (single quote or comment)";
-        } else if (ch == '-' || g_ascii_isdigit(ch)) {
-            if (!integer_fits(msg, len, &i))
-                return "message holds an integer beyond 64 bits";
-        } else if (ch == '{' || ch == '[') {
+        if (depth == 0 && ch != '{')
+            return "message is not a JSON object";
+        if (ch == '{' || ch == '[') {
             if (++depth > JSON_DEPTH_MAX)
                 return "message is nested too deeply";
         } else if (ch == '}' || ch == ']') {
-            if (--depth == 0)
-                ended = TRUE;
+            ended = (--depth == 0);
+        } else if (ch == '"') {
+            problem = scan_string(msg, len, &i);
+        } else if (ch == '-' || g_ascii_isdigit(ch)) {
+            problem = scan_number(msg, len, &i);
+        } else if (g_ascii_isalpha(ch)) {
+            problem = scan_literal(msg, len, &i);
+        } else if (ch == '\'') {
+            problem = "message has a 'single-quoted' string, which is not JSON";
+        } else if (ch == '/') {
+            problem = "message has a comment, which is not JSON";
+        } else if (ch != ':' && ch != ',') {
+            problem = "message has a character outside strings that is not JSON";
         }
+        if (problem)
+            return problem;
     }
+    if (!ended)
+        return "message is not a whole JSON object";
     return NULL;
+}
+
+/* How many bytes of S, at most MAX, end on a character boundary: a human
+ * message cut in the middle of a character would not be UTF-8. */
+static int
+utf8_prefix_len(const char *s, gsize max)
+{
+    gsize n = strnlen(s, max + 1);
+    if (n <= max)
+        return (int)n;
+    return (int)(g_utf8_find_prev_char(s, s + max + 1) - s);
 }
 
 void
@@ -575,8 +712,11 @@ vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fd
     }
     g_autoptr(JsonParser) parser = json_parser_new_immutable();
     if (!json_parser_load_from_data(parser, msg, len, &error)) {
+        /* json-glib quotes the offending token cut at a byte count,
+         * perhaps in the middle of a character. */
+        g_autofree char *why = g_utf8_make_valid(error->message, -1);
         vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
-                       "message is not valid JSON: %s", error->message);
+                       "message is not valid JSON: %s", why);
         return;
     }
     JsonNode *root = json_parser_get_root(parser);
@@ -592,6 +732,13 @@ vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fd
         return;
     }
     const char *name = json_node_get_string(mnode);
+    /* json-glib decodes a lone surrogate escape into invalid UTF-8, which
+     * the MethodNotFound reply would carry back. */
+    if (!g_utf8_validate(name, -1, NULL)) {
+        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
+                       "\"method\" is not valid UTF-8");
+        return;
+    }
     JsonNode *pnode = json_object_get_member(obj, "parameters");
     if (pnode && !JSON_NODE_HOLDS_OBJECT(pnode) && !JSON_NODE_HOLDS_NULL(pnode)) {
         vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
@@ -621,5 +768,6 @@ vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fd
     }
     JsonObject *p = json_object_new();
     json_object_set_string_member(p, "method", name);
-    vml_conn_error(conn, VML_ERROR_METHOD_NOT_FOUND, p, "no method '%.200s'", name);
+    vml_conn_error(conn, VML_ERROR_METHOD_NOT_FOUND, p, "no method '%.*s'",
+                   utf8_prefix_len(name, 200), name);
 }
