@@ -283,8 +283,9 @@ static void
 method_acquire(Call *call)
 {
     VmlHolder *h = get_holder(call);
-    gboolean want_fds;
-    if (!h || !get_bool(call, call->params, "fds", &want_fds))
+    gboolean want_fds, holder_fds;
+    if (!h || !get_bool(call, call->params, "fds", &want_fds) ||
+        !get_bool(call, call->params, "holder_fds", &holder_fds))
         return;
     g_autoptr(GArray) reqs = get_requests(call, TRUE);
     if (!reqs)
@@ -300,7 +301,7 @@ method_acquire(Call *call)
     JsonObject *conflict = NULL;
     g_autoptr(GError) error = NULL;
     g_autoptr(GPtrArray) leases = vml_lease_table_acquire(call->d->table, h,
-        (VmlRequest *)reqs->data, reqs->len, &conflict, &error);
+        (VmlRequest *)reqs->data, reqs->len, holder_fds, &conflict, &error);
     if (!leases) {
         vml_conn_error_gerror(call->conn, error, conflict);
         return;

@@ -465,7 +465,8 @@ rollback(VmlLeaseTable *t, VmlHolder *h, GArray *steps)
 
 GPtrArray *
 vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
-                        guint n_reqs, JsonObject **conflict, GError **error)
+                        guint n_reqs, gboolean holder_fds, JsonObject **conflict,
+                        GError **error)
 {
     VmlBackend *be = t->backend;
     guint n_new = 0;
@@ -504,7 +505,9 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                     continue;
                 }
             } else {
-                VmlLock *lock = be->ops->acquire(be, r->key, r->mode, &gen, &local);
+                VmlLock *lock = be->ops->acquire(be, r->key, r->mode, h->pid,
+                                                 holder_fds ? vml_holder_watch_pidfd(h->watch) : -1,
+                                                 &gen, &local);
                 if (lock) {
                     AcquireStep s = { .lease = lease_add(t, h, r->key, r->mode, gen, since, lock),
                                       .added = TRUE };

@@ -53,11 +53,14 @@ VmlHolder *vml_lease_table_register(VmlLeaseTable *t, const char *uuid,
                                     const char *name, pid_t pid, GError **error);
 VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
 
-/* Acquire every request or none. Returns the holder's leases in request
- * order (borrowed). On a conflict, *conflict receives the error parameters
+/* Acquire every request or none. With HOLDER_FDS, lock files the holder
+ * process already has open are locked through its own descriptions (a VM
+ * resumed by libvirtd). Returns the holder's leases in request order
+ * (borrowed). On a conflict, *conflict receives the error parameters
  * (resource, mode, owners) and the error message names every owner. */
 GPtrArray *vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h,
                                    const VmlRequest *reqs, guint n_reqs,
+                                   gboolean holder_fds,
                                    JsonObject **conflict, GError **error);
 /* Release KEYS (NULL: all). Fails without releasing any if one is not held. */
 gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,

@@ -305,6 +305,9 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
     json_object_set_int_member(p, "holder", holder);
     json_object_set_array_member(p, "resources", resources_json(d));
     json_object_set_boolean_member(p, "fds", in_owner);
+    /* From libvirtd (resume, hotplug): lock through QEMU's own fds where
+     * it has them, so the lease lives in QEMU again. */
+    json_object_set_boolean_member(p, "holder_fds", !in_owner);
     GArray *fds = NULL;
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Acquire", p, NULL, 0,
                                               &fds, NULL, error);
@@ -347,8 +350,15 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     g_autoptr(VmlClient) c = connect_holder(d, pid, &holder, &error);
     if (!c)
         return report_gerror(what, error);
-    if (!(flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) && d->resources->len > 0 &&
-        !acquire_resources(d, c, holder, state, pid == getpid(), &error))
+    /* libvirt starts QEMU paused and asks the child only to register,
+     * acquiring at resume from libvirtd. We take the leases in the child
+     * all the same: a conflict then fails the start with our message
+     * before QEMU opens (and trips over) the image, and the locked fds go
+     * into QEMU across exec. The later acquire finds them held. */
+    gboolean in_owner = pid == getpid();
+    gboolean register_only = (flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) && !in_owner;
+    if (!register_only && d->resources->len > 0 &&
+        !acquire_resources(d, c, holder, state, in_owner, &error))
         return report_gerror(what, error);
     if (flags & VML_LOCK_ACQUIRE_RESTRICT)
         d->restricted = TRUE;

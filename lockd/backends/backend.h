@@ -18,10 +18,12 @@ typedef struct {
     void (*close)(VmlBackend *be);
 
     /* Lock KEY in MODE; *generation gets the resource's generation (bumped
-     * for an exclusive grant). Fails with VML_ERROR_CONFLICT if someone
+     * for an exclusive grant). With PIDFD >= 0, a lock file that process PID
+     * already has open is locked through its own description, so the lock
+     * lives in that process too. Fails with VML_ERROR_CONFLICT if someone
      * holds it in a conflicting mode, leaving nothing behind. */
-    VmlLock *(*acquire)(VmlBackend *be, const char *key, VmlMode mode,
-                        guint64 *generation, GError **error);
+    VmlLock *(*acquire)(VmlBackend *be, const char *key, VmlMode mode, pid_t pid,
+                        int pidfd, guint64 *generation, GError **error);
     /* Take over FD, which already carries our lock (re-exec hand-over);
      * FD is closed on failure. */
     VmlLock *(*adopt)(VmlBackend *be, const char *key, VmlMode mode, int fd,

@@ -149,11 +149,16 @@ take_lock(int fd, const char *key, VmlMode mode, guint64 *generation, GError **e
     return lock_new(fd);
 }
 
+static int holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key);
+
 static VmlLock *
-fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, guint64 *generation,
-              GError **error)
+fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pidfd,
+              guint64 *generation, GError **error)
 {
-    int fd = open_lock_file((FcntlBackend *)parent, key, error);
+    FcntlBackend *be = (FcntlBackend *)parent;
+    int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key) : -1;
+    if (fd < 0)
+        fd = open_lock_file(be, key, error);
     return fd < 0 ? NULL : take_lock(fd, key, mode, generation, error);
 }
 

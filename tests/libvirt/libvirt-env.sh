@@ -43,7 +43,7 @@ lv_start_vmleased() {
 }
 
 lv_start_libvirtd() {
-    virtlogd -d
+    [ -f /run/virtlogd.pid ] && kill -0 "$(cat /run/virtlogd.pid)" 2>/dev/null || virtlogd -d
     LIBVIRT_LOCK_MANAGER_PLUGIN_DIR="$(dirname "$VMLEASE_PLUGIN")" libvirtd -d
     for _ in $(seq 300); do virsh -c qemu:///system version >/dev/null 2>&1 && return 0; sleep 0.05; done
     echo "# libvirtd did not answer"; tail -20 /var/log/libvirt/libvirtd.log; return 1
@@ -81,6 +81,7 @@ lv_domain_xml() {   # NAME UUID DISK-XML...
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>

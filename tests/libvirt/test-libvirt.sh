@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# vmlease.so inside a real libvirtd with QEMU: domain start, conflicts,
+# shared disks, destroy, vmleased and libvirtd restarts, suspend/resume,
+# hotplug. TAP output; SKIP only where libvirtd/QEMU are not installed.
+set -u
+if [ -z "${VMLEASE_IN_NS:-}" ]; then
+    # A private mount namespace: libvirt's directories get bind mounts
+    # that vanish with the test.
+    exec env VMLEASE_IN_NS=1 unshare --mount --propagation private "$BASH" "$0" "$@"
+fi
+for tool in libvirtd virtlogd virsh qemu-system-x86_64 qemu-img python3; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "1..0 # SKIP $tool is not installed"
+        exit 0
+    fi
+done
+. "$(dirname "$0")/libvirt-env.sh"
+trap lv_cleanup EXIT
+
+n=0 failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+
+# owner_field PATH FIELD: the FIELD of PATH's owners, one per line.
+owner_field() {
+    "$VMLEASE_BIN" owners --json "$1" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["resources"]:
+    for o in r["owners"]:
+        print(o[sys.argv[1]])' "$2"
+}
+qemu_pid() { cat "/run/libvirt/qemu/$1.pid"; }
+wait_no_owners() {   # PATH TIMEOUT-SECONDS
+    local end=$((SECONDS + $2))
+    while [ -n "$(owner_field "$1" pid)" ]; do [ $SECONDS -ge "$end" ] && return 1; sleep 0.02; done
+}
+
+lv_setup_users
+lv_mount_private
+lv_start_vmleased || { echo "1..0 # SKIP vmleased did not start"; exit 1; }
+lv_start_libvirtd || { echo "Bail out! libvirtd did not start"; exit 1; }
+
+img="$LV_ROOT/disk-a.qcow2" ro="$LV_ROOT/iso.qcow2" sh="$LV_ROOT/shared.qcow2"
+extra="$LV_ROOT/extra.qcow2"
+for f in "$img" "$ro" "$sh" "$extra"; do qemu-img create -q -f qcow2 "$f" 16M; done
+UA=11111111-2222-4333-8444-555555555501 UB=11111111-2222-4333-8444-555555555502
+UC=11111111-2222-4333-8444-555555555503 UD=11111111-2222-4333-8444-555555555504
+# A SCSI disk unplugs without help from a guest (there is none).
+lv_domain_xml dom-a $UA "$(lv_disk "$img" vda)" \
+    "    <controller type='scsi' index='0' model='virtio-scsi'/>" > "$LV_ROOT/a.xml"
+lv_domain_xml dom-b $UB "$(lv_disk "$img" vda)" > "$LV_ROOT/b.xml"
+for d in c:$UC d:$UD; do
+    lv_domain_xml "dom-${d%%:*}" "${d#*:}" \
+        "$(lv_disk "$ro" vdb '<readonly/>')" "$(lv_disk "$sh" vdc '<shareable/>')" \
+        | sed "s|type='qcow2'/><source file='$sh'|type='raw' cache='none'/><source file='$sh'|" \
+        > "$LV_ROOT/${d%%:*}.xml"
+done
+for d in a b c d; do virsh define "$LV_ROOT/$d.xml" >/dev/null; done
+
+echo "1..12"
+
+# 1. start takes an exclusive lease held by QEMU's pid
+out=$(virsh start dom-a 2>&1)
+check "virsh start dom-a" test $? -eq 0 || echo "# $out"
+pid_a=$(qemu_pid dom-a)
+check "owners name dom-a, its uuid and QEMU pid $pid_a, exclusive" \
+    test "$(owner_field "$img" name)|$(owner_field "$img" uuid)|$(owner_field "$img" pid)|$(owner_field "$img" mode)" \
+         = "dom-a|$UA|$pid_a|exclusive"
+
+# 2. a second domain on the same disk is refused, naming image and holder
+err=$(virsh start dom-b 2>&1)
+rc=$?
+real=$(realpath "$img")
+if [ $rc -ne 0 ] && [[ "$err" == *"$real"* ]] && [[ "$err" == *"dom-a"* ]]; then
+    ok "dom-b refused: the error names $real and dom-a"
+else
+    not_ok "dom-b refused naming image and holder" "rc=$rc" "$err"
+fi
+
+# 3. readonly and shareable disks: shared leases, two domains at once
+virsh start dom-c >/dev/null 2>&1
+out=$(virsh start dom-d 2>&1)
+check "dom-c and dom-d both run with a readonly and a shareable disk" test $? -eq 0
+modes="$(owner_field "$ro" mode | sort | tr '\n' ' ')|$(owner_field "$sh" mode | sort | tr '\n' ' ')"
+check "readonly and shareable disks hold two shared leases each ($modes)" \
+    test "$modes" = "shared shared |shared shared "
+virsh destroy dom-c >/dev/null; virsh destroy dom-d >/dev/null
+
+# 4. suspend and resume keep the lease (generation checked on resume)
+virsh suspend dom-a >/dev/null && virsh resume dom-a >/dev/null
+check "suspend + resume: dom-a runs and holds its lease" \
+    test "$(virsh domstate dom-a)|$(owner_field "$img" pid)" = "running|$pid_a"
+
+# 5. hotplug takes and gives back a lease
+out=$(virsh attach-disk dom-a "$extra" sdb --targetbus scsi --driver qemu --subdriver qcow2 2>&1) \
+    || echo "# $out"
+check "attach-disk: dom-a holds $extra exclusively" \
+    test "$(owner_field "$extra" name)|$(owner_field "$extra" mode)" = "dom-a|exclusive"
+out=$(virsh detach-disk dom-a sdb 2>&1) || echo "# $out"
+wait_no_owners "$extra" 5
+check "detach-disk: $extra released, the boot disk still held" \
+    test "$(owner_field "$extra" pid)|$(owner_field "$img" pid)" = "|$pid_a"
+
+# 6. vmleased killed: the lease stays with QEMU; restarted, it shows dom-a again
+kill -9 "$LV_VMLEASED"; wait "$LV_VMLEASED" 2>/dev/null
+lv_start_vmleased
+err=$(virsh start dom-b 2>&1)
+rc=$?
+check "after vmleased SIGKILL + restart: owners show dom-a" test "$(owner_field "$img" pid)" = "$pid_a"
+if [ $rc -ne 0 ] && [[ "$err" == *"dom-a"* ]]; then ok "after vmleased restart dom-b is still refused";
+else not_ok "after vmleased restart dom-b is still refused" "$err"; fi
+
+# 7. libvirtd restarted while dom-a runs: nothing dropped
+lv_stop_libvirtd
+lv_start_libvirtd
+check "after libvirtd restart: dom-a still holds its lease" test "$(owner_field "$img" pid)" = "$pid_a"
+
+# 8. destroy releases within 1 s
+virsh destroy dom-a >/dev/null
+start=$(date +%s%N)
+wait_no_owners "$img" 1
+rc=$?
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+check "virsh destroy dom-a: released in ${ms} ms (limit 1000)" test $rc -eq 0
+
+[ $failed -eq 0 ]
