@@ -8,6 +8,7 @@
 #include "libvirt-lock-driver.h"
 #include "lease-state.h"
 #include "plugin-config.h"
+#include "vml-backing-chain.h"
 #include "vml-client.h"
 #include "vml-error.h"
 #include "vml-wire.h"
@@ -167,35 +168,64 @@ param_string(size_t nparams, VmlLockParam *params, const char *key)
     return NULL;
 }
 
+/* Add disk PATH (shared or not) once: a path named again keeps the
+ * stronger mode. */
+static void
+add_disk(Domain *d, const char *path, gboolean shared)
+{
+    for (guint i = 0; i < d->resources->len; i++) {
+        Resource *r = d->resources->pdata[i];
+        if (r->path && g_str_equal(r->path, path)) {
+            r->shared = r->shared && shared;
+            return;
+        }
+    }
+    Resource *r = g_new0(Resource, 1);
+    r->path = g_strdup(path);
+    r->shared = shared;
+    g_ptr_array_add(d->resources, r);
+}
+
 static int
 vml_add_resource(VmlLockManager *man, unsigned int type, const char *name,
                  size_t nparams, VmlLockParam *params, unsigned int flags)
 {
     Domain *d = man->privateData;
-    Resource *r = g_new0(Resource, 1);
+    gboolean shared = (flags & (VML_LOCK_RESOURCE_READONLY | VML_LOCK_RESOURCE_SHARED)) != 0;
 
     if (type == VML_LOCK_RESOURCE_DISK) {
         if (!config->require_lease_for_disks ||
-            ((flags & VML_LOCK_RESOURCE_READONLY) && !config->readonly_shared)) {
-            resource_free(r);
+            ((flags & VML_LOCK_RESOURCE_READONLY) && !config->readonly_shared))
             return 0;
+        g_autofree char *real = realpath(name, NULL);
+        add_disk(d, real ? real : name, shared);
+        if (config->protect_backing_chain && real) {
+            /* Nobody may write a layer this domain reads. */
+            g_autoptr(GError) error = NULL;
+            g_autoptr(GPtrArray) chain = vml_backing_chain(real, &error);
+            if (!chain) {
+                report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: domain %s: %s", d->name,
+                       error->message);
+                return -1;
+            }
+            for (guint i = 0; i < chain->len; i++)
+                add_disk(d, chain->pdata[i], TRUE);
         }
-        r->path = g_strdup(name);
-    } else if (type == VML_LOCK_RESOURCE_LEASE) {
-        const char *lockspace = param_string(nparams, params, "lockspace");
-        if (!lockspace) {
-            resource_free(r);
-            report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: lease %s has no lockspace", name);
-            return -1;
-        }
-        r->lockspace = g_strdup(lockspace);
-        r->key = g_strdup(name);
-    } else {
-        resource_free(r);
+        return 0;
+    }
+    if (type != VML_LOCK_RESOURCE_LEASE) {
         report(VIR_ERR_INTERNAL_ERROR, "vmlease: unsupported resource type %u", type);
         return -1;
     }
-    r->shared = (flags & (VML_LOCK_RESOURCE_READONLY | VML_LOCK_RESOURCE_SHARED)) != 0;
+    const char *lockspace = param_string(nparams, params, "lockspace");
+    if (!lockspace) {
+        report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: lease %s has no lockspace", name);
+        return -1;
+    }
+    Resource *r = g_new0(Resource, 1);
+    r->lockspace = g_strdup(lockspace);
+    r->key = g_strdup(name);
+    r->shared = shared;
     g_ptr_array_add(d->resources, r);
     return 0;
 }

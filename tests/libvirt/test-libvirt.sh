@@ -42,8 +42,9 @@ lv_start_vmleased || { echo "1..0 # SKIP vmleased did not start"; exit 1; }
 lv_start_libvirtd || { echo "Bail out! libvirtd did not start"; exit 1; }
 
 img="$LV_ROOT/disk-a.qcow2" ro="$LV_ROOT/iso.qcow2" sh="$LV_ROOT/shared.qcow2"
-extra="$LV_ROOT/extra.qcow2"
-for f in "$img" "$ro" "$sh" "$extra"; do qemu-img create -q -f qcow2 "$f" 16M; done
+extra="$LV_ROOT/extra.qcow2" base="$LV_ROOT/base.qcow2"
+for f in "$base" "$ro" "$sh" "$extra"; do qemu-img create -q -f qcow2 "$f" 16M; done
+qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$img"   # dom-a's disk has a backing image
 UA=11111111-2222-4333-8444-555555555501 UB=11111111-2222-4333-8444-555555555502
 UC=11111111-2222-4333-8444-555555555503 UD=11111111-2222-4333-8444-555555555504
 # A SCSI disk unplugs without help from a guest (there is none).
@@ -58,7 +59,7 @@ for d in c:$UC d:$UD; do
 done
 for d in a b c d; do virsh define "$LV_ROOT/$d.xml" >/dev/null; done
 
-echo "1..12"
+echo "1..14"
 
 # 1. start takes an exclusive lease held by QEMU's pid
 out=$(virsh start dom-a 2>&1)
@@ -67,6 +68,14 @@ pid_a=$(qemu_pid dom-a)
 check "owners name dom-a, its uuid and QEMU pid $pid_a, exclusive" \
     test "$(owner_field "$img" name)|$(owner_field "$img" uuid)|$(owner_field "$img" pid)|$(owner_field "$img" mode)" \
          = "dom-a|$UA|$pid_a|exclusive"
+
+# backing images are leased shared: nobody may write into them
+check "base image of dom-a's disk: shared lease held by dom-a" \
+    test "$(owner_field "$base" name)|$(owner_field "$base" mode)" = "dom-a|shared"
+err=$("$VMLEASE_BIN" run --exclusive "$base" -- true 2>&1)
+rc=$?
+if [ $rc -eq 3 ] && [[ "$err" == *"dom-a"* ]]; then ok "vmlease run --exclusive BASE -- true refused (exit 3, names dom-a)";
+else not_ok "vmlease run --exclusive BASE refused" "rc=$rc" "$err"; fi
 
 # 2. a second domain on the same disk is refused, naming image and holder
 err=$(virsh start dom-b 2>&1)
