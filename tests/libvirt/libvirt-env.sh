@@ -35,6 +35,21 @@ CONF
     echo 'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"' > /etc/libvirt/libvirtd.conf
 }
 
+# Switch libvirt's QEMU driver to lock manager NAME (nop, lockd, vmlease);
+# takes effect at the next libvirtd start.
+lv_set_lock_manager() {
+    sed -i "s/^lock_manager = .*/lock_manager = \"$1\"/" /etc/libvirt/qemu.conf
+    if [ "$1" = lockd ]; then
+        mkdir -p /var/lib/libvirt/lockd/files
+        cat > /etc/libvirt/qemu-lockd.conf <<CONF
+auto_disk_leases = 1
+require_lease_for_disks = 1
+file_lockspace_dir = "/var/lib/libvirt/lockd/files"
+CONF
+        [ -f /run/virtlockd.pid ] && kill -0 "$(cat /run/virtlockd.pid)" 2>/dev/null || virtlockd -d
+    fi
+}
+
 lv_start_vmleased() {
     "$VMLEASED_BIN" --foreground >>"$LV_ROOT/vmleased.log" 2>&1 &
     LV_VMLEASED=$!
@@ -44,7 +59,12 @@ lv_start_vmleased() {
 
 lv_start_libvirtd() {
     [ -f /run/virtlogd.pid ] && kill -0 "$(cat /run/virtlogd.pid)" 2>/dev/null || virtlogd -d
-    LIBVIRT_LOCK_MANAGER_PLUGIN_DIR="$(dirname "$VMLEASE_PLUGIN")" libvirtd -d
+    # libvirt looks in one directory: libvirt's own plugins plus ours.
+    local plugins="$LV_ROOT/lock-driver"
+    mkdir -p "$plugins"
+    for p in /usr/lib/*/libvirt/lock-driver/*.so; do [ -e "$p" ] && ln -sf "$p" "$plugins/"; done
+    ln -sf "$VMLEASE_PLUGIN" "$plugins/vmlease.so"
+    LIBVIRT_LOCK_MANAGER_PLUGIN_DIR="$plugins" libvirtd -d
     for _ in $(seq 300); do virsh -c qemu:///system version >/dev/null 2>&1 && return 0; sleep 0.05; done
     echo "# libvirtd did not answer"; tail -20 /var/log/libvirt/libvirtd.log; return 1
 }
@@ -61,6 +81,7 @@ lv_cleanup() {
     done
     lv_stop_libvirtd
     [ -f /run/virtlogd.pid ] && kill "$(cat /run/virtlogd.pid)" 2>/dev/null
+    [ -f /run/virtlockd.pid ] && kill "$(cat /run/virtlockd.pid)" 2>/dev/null
     [ -n "${LV_VMLEASED:-}" ] && kill "$LV_VMLEASED" 2>/dev/null
     wait 2>/dev/null
     for d in /var/cache/libvirt /var/log/libvirt /var/lib/libvirt /run/libvirt /etc/libvirt; do
