@@ -30,6 +30,7 @@ typedef struct {
     char *lockspace;    /* lease */
     char *key;          /* lease */
     gboolean shared;
+    gboolean from_chain; /* a backing image we added, not libvirt */
 } Resource;
 
 typedef struct {
@@ -171,18 +172,20 @@ param_string(size_t nparams, VmlLockParam *params, const char *key)
 /* Add disk PATH (shared or not) once: a path named again keeps the
  * stronger mode. */
 static void
-add_disk(Domain *d, const char *path, gboolean shared)
+add_disk(Domain *d, const char *path, gboolean shared, gboolean from_chain)
 {
     for (guint i = 0; i < d->resources->len; i++) {
         Resource *r = d->resources->pdata[i];
         if (r->path && g_str_equal(r->path, path)) {
             r->shared = r->shared && shared;
+            r->from_chain = r->from_chain && from_chain;
             return;
         }
     }
     Resource *r = g_new0(Resource, 1);
     r->path = g_strdup(path);
     r->shared = shared;
+    r->from_chain = from_chain;
     g_ptr_array_add(d->resources, r);
 }
 
@@ -198,7 +201,7 @@ vml_add_resource(VmlLockManager *man, unsigned int type, const char *name,
             ((flags & VML_LOCK_RESOURCE_READONLY) && !config->readonly_shared))
             return 0;
         g_autofree char *real = realpath(name, NULL);
-        add_disk(d, real ? real : name, shared);
+        add_disk(d, real ? real : name, shared, FALSE);
         if (config->protect_backing_chain && real) {
             /* Nobody may write a layer this domain reads. */
             g_autoptr(GError) error = NULL;
@@ -209,7 +212,7 @@ vml_add_resource(VmlLockManager *man, unsigned int type, const char *name,
                 return -1;
             }
             for (guint i = 0; i < chain->len; i++)
-                add_disk(d, chain->pdata[i], TRUE);
+                add_disk(d, chain->pdata[i], TRUE, TRUE);
         }
         return 0;
     }
@@ -250,12 +253,16 @@ connect_holder(Domain *d, pid_t pid, gint64 *holder, GError **error)
     return g_steal_pointer(&c);
 }
 
+/* D's resources as the protocol wants them; without WITH_CHAIN only those
+ * libvirt named (a released disk's backing images may still back others). */
 static JsonArray *
-resources_json(Domain *d)
+resources_json(Domain *d, gboolean with_chain)
 {
     JsonArray *a = json_array_new();
     for (guint i = 0; i < d->resources->len; i++) {
         Resource *r = d->resources->pdata[i];
+        if (r->from_chain && !with_chain)
+            continue;
         JsonObject *o = json_object_new();
         if (r->path) {
             json_object_set_string_member(o, "path", r->path);
@@ -333,7 +340,7 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
 {
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", holder);
-    json_object_set_array_member(p, "resources", resources_json(d));
+    json_object_set_array_member(p, "resources", resources_json(d, TRUE));
     json_object_set_boolean_member(p, "fds", in_owner);
     /* From libvirtd (resume, hotplug): lock through QEMU's own fds where
      * it has them, so the lease lives in QEMU again. */
@@ -437,8 +444,10 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);
     }
-    /* Only this context's resources: a disk detach names just that disk. */
-    g_autoptr(JsonArray) resources = resources_json(d);
+    /* Only what libvirt named in this context: a disk detach names just
+     * that disk, and its backing images may back other layers still. They
+     * go when the domain's process does. */
+    g_autoptr(JsonArray) resources = resources_json(d, FALSE);
     if (!release_resources(c, holder, d->resources->len ? resources : NULL, &error)) {
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);

@@ -59,7 +59,7 @@ for d in c:$UC d:$UD; do
 done
 for d in a b c d; do virsh define "$LV_ROOT/$d.xml" >/dev/null; done
 
-echo "1..14"
+echo "1..19"
 
 # 1. start takes an exclusive lease held by QEMU's pid
 out=$(virsh start dom-a 2>&1)
@@ -132,5 +132,35 @@ wait_no_owners "$img" 1
 rc=$?
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 check "virsh destroy dom-a: released in ${ms} ms (limit 1000)" test $rc -eq 0
+
+# 9. block commit of a middle layer: the base is exclusive while the job
+# writes it; afterwards the leases match the new chain exactly.
+cb="$LV_ROOT/c-base.qcow2" cm="$LV_ROOT/c-mid.qcow2" ct="$LV_ROOT/c-top.qcow2"
+qemu-img create -q -f qcow2 "$cb" 64M
+qemu-img create -q -f qcow2 -b c-base.qcow2 -F qcow2 "$cm"
+qemu-io -c "write -P 7 0 32M" "$cm" >/dev/null     # enough data for a slow job
+qemu-img create -q -f qcow2 -b c-mid.qcow2 -F qcow2 "$ct"
+UE=11111111-2222-4333-8444-555555555505
+lv_domain_xml dom-e $UE "$(lv_disk "$ct" vda)" > "$LV_ROOT/e.xml"
+virsh define "$LV_ROOT/e.xml" >/dev/null
+virsh start dom-e >/dev/null
+pid_e=$(qemu_pid dom-e)
+check "dom-e runs on a 3-layer chain: top exclusive, mid and base shared" \
+    test "$(owner_field "$ct" mode)|$(owner_field "$cm" mode)|$(owner_field "$cb" mode)" = "exclusive|shared|shared"
+virsh blockcommit dom-e vda --base "$cb" --top "$cm" --bandwidth 2 >/dev/null
+during="$(owner_field "$cb" mode)|$(owner_field "$cb" pid)"
+err=$("$VMLEASE_BIN" run --shared "$cb" -- true 2>&1); rc=$?
+check "during the commit job the base is exclusive to dom-e ($during)" test "$during" = "exclusive|$pid_e"
+check "during the commit job even a shared lease on the base is refused (exit $rc)" test $rc -eq 3
+virsh blockjob dom-e vda --bandwidth 0 >/dev/null 2>&1
+for _ in $(seq 100); do virsh blockjob dom-e vda --info 2>&1 | grep -q "No current block job" && break; sleep 0.1; done
+after="$(owner_field "$ct" mode)|$(owner_field "$cm" mode)|$(owner_field "$cb" mode)"
+check "after the commit: top exclusive, mid released, base shared ($after)" \
+    test "$after" = "exclusive||shared"
+out=$(virsh blockcommit dom-e vda --active --pivot --wait 2>&1) || echo "# $out"
+after="$(owner_field "$ct" mode)|$(owner_field "$cb" mode)|$(owner_field "$cb" pid)"
+check "after an active commit with pivot: top released, base exclusive to dom-e ($after)" \
+    test "$after" = "|exclusive|$pid_e"
+virsh destroy dom-e >/dev/null
 
 [ $failed -eq 0 ]
