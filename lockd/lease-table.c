@@ -68,6 +68,7 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
     vml_json_write_member_int(out, FALSE, "pid", h->pid);
     vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
     vml_json_write_member_int(out, FALSE, "since", h->since);
+    vml_json_write_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
     g_string_append(out, ",\"leases\":[");
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
@@ -206,6 +207,7 @@ holder_free(VmlHolder *h)
     vml_holder_watch_free(h->watch);
     g_free(h->uuid);
     g_free(h->name);
+    g_free(h->on_lockfailure);
     g_free(h);
 }
 
@@ -243,6 +245,7 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
     h->pid = pid;
     h->start_time = start_time;
     h->since = since;
+    h->on_lockfailure = g_strdup("default");
     h->table = t;
     h->leases = g_hash_table_new(g_str_hash, g_str_equal);
     g_hash_table_insert(t->holders, &h->id, h);
@@ -290,7 +293,7 @@ vml_lease_table_free(VmlLeaseTable *t)
 
 VmlHolder *
 vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
-                         pid_t pid, GError **error)
+                         pid_t pid, const char *on_lockfailure, GError **error)
 {
     guint64 start_time;
     if (!vml_proc_start_time(pid, &start_time, error))
@@ -304,6 +307,12 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
                         (int)pid, h->name, h->uuid);
             return NULL;
         }
+        if (on_lockfailure && g_strcmp0(h->on_lockfailure, on_lockfailure) != 0) {
+            g_free(h->on_lockfailure);
+            h->on_lockfailure = g_strdup(on_lockfailure);
+            holder_publish(h);
+            changed(t);
+        }
         return h;
     }
     if (g_hash_table_size(t->holders) >= t->cfg->max_holders) {
@@ -313,6 +322,10 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
     }
     h = holder_new(t, t->next_id, uuid, name, pid, start_time, now_s(), error);
     if (h) {
+        if (on_lockfailure) {
+            g_free(h->on_lockfailure);
+            h->on_lockfailure = g_strdup(on_lockfailure);
+        }
         g_info("registered holder %" G_GINT64_FORMAT ": VM %s (uuid %s, pid %d)",
                h->id, name, uuid, (int)pid);
         holder_publish(h);
@@ -329,6 +342,13 @@ vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error)
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_HOLDER,
                     "no holder %" G_GINT64_FORMAT " (it exited or was never registered)", id);
     return h;
+}
+
+gboolean
+vml_lock_failure_valid(const char *action)
+{
+    static const char *const actions[] = { "default", "poweroff", "restart", "pause", "ignore", NULL };
+    return g_strv_contains(actions, action);
 }
 
 /* ---- owners ----------------------------------------------------------------- */
@@ -619,6 +639,7 @@ vml_holder_to_json(const VmlHolder *h)
     json_object_set_int_member(j, "pid", h->pid);
     json_object_set_int_member(j, "start_time", (gint64)h->start_time);
     json_object_set_int_member(j, "since", h->since);
+    json_object_set_string_member(j, "on_lockfailure", h->on_lockfailure);
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value))
         json_array_add_object_element(leases, vml_lease_to_json(value));
@@ -708,6 +729,11 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
     gboolean here = vml_owner_is_this_host(id);
     gboolean this_boot = g_strcmp0(id->boot_id, vml_host_boot_id()) == 0;
     VmlHolder *h = here && this_boot ? restore_holder(t, id) : NULL;
+    const char *action = json_object_get_string_member_with_default(record, "on_lockfailure", NULL);
+    if (h && action && vml_lock_failure_valid(action)) {
+        g_free(h->on_lockfailure);
+        h->on_lockfailure = g_strdup(action);
+    }
     if (!h && here) {
         /* A local holder that is gone (or from an earlier boot): stale. */
         g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);

@@ -32,6 +32,8 @@ struct _VmlHolder {
     pid_t pid;
     guint64 start_time;
     gint64 since;
+    char *on_lockfailure;        /* libvirt's <on_lockfailure>, for backends
+                                    whose leases can be lost (sanlock) */
     GHashTable *leases;          /* resource key -> VmlLease* */
     VmlHolderWatch *watch;
     VmlRecord *record;
@@ -49,8 +51,13 @@ void vml_lease_table_free(VmlLeaseTable *t);
 
 void vml_lease_table_set_changed_func(VmlLeaseTable *t, GFunc func, gpointer data);
 
+/* ON_LOCKFAILURE may be NULL ("default"); given again it replaces the old. */
 VmlHolder *vml_lease_table_register(VmlLeaseTable *t, const char *uuid,
-                                    const char *name, pid_t pid, GError **error);
+                                    const char *name, pid_t pid,
+                                    const char *on_lockfailure, GError **error);
+/* One of libvirt's lock failure actions: default, poweroff, restart, pause, ignore. */
+gboolean vml_lock_failure_valid(const char *action);
+
 VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
 
 /* Acquire every request or none. With HOLDER_FDS, lock files the holder

@@ -234,8 +234,20 @@ vml_add_resource(VmlLockManager *man, unsigned int type, const char *name,
 }
 
 /* Connect to vmleased and register the domain's process; the holder id. */
+static const char *
+lock_failure_name(int action)
+{
+    static const char *const names[] = {
+        [VML_LOCK_FAILURE_DEFAULT] = "default", [VML_LOCK_FAILURE_POWEROFF] = "poweroff",
+        [VML_LOCK_FAILURE_RESTART] = "restart", [VML_LOCK_FAILURE_PAUSE] = "pause",
+        [VML_LOCK_FAILURE_IGNORE] = "ignore",
+    };
+    return action >= 0 && action < (int)G_N_ELEMENTS(names) ? names[action] : NULL;
+}
+
+/* ACTION < 0: leave the holder's on_lockfailure as it is. */
 static VmlClient *
-connect_holder(Domain *d, pid_t pid, gint64 *holder, GError **error)
+connect_holder(Domain *d, pid_t pid, int action, gint64 *holder, GError **error)
 {
     g_autofree char *path = g_build_filename(config->socket_dir, "vmleased.sock", NULL);
     g_autoptr(VmlClient) c = vml_client_connect(path, error);
@@ -245,6 +257,8 @@ connect_holder(Domain *d, pid_t pid, gint64 *holder, GError **error)
     json_object_set_string_member(p, "uuid", d->uuid);
     json_object_set_string_member(p, "name", d->name);
     json_object_set_int_member(p, "pid", pid);
+    if (lock_failure_name(action))
+        json_object_set_string_member(p, "on_lockfailure", lock_failure_name(action));
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p, NULL, 0,
                                               NULL, NULL, error);
     if (!r)
@@ -377,14 +391,15 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     pid_t pid = d->pid > 0 ? d->pid : getpid();
     gint64 holder = 0;
 
-    (void)action;   /* fcntl leases cannot be lost behind our back */
     if (fd)
         *fd = -1;
     if (d->restricted) {
         report(VIR_ERR_OPERATION_INVALID, "%s: lock calls are restricted in this process", what);
         return -1;
     }
-    g_autoptr(VmlClient) c = connect_holder(d, pid, &holder, &error);
+    /* on_lockfailure goes to vmleased with the holder, for backends whose
+     * leases can be lost. */
+    g_autoptr(VmlClient) c = connect_holder(d, pid, action, &holder, &error);
     if (!c)
         return report_gerror(what, error);
     /* libvirt starts QEMU paused and asks the child only to register,
@@ -408,7 +423,7 @@ static char *
 current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GError **error)
 {
     *gone = FALSE;
-    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), holder, error);
+    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, holder, error);
     if (!c) {
         *gone = g_error_matches(*error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS);
         return NULL;

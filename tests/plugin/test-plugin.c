@@ -266,9 +266,25 @@ test_register_only_and_restrict(void)
     Dom a;
     dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
     dom_disk(&a, img, 0);
-    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, VML_LOCK_ACQUIRE_REGISTER_ONLY, 0, NULL), ==, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, VML_LOCK_ACQUIRE_REGISTER_ONLY,
+                                    VML_LOCK_FAILURE_PAUSE, NULL), ==, 0);
     g_autoptr(JsonArray) owners = vml_test_owners(img);
     g_assert_cmpuint(json_array_get_length(owners), ==, 0);
+    /* Registered, with libvirt's <on_lockfailure> passed through. */
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) list = vml_test_call(TRUE, "io.vmlease.Admin.List", NULL, NULL, NULL, &error);
+    g_assert_no_error(error);
+    JsonArray *holders = json_object_get_array_member(list, "holders");
+    gboolean found = FALSE;
+    for (guint i = 0; i < json_array_get_length(holders); i++) {
+        JsonObject *h = json_array_get_object_element(holders, i);
+        if (json_object_get_int_member(h, "pid") != qemu)
+            continue;
+        found = TRUE;
+        g_assert_cmpstr(json_object_get_string_member(h, "name"), ==, "dom-a");
+        g_assert_cmpstr(json_object_get_string_member(h, "on_lockfailure"), ==, "pause");
+    }
+    g_assert_true(found);
     g_assert_cmpint(drv->drvAcquire(&a.man, NULL, VML_LOCK_ACQUIRE_RESTRICT, 0, NULL), ==, 0);
     g_assert_true(vml_test_wait_owners(img, 1, 1000));
     /* Restricted: no further lock calls from this context. */
