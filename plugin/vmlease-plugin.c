@@ -245,6 +245,27 @@ lock_failure_name(int action)
     return action >= 0 && action < (int)G_N_ELEMENTS(names) ? names[action] : NULL;
 }
 
+/* A lockspace_dir in qemu-vmlease.conf must be the one vmleased uses:
+ * two daemons on two lockspaces would not see each other's leases. */
+static gboolean
+check_lockspace(VmlClient *c, GError **error)
+{
+    if (!config->lockspace_dir)
+        return TRUE;
+    g_autoptr(JsonObject) s = vml_client_call(c, "io.vmlease.Admin.Status", NULL, NULL, 0,
+                                              NULL, NULL, error);
+    if (!s)
+        return FALSE;
+    const char *used = json_object_get_string_member_with_default(s, "lockspace", "");
+    if (g_strcmp0(used, config->lockspace_dir) != 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "vmleased uses lockspace %s, but qemu-vmlease.conf says lockspace_dir = \"%s\"",
+                    used, config->lockspace_dir);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 /* ACTION < 0: leave the holder's on_lockfailure as it is. */
 static VmlClient *
 connect_holder(Domain *d, pid_t pid, int action, gint64 *holder, GError **error)
@@ -400,7 +421,7 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     /* on_lockfailure goes to vmleased with the holder, for backends whose
      * leases can be lost. */
     g_autoptr(VmlClient) c = connect_holder(d, pid, action, &holder, &error);
-    if (!c)
+    if (!c || !check_lockspace(c, &error))
         return report_gerror(what, error);
     /* libvirt starts QEMU paused and asks the child only to register,
      * acquiring at resume from libvirtd. We take the leases in the child

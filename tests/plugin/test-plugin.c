@@ -259,6 +259,35 @@ test_pause_resume_checks_generation(void)
 }
 
 static void
+test_lockspace_must_match(void)
+{
+    g_autofree char *conf = g_build_filename(daemon_->root, "wrong-lockspace.conf", NULL);
+    g_autofree char *text = g_strdup_printf("socket_dir = \"%s/run\"\n"
+                                            "lockspace_dir = \"/elsewhere/lockspace\"\n",
+                                            daemon_->root);
+    g_assert_true(g_file_set_contents(conf, text, -1, NULL));
+    drv->drvDeinit();
+    g_assert_cmpint(drv->drvInit(VML_LOCK_DRIVER_VERSION, conf, 0), ==, 0);
+    g_autofree char *img = vml_test_make_image(daemon_, "ls.img");
+    pid_t qemu = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&a, img, 0);
+    int rc;
+    g_autofree char *err = capture_stderr(acquire_in_libvirtd, &a, &rc);
+    g_assert_cmpint(rc, ==, -1);
+    g_assert_nonnull(strstr(err, "lockspace_dir = \"/elsewhere/lockspace\""));
+    g_autoptr(JsonArray) owners = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 0);
+    vml_test_child_kill(qemu, SIGKILL);
+    drv->drvFree(&a.man);
+    /* Back to the good configuration for the other tests. */
+    drv->drvDeinit();
+    g_autofree char *good = g_build_filename(daemon_->root, "qemu-vmlease.conf", NULL);
+    g_assert_cmpint(drv->drvInit(VML_LOCK_DRIVER_VERSION, good, 0), ==, 0);
+}
+
+static void
 test_register_only_and_restrict(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "reg.img");
@@ -321,6 +350,7 @@ main(int argc, char **argv)
                     test_readonly_and_shareable_disks_are_shared);
     g_test_add_func("/plugin/pause-resume-checks-generation", test_pause_resume_checks_generation);
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
+    g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
     int rc = g_test_run();
     drv->drvDeinit();
     vml_test_daemon_stop(daemon_);
