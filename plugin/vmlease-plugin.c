@@ -369,9 +369,27 @@ check_generations(Domain *d, const char *state, JsonArray *leases, GError **erro
 
 /* Acquire every resource of D for HOLDER; with IN_OWNER the locked fds are
  * left open (not CLOEXEC) so that they pass into QEMU across exec. */
+/* A conflict whose every owner is this same domain (same uuid, another
+ * process) is the source of an incoming migration, not a second VM. */
+static gboolean
+conflict_is_own_domain(Domain *d, JsonObject *conflict)
+{
+    JsonArray *owners = conflict ? json_object_get_array_member(conflict, "owners") : NULL;
+    if (!owners || json_array_get_length(owners) == 0)
+        return FALSE;
+    for (guint i = 0; i < json_array_get_length(owners); i++) {
+        JsonObject *o = json_array_get_object_element(owners, i);
+        if (!o || g_strcmp0(json_object_get_string_member_with_default(o, "uuid", ""),
+                            d->uuid) != 0)
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* CONFLICT, if given, receives a conflict's error parameters. */
 static gboolean
 acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
-                  gboolean in_owner, GError **error)
+                  gboolean in_owner, JsonObject **conflict, GError **error)
 {
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", holder);
@@ -382,7 +400,7 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
     json_object_set_boolean_member(p, "holder_fds", !in_owner);
     GArray *fds = NULL;
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Acquire", p, NULL, 0,
-                                              &fds, NULL, error);
+                                              &fds, conflict, error);
     if (!r)
         return FALSE;
     JsonArray *leases = json_object_get_array_member(r, "leases");
@@ -429,10 +447,15 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
      * before QEMU opens (and trips over) the image, and the locked fds go
      * into QEMU across exec. The later acquire finds them held. */
     gboolean in_owner = pid == getpid();
-    gboolean register_only = (flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) && !in_owner;
-    if (!register_only && d->resources->len > 0 &&
-        !acquire_resources(d, c, holder, state, in_owner, &error))
-        return report_gerror(what, error);
+    gboolean register_only = (flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) != 0;
+    g_autoptr(JsonObject) conflict = NULL;
+    if (!(register_only && !in_owner) && d->resources->len > 0 &&
+        !acquire_resources(d, c, holder, state, in_owner, &conflict, &error)) {
+        /* An incoming migration: the source (this domain) holds the disks
+         * until it stops; libvirt acquires with its state on resume. */
+        if (!(register_only && conflict_is_own_domain(d, conflict)))
+            return report_gerror(what, error);
+    }
     if (flags & VML_LOCK_ACQUIRE_RESTRICT)
         d->restricted = TRUE;
     return 0;

@@ -60,7 +60,9 @@ start_qemu(Dom *d, const char *state)
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
         int fd = -1;
-        if (drv->drvAcquire(&d->man, state, VML_LOCK_ACQUIRE_RESTRICT, 0, &fd) < 0) {
+        /* libvirt starts QEMU paused: register-only, restricted. */
+        if (drv->drvAcquire(&d->man, state, VML_LOCK_ACQUIRE_REGISTER_ONLY | VML_LOCK_ACQUIRE_RESTRICT,
+                            0, &fd) < 0) {
             if (write(pipefd[1], "n", 1) != 1)
                 _exit(2);
             _exit(1);
@@ -287,6 +289,72 @@ test_lockspace_must_match(void)
     g_assert_cmpint(drv->drvInit(VML_LOCK_DRIVER_VERSION, good, 0), ==, 0);
 }
 
+/* Like libvirt's incoming migration: the destination QEMU of the same
+ * domain starts (register-only) while the source still holds the disk,
+ * and takes it over with the source's state at resume. */
+static void
+test_incoming_migration(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "migrate.img");
+    Dom src;
+    dom_new(&src, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&src, img, 0);
+    pid_t qsrc = start_qemu(&src, NULL);
+    g_assert_cmpint(qsrc, >, 0);
+    Dom src_ctl;    /* libvirtd's context for the running source */
+    dom_new(&src_ctl, (const unsigned char[])UUID_A, "dom-a", qsrc);
+    dom_disk(&src_ctl, img, 0);
+
+    /* The destination starts, registered only (libvirt's flags). */
+    Dom dst;
+    dom_new(&dst, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&dst, img, 0);
+    int pipefd[2];
+    g_assert_cmpint(pipe2(pipefd, O_CLOEXEC), ==, 0);
+    pid_t qdst = fork();
+    if (qdst == 0) {
+        if (drv->drvAcquire(&dst.man, NULL, VML_LOCK_ACQUIRE_REGISTER_ONLY, 0, NULL) < 0)
+            _exit(1);
+        execlp("sleep", "sleep", "60", NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char c;
+    g_assert_cmpint(read(pipefd[0], &c, 1), ==, 0);   /* exec'd: acquire was fine */
+    close(pipefd[0]);
+    g_assert_cmpint(waitpid(qdst, NULL, WNOHANG), ==, 0);
+    g_autoptr(JsonArray) o1 = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(o1), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(o1, 0), "pid"), ==, qsrc);
+
+    /* Source pauses and hands its state over; destination resumes with it. */
+    char *state = NULL;
+    g_assert_cmpint(drv->drvRelease(&src_ctl.man, &state, 0), ==, 0);
+    Dom dst_ctl;
+    dom_new(&dst_ctl, (const unsigned char[])UUID_A, "dom-a", qdst);
+    dom_disk(&dst_ctl, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&dst_ctl.man, state, 0, 0, NULL), ==, 0);
+    g_free(state);
+    g_autoptr(JsonArray) o2 = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(o2), ==, 1);
+    g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(o2, 0), "pid"), ==, qdst);
+
+    /* A different domain is no migration source: its start still fails. */
+    Dom other;
+    dom_new(&other, (const unsigned char[])UUID_B, "dom-b", 0);
+    dom_disk(&other, img, 0);
+    g_assert_cmpint(start_qemu(&other, NULL), ==, -1);
+
+    stop_qemu(qsrc);
+    stop_qemu(qdst);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    drv->drvFree(&src.man);
+    drv->drvFree(&src_ctl.man);
+    drv->drvFree(&dst.man);
+    drv->drvFree(&dst_ctl.man);
+    drv->drvFree(&other.man);
+}
+
 static void
 test_register_only_and_restrict(void)
 {
@@ -351,6 +419,7 @@ main(int argc, char **argv)
     g_test_add_func("/plugin/pause-resume-checks-generation", test_pause_resume_checks_generation);
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
     g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
+    g_test_add_func("/plugin/incoming-migration", test_incoming_migration);
     int rc = g_test_run();
     drv->drvDeinit();
     vml_test_daemon_stop(daemon_);
