@@ -547,3 +547,33 @@ vml_conf_check_keys(VmlConf *conf, const char *const *known, GError **error)
     }
     return TRUE;
 }
+
+gboolean
+vml_conf_update_string(VmlConf *conf, const char *key, char **field, GError **error)
+{
+    char *value = NULL;
+    g_autoptr(GError) local = NULL;
+
+    if (vml_conf_get_string(conf, key, &value, &local)) {
+        g_free(*field);
+        *field = value;
+        return TRUE;
+    }
+    if (local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean
+vml_conf_update_bool(VmlConf *conf, const char *key, gboolean *field, GError **error)
+{
+    g_autoptr(GError) local = NULL;
+
+    if (!vml_conf_get_bool(conf, key, field, &local) && local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    return TRUE;
+}

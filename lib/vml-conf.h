@@ -33,6 +33,13 @@ gboolean vml_conf_get_bool(VmlConf *conf, const char *key,
 gboolean vml_conf_get_string_list(VmlConf *conf, const char *key,
                                   GStrv *out, GError **error);
 
+/* For settings with defaults: replace *FIELD (freeing the old string) or
+ * set *FIELD only when KEY is present; FALSE only on a wrong type. */
+gboolean vml_conf_update_string(VmlConf *conf, const char *key, char **field,
+                                GError **error);
+gboolean vml_conf_update_bool(VmlConf *conf, const char *key, gboolean *field,
+                              GError **error);
+
 /* Fails naming the first key (and its line) not in the NULL-terminated list. */
 gboolean vml_conf_check_keys(VmlConf *conf, const char *const *known,
                              GError **error);

@@ -34,31 +34,12 @@ get_limit(VmlConf *conf, const char *key, guint *out, guint max, GError **error)
     return TRUE;
 }
 
-/* Replace *field with the key's string value when the key is present. */
-static gboolean
-get_string(VmlConf *conf, const char *key, char **field, GError **error)
-{
-    char *value = NULL;
-    g_autoptr(GError) local = NULL;
-
-    if (!vml_conf_get_string(conf, key, &value, &local)) {
-        if (local) {
-            g_propagate_error(error, g_steal_pointer(&local));
-            return FALSE;
-        }
-        return TRUE;
-    }
-    g_free(*field);
-    *field = value;
-    return TRUE;
-}
-
 static gboolean
 get_group(VmlConf *conf, const char *key, gid_t *gid, GError **error)
 {
     g_autofree char *name = NULL;
 
-    if (!get_string(conf, key, &name, error))
+    if (!vml_conf_update_string(conf, key, &name, error))
         return FALSE;
     if (!name)
         return TRUE;
@@ -75,7 +56,7 @@ get_group(VmlConf *conf, const char *key, gid_t *gid, GError **error)
 static gboolean
 get_dir(VmlConf *conf, const char *key, char **dir, GError **error)
 {
-    if (!get_string(conf, key, dir, error))
+    if (!vml_conf_update_string(conf, key, dir, error))
         return FALSE;
     if (!g_path_is_absolute(*dir)) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
@@ -133,8 +114,8 @@ vml_daemon_config_load(const char *path, GError **error)
             !get_limit(conf, "max_holders", &cfg->max_holders, 1 << 20, error) ||
             !get_limit(conf, "max_leases_per_holder", &cfg->max_leases_per_holder, 1 << 20, error) ||
             !get_limit(conf, "max_resources_per_call", &cfg->max_resources_per_call, 1 << 16, error) ||
-            !get_string(conf, "backend", &cfg->backend, error) ||
-            !get_string(conf, "log_level", &cfg->log_level, error) ||
+            !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
+            !vml_conf_update_string(conf, "log_level", &cfg->log_level, error) ||
             !check_log_level(cfg->log_level, error)) {
             /* Parse errors name the file already; our own checks do not. */
             if (!g_str_has_prefix((*error)->message, path))

@@ -8,35 +8,6 @@ static const char *const known_keys[] = {
     "lockspace_dir", "backend", "socket_dir", NULL,
 };
 
-/* Replace *field with KEY's string when present. */
-static gboolean
-take_string(VmlConf *conf, const char *key, char **field, GError **error)
-{
-    char *value = NULL;
-    g_autoptr(GError) local = NULL;
-    if (vml_conf_get_string(conf, key, &value, &local)) {
-        g_free(*field);
-        *field = value;
-        return TRUE;
-    }
-    if (local) {
-        g_propagate_error(error, g_steal_pointer(&local));
-        return FALSE;
-    }
-    return TRUE;
-}
-
-static gboolean
-take_bool(VmlConf *conf, const char *key, gboolean *field, GError **error)
-{
-    g_autoptr(GError) local = NULL;
-    if (!vml_conf_get_bool(conf, key, field, &local) && local) {
-        g_propagate_error(error, g_steal_pointer(&local));
-        return FALSE;
-    }
-    return TRUE;
-}
-
 VmlPluginConfig *
 vml_plugin_config_load(const char *path, GError **error)
 {
@@ -51,12 +22,12 @@ vml_plugin_config_load(const char *path, GError **error)
     if (path && g_file_test(path, G_FILE_TEST_EXISTS)) {
         g_autoptr(VmlConf) conf = vml_conf_new_from_file(path, error);
         if (!conf || !vml_conf_check_keys(conf, known_keys, error) ||
-            !take_bool(conf, "require_lease_for_disks", &cfg->require_lease_for_disks, error) ||
-            !take_bool(conf, "protect_backing_chain", &cfg->protect_backing_chain, error) ||
-            !take_string(conf, "readonly_disks", &readonly, error) ||
-            !take_string(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
-            !take_string(conf, "backend", &cfg->backend, error) ||
-            !take_string(conf, "socket_dir", &cfg->socket_dir, error))
+            !vml_conf_update_bool(conf, "require_lease_for_disks", &cfg->require_lease_for_disks, error) ||
+            !vml_conf_update_bool(conf, "protect_backing_chain", &cfg->protect_backing_chain, error) ||
+            !vml_conf_update_string(conf, "readonly_disks", &readonly, error) ||
+            !vml_conf_update_string(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
+            !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
+            !vml_conf_update_string(conf, "socket_dir", &cfg->socket_dir, error))
             return NULL;
     }
     if (g_strcmp0(readonly, "shared") != 0 && g_strcmp0(readonly, "ignore") != 0) {

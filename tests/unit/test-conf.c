@@ -512,6 +512,31 @@ test_file(void)
     }
 }
 
+static void
+test_update_keeps_defaults(void)
+{
+    static const char text[] = "dir = \"/x\"\nflag = 0\nnum = 3\n";
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlConf) conf = vml_conf_new_from_data(text, sizeof(text) - 1, "u.conf", &error);
+    g_assert_no_error(error);
+    g_autofree char *dir = g_strdup("/default");
+    g_autofree char *absent = g_strdup("/kept");
+    gboolean flag = TRUE, other = TRUE;
+    g_assert_true(vml_conf_update_string(conf, "dir", &dir, &error));
+    g_assert_cmpstr(dir, ==, "/x");
+    g_assert_true(vml_conf_update_string(conf, "nope", &absent, &error));
+    g_assert_cmpstr(absent, ==, "/kept");
+    g_assert_true(vml_conf_update_bool(conf, "flag", &flag, &error));
+    g_assert_false(flag);
+    g_assert_true(vml_conf_update_bool(conf, "nope", &other, &error));
+    g_assert_true(other);
+    g_assert_no_error(error);
+    /* A wrong type fails and leaves the field alone. */
+    g_assert_false(vml_conf_update_string(conf, "num", &absent, &error));
+    g_assert_error(error, VML_ERROR, VML_ERROR_CONFIG);
+    g_assert_cmpstr(absent, ==, "/kept");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -527,5 +552,6 @@ main(int argc, char **argv)
     g_test_add_func("/conf/malformed", test_malformed);
     g_test_add_func("/conf/limits", test_limits);
     g_test_add_func("/conf/file", test_file);
+    g_test_add_func("/conf/update-keeps-defaults", test_update_keeps_defaults);
     return g_test_run();
 }
