@@ -92,6 +92,16 @@ get_bool(Call *call, JsonObject *obj, const char *name, gboolean *out)
     return TRUE;
 }
 
+/* LimitReached(limit, value) parameters for a limit from the config. */
+static JsonObject *
+limit_params(const char *limit, guint value)
+{
+    JsonObject *p = json_object_new();
+    json_object_set_string_member(p, "limit", limit);
+    json_object_set_int_member(p, "value", value);
+    return p;
+}
+
 static gboolean
 get_array(Call *call, JsonObject *obj, const char *name, gboolean required, JsonArray **out)
 {
@@ -106,9 +116,8 @@ get_array(Call *call, JsonObject *obj, const char *name, gboolean required, Json
         return param_error(call, name, "must be an array");
     *out = json_node_get_array(n);
     if (json_array_get_length(*out) > call->d->cfg->max_resources_per_call) {
-        JsonObject *p = json_object_new();
-        json_object_set_string_member(p, "limit", "max_resources_per_call");
-        json_object_set_int_member(p, "value", call->d->cfg->max_resources_per_call);
+        JsonObject *p = limit_params("max_resources_per_call",
+                                     call->d->cfg->max_resources_per_call);
         vml_conn_error(call->conn, VML_ERROR_LIMIT, p,
                        "parameter '%s' lists more than %u entries (max_resources_per_call)",
                        name, call->d->cfg->max_resources_per_call);
@@ -246,6 +255,8 @@ method_register(Call *call)
         } else if (error->code == VML_ERROR_INVALID_PARAMETER) {
             p = json_object_new();
             json_object_set_string_member(p, "parameter", "pid");
+        } else if (error->code == VML_ERROR_LIMIT) {
+            p = limit_params("max_holders", call->d->cfg->max_holders);
         }
         vml_conn_error_gerror(call->conn, error, p);
         return;
@@ -309,6 +320,8 @@ method_acquire(Call *call)
     g_autoptr(GPtrArray) leases = vml_lease_table_acquire(call->d->table, h,
         (VmlRequest *)reqs->data, reqs->len, holder_fds, &conflict, &error);
     if (!leases) {
+        if (error->code == VML_ERROR_LIMIT)
+            conflict = limit_params("max_leases_per_holder", call->d->cfg->max_leases_per_holder);
         vml_conn_error_gerror(call->conn, error, conflict);
         return;
     }

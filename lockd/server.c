@@ -133,6 +133,9 @@ vml_conn_error(VmlConn *c, VmlErrorCode code, JsonObject *params, const char *fo
     if (!params)
         params = json_object_new();
     json_object_set_string_member(params, "message", text);
+    /* InvalidMessage(reason) as the interface declares it. */
+    if (code == VML_ERROR_INVALID_MESSAGE && !json_object_has_member(params, "reason"))
+        json_object_set_string_member(params, "reason", text);
     g_autoptr(JsonObject) msg = json_object_new();
     json_object_set_string_member(msg, "error", vml_error_name(code));
     json_object_set_object_member(msg, "parameters", params);

@@ -1,7 +1,9 @@
 /* vmleased.conf as the daemon reads it: settings take effect, and a bad
  * file stops the daemon before it serves, naming file, line and setting. */
 #include "harness.h"
+#include "vml-error.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,11 +100,56 @@ test_directories_from_config(void)
     g_assert_cmpint(system(cmd), ==, 0);
 }
 
+static void
+assert_limit(JsonObject *ep, const GError *error, const char *limit, gint64 value)
+{
+    g_assert_error(error, VML_ERROR, VML_ERROR_LIMIT);
+    g_assert_cmpstr(json_object_get_string_member(ep, "limit"), ==, limit);
+    g_assert_cmpint(json_object_get_int_member(ep, "value"), ==, value);
+}
+
+static void
+test_limits_from_config(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start("max_holders = 1\nmax_leases_per_holder = 2\n");
+    g_autofree char *i1 = vml_test_make_image(d, "l1.img");
+    g_autofree char *i2 = vml_test_make_image(d, "l2.img");
+    g_autofree char *i3 = vml_test_make_image(d, "l3.img");
+    pid_t a = vml_test_child_spawn(), b = vml_test_child_spawn();
+    gint64 ha = vml_test_register("aaaaaaaa-0000-4000-8000-000000000001", "vm-a", a);
+
+    g_autoptr(JsonObject) rp = json_object_new();
+    json_object_set_string_member(rp, "uuid", "bbbbbbbb-0000-4000-8000-000000000002");
+    json_object_set_string_member(rp, "name", "vm-b");
+    json_object_set_int_member(rp, "pid", b);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) ep = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Register", rp, NULL, &ep, &error);
+    g_assert_null(r);
+    assert_limit(ep, error, "max_holders", 1);
+    g_clear_error(&error);
+    g_clear_pointer(&ep, json_object_unref);
+
+    g_autoptr(JsonObject) ap = json_object_new();
+    json_object_set_int_member(ap, "holder", ha);
+    json_object_set_array_member(ap, "resources", vml_test_resources("shared", i1, i2, i3, NULL));
+    g_autoptr(JsonObject) r2 = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", ap, NULL, &ep, &error);
+    g_assert_null(r2);
+    assert_limit(ep, error, "max_leases_per_holder", 2);
+    /* Nothing was taken. */
+    g_autoptr(JsonArray) owners = vml_test_owners(i1);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 0);
+    vml_test_child_kill(a, SIGKILL);
+    vml_test_child_kill(b, SIGKILL);
+    vml_test_daemon_stop(d);
+}
+
 int
 main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/config/bad-files", test_bad_files);
     g_test_add_func("/config/directories-from-config", test_directories_from_config);
+    g_test_add_func("/config/limits-from-config", test_limits_from_config);
     return g_test_run();
 }

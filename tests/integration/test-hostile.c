@@ -301,8 +301,11 @@ assert_error(JsonObject *reply, const char *name)
         g_assert_cmpstr(outcome, ==, name);
     }
     JsonObject *p = reply_params(reply);
-    /* The interface: every error carries a human message. */
+    /* The interface: every error carries a human message, and
+     * InvalidMessage its reason. */
     g_assert_nonnull(member_string(p, "message"));
+    if (g_str_equal(name, "io.vmlease.InvalidMessage"))
+        g_assert_cmpstr(member_string(p, "reason"), ==, member_string(p, "message"));
     return p;
 }
 
