@@ -94,6 +94,12 @@ vml_init(unsigned int version, const char *config_file, unsigned int flags)
     (void)flags;
     if (config)
         return 0;   /* loaded again for another libvirt driver */
+    /* Register and initialise json-glib's GTypes now, in libvirtd: in the
+     * QEMU child after fork, taking GType's locks could deadlock on one
+     * that another libvirtd thread held at the moment of the fork. */
+    g_autoptr(JsonParser) parser = json_parser_new_immutable();
+    g_autoptr(JsonGenerator) generator = json_generator_new();
+    g_autoptr(JsonBuilder) builder = json_builder_new();
     config = vml_plugin_config_load(config_file, &error);
     if (!config) {
         report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: %s", error->message);
