@@ -165,9 +165,9 @@ path_key(Call *call, const char *what, const char *path)
     return key;
 }
 
-/* A Resource object to its key (and mode, when MODE is not NULL). */
+/* A Resource object to REQ's key, mode and at_least. */
 static char *
-resource_key(Call *call, JsonNode *node, VmlMode *mode)
+resource_key(Call *call, JsonNode *node, VmlRequest *req)
 {
     if (!JSON_NODE_HOLDS_OBJECT(node)) {
         param_error(call, "resources", "must hold objects");
@@ -180,13 +180,13 @@ resource_key(Call *call, JsonNode *node, VmlMode *mode)
         !get_string(call, r, "key", FALSE, LEASE_FIELD_MAX, &key) ||
         !get_string(call, r, "mode", FALSE, 16, &mode_name))
         return NULL;
-    if (mode) {
-        *mode = VML_MODE_EXCLUSIVE;
-        if (mode_name && !vml_mode_parse(mode_name, mode)) {
-            param_error(call, "mode", "must be \"exclusive\" or \"shared\"");
-            return NULL;
-        }
+    req->mode = VML_MODE_EXCLUSIVE;
+    if (mode_name && !vml_mode_parse(mode_name, &req->mode)) {
+        param_error(call, "mode", "must be \"exclusive\" or \"shared\"");
+        return NULL;
     }
+    if (!get_bool(call, r, "at_least", &req->at_least))
+        return NULL;
     if (path && !lockspace && !key)
         return path_key(call, "path", path);
     if (!path && lockspace && key && *lockspace && *key) {
@@ -284,7 +284,7 @@ get_requests(Call *call, gboolean required)
     g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
     for (guint i = 0; res && i < json_array_get_length(res); i++) {
         VmlRequest r = { 0 };
-        r.key = resource_key(call, json_array_get_element(res, i), &r.mode);
+        r.key = resource_key(call, json_array_get_element(res, i), &r);
         if (!r.key)
             return NULL;
         g_array_append_val(reqs, r);

@@ -511,7 +511,8 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
             g_autoptr(GError) local = NULL;
             guint64 gen;
 
-            if (l && l->mode == r->mode)
+            if (l && (l->mode == r->mode ||
+                      (r->at_least && l->mode == VML_MODE_EXCLUSIVE)))
                 continue;
             gboolean downgrade = l && r->mode == VML_MODE_SHARED;
             if (downgrade != (pass == 1))

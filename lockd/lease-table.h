@@ -43,6 +43,7 @@ struct _VmlHolder {
 typedef struct {
     char *key;
     VmlMode mode;
+    gboolean at_least;   /* an exclusive lease already held satisfies "shared" */
 } VmlRequest;
 
 VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg);

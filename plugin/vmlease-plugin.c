@@ -312,6 +312,9 @@ resources_json(Domain *d, gboolean with_chain)
             json_object_set_string_member(o, "key", r->key);
         }
         json_object_set_string_member(o, "mode", r->shared ? "shared" : "exclusive");
+        /* A backing image a block job made exclusive must stay so. */
+        if (r->from_chain)
+            json_object_set_boolean_member(o, "at_least", TRUE);
         json_array_add_object_element(a, o);
     }
     return a;
@@ -350,7 +353,9 @@ release_all(VmlClient *c, gint64 holder)
 }
 
 /* A resume or incoming migration: every exclusive lease must come back at
- * the generation after the one saved, or someone else wrote meanwhile. */
+ * the generation after the one saved (released and taken again) or at the
+ * saved one (held all along, as a block job's base); anything later means
+ * someone else held it exclusively meanwhile. */
 static gboolean
 check_generations(Domain *d, const char *state, JsonArray *leases, GError **error)
 {
@@ -362,7 +367,7 @@ check_generations(Domain *d, const char *state, JsonArray *leases, GError **erro
         const char *key = json_object_get_string_member_with_default(l, "resource", "");
         guint64 *was = g_hash_table_lookup(saved, key);
         gint64 now = json_object_get_int_member_with_default(l, "generation", 0);
-        if (was && (guint64)now != *was + 1) {
+        if (was && (guint64)now != *was + 1 && (guint64)now != *was) {
             g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT,
                         "%s was written by another holder while domain %s was paused or "
                         "migrating (lease generation %" G_GUINT64_FORMAT " then, %" G_GINT64_FORMAT

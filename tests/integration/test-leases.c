@@ -288,6 +288,30 @@ test_fds_carry_the_lock(void)
     vm_free(&a);
 }
 
+static void
+test_at_least_keeps_exclusive(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "at-least.img");
+    Vm a = vm_new(UUID_A, "vm-a");
+    acquire_ok(&a, "exclusive", img);
+
+    /* "shared, at least": the exclusive lease already satisfies it. */
+    JsonArray *res = vml_test_resources("shared", img, NULL);
+    json_object_set_boolean_member(json_array_get_object_element(res, 0), "at_least", TRUE);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = acquire(&a, res, NULL, &error);
+    g_assert_no_error(error);
+    JsonObject *l = json_array_get_object_element(json_object_get_array_member(r, "leases"), 0);
+    g_assert_cmpstr(json_object_get_string_member(l, "mode"), ==, "exclusive");
+    g_assert_cmpint(json_object_get_int_member(l, "generation"), ==, 1);
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
+
+    /* A plain "shared" downgrades. */
+    acquire_ok(&a, "shared", img);
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_RDLCK);
+    vm_free(&a);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -301,6 +325,7 @@ main(int argc, char **argv)
     g_test_add_func("/leases/release-lets-others-in", test_release_lets_others_in);
     g_test_add_func("/leases/generation-and-upgrade", test_generation_and_upgrade);
     g_test_add_func("/leases/fds-carry-the-lock", test_fds_carry_the_lock);
+    g_test_add_func("/leases/at-least-keeps-exclusive", test_at_least_keeps_exclusive);
     int rc = g_test_run();
     vml_test_daemon_stop(daemon_);
     return rc;

@@ -355,6 +355,46 @@ test_incoming_migration(void)
     drv->drvFree(&other.man);
 }
 
+/* A block job makes a backing image exclusive through its own context;
+ * the domain's acquire at resume (backing chain included) must not take
+ * that back to shared. */
+static void
+test_resume_keeps_block_job_exclusive(void)
+{
+    g_autofree char *base = g_build_filename(daemon_->root, "job-base.qcow2", NULL);
+    g_autofree char *top = g_build_filename(daemon_->root, "job-top.qcow2", NULL);
+    g_autofree char *cmd = g_strdup_printf(
+        "qemu-img create -q -f qcow2 '%s' 1M && qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'",
+        base, base, top);
+    g_assert_cmpint(system(cmd), ==, 0);
+    pid_t qemu = vml_test_child_spawn();
+    Dom dom, job;
+    dom_new(&dom, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&dom, top, 0);
+    g_assert_cmpint(drv->drvAcquire(&dom.man, NULL, 0, 0, NULL), ==, 0);
+    g_autoptr(JsonArray) o1 = vml_test_owners(base);
+    g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(o1, 0), "mode"),
+                    ==, "shared");
+
+    /* libvirt attaches the base read-write for the commit job. */
+    dom_new(&job, (const unsigned char[])UUID_A, "dom-a", qemu);
+    g_assert_cmpint(drv->drvAddResource(&job.man, VML_LOCK_RESOURCE_DISK, base, 0, NULL, 0), ==, 0);
+    g_assert_cmpint(drv->drvAcquire(&job.man, NULL, 0, 0, NULL), ==, 0);
+    /* Pause and resume of the domain meanwhile. */
+    char *state = NULL;
+    g_assert_cmpint(drv->drvRelease(&dom.man, &state, 0), ==, 0);
+    g_assert_cmpint(drv->drvAcquire(&dom.man, state, 0, 0, NULL), ==, 0);
+    g_free(state);
+    g_autoptr(JsonArray) o2 = vml_test_owners(base);
+    g_assert_cmpuint(json_array_get_length(o2), ==, 1);
+    g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(o2, 0), "mode"),
+                    ==, "exclusive");
+    vml_test_child_kill(qemu, SIGKILL);
+    g_assert_true(vml_test_wait_owners(base, 0, 1000));
+    drv->drvFree(&dom.man);
+    drv->drvFree(&job.man);
+}
+
 static void
 test_register_only_and_restrict(void)
 {
@@ -420,6 +460,8 @@ main(int argc, char **argv)
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
     g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
     g_test_add_func("/plugin/incoming-migration", test_incoming_migration);
+    g_test_add_func("/plugin/resume-keeps-block-job-exclusive",
+                    test_resume_keeps_block_job_exclusive);
     int rc = g_test_run();
     drv->drvDeinit();
     vml_test_daemon_stop(daemon_);
