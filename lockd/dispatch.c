@@ -397,11 +397,18 @@ method_list(Call *call)
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
+static int
+compare_strings(gconstpointer a, gconstpointer b)
+{
+    return g_strcmp0(*(char *const *)a, *(char *const *)b);
+}
+
 static void
 method_owners(Call *call)
 {
     JsonArray *paths;
     g_autoptr(GPtrArray) keys = NULL;
+    g_autoptr(GHashTable) owners_of = NULL;
 
     if (!get_array(call, call->params, "paths", FALSE, &paths))
         return;
@@ -418,17 +425,23 @@ method_owners(Call *call)
                 return;
             g_ptr_array_add(keys, key);
         }
-    } else {
-        keys = vml_lease_table_resources(call->d->table);
+    }
+    owners_of = vml_lease_table_all_owners(call->d->table);
+    if (!keys) {
+        keys = g_ptr_array_new_with_free_func(g_free);
+        GHashTableIter it;
+        gpointer key;
+        g_hash_table_iter_init(&it, owners_of);
+        while (g_hash_table_iter_next(&it, &key, NULL))
+            g_ptr_array_add(keys, g_strdup(key));
+        g_ptr_array_sort(keys, compare_strings);
     }
     JsonArray *resources = json_array_new();
     for (guint i = 0; i < keys->len; i++) {
-        g_autoptr(GPtrArray) owners = vml_lease_table_owners(call->d->table, keys->pdata[i]);
-        if (!paths && owners->len == 0)
-            continue;
+        GPtrArray *owners = g_hash_table_lookup(owners_of, keys->pdata[i]);
         JsonObject *r = json_object_new();
         JsonArray *oa = json_array_new();
-        for (guint j = 0; j < owners->len; j++)
+        for (guint j = 0; owners && j < owners->len; j++)
             json_array_add_object_element(oa, vml_owner_to_json(owners->pdata[j]));
         json_object_set_string_member(r, "resource", keys->pdata[i]);
         json_object_set_array_member(r, "owners", oa);

@@ -396,35 +396,32 @@ vml_lease_table_owners(VmlLeaseTable *t, const char *key)
     return out;
 }
 
-static int
-compare_strings(gconstpointer a, gconstpointer b)
+GHashTable *
+vml_lease_table_all_owners(VmlLeaseTable *t)
 {
-    return g_strcmp0(*(char *const *)a, *(char *const *)b);
-}
-
-GPtrArray *
-vml_lease_table_resources(VmlLeaseTable *t)
-{
-    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTable *map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                            (GDestroyNotify)g_ptr_array_unref);
+    g_autoptr(GPtrArray) all = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     GHashTableIter it;
-    gpointer key;
+    gpointer value;
 
     g_hash_table_iter_init(&it, t->by_resource);
-    while (g_hash_table_iter_next(&it, &key, NULL))
-        g_hash_table_add(seen, g_strdup(key));
-    g_autoptr(GPtrArray) others = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
-    record_owners(t, NULL, others);
-    for (guint i = 0; i < others->len; i++)
-        g_hash_table_add(seen, g_strdup(((VmlOwner *)others->pdata[i])->resource));
-
-    GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
-    g_hash_table_iter_init(&it, seen);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
-        g_hash_table_iter_steal(&it);
-        g_ptr_array_add(out, key);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        for (VmlLease *l = value; l; l = l->next)
+            g_ptr_array_add(all, lease_owner(l));
     }
-    g_ptr_array_sort(out, compare_strings);
-    return out;
+    /* One pass over the lockspace for every resource, not one per key. */
+    record_owners(t, NULL, all);
+    for (guint i = 0; i < all->len; i++) {
+        VmlOwner *o = g_steal_pointer(&all->pdata[i]);
+        GPtrArray *owners = g_hash_table_lookup(map, o->resource);
+        if (!owners) {
+            owners = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
+            g_hash_table_insert(map, g_strdup(o->resource), owners);
+        }
+        g_ptr_array_add(owners, o);
+    }
+    return map;
 }
 
 /* The error parameters of a conflict, and a message naming every owner. */

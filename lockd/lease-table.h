@@ -78,8 +78,9 @@ gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,
 /* Current owners of KEY: this daemon's holders, and the records of others
  * (other hosts, leases not yet recovered). */
 GPtrArray *vml_lease_table_owners(VmlLeaseTable *t, const char *key);
-/* Every resource key held here or recorded in the lockspace, sorted. */
-GPtrArray *vml_lease_table_resources(VmlLeaseTable *t);
+/* The owners of every resource held here or recorded in the lockspace:
+ * key -> GPtrArray of VmlOwner. */
+GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t);
 
 GList *vml_lease_table_holders(VmlLeaseTable *t);   /* sorted by id; free list only */
 guint vml_lease_table_n_holders(VmlLeaseTable *t);
