@@ -22,15 +22,22 @@ static const VmlCliCommand *const commands[] = {
 
 /* ---- messages ----------------------------------------------------------- */
 
+/* "vmlease: MESSAGE" on stderr, after whatever stdout had so far. */
+static void G_GNUC_PRINTF(1, 0)
+print_error(const char *format, va_list ap)
+{
+    g_autofree char *msg = g_strdup_vprintf(format, ap);
+    fflush(stdout);
+    fprintf(stderr, "vmlease: %s\n", msg);
+}
+
 int
 cli_error(int code, const char *format, ...)
 {
     va_list ap;
     va_start(ap, format);
-    g_autofree char *msg = g_strdup_vprintf(format, ap);
+    print_error(format, ap);
     va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "vmlease: %s\n", msg);
     return code;
 }
 
@@ -39,10 +46,8 @@ cli_usage_error(const VmlCliCommand *cmd, const char *format, ...)
 {
     va_list ap;
     va_start(ap, format);
-    g_autofree char *msg = g_strdup_vprintf(format, ap);
+    print_error(format, ap);
     va_end(ap);
-    fflush(stdout);
-    fprintf(stderr, "vmlease: %s\n", msg);
     fprintf(stderr, "Try 'vmlease %s%s--help' for more information.\n",
             cmd ? cmd->name : "", cmd ? " " : "");
     return VML_EXIT_USAGE;
