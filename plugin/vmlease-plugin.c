@@ -99,7 +99,6 @@ vml_init(unsigned int version, const char *config_file, unsigned int flags)
      * that another libvirtd thread held at the moment of the fork. */
     g_autoptr(JsonParser) parser = json_parser_new_immutable();
     g_autoptr(JsonGenerator) generator = json_generator_new();
-    g_autoptr(JsonBuilder) builder = json_builder_new();
     config = vml_plugin_config_load(config_file, &error);
     if (!config) {
         report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: %s", error->message);
