@@ -1,5 +1,5 @@
 /* The backing chain of an image, read from qcow2 headers: just enough to
- * lease every layer (the full header parser comes with the image layer).
+ * lease every layer (headers parsed by vml-qcow2.c).
  * Headers are hostile input: offsets and lengths are checked, names must
  * be sane, the depth is bounded and a loop is an error. */
 #pragma once

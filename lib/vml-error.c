@@ -15,6 +15,8 @@ static const char *const error_names[] = {
     [VML_ERROR_NOT_HELD] = "io.vmlease.NotHeld",
     [VML_ERROR_LIMIT] = "io.vmlease.LimitReached",
     [VML_ERROR_BACKEND] = "io.vmlease.BackendError",
+    [VML_ERROR_BAD_IMAGE] = "io.vmlease.BadImage",
+    [VML_ERROR_IMAGE_BUSY] = "io.vmlease.ImageBusy",
     [VML_ERROR_CONFIG] = "io.vmlease.ConfigError",
     [VML_ERROR_PROTOCOL] = "io.vmlease.ProtocolError",
 };

@@ -20,6 +20,8 @@ typedef enum {
     VML_ERROR_NOT_HELD,          /* io.vmlease.NotHeld */
     VML_ERROR_LIMIT,             /* io.vmlease.LimitReached */
     VML_ERROR_BACKEND,           /* io.vmlease.BackendError */
+    VML_ERROR_BAD_IMAGE,         /* io.vmlease.BadImage */
+    VML_ERROR_IMAGE_BUSY,        /* io.vmlease.ImageBusy */
     VML_ERROR_CONFIG,            /* local only: bad configuration */
     VML_ERROR_PROTOCOL,          /* local only: broken framing or reply */
 } VmlErrorCode;
