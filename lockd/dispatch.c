@@ -228,14 +228,15 @@ leases_json(GPtrArray *leases)
 static void
 method_register(Call *call)
 {
-    const char *uuid, *name, *action;
+    const char *uuid, *name, *action, *program;
     gint64 pid;
     g_autoptr(GError) error = NULL;
 
     if (!get_string(call, call->params, "uuid", TRUE, 64, &uuid) ||
         !get_string(call, call->params, "name", TRUE, NAME_MAX_LEN, &name) ||
         !get_int(call, call->params, "pid", 1, INT_MAX, &pid) ||
-        !get_string(call, call->params, "on_lockfailure", FALSE, 16, &action))
+        !get_string(call, call->params, "on_lockfailure", FALSE, 16, &action) ||
+        !get_string(call, call->params, "program", FALSE, VML_PROGRAM_MAX, &program))
         return;
     if (!is_uuid(uuid)) {
         param_error(call, "uuid", "is not a UUID");
@@ -246,7 +247,8 @@ method_register(Call *call)
                     "must be one of default, poweroff, restart, pause, ignore");
         return;
     }
-    VmlHolder *h = vml_lease_table_register(call->d->table, uuid, name, pid, action, &error);
+    VmlHolder *h = vml_lease_table_register(call->d->table, uuid, name, pid, action,
+                                            program, &error);
     if (!h) {
         JsonObject *p = NULL;
         if (error->code == VML_ERROR_NO_SUCH_PROCESS) {

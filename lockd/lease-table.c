@@ -1,9 +1,11 @@
 #include "lease-table.h"
+#include "image-guard.h"
 #include "vml-error.h"
 #include "vml-json-write.h"
 #include "vml-paths.h"
 #include "vml-proc.h"
 
+#include <string.h>
 #include <unistd.h>
 
 struct _VmlLeaseTable {
@@ -69,6 +71,8 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
     vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
     vml_json_write_member_int(out, FALSE, "since", h->since);
     vml_json_write_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
+    if (h->program)
+        vml_json_write_member_string(out, FALSE, "program", h->program);
     g_string_append(out, ",\"leases\":[");
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
@@ -180,6 +184,105 @@ lease_owner(const VmlLease *l)
     return o;
 }
 
+/* Undo record of one step of an acquire. */
+typedef struct {
+    VmlLease *lease;
+    gboolean added;      /* new lease (else: mode changed) */
+    VmlMode old_mode;
+    guint64 old_generation;
+} AcquireStep;
+
+/* ---- the in-image mark ------------------------------------------------------- */
+
+static gboolean
+is_image_key(const char *key)
+{
+    return key[0] == '/';   /* a path; lockspace keys never start with '/' */
+}
+
+/* The program name for an owner extension: as registered, else what the
+ * holder runs now. */
+static char *
+holder_program(const VmlHolder *h)
+{
+    if (h->program)
+        return g_strdup(h->program);
+    g_autofree char *exe_link = g_strdup_printf("/proc/%d/exe", (int)h->pid);
+    g_autofree char *exe = g_file_read_link(exe_link, NULL);
+    return exe ? g_path_get_basename(exe) : g_strdup("");
+}
+
+static void
+lease_mark(const VmlLease *l)
+{
+    const VmlHolder *h = l->holder;
+    g_autofree char *program = holder_program(h);
+    VmlImageOwner o = {
+        .pid = (guint32)h->pid,
+        .start_time = h->start_time,
+        .time_set = now_s(),
+        .generation = l->generation,
+        .uuid = h->uuid,
+        .machine_id = (char *)vml_host_machine_id(),
+        .boot_id = (char *)vml_host_boot_id(),
+        .hostname = (char *)vml_host_name(),
+        .program = program,
+        .name = h->name,
+    };
+    vml_image_guard_mark(l->key, &o);
+}
+
+/* An exclusive lease on an image is about to end: clear the holder's mark,
+ * or remember to once the QEMU that still has the image open is gone. */
+static void
+lease_unmark(VmlLeaseTable *t, const VmlLease *l)
+{
+    VmlHolder *h = l->holder;
+    if (t->shutting_down || l->mode != VML_MODE_EXCLUSIVE || !is_image_key(l->key))
+        return;
+    if (!vml_image_guard_unmark(l->key, (guint32)h->pid, h->start_time))
+        g_ptr_array_add(h->pending_unmarks, g_strdup(l->key));
+}
+
+/* Clear the marks left while a QEMU still held the image. When the holder
+ * has EXITED, its own QEMU is gone too; a mark still blocked then is left
+ * for `vmlease force-unlock`. */
+static void
+holder_retry_unmarks(VmlHolder *h, gboolean exited)
+{
+    for (guint i = 0; i < h->pending_unmarks->len; i++) {
+        const char *key = h->pending_unmarks->pdata[i];
+        VmlLease *l = g_hash_table_lookup(h->leases, key);
+        if (l && l->mode == VML_MODE_EXCLUSIVE)
+            continue;   /* taken again since: its own release clears it */
+        if (!vml_image_guard_unmark(key, (guint32)h->pid, h->start_time) && exited)
+            g_warning("%s: in-use mark of exited pid %d left set: the image is still held",
+                      key, (int)h->pid);
+    }
+    g_ptr_array_set_size(h->pending_unmarks, 0);
+}
+
+/* Before granting exclusive leases on images: refuse when a QEMU that no
+ * holder of the image accounts for has it open for writing. */
+static gboolean
+check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, JsonObject **params,
+             GError **error)
+{
+    for (guint i = 0; i < steps->len; i++) {
+        const VmlLease *l = g_array_index(steps, AcquireStep, i).lease;
+        if (l->mode != VML_MODE_EXCLUSIVE || !is_image_key(l->key))
+            continue;
+        g_autoptr(GArray) known = g_array_new(FALSE, FALSE, sizeof(pid_t));
+        g_array_append_val(known, h->pid);
+        for (const VmlLease *o = g_hash_table_lookup(t->by_resource, l->key); o; o = o->next)
+            g_array_append_val(known, o->holder->pid);
+        if (!vml_image_guard_check(l->key, (const pid_t *)(void *)known->data, known->len,
+                                   params, error))
+            return FALSE;
+    }
+    return TRUE;
+}
+
 /* ---- holders ---------------------------------------------------------------- */
 
 static void
@@ -191,6 +294,7 @@ holder_drop_leases(VmlHolder *h)
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         g_hash_table_iter_steal(&it);
+        lease_unmark(h->table, value);
         lease_drop(h->table, value);
     }
 }
@@ -201,6 +305,8 @@ holder_free(VmlHolder *h)
     VmlLeaseTable *t = h->table;
 
     holder_drop_leases(h);
+    if (!t->shutting_down)
+        holder_retry_unmarks(h, TRUE);
     g_hash_table_unref(h->leases);
     if (h->record)
         t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
@@ -208,6 +314,8 @@ holder_free(VmlHolder *h)
     g_free(h->uuid);
     g_free(h->name);
     g_free(h->on_lockfailure);
+    g_free(h->program);
+    g_ptr_array_unref(h->pending_unmarks);
     g_free(h);
 }
 
@@ -248,6 +356,7 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
     h->on_lockfailure = g_strdup("default");
     h->table = t;
     h->leases = g_hash_table_new(g_str_hash, g_str_equal);
+    h->pending_unmarks = g_ptr_array_new_with_free_func(g_free);
     g_hash_table_insert(t->holders, &h->id, h);
     t->next_id = MAX(t->next_id, id + 1);
     return h;
@@ -293,7 +402,8 @@ vml_lease_table_free(VmlLeaseTable *t)
 
 VmlHolder *
 vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
-                         pid_t pid, const char *on_lockfailure, GError **error)
+                         pid_t pid, const char *on_lockfailure, const char *program,
+                         GError **error)
 {
     guint64 start_time;
     if (!vml_proc_start_time(pid, &start_time, error))
@@ -326,6 +436,7 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
             g_free(h->on_lockfailure);
             h->on_lockfailure = g_strdup(on_lockfailure);
         }
+        h->program = g_strdup(program);
         g_info("registered holder %" G_GINT64_FORMAT ": VM %s (uuid %s, pid %d)",
                h->id, name, uuid, (int)pid);
         holder_publish(h);
@@ -453,14 +564,6 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
 
 /* ---- acquire and release ---------------------------------------------------- */
 
-/* Undo record of one step of an acquire. */
-typedef struct {
-    VmlLease *lease;
-    gboolean added;      /* new lease (else: mode changed) */
-    VmlMode old_mode;
-    guint64 old_generation;
-} AcquireStep;
-
 static void
 rollback(VmlLeaseTable *t, VmlHolder *h, GArray *steps)
 {
@@ -502,6 +605,10 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     gint64 since = now_s();
     /* Downgrades go last: once done they could not be undone safely. */
     for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && !check_images(t, h, steps, conflict, error)) {
+            rollback(t, h, steps);
+            return NULL;
+        }
         for (guint i = 0; i < n_reqs; i++) {
             const VmlRequest *r = &reqs[i];
             VmlLease *l = g_hash_table_lookup(h->leases, r->key);
@@ -542,6 +649,15 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         }
     }
 
+    for (guint i = 0; i < steps->len; i++) {
+        const AcquireStep *s = &g_array_index(steps, AcquireStep, i);
+        if (s->lease->mode == VML_MODE_EXCLUSIVE && is_image_key(s->lease->key))
+            lease_mark(s->lease);
+        else if (s->old_mode == VML_MODE_EXCLUSIVE && !s->added)
+            lease_unmark(t, &(VmlLease){ .holder = h, .key = s->lease->key,
+                                         .mode = VML_MODE_EXCLUSIVE });
+    }
+
     GPtrArray *out = g_ptr_array_sized_new(n_reqs);
     for (guint i = 0; i < n_reqs; i++)
         g_ptr_array_add(out, g_hash_table_lookup(h->leases, reqs[i].key));
@@ -574,6 +690,7 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
             if (!l)
                 continue;   /* listed twice */
             g_hash_table_steal(h->leases, keys[i]);
+            lease_unmark(t, l);
             lease_drop(t, l);
             (*released)++;
         }
@@ -638,6 +755,8 @@ vml_holder_to_json(const VmlHolder *h)
     json_object_set_int_member(j, "start_time", (gint64)h->start_time);
     json_object_set_int_member(j, "since", h->since);
     json_object_set_string_member(j, "on_lockfailure", h->on_lockfailure);
+    if (h->program)
+        json_object_set_string_member(j, "program", h->program);
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value))
         json_array_add_object_element(leases, vml_lease_to_json(value));
@@ -731,6 +850,11 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
     if (h && action && vml_lock_failure_valid(action)) {
         g_free(h->on_lockfailure);
         h->on_lockfailure = g_strdup(action);
+    }
+    const char *program = json_object_get_string_member_with_default(record, "program", NULL);
+    if (h && program && strlen(program) <= VML_PROGRAM_MAX && g_utf8_validate(program, -1, NULL)) {
+        g_free(h->program);
+        h->program = g_strdup(program);
     }
     if (!h && here) {
         /* A local holder that is gone (or from an earlier boot): stale. */

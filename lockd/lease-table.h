@@ -15,6 +15,8 @@ typedef struct _VmlLeaseTable VmlLeaseTable;
 typedef struct _VmlHolder VmlHolder;
 typedef struct _VmlLease VmlLease;
 
+#define VML_PROGRAM_MAX 255
+
 struct _VmlLease {
     VmlHolder *holder;
     const char *key;      /* owned by the table's resource index */
@@ -34,6 +36,9 @@ struct _VmlHolder {
     gint64 since;
     char *on_lockfailure;        /* libvirt's <on_lockfailure>, for backends
                                     whose leases can be lost (sanlock) */
+    char *program;               /* as registered, for the in-image owner */
+    GPtrArray *pending_unmarks;  /* images whose in-use mark waits for the
+                                    QEMU holding them to go */
     GHashTable *leases;          /* resource key -> VmlLease* */
     VmlHolderWatch *watch;
     VmlRecord *record;
@@ -52,10 +57,12 @@ void vml_lease_table_free(VmlLeaseTable *t);
 
 void vml_lease_table_set_changed_func(VmlLeaseTable *t, GFunc func, gpointer data);
 
-/* ON_LOCKFAILURE may be NULL ("default"); given again it replaces the old. */
+/* ON_LOCKFAILURE may be NULL ("default"); given again it replaces the old.
+ * PROGRAM (may be NULL) names what the holder runs, for in-image owners. */
 VmlHolder *vml_lease_table_register(VmlLeaseTable *t, const char *uuid,
                                     const char *name, pid_t pid,
-                                    const char *on_lockfailure, GError **error);
+                                    const char *on_lockfailure, const char *program,
+                                    GError **error);
 /* One of libvirt's lock failure actions: default, poweroff, restart, pause, ignore. */
 gboolean vml_lock_failure_valid(const char *action);
 

@@ -283,6 +283,8 @@ connect_holder(Domain *d, pid_t pid, int action, gint64 *holder, GError **error)
     json_object_set_string_member(p, "uuid", d->uuid);
     json_object_set_string_member(p, "name", d->name);
     json_object_set_int_member(p, "pid", pid);
+    /* The pid is QEMU's, but before exec it still runs libvirtd's image. */
+    json_object_set_string_member(p, "program", "qemu (libvirt)");
     if (lock_failure_name(action))
         json_object_set_string_member(p, "on_lockfailure", lock_failure_name(action));
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p, NULL, 0,

@@ -28,6 +28,7 @@ image_clear(gpointer data)
 typedef struct {
     char *uuid;
     char *name;
+    char *program;   /* what runs under the lease, for in-image owners */
     gint64 id;
 } Holder;
 
@@ -38,6 +39,8 @@ register_holder(VmlClient *client, Holder *h, GError **error)
     json_object_set_string_member(params, "uuid", h->uuid);
     json_object_set_string_member(params, "name", h->name);
     json_object_set_int_member(params, "pid", getpid());
+    if (h->program)
+        json_object_set_string_member(params, "program", h->program);
     g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Register", params,
                                                   NULL, 0, NULL, NULL, error);
     if (!reply)
@@ -276,7 +279,7 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     g_autofree char *short_base = g_utf8_substring(clean, 0, MIN(g_utf8_strlen(clean, -1), 200));
     g_autofree char *uuid = g_uuid_string_random();
     g_autofree char *name = g_strconcat("vmlease-run:", short_base, NULL);
-    Holder holder = { .uuid = uuid, .name = name };
+    Holder holder = { .uuid = uuid, .name = name, .program = short_base };
     if (!register_holder(client, &holder, &error))
         return cli_call_failed(error);
 

@@ -1,0 +1,167 @@
+#include "image-guard.h"
+#include "vml-error.h"
+#include "vml-proc.h"
+#include "vml-qcow2.h"
+#include "vml-qemu-probe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int
+vml_image_open(const char *path, int flags, GError **error)
+{
+    int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE, "cannot open %s: %s",
+                    path, g_strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
+                    "%s is not a regular file or block device", path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static gboolean
+pid_known(pid_t pid, const pid_t *known, guint n_known)
+{
+    for (guint i = 0; i < n_known; i++) {
+        if (known[i] == pid)
+            return TRUE;
+    }
+    return FALSE;
+}
+
+gboolean
+vml_image_guard_check(const char *path, const pid_t *known, guint n_known,
+                      JsonObject **params, GError **error)
+{
+    g_autoptr(GError) local = NULL;
+    int fd = vml_image_open(path, O_RDONLY, &local);
+    if (fd < 0)
+        return TRUE;   /* nothing to probe: the lease alone decides */
+    g_autoptr(VmlQemuLocks) locks = vml_qemu_probe(fd, &local);
+    close(fd);
+    if (!locks) {
+        g_warning("%s: QEMU lock probe failed: %s", path, local->message);
+        return TRUE;
+    }
+    if (!(locks->perms & VML_QEMU_PERM_WRITE))
+        return TRUE;
+    const VmlQemuHolder *writer = NULL;
+    for (guint i = 0; i < locks->holders->len; i++) {
+        const VmlQemuHolder *q = locks->holders->pdata[i];
+        if (!(q->perms & VML_QEMU_PERM_WRITE))
+            continue;
+        if (pid_known(q->pid, known, n_known))
+            return TRUE;
+        writer = q;
+    }
+    *params = json_object_new();
+    json_object_set_string_member(*params, "resource", path);
+    if (writer) {
+        json_object_set_int_member(*params, "pid", writer->pid);
+        json_object_set_string_member(*params, "command", writer->command);
+        g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
+                    "%s is open for writing by pid %d (%s), which holds no vmlease lease on it",
+                    path, (int)writer->pid, writer->command);
+    } else {
+        g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
+                    "%s is open for writing by a QEMU that is not on this host", path);
+    }
+    return FALSE;
+}
+
+/* Read the qcow2 v3 header of PATH open on FD; NULL when there is nothing
+ * we may rewrite (logged when it is worth saying). */
+static VmlQcow2Header *
+writable_header(int fd, const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    gboolean not_qcow2;
+    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, &error);
+    if (!h) {
+        if (error)
+            g_warning("%s: left unmarked: %s", path, error->message);
+        return NULL;
+    }
+    if (h->version < 3)
+        return NULL;
+    if (h->read_only_reason) {
+        g_warning("%s: left unmarked: %s", path, h->read_only_reason);
+        return NULL;
+    }
+    return g_steal_pointer(&h);
+}
+
+/* TRUE (logged) when a QEMU holds the image open on FD. */
+static gboolean
+qemu_holds(int fd, const char *path, const char *what)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlQemuLocks) locks = vml_qemu_probe(fd, &error);
+    if (!locks) {
+        g_warning("%s: QEMU lock probe failed, %s: %s", path, what, error->message);
+        return TRUE;
+    }
+    if (!vml_qemu_locks_busy(locks))
+        return FALSE;
+    g_autofree char *who = vml_qemu_locks_describe(locks);
+    g_info("%s: held by %s: %s", path, who, what);
+    return TRUE;
+}
+
+void
+vml_image_guard_mark(const char *path, const VmlImageOwner *owner)
+{
+    g_autoptr(GError) error = NULL;
+    int fd = vml_image_open(path, O_RDWR, &error);
+    if (fd < 0) {
+        g_info("%s: left unmarked: %s", path, error->message);
+        return;
+    }
+    g_autoptr(VmlQcow2Header) h = writable_header(fd, path);
+    if (h && !qemu_holds(fd, path, "not marking it")) {
+        g_autoptr(GBytes) ext = vml_image_owner_encode(owner);
+        h->compatible_features |= VML_QCOW2_COMPAT_IN_USE;
+        vml_qcow2_set_ext(h, VML_QCOW2_EXT_OWNER, ext);
+        if (!vml_qcow2_write(fd, path, h, &error))
+            g_warning("%s: left unmarked: %s", path, error->message);
+    }
+    close(fd);
+}
+
+gboolean
+vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time)
+{
+    g_autoptr(GError) error = NULL;
+    int fd = vml_image_open(path, O_RDWR, &error);
+    if (fd < 0) {
+        g_info("%s: mark not cleared: %s", path, error->message);
+        return TRUE;
+    }
+    gboolean done = TRUE;
+    g_autoptr(VmlQcow2Header) h = writable_header(fd, path);
+    const VmlQcow2Ext *ext = h ? vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER) : NULL;
+    g_autoptr(VmlImageOwner) o = ext ? vml_image_owner_decode(ext->data, NULL) : NULL;
+    if (o && o->pid == pid && o->start_time == start_time &&
+        g_strcmp0(o->boot_id, vml_host_boot_id()) == 0 &&
+        g_strcmp0(o->machine_id, vml_host_machine_id()) == 0) {
+        if (qemu_holds(fd, path, "its in-use mark is cleared once that is gone")) {
+            done = FALSE;
+        } else {
+            h->compatible_features &= ~VML_QCOW2_COMPAT_IN_USE;
+            vml_qcow2_remove_ext(h, VML_QCOW2_EXT_OWNER);
+            if (!vml_qcow2_write(fd, path, h, &error))
+                g_warning("%s: mark not cleared: %s", path, error->message);
+        }
+    }
+    close(fd);
+    return done;
+}

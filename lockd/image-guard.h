@@ -1,0 +1,31 @@
+/* The in-image side of a lease (DESIGN.md section 6): before an exclusive
+ * lease on an image is granted, make sure no QEMU the daemon does not
+ * know writes it; once granted, mark a qcow2 v3 image in use (compatible
+ * bit 1 and the owner extension); on release, clear the mark. A header is
+ * only rewritten while no QEMU holds the image, since QEMU writes back the
+ * header it read at open. Raw and version 2 images are left alone. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <sys/types.h>
+
+#include "vml-image-owner.h"
+
+/* FALSE with VML_ERROR_IMAGE_BUSY (and *PARAMS: resource, pid, command)
+ * when a QEMU whose pid is not in KNOWN holds PATH for writing. */
+gboolean vml_image_guard_check(const char *path, const pid_t *known, guint n_known,
+                               JsonObject **params, GError **error);
+
+/* Mark PATH in use by OWNER. Never fails the lease: what it could not do
+ * is logged, and the owner record stays in the lockspace. */
+void vml_image_guard_mark(const char *path, const VmlImageOwner *owner);
+
+/* Clear the mark of the process PID/START_TIME on PATH (a mark set by
+ * anyone else is left alone). FALSE when a QEMU still holds the image:
+ * try again once it has gone. */
+gboolean vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time);
+
+/* Open PATH (canonical) for header work: a regular file or block device,
+ * never following a final symlink. */
+int vml_image_open(const char *path, int flags, GError **error);
