@@ -203,3 +203,20 @@ vml_image_owner_describe(const VmlImageOwner *o)
     g_string_append_printf(s, " on %s, since %s", *o->hostname ? o->hostname : "?", when);
     return g_string_free(s, FALSE);
 }
+
+JsonObject *
+vml_image_owner_to_json(const VmlImageOwner *o)
+{
+    JsonObject *j = json_object_new();
+    json_object_set_int_member(j, "pid", o->pid);
+    json_object_set_int_member(j, "start_time", (gint64)o->start_time);
+    json_object_set_int_member(j, "time_set", o->time_set);
+    json_object_set_int_member(j, "generation", (gint64)o->generation);
+    json_object_set_string_member(j, "uuid", o->uuid);
+    json_object_set_string_member(j, "machine_id", o->machine_id);
+    json_object_set_string_member(j, "boot_id", o->boot_id);
+    json_object_set_string_member(j, "host", o->hostname);
+    json_object_set_string_member(j, "program", o->program);
+    json_object_set_string_member(j, "name", o->name);
+    return j;
+}

@@ -45,3 +45,8 @@ VmlImageOwner *vml_image_owner_decode(GBytes *data, GError **error);
 
 /* "VM NAME (uuid U), pid P on HOST, since TIME": for messages. */
 char *vml_image_owner_describe(const VmlImageOwner *o);
+
+#include <json-glib/json-glib.h>
+/* {pid, start_time, time_set, generation, uuid, machine_id, boot_id,
+ *  host, program, name} */
+JsonObject *vml_image_owner_to_json(const VmlImageOwner *o);

@@ -1,6 +1,7 @@
 /* What each method means: parse and check its parameters (every one of
  * them hostile until checked), call the lease table, shape the reply. */
 #include "server.h"
+#include "force-unlock.h"
 #include "vml-config.h"
 #include "vml-paths.h"
 #include "vml-proc.h"
@@ -471,6 +472,30 @@ method_status(Call *call)
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
+static void
+method_force_unlock(Call *call)
+{
+    const char *path;
+    gboolean force;
+    if (!get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
+        !get_bool(call, call->params, "force", &force))
+        return;
+    g_autofree char *key = path_key(call, "path", path);
+    if (!key)
+        return;
+    g_autoptr(GError) error = NULL;
+    JsonObject *reply = NULL, *params = NULL;
+    if (!vml_force_unlock(call->d->table, key, force, &reply, &params, &error)) {
+        if (!params && error->code != VML_ERROR_FAILED) {
+            params = json_object_new();
+            json_object_set_string_member(params, "path", key);
+        }
+        vml_conn_error_gerror(call->conn, error, params);
+        return;
+    }
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
 /* ---- org.varlink.service ------------------------------------------------ */
 
 static void
@@ -521,6 +546,7 @@ static const Method methods[] = {
     { "io.vmlease.Admin.List", VML_ACCESS_READ, FALSE, method_list },
     { "io.vmlease.Admin.Owners", VML_ACCESS_READ, FALSE, method_owners },
     { "io.vmlease.Admin.Status", VML_ACCESS_READ, FALSE, method_status },
+    { "io.vmlease.Admin.ForceUnlock", VML_ACCESS_ROOT, FALSE, method_force_unlock },
     { "org.varlink.service.GetInfo", VML_ACCESS_READ, FALSE, method_get_info },
     { "org.varlink.service.GetInterfaceDescription", VML_ACCESS_READ, FALSE,
       method_get_interface_description },

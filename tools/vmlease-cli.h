@@ -38,6 +38,7 @@ struct _VmlCliCommand {
 extern const VmlCliCommand vml_cmd_status;
 extern const VmlCliCommand vml_cmd_owners;
 extern const VmlCliCommand vml_cmd_inspect;
+extern const VmlCliCommand vml_cmd_force_unlock;
 extern const VmlCliCommand vml_cmd_run;
 
 /* Print "vmlease: MESSAGE" to stderr and return CODE. */
@@ -63,6 +64,10 @@ VmlCliOptResult cli_common_option(const VmlCliCommand *cmd, VmlCliOptions *opts,
  * the operands to ARGS. Returns -1 to go on, or the status to exit with. */
 int cli_parse_json_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc,
                         char **argv, gboolean *json, GPtrArray *args);
+/* The same with one more boolean option FLAG_NAME (such as "--force"). */
+int cli_parse_flag_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc,
+                        char **argv, gboolean *json, const char *flag_name,
+                        gboolean *flag, GPtrArray *args);
 
 /* Connect to the admin socket (--admin-socket, else --socket, else the
  * default) or the lease socket (--socket, else the default). */

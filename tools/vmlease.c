@@ -17,6 +17,7 @@ static const VmlCliCommand *const commands[] = {
     &vml_cmd_status,
     &vml_cmd_owners,
     &vml_cmd_inspect,
+    &vml_cmd_force_unlock,
     &vml_cmd_run,
 };
 
@@ -169,10 +170,19 @@ int
 cli_parse_json_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv,
                     gboolean *json, GPtrArray *args)
 {
+    return cli_parse_flag_args(cmd, opts, argc, argv, json, NULL, NULL, args);
+}
+
+int
+cli_parse_flag_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv,
+                    gboolean *json, const char *flag_name, gboolean *flag, GPtrArray *args)
+{
     gboolean options_done = FALSE;
     int status;
 
     *json = FALSE;
+    if (flag)
+        *flag = FALSE;
     for (int i = 1; i < argc;) {
         if (!options_done) {
             switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
@@ -185,6 +195,11 @@ cli_parse_json_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, cha
             }
             if (g_str_equal(argv[i], "--json")) {
                 *json = TRUE;
+                i++;
+                continue;
+            }
+            if (flag_name && g_str_equal(argv[i], flag_name)) {
+                *flag = TRUE;
                 i++;
                 continue;
             }
@@ -230,6 +245,7 @@ cli_exit_code(const GError *error)
         return VML_EXIT_FAILED;
     switch ((VmlErrorCode)error->code) {
     case VML_ERROR_CONFLICT:
+    case VML_ERROR_IMAGE_BUSY:
         return VML_EXIT_CONFLICT;
     case VML_ERROR_NO_SUCH_IMAGE:
         return VML_EXIT_NOT_FOUND;

@@ -1,0 +1,16 @@
+/* io.vmlease.Admin.ForceUnlock: clear an image's in-use mark (compatible
+ * bit 1 and the owner extension) that no live use stands behind. A mark
+ * whose use is live, or cannot be checked from here, is cleared only with
+ * FORCE; a header is never rewritten while a QEMU holds the image. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "lease-table.h"
+
+/* KEY is the image's canonical path. On success *REPLY is the reply
+ * {resource, cleared, verdict, reason[, owner]}; on failure *PARAMS (may
+ * be NULL) carries the error's data. */
+gboolean vml_force_unlock(VmlLeaseTable *t, const char *key, gboolean force,
+                          JsonObject **reply, JsonObject **params, GError **error);
