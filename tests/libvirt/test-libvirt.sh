@@ -31,6 +31,18 @@ for r in json.load(sys.stdin)["resources"]:
         print(o[sys.argv[1]])' "$2"
 }
 qemu_pid() { cat "/run/libvirt/qemu/$1.pid"; }
+# image_facts PATH EXPR: fields of `vmlease inspect --json PATH` joined by
+# "|"; EXPR sees d (the reply), q (its qcow2 part), o (owner or {}) and qp
+# (the pids holding QEMU's locks, comma-separated).
+image_facts() {
+    "$VMLEASE_BIN" inspect --json "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+q = d["qcow2"] or {}
+o = d["owner"] or {}
+qp = ",".join(str(h["pid"]) for h in (d["qemu"] or {}).get("holders", []))
+print("|".join(str(x) for x in ('"$2"',)))'
+}
 wait_no_owners() {   # PATH TIMEOUT-SECONDS
     local end=$((SECONDS + $2))
     while [ -n "$(owner_field "$1" pid)" ]; do [ $SECONDS -ge "$end" ] && return 1; sleep 0.02; done
@@ -59,7 +71,7 @@ for d in c:$UC d:$UD; do
 done
 for d in a b c d; do virsh define "$LV_ROOT/$d.xml" >/dev/null; done
 
-echo "1..19"
+echo "1..21"
 
 # 1. start takes an exclusive lease held by QEMU's pid
 out=$(virsh start dom-a 2>&1)
@@ -68,6 +80,11 @@ pid_a=$(qemu_pid dom-a)
 check "owners name dom-a, its uuid and QEMU pid $pid_a, exclusive" \
     test "$(owner_field "$img" name)|$(owner_field "$img" uuid)|$(owner_field "$img" pid)|$(owner_field "$img" mode)" \
          = "dom-a|$UA|$pid_a|exclusive"
+
+# the image itself says who uses it, and QEMU's own lock agrees
+ins=$(image_facts "$img" 'q["in_use"], o.get("pid"), o.get("name"), o.get("program"), qp, d["verdict"]')
+check "inspect: dom-a's disk marked in use by QEMU pid $pid_a, which holds QEMU's lock ($ins)" \
+    test "$ins" = "True|$pid_a|dom-a|qemu (libvirt)|$pid_a|in-use"
 
 # backing images are leased shared: nobody may write into them
 check "base image of dom-a's disk: shared lease held by dom-a" \
@@ -132,6 +149,8 @@ wait_no_owners "$img" 1
 rc=$?
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 check "virsh destroy dom-a: released in ${ms} ms (limit 1000)" test $rc -eq 0
+ins=$(image_facts "$img" 'q["in_use"], d["owner"], qp, d["verdict"]')
+check "after destroy: dom-a's disk is unmarked and free ($ins)" test "$ins" = "False|None||free"
 
 # 9. block commit of a middle layer: the base is exclusive while the job
 # writes it; afterwards the leases match the new chain exactly.
