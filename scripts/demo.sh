@@ -31,6 +31,9 @@ for _ in $(seq 100); do $vmlease owners "$img" | grep -q sleep && break; sleep 0
 say "who holds it: vmlease owners"
 $vmlease owners "$img"
 
+say "the image says so itself: vmlease inspect (in-use bit and owner record in the qcow2 header)"
+$vmlease inspect "$img"
+
 say "holder B: 'vmlease run --exclusive disk.qcow2 -- qemu-img snapshot -c s1 disk.qcow2' is refused"
 set +e
 $vmlease run --exclusive "$img" -- qemu-img snapshot -c s1 "$img"
