@@ -1004,6 +1004,75 @@ case_register_name_too_long(void)
 }
 
 static void
+case_register_program_bad(void)
+{
+    g_autofree char *long_program = repeat('p', 300);
+    const char *const programs[] = { "qemu\nforged", "qemu\001", long_program };
+    for (guint i = 0; i < G_N_ELEMENTS(programs); i++) {
+        JsonObject *p = register_params(FRESH_UUID, "vm", getpid());
+        json_object_set_string_member(p, "program", programs[i]);
+        g_autoptr(JsonObject) reply = call(FALSE, "io.vmlease.Lease.Register", p);
+        assert_invalid_parameter(reply, "program");
+    }
+}
+
+/* ForceUnlock (root on the admin socket) with parameters that are wrong in
+ * type or point at things that are not images. */
+static void
+case_force_unlock_bad_params(void)
+{
+    g_autoptr(JsonObject) missing = call(TRUE, "io.vmlease.Admin.ForceUnlock", NULL);
+    assert_invalid_parameter(missing, "path");
+    const char *const relative[] = { "disk.qcow2", "/tmp/../etc/passwd", "" };
+    for (guint i = 0; i < G_N_ELEMENTS(relative); i++) {
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "path", relative[i]);
+        g_autoptr(JsonObject) reply = call(TRUE, "io.vmlease.Admin.ForceUnlock", p);
+        assert_invalid_parameter(reply, "path");
+    }
+    JsonObject *p = json_object_new();
+    json_object_set_string_member(p, "path", S.scratch_image);
+    json_object_set_string_member(p, "force", "yes");
+    g_autoptr(JsonObject) bad_force = call(TRUE, "io.vmlease.Admin.ForceUnlock", p);
+    assert_invalid_parameter(bad_force, "force");
+    const char *const not_images[] = { "/tmp", "/dev/null" };
+    for (guint i = 0; i < G_N_ELEMENTS(not_images); i++) {
+        JsonObject *q = json_object_new();
+        json_object_set_string_member(q, "path", not_images[i]);
+        g_autoptr(JsonObject) reply = call(TRUE, "io.vmlease.Admin.ForceUnlock", q);
+        JsonObject *e = assert_error(reply, "io.vmlease.NoSuchImage");
+        g_assert_nonnull(strstr(member_string(e, "message"), "is not a regular file or block device"));
+    }
+}
+
+/* A file posing as qcow2 with a lying header: BadImage naming what is
+ * wrong, and the file is not written. */
+static void
+case_force_unlock_lying_header(void)
+{
+    g_autofree char *path = g_build_filename(S.root, "liar.qcow2", NULL);
+    guint8 h[512] = { 0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 3 };
+    h[23] = 16;          /* cluster_bits */
+    h[103] = 104;        /* header_length */
+    h[54] = 0x10;        /* refcount table at 4096: inside the header cluster */
+    h[59] = 1;           /* refcount_table_clusters */
+    g_assert_true(g_file_set_contents(path, (const char *)h, sizeof(h), NULL));
+    JsonObject *p = json_object_new();
+    json_object_set_string_member(p, "path", path);
+    json_object_set_boolean_member(p, "force", TRUE);
+    g_autoptr(JsonObject) reply = call(TRUE, "io.vmlease.Admin.ForceUnlock", p);
+    JsonObject *e = assert_error(reply, "io.vmlease.BadImage");
+    g_assert_cmpstr(member_string(e, "path"), ==, path);
+    g_assert_nonnull(strstr(member_string(e, "message"),
+                            "invalid qcow2 header: refcount table offset 4096 is not a "
+                            "cluster boundary after the header cluster"));
+    g_autofree char *after = NULL;
+    gsize len;
+    g_assert_true(g_file_get_contents(path, &after, &len, NULL));
+    g_assert_cmpmem(after, len, h, sizeof(h));
+}
+
+static void
 case_register_hijack_pid(void)
 {
     /* The held VM's pid under another uuid: refused; the lease stays put
@@ -1553,6 +1622,9 @@ static const Case cases[] = {
     { "/hostile/register/uuid-malformed", case_register_uuid_malformed },
     { "/hostile/register/name-control-chars", case_register_name_control_chars },
     { "/hostile/register/name-too-long", case_register_name_too_long },
+    { "/hostile/register/program-bad", case_register_program_bad },
+    { "/hostile/force-unlock/bad-params", case_force_unlock_bad_params },
+    { "/hostile/force-unlock/lying-header", case_force_unlock_lying_header },
     { "/hostile/register/hijack-pid", case_register_hijack_pid },
     { "/hostile/register/on-admin-socket", case_register_on_admin_socket },
     { "/hostile/acquire/holder-negative", case_holder_negative },
