@@ -1,4 +1,5 @@
 #include "vml-image-owner.h"
+#include "vml-be.h"
 #include "vml-error.h"
 
 #include <string.h>
@@ -20,15 +21,17 @@ vml_image_owner_free(VmlImageOwner *o)
 static void
 put32(GByteArray *b, guint32 v)
 {
-    v = GUINT32_TO_BE(v);
-    g_byte_array_append(b, (const guint8 *)&v, 4);
+    guint8 be[4];
+    vml_put_be32(be, v);
+    g_byte_array_append(b, be, 4);
 }
 
 static void
 put64(GByteArray *b, guint64 v)
 {
-    v = GUINT64_TO_BE(v);
-    g_byte_array_append(b, (const guint8 *)&v, 8);
+    guint8 be[8];
+    vml_put_be64(be, v);
+    g_byte_array_append(b, be, 8);
 }
 
 /* 32 hex digits, dashes anywhere ignored (machine-id and uuid forms). */
@@ -86,22 +89,6 @@ vml_image_owner_encode(const VmlImageOwner *o)
     put_string(b, o->program);
     put_string(b, o->name);
     return g_byte_array_free_to_bytes(b);
-}
-
-static guint32
-get32(const guint8 *p)
-{
-    guint32 v;
-    memcpy(&v, p, 4);
-    return GUINT32_FROM_BE(v);
-}
-
-static guint64
-get64(const guint8 *p)
-{
-    guint64 v;
-    memcpy(&v, p, 8);
-    return GUINT64_FROM_BE(v);
 }
 
 static gboolean
@@ -167,16 +154,16 @@ vml_image_owner_decode(GBytes *bytes, GError **error)
         return NULL;
     }
     g_autoptr(VmlImageOwner) o = g_new0(VmlImageOwner, 1);
-    o->version = get32(data);
+    o->version = vml_be32(data);
     if (o->version < VML_IMAGE_OWNER_VERSION) {
         g_set_error(error, VML_ERROR, VML_ERROR_BAD_IMAGE,
                     "vmlease owner extension has layout version %u", o->version);
         return NULL;
     }
-    o->pid = get32(data + 4);
-    o->start_time = get64(data + 8);
-    o->time_set = (gint64)get64(data + 16);
-    o->generation = get64(data + 24);
+    o->pid = vml_be32(data + 4);
+    o->start_time = vml_be64(data + 8);
+    o->time_set = (gint64)vml_be64(data + 16);
+    o->generation = vml_be64(data + 24);
     o->uuid = id_text(data + 32, TRUE);
     o->machine_id = id_text(data + 48, FALSE);
     o->boot_id = id_text(data + 64, TRUE);

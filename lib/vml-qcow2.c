@@ -1,4 +1,5 @@
 #include "vml-qcow2.h"
+#include "vml-be.h"
 #include "vml-error.h"
 
 #include <errno.h>
@@ -30,36 +31,6 @@ enum {
 
 #define EXT_PREFIX 8
 #define BACKING_FORMAT_MAX 15     /* QEMU keeps it in a 16-byte buffer */
-
-static guint32
-get32(const guint8 *p)
-{
-    guint32 v;
-    memcpy(&v, p, 4);
-    return GUINT32_FROM_BE(v);
-}
-
-static guint64
-get64(const guint8 *p)
-{
-    guint64 v;
-    memcpy(&v, p, 8);
-    return GUINT64_FROM_BE(v);
-}
-
-static void
-put32(guint8 *p, guint32 v)
-{
-    v = GUINT32_TO_BE(v);
-    memcpy(p, &v, 4);
-}
-
-static void
-put64(guint8 *p, guint64 v)
-{
-    v = GUINT64_TO_BE(v);
-    memcpy(p, &v, 8);
-}
 
 static guint64
 align8(guint64 n)
@@ -93,7 +64,7 @@ vml_qcow2_header_free(VmlQcow2Header *h)
 gboolean
 vml_qcow2_has_magic(const guint8 *buf, gsize len)
 {
-    return len >= 4 && get32(buf + OFF_MAGIC) == VML_QCOW2_MAGIC;
+    return len >= 4 && vml_be32(buf + OFF_MAGIC) == VML_QCOW2_MAGIC;
 }
 
 static gboolean G_GNUC_PRINTF(2, 3)
@@ -130,22 +101,22 @@ parse_fixed(VmlQcow2Header *h, const guint8 *buf, gsize len, guint64 file_size,
     if (len < VML_QCOW2_V2_HEADER_LEN)
         return bad(error, "%zu bytes, shorter than the %d-byte header", len,
                    VML_QCOW2_V2_HEADER_LEN);
-    if (get32(buf + OFF_MAGIC) != VML_QCOW2_MAGIC)
+    if (vml_be32(buf + OFF_MAGIC) != VML_QCOW2_MAGIC)
         return bad(error, "no qcow2 magic");
-    h->version = get32(buf + OFF_VERSION);
+    h->version = vml_be32(buf + OFF_VERSION);
     if (h->version != 2 && h->version != 3)
         return bad(error, "unsupported version %u", h->version);
-    h->cluster_bits = get32(buf + OFF_CLUSTER_BITS);
+    h->cluster_bits = vml_be32(buf + OFF_CLUSTER_BITS);
     if (h->cluster_bits < VML_QCOW2_CLUSTER_BITS_MIN || h->cluster_bits > VML_QCOW2_CLUSTER_BITS_MAX)
         return bad(error, "cluster_bits %u outside %d..%d", h->cluster_bits,
                    VML_QCOW2_CLUSTER_BITS_MIN, VML_QCOW2_CLUSTER_BITS_MAX);
     h->cluster_size = G_GUINT64_CONSTANT(1) << h->cluster_bits;
-    h->virtual_size = get64(buf + OFF_SIZE);
-    h->crypt_method = get32(buf + OFF_CRYPT);
+    h->virtual_size = vml_be64(buf + OFF_SIZE);
+    h->crypt_method = vml_be32(buf + OFF_CRYPT);
     if (h->crypt_method > 2)
         return bad(error, "unknown encryption method %u", h->crypt_method);
-    h->backing_offset = get64(buf + OFF_BACKING_OFFSET);
-    h->backing_length = get32(buf + OFF_BACKING_SIZE);
+    h->backing_offset = vml_be64(buf + OFF_BACKING_OFFSET);
+    h->backing_length = vml_be32(buf + OFF_BACKING_SIZE);
 
     if (h->version == 2) {
         h->header_length = VML_QCOW2_V2_HEADER_LEN;
@@ -154,11 +125,11 @@ parse_fixed(VmlQcow2Header *h, const guint8 *buf, gsize len, guint64 file_size,
         if (len < VML_QCOW2_V3_HEADER_MIN)
             return bad(error, "%zu bytes, shorter than the %d-byte version 3 header",
                        len, VML_QCOW2_V3_HEADER_MIN);
-        h->incompatible_features = get64(buf + OFF_INCOMPAT);
-        h->compatible_features = get64(buf + OFF_COMPAT);
-        h->autoclear_features = get64(buf + OFF_AUTOCLEAR);
-        h->refcount_order = get32(buf + OFF_REFCOUNT_ORDER);
-        h->header_length = get32(buf + OFF_HEADER_LENGTH);
+        h->incompatible_features = vml_be64(buf + OFF_INCOMPAT);
+        h->compatible_features = vml_be64(buf + OFF_COMPAT);
+        h->autoclear_features = vml_be64(buf + OFF_AUTOCLEAR);
+        h->refcount_order = vml_be32(buf + OFF_REFCOUNT_ORDER);
+        h->header_length = vml_be32(buf + OFF_HEADER_LENGTH);
         if (h->refcount_order > 6)
             return bad(error, "refcount_order %u above 6", h->refcount_order);
         if (h->header_length < VML_QCOW2_V3_HEADER_MIN || h->header_length > h->cluster_size)
@@ -173,12 +144,12 @@ parse_fixed(VmlQcow2Header *h, const guint8 *buf, gsize len, guint64 file_size,
                        h->header_length);
     }
 
-    guint32 l1_size = get32(buf + OFF_L1_SIZE);
-    guint64 l1_offset = get64(buf + OFF_L1_OFFSET);
-    guint64 refcount_offset = get64(buf + OFF_REFCOUNT_OFFSET);
-    guint32 refcount_clusters = get32(buf + OFF_REFCOUNT_CLUSTERS);
-    guint32 nb_snapshots = get32(buf + OFF_NB_SNAPSHOTS);
-    guint64 snapshots_offset = get64(buf + OFF_SNAPSHOTS_OFFSET);
+    guint32 l1_size = vml_be32(buf + OFF_L1_SIZE);
+    guint64 l1_offset = vml_be64(buf + OFF_L1_OFFSET);
+    guint64 refcount_offset = vml_be64(buf + OFF_REFCOUNT_OFFSET);
+    guint32 refcount_clusters = vml_be32(buf + OFF_REFCOUNT_CLUSTERS);
+    guint32 nb_snapshots = vml_be32(buf + OFF_NB_SNAPSHOTS);
+    guint64 snapshots_offset = vml_be64(buf + OFF_SNAPSHOTS_OFFSET);
     if (refcount_clusters == 0)
         return bad(error, "refcount table has no clusters");
     if (!check_table("refcount table", refcount_offset, h, file_size, error))
@@ -216,8 +187,8 @@ parse_extensions(VmlQcow2Header *h, const guint8 *buf, gsize len, GError **error
         if (off + EXT_PREFIX > len)
             return bad(error, "header extension at offset %" G_GUINT64_FORMAT
                        " runs past the end of the file", off);
-        guint32 type = get32(buf + off);
-        guint32 elen = get32(buf + off + 4);
+        guint32 type = vml_be32(buf + off);
+        guint32 elen = vml_be32(buf + off + 4);
         if (type == VML_QCOW2_EXT_END) {
             h->end_marker = TRUE;
             off += EXT_PREFIX;
@@ -329,7 +300,7 @@ vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2, GError **error)
     }
     /* Read the whole first cluster (or the file, if smaller): everything
      * the header may use lives there. */
-    guint32 bits = n >= OFF_CLUSTER_BITS + 4 ? get32(head + OFF_CLUSTER_BITS) : 0;
+    guint32 bits = n >= OFF_CLUSTER_BITS + 4 ? vml_be32(head + OFF_CLUSTER_BITS) : 0;
     gsize want = sizeof(head);
     if (bits >= VML_QCOW2_CLUSTER_BITS_MIN && bits <= VML_QCOW2_CLUSTER_BITS_MAX)
         want = MIN((guint64)1 << bits, MAX(file_size, sizeof(head)));
@@ -412,15 +383,15 @@ vml_qcow2_serialize(const VmlQcow2Header *h, GError **error)
     guint8 *out = g_malloc0(total);
     memcpy(out, g_bytes_get_data(h->fixed, NULL), h->header_length);
     if (h->version >= 3)
-        put64(out + OFF_COMPAT, h->compatible_features);
+        vml_put_be64(out + OFF_COMPAT, h->compatible_features);
 
     gsize off = h->header_length;
     for (guint i = 0; i < h->extensions->len; i++) {
         const VmlQcow2Ext *e = h->extensions->pdata[i];
         gsize n;
         const guint8 *data = g_bytes_get_data(e->data, &n);
-        put32(out + off, e->type);
-        put32(out + off + 4, (guint32)n);
+        vml_put_be32(out + off, e->type);
+        vml_put_be32(out + off + 4, (guint32)n);
         if (n)
             memcpy(out + off + EXT_PREFIX, data, n);
         off += EXT_PREFIX + align8(n);
@@ -428,8 +399,8 @@ vml_qcow2_serialize(const VmlQcow2Header *h, GError **error)
     off += EXT_PREFIX;   /* end marker: already zero */
     if (h->backing_file) {
         memcpy(out + off, h->backing_file, h->backing_length);
-        put64(out + OFF_BACKING_OFFSET, off);
-        put32(out + OFF_BACKING_SIZE, h->backing_length);
+        vml_put_be64(out + OFF_BACKING_OFFSET, off);
+        vml_put_be32(out + OFF_BACKING_SIZE, h->backing_length);
     }
     return g_bytes_new_take(out, total);
 }

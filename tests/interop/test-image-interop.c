@@ -91,18 +91,7 @@ marked(const char *path)
     return bit;
 }
 
-static VmlImageOwner *
-mark_owner(const char *path)
-{
-    g_autoptr(VmlQcow2Header) h = header(path);
-    const VmlQcow2Ext *e = vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER);
-    g_assert_nonnull(e);
-    g_autoptr(GError) error = NULL;
-    VmlImageOwner *o = vml_image_owner_decode(e->data, &error);
-    g_assert_no_error(error);
-    return o;
-}
-
+/* The owner extension's bytes (asserting there is one). */
 static GBytes *
 mark_bytes(const char *path)
 {
@@ -110,6 +99,16 @@ mark_bytes(const char *path)
     const VmlQcow2Ext *e = vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER);
     g_assert_nonnull(e);
     return g_bytes_ref(e->data);
+}
+
+static VmlImageOwner *
+mark_owner(const char *path)
+{
+    g_autoptr(GBytes) data = mark_bytes(path);
+    g_autoptr(GError) error = NULL;
+    VmlImageOwner *o = vml_image_owner_decode(data, &error);
+    g_assert_no_error(error);
+    return o;
 }
 
 static gboolean
