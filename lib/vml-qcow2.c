@@ -397,11 +397,12 @@ vml_qcow2_serialize(const VmlQcow2Header *h, GError **error)
         off += EXT_PREFIX + align8(n);
     }
     off += EXT_PREFIX;   /* end marker: already zero */
-    if (h->backing_file) {
+    /* Without a name, a stale offset would still end the extensions for
+     * QEMU (and for us): write none, as QEMU does. */
+    vml_put_be64(out + OFF_BACKING_OFFSET, h->backing_file ? off : 0);
+    vml_put_be32(out + OFF_BACKING_SIZE, h->backing_file ? h->backing_length : 0);
+    if (h->backing_file)
         memcpy(out + off, h->backing_file, h->backing_length);
-        vml_put_be64(out + OFF_BACKING_OFFSET, off);
-        vml_put_be32(out + OFF_BACKING_SIZE, h->backing_length);
-    }
     return g_bytes_new_take(out, total);
 }
 
