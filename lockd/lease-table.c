@@ -232,16 +232,20 @@ lease_mark(const VmlLease *l)
     vml_image_guard_mark(l->key, &o);
 }
 
-/* An exclusive lease on an image is about to end: clear the holder's mark,
- * or remember to once the QEMU that still has the image open is gone. */
+/* H's exclusive hold on the image KEY ends: clear its mark, or remember to
+ * once the QEMU that still has the image open is gone. */
+static void
+holder_unmark(VmlHolder *h, const char *key)
+{
+    if (!vml_image_guard_unmark(key, (guint32)h->pid, h->start_time))
+        g_ptr_array_add(h->pending_unmarks, g_strdup(key));
+}
+
 static void
 lease_unmark(VmlLeaseTable *t, const VmlLease *l)
 {
-    VmlHolder *h = l->holder;
-    if (t->shutting_down || l->mode != VML_MODE_EXCLUSIVE || !is_image_key(l->key))
-        return;
-    if (!vml_image_guard_unmark(l->key, (guint32)h->pid, h->start_time))
-        g_ptr_array_add(h->pending_unmarks, g_strdup(l->key));
+    if (!t->shutting_down && l->mode == VML_MODE_EXCLUSIVE && is_image_key(l->key))
+        holder_unmark(l->holder, l->key);
 }
 
 /* Clear the marks left while a QEMU still held the image. When the holder
@@ -653,9 +657,8 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         const AcquireStep *s = &g_array_index(steps, AcquireStep, i);
         if (s->lease->mode == VML_MODE_EXCLUSIVE && is_image_key(s->lease->key))
             lease_mark(s->lease);
-        else if (s->old_mode == VML_MODE_EXCLUSIVE && !s->added)
-            lease_unmark(t, &(VmlLease){ .holder = h, .key = s->lease->key,
-                                         .mode = VML_MODE_EXCLUSIVE });
+        else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && is_image_key(s->lease->key))
+            holder_unmark(h, s->lease->key);   /* downgraded */
     }
 
     GPtrArray *out = g_ptr_array_sized_new(n_reqs);

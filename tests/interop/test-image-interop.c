@@ -447,6 +447,39 @@ test_vm_lifecycle(void)
     assert_check_clean(path);
 }
 
+static void
+acquire_as(gint64 id, const char *mode, const char *path)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", id);
+    json_object_set_array_member(p, "resources", vml_test_resources(mode, path, NULL));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", p, NULL, NULL,
+                                            &error);
+    g_assert_no_error(error);
+}
+
+/* A downgrade ends the exclusive hold: the mark goes; an upgrade brings a
+ * new one with the new generation. */
+static void
+test_downgrade_and_upgrade(void)
+{
+    SH_OK("qemu-img create -q -f qcow2 updown.qcow2 16M");
+    g_autofree char *path = img("updown.qcow2");
+    pid_t vm = vml_test_child_spawn();
+    gint64 id = vml_test_register(VM_UUID, "vm-updown", vm);
+    acquire_as(id, "exclusive", path);
+    g_autoptr(VmlImageOwner) first = mark_owner(path);
+    g_assert_cmpuint(first->pid, ==, (guint)vm);
+    acquire_as(id, "shared", path);
+    g_assert_false(marked(path));
+    acquire_as(id, "exclusive", path);
+    g_autoptr(VmlImageOwner) second = mark_owner(path);
+    g_assert_cmpuint(second->generation, ==, first->generation + 1);
+    vml_test_child_kill(vm, SIGKILL);
+    g_assert_true(wait_unmarked(path));
+}
+
 static int
 vmlease(char **out, char **err, const char *args)
 {
@@ -596,6 +629,7 @@ main(int argc, char **argv)
     g_test_add_func("/interop/qemu-img-keeps-mark", test_qemu_img_keeps_mark);
     g_test_add_func("/interop/qemu-probe-and-refusal", test_qemu_probe_and_refusal);
     g_test_add_func("/interop/vm-lifecycle", test_vm_lifecycle);
+    g_test_add_func("/interop/downgrade-and-upgrade", test_downgrade_and_upgrade);
     g_test_add_func("/interop/stale-and-force-unlock", test_stale_and_force_unlock);
     g_test_add_func("/interop/bad-header-left-alone", test_bad_header_left_alone);
     int rc = g_test_run();
