@@ -2,6 +2,7 @@
  * headers that lie. */
 #include "vml-backing-chain.h"
 #include "vml-error.h"
+#include "image-util.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -18,8 +19,7 @@ img(const char *name)
 static void
 run(const char *cmd)
 {
-    g_autofree char *full = g_strdup_printf("cd '%s' && %s", dir, cmd);
-    g_assert_cmpint(system(full), ==, 0);
+    image_util_run(dir, cmd);
 }
 
 static void
@@ -67,18 +67,6 @@ test_loop_and_missing(void)
 
 /* Overwrite 4/8 big-endian bytes at OFFSET of PATH. */
 static void
-poke(const char *path, off_t offset, guint64 value, int width)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    g_assert_cmpint(fd, >=, 0);
-    guint8 b[8];
-    for (int i = 0; i < width; i++)
-        b[i] = value >> (8 * (width - 1 - i));
-    g_assert_cmpint(pwrite(fd, b, width, offset), ==, width);
-    close(fd);
-}
-
-static void
 test_lying_headers(void)
 {
     static const struct { off_t offset; guint64 value; int width; const char *says; } lies[] = {
@@ -94,7 +82,7 @@ test_lying_headers(void)
         run(cmd);
         g_autofree char *name = g_strdup_printf("liar%u.qcow2", i);
         g_autofree char *path = img(name);
-        poke(path, lies[i].offset, lies[i].value, lies[i].width);
+        image_util_poke(path, lies[i].offset, lies[i].value, lies[i].width);
         g_autoptr(GError) error = NULL;
         g_autoptr(GPtrArray) chain = vml_backing_chain(path, &error);
         g_assert_null(chain);

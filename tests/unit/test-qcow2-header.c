@@ -1,6 +1,7 @@
 /* The qcow2 header parser against headers qemu-img wrote and the same
  * headers with one lie each; the owner extension's exact bytes. */
 #include "vml-error.h"
+#include "image-util.h"
 #include "vml-image-owner.h"
 #include "vml-qcow2.h"
 
@@ -20,8 +21,7 @@ img(const char *name)
 static void
 run(const char *cmd)
 {
-    g_autofree char *full = g_strdup_printf("cd '%s' && %s", dir, cmd);
-    g_assert_cmpint(system(full), ==, 0);
+    image_util_run(dir, cmd);
 }
 
 static VmlQcow2Header *
@@ -32,18 +32,6 @@ read_header(const char *path, gboolean *not_qcow2, GError **error)
     VmlQcow2Header *h = vml_qcow2_read(fd, path, not_qcow2, error);
     close(fd);
     return h;
-}
-
-static void
-poke(const char *path, off_t offset, guint64 value, int width)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    g_assert_cmpint(fd, >=, 0);
-    guint8 b[8];
-    for (int i = 0; i < width; i++)
-        b[i] = value >> (8 * (width - 1 - i));
-    g_assert_cmpint(pwrite(fd, b, width, offset), ==, width);
-    close(fd);
 }
 
 static void
@@ -125,7 +113,7 @@ test_lies(void)
             "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 %s", name);
         run(cmd);
         g_autofree char *path = img(name);
-        poke(path, lies[i].offset, lies[i].value, lies[i].width);
+        image_util_poke(path, lies[i].offset, lies[i].value, lies[i].width);
         gboolean not_qcow2;
         g_autoptr(GError) error = NULL;
         g_autoptr(VmlQcow2Header) h = read_header(path, &not_qcow2, &error);
@@ -149,7 +137,7 @@ test_read_only(void)
         g_autofree char *cmd = g_strdup_printf("qemu-img create -q -f qcow2 %s 1M", name);
         run(cmd);
         g_autofree char *path = img(name);
-        poke(path, 72, cases[i].incompat, 8);
+        image_util_poke(path, 72, cases[i].incompat, 8);
         gboolean not_qcow2;
         g_autoptr(GError) error = NULL;
         g_autoptr(VmlQcow2Header) h = read_header(path, &not_qcow2, &error);
