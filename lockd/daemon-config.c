@@ -8,7 +8,8 @@
 static const char *const known_keys[] = {
     "lockspace_dir", "state_dir", "socket_dir", "backend",
     "lease_group", "admin_group", "max_clients", "max_holders",
-    "max_leases_per_holder", "max_resources_per_call", "log_level",
+    "max_leases_per_holder", "max_resources_per_call", "max_stash_per_owner",
+    "max_stash_total", "log_level",
     NULL,
 };
 
@@ -94,6 +95,8 @@ vml_daemon_config_load(const char *path, GError **error)
     cfg->max_holders = 65536;
     cfg->max_leases_per_holder = 16384;
     cfg->max_resources_per_call = 1024;
+    cfg->max_stash_per_owner = 1024;
+    cfg->max_stash_total = 16384;
     cfg->log_level = g_strdup("info");
 
     if (!path) {
@@ -114,6 +117,8 @@ vml_daemon_config_load(const char *path, GError **error)
             !get_limit(conf, "max_holders", &cfg->max_holders, 1 << 20, error) ||
             !get_limit(conf, "max_leases_per_holder", &cfg->max_leases_per_holder, 1 << 20, error) ||
             !get_limit(conf, "max_resources_per_call", &cfg->max_resources_per_call, 1 << 16, error) ||
+            !get_limit(conf, "max_stash_per_owner", &cfg->max_stash_per_owner, 1 << 20, error) ||
+            !get_limit(conf, "max_stash_total", &cfg->max_stash_total, 1 << 20, error) ||
             !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
             !vml_conf_update_string(conf, "log_level", &cfg->log_level, error) ||
             !check_log_level(cfg->log_level, error)) {

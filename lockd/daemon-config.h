@@ -17,6 +17,8 @@ typedef struct {
     guint max_holders;
     guint max_leases_per_holder;
     guint max_resources_per_call;
+    guint max_stash_per_owner;  /* fds in the stash, per owner and in all */
+    guint max_stash_total;
     char *log_level;          /* "error", "warning", "info", "debug" */
 } VmlDaemonConfig;
 

@@ -5,6 +5,7 @@
 
 #include "backends/backend.h"
 #include "daemon-config.h"
+#include "fd-stash.h"
 #include "lease-table.h"
 #include "state-file.h"
 
@@ -16,6 +17,7 @@ typedef struct {
     char *exe;               /* our own binary, for re-exec */
     VmlBackend *backend;
     VmlLeaseTable *table;
+    VmlStash *stash;
     VmlStateFile *state;
     VmlServer *server;
     GMainLoop *loop;

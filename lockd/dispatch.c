@@ -23,6 +23,8 @@ typedef struct {
     VmlDaemon *d;
     VmlConn *conn;
     JsonObject *params;
+    GArray *fds;          /* that came with the message; a method that keeps
+                             one sets its slot to -1 */
 } Call;
 
 typedef void (*MethodFunc)(Call *call);
@@ -469,6 +471,7 @@ method_status(Call *call)
     json_object_set_int_member(reply, "reexecs", d->reexecs);
     json_object_set_int_member(reply, "holders", vml_lease_table_n_holders(d->table));
     json_object_set_int_member(reply, "leases", vml_lease_table_n_leases(d->table));
+    json_object_set_int_member(reply, "stashed", vml_stash_size(d->stash));
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
@@ -493,6 +496,133 @@ method_force_unlock(Call *call)
         vml_conn_error_gerror(call->conn, error, params);
         return;
     }
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+/* ---- io.vmlease.Stash ----------------------------------------------------- */
+
+#define STASH_NAME_MAX 255
+
+/* owner and name, checked; FALSE after an error reply. */
+static gboolean
+stash_params(Call *call, const char **owner, const char **name)
+{
+    if (!get_string(call, call->params, "owner", TRUE, 64, owner) ||
+        (name && !get_string(call, call->params, "name", TRUE, STASH_NAME_MAX, name)))
+        return FALSE;
+    if (!is_uuid(*owner))
+        return param_error(call, "owner", "is not a UUID");
+    if (name && !**name)
+        return param_error(call, "name", "is empty");
+    return TRUE;
+}
+
+static void
+stash_error(Call *call, const GError *error, const char *owner, const char *name,
+            const char *limit)
+{
+    JsonObject *p = json_object_new();
+    if (limit) {
+        json_object_unref(p);
+        p = limit_params(limit, g_str_equal(limit, "max_stash_total")
+                                    ? call->d->cfg->max_stash_total
+                                    : call->d->cfg->max_stash_per_owner);
+    } else if (error->code == VML_ERROR_PERMISSION_DENIED) {
+        json_object_set_int_member(p, "uid", vml_conn_uid(call->conn));
+    } else {
+        json_object_set_string_member(p, "owner", owner);
+        if (name)
+            json_object_set_string_member(p, "name", name);
+    }
+    vml_conn_error_gerror(call->conn, error, p);
+}
+
+static void
+method_stash_give(Call *call)
+{
+    const char *owner, *name;
+    gboolean keep;
+    if (!stash_params(call, &owner, &name) || !get_bool(call, call->params, "keep", &keep))
+        return;
+    if (!call->fds || call->fds->len != 1) {
+        param_error(call, "fd", "must come as exactly one file descriptor with the message");
+        return;
+    }
+    int fd = g_array_index(call->fds, int, 0);
+    g_autoptr(GError) error = NULL;
+    const char *limit;
+    if (!vml_stash_give(call->d->stash, owner, name, fd, keep, vml_conn_uid(call->conn),
+                        &limit, &error)) {
+        stash_error(call, error, owner, name, limit);
+        return;
+    }
+    g_array_index(call->fds, int, 0) = -1;   /* the stash's now */
+    vml_conn_reply(call->conn, NULL, NULL, 0);
+}
+
+/* Take or Peek: the fd goes back with the reply. */
+static void
+stash_hand_out(Call *call, gboolean take)
+{
+    const char *owner, *name;
+    if (!stash_params(call, &owner, &name))
+        return;
+    g_autoptr(GError) error = NULL;
+    uid_t uid = vml_conn_uid(call->conn);
+    int fd = take ? vml_stash_take(call->d->stash, owner, name, uid, &error)
+                  : vml_stash_peek(call->d->stash, owner, name, uid, &error);
+    if (fd < 0) {
+        stash_error(call, error, owner, name, NULL);
+        return;
+    }
+    vml_conn_reply(call->conn, NULL, &fd, 1);
+    close(fd);
+}
+
+static void
+method_stash_take(Call *call)
+{
+    stash_hand_out(call, TRUE);
+}
+
+static void
+method_stash_peek(Call *call)
+{
+    stash_hand_out(call, FALSE);
+}
+
+static void
+method_stash_drop(Call *call)
+{
+    const char *owner, *name;
+    if (!stash_params(call, &owner, &name))
+        return;
+    g_autoptr(GError) error = NULL;
+    if (!vml_stash_drop(call->d->stash, owner, name, vml_conn_uid(call->conn), &error)) {
+        stash_error(call, error, owner, name, NULL);
+        return;
+    }
+    vml_conn_reply(call->conn, NULL, NULL, 0);
+}
+
+static void
+method_stash_list(Call *call)
+{
+    const char *owner;
+    if (!get_string(call, call->params, "owner", FALSE, 64, &owner))
+        return;
+    if (owner && !is_uuid(owner)) {
+        param_error(call, "owner", "is not a UUID");
+        return;
+    }
+    g_autoptr(GError) error = NULL;
+    JsonArray *fds = vml_stash_list(call->d->stash, owner, vml_conn_uid(call->conn), &error);
+    if (!fds) {
+        stash_error(call, error, owner, NULL, NULL);
+        return;
+    }
+    JsonObject *reply = json_object_new();
+    json_object_set_array_member(reply, "fds", fds);
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
@@ -543,6 +673,11 @@ static const Method methods[] = {
     { "io.vmlease.Lease.Acquire", VML_ACCESS_LEASE, TRUE, method_acquire },
     { "io.vmlease.Lease.Release", VML_ACCESS_LEASE, TRUE, method_release },
     { "io.vmlease.Lease.Inquire", VML_ACCESS_LEASE, TRUE, method_inquire },
+    { "io.vmlease.Stash.Give", VML_ACCESS_LEASE, TRUE, method_stash_give },
+    { "io.vmlease.Stash.Take", VML_ACCESS_LEASE, TRUE, method_stash_take },
+    { "io.vmlease.Stash.Peek", VML_ACCESS_LEASE, TRUE, method_stash_peek },
+    { "io.vmlease.Stash.List", VML_ACCESS_LEASE, TRUE, method_stash_list },
+    { "io.vmlease.Stash.Drop", VML_ACCESS_LEASE, TRUE, method_stash_drop },
     { "io.vmlease.Admin.List", VML_ACCESS_READ, FALSE, method_list },
     { "io.vmlease.Admin.Owners", VML_ACCESS_READ, FALSE, method_owners },
     { "io.vmlease.Admin.Status", VML_ACCESS_READ, FALSE, method_status },
@@ -758,14 +893,11 @@ utf8_prefix_len(const char *s, gsize max)
     return (int)(g_utf8_find_prev_char(s, s + max + 1) - s);
 }
 
-void
-vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fds)
+static void
+dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fds)
 {
     g_autoptr(GError) error = NULL;
     const char *problem = raw_check(msg, len);
-
-    /* No method takes fds yet: drop any that came along. */
-    vml_fds_close(fds);
 
     if (problem) {
         vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL, "%s", problem);
@@ -823,7 +955,7 @@ vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fd
                            m->lease_only ? " (lease socket only)" : "");
             return;
         }
-        Call call = { .d = d, .conn = conn, .params = params };
+        Call call = { .d = d, .conn = conn, .params = params, .fds = fds };
         m->func(&call);
         return;
     }
@@ -831,4 +963,12 @@ vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fd
     json_object_set_string_member(p, "method", name);
     vml_conn_error(conn, VML_ERROR_METHOD_NOT_FOUND, p, "no method '%.*s'",
                    utf8_prefix_len(name, 200), name);
+}
+
+void
+vml_dispatch(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fds)
+{
+    dispatch_message(d, conn, msg, len, fds);
+    /* Whatever fds the method did not keep (all, for most methods). */
+    vml_fds_close(fds);
 }

@@ -19,6 +19,8 @@ struct _VmlLeaseTable {
     gboolean shutting_down;     /* free without unlocking */
     GFunc changed;
     gpointer changed_data;
+    void (*owner_gone)(const char *uuid, gpointer data);
+    gpointer owner_gone_data;
 };
 
 static void
@@ -33,6 +35,28 @@ vml_lease_table_set_changed_func(VmlLeaseTable *t, GFunc func, gpointer data)
 {
     t->changed = func;
     t->changed_data = data;
+}
+
+void
+vml_lease_table_set_owner_gone_func(VmlLeaseTable *t,
+                                    void (*func)(const char *uuid, gpointer data),
+                                    gpointer data)
+{
+    t->owner_gone = func;
+    t->owner_gone_data = data;
+}
+
+static gboolean
+uuid_has_holder(VmlLeaseTable *t, const char *uuid)
+{
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, t->holders);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        if (g_strcmp0(((VmlHolder *)value)->uuid, uuid) == 0)
+            return TRUE;
+    }
+    return FALSE;
 }
 
 static gint64
@@ -330,7 +354,10 @@ on_holder_exit(gpointer data)
     VmlLeaseTable *t = h->table;
     g_info("holder %" G_GINT64_FORMAT " (VM %s, pid %d) exited: releasing %u lease(s)",
            h->id, h->name, (int)h->pid, g_hash_table_size(h->leases));
+    g_autofree char *uuid = g_strdup(h->uuid);
     g_hash_table_remove(t->holders, &h->id);
+    if (t->owner_gone && !uuid_has_holder(t, uuid))
+        t->owner_gone(uuid, t->owner_gone_data);
     changed(t);
 }
 

@@ -56,6 +56,10 @@ VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *c
 void vml_lease_table_free(VmlLeaseTable *t);
 
 void vml_lease_table_set_changed_func(VmlLeaseTable *t, GFunc func, gpointer data);
+/* FUNC(uuid, DATA) runs when the last holder process of a domain exits. */
+void vml_lease_table_set_owner_gone_func(VmlLeaseTable *t,
+                                         void (*func)(const char *uuid, gpointer data),
+                                         gpointer data);
 
 /* ON_LOCKFAILURE may be NULL ("default"); given again it replaces the old.
  * PROGRAM (may be NULL) names what the holder runs, for in-image owners. */

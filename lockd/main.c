@@ -93,6 +93,14 @@ on_quit_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
+/* The last holder process of a domain has gone: so has its stash. */
+static void
+on_owner_gone(const char *uuid, gpointer data)
+{
+    VmlDaemon *d = data;
+    vml_stash_owner_gone(d->stash, uuid);
+}
+
 static gboolean
 on_reexec_signal(gpointer data)
 {
@@ -198,6 +206,7 @@ main(int argc, char **argv)
     if (!d.backend)
         return startup_failed(config_path, error);
     d.table = vml_lease_table_new(d.backend, d.cfg);
+    d.stash = vml_stash_new(d.cfg->max_stash_per_owner, d.cfg->max_stash_total);
     d.state = vml_state_file_new(d.cfg->state_dir, d.table, &error);
     if (!d.state)
         return startup_failed(config_path, error);
@@ -223,7 +232,10 @@ main(int argc, char **argv)
         state = vml_state_file_load(d.state);
     }
     vml_lease_table_set_changed_func(d.table, on_table_changed, &d);
+    vml_lease_table_set_owner_gone_func(d.table, on_owner_gone, &d);
     vml_lease_table_restore(d.table, state, reexec_fd >= 0);
+    if (reexec_fd >= 0)
+        vml_stash_restore(d.stash, state);
 
     d.server = vml_server_new(&d, lease_fd, admin_fd, &error);
     if (!d.server)
@@ -259,6 +271,7 @@ main(int argc, char **argv)
     vml_server_free(d.server);
     vml_state_file_free(d.state);
     vml_lease_table_free(d.table);
+    vml_stash_free(d.stash, TRUE);
     d.backend->ops->close(d.backend);
     g_main_loop_unref(d.loop);
     g_free(d.exe);

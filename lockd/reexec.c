@@ -27,6 +27,7 @@ vml_reexec(VmlDaemon *d)
                            ",\"started\":%" G_GINT64_FORMAT ",\"reexecs\":%" G_GINT64_FORMAT,
                            lease_fd, admin_fd, d->started, d->reexecs + 1);
     vml_server_hand_over(d->server, state, fds);
+    vml_stash_save(d->stash, state, fds);
     g_string_append_c(state, '}');
     g_array_append_val(fds, lease_fd);
     g_array_append_val(fds, admin_fd);
