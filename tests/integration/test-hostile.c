@@ -783,7 +783,7 @@ case_unknown_method(void)
 {
     const char *const names[] = {
         "io.vmlease.Lease.Steal", "io.vmlease.Admin.status", "io.vmlease.Admin.Status ",
-        "", "org.varlink.service.Nope", "io.vmlease.Stash.Take",
+        "", "org.varlink.service.Nope", "io.vmlease.Stash.Steal",
     };
     for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
         g_autoptr(JsonObject) reply = call(FALSE, names[i], NULL);
@@ -1475,6 +1475,37 @@ case_fds_with_status(void)
     assert_daemon_fds_at_most(base);
 }
 
+/* Stash.Give with the wrong number of fds, bad owners and names: refused,
+ * and not one fd stays behind in the daemon. */
+static void
+case_stash_give_bad(void)
+{
+    g_autoptr(Raw) r = raw_connect(FALSE);
+    assert_conn_serves(r);
+    guint base = count_fds(S.daemon_pid);
+    static const struct { guint n_fds; const char *params; const char *parameter; } cases[] = {
+        { 0, "{\"owner\":\"" FRESH_UUID "\",\"name\":\"x\"}", "fd" },
+        { 2, "{\"owner\":\"" FRESH_UUID "\",\"name\":\"x\"}", "fd" },
+        { 1, "{\"owner\":\"not-a-uuid\",\"name\":\"x\"}", "owner" },
+        { 1, "{\"owner\":\"" FRESH_UUID "\",\"name\":\"\"}", "name" },
+        { 1, "{\"owner\":\"" FRESH_UUID "\",\"name\":\"a\\nb\"}", "name" },
+        { 1, "{\"owner\":\"" FRESH_UUID "\",\"name\":\"x\",\"keep\":1}", "keep" },
+        { 1, "{\"name\":\"x\"}", "owner" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *msg = g_strdup_printf("{\"method\":\"io.vmlease.Stash.Give\","
+                                               "\"parameters\":%s}", cases[i].params);
+        int *fds = open_fds(cases[i].n_fds);
+        raw_send_fds(r, msg, strlen(msg) + 1, fds, cases[i].n_fds);
+        close_fds(fds, cases[i].n_fds);
+        g_autoptr(JsonObject) reply = raw_read(r);
+        assert_invalid_parameter(reply, cases[i].parameter);
+    }
+    assert_daemon_fds_at_most(base);
+    g_autoptr(JsonObject) list = call(FALSE, "io.vmlease.Stash.List", NULL);
+    g_assert_cmpuint(json_array_get_length(member_array(assert_ok(list), "fds")), ==, 0);
+}
+
 static void
 case_fds_with_truncated_message(void)
 {
@@ -1604,6 +1635,7 @@ static const Case cases[] = {
     { "/hostile/message/missing-method", case_missing_method },
     { "/hostile/message/method-not-string", case_method_not_string },
     { "/hostile/message/parameters-not-object", case_parameters_not_object },
+    { "/hostile/stash/give-bad", case_stash_give_bad },
     { "/hostile/message/unknown-method", case_unknown_method },
     { "/hostile/message/huge-method-name", case_huge_method_name },
     { "/hostile/message/invalid-utf8", case_invalid_utf8 },
