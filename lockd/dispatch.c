@@ -2,6 +2,7 @@
  * them hostile until checked), call the lease table, shape the reply. */
 #include "server.h"
 #include "force-unlock.h"
+#include "image-open.h"
 #include "vml-config.h"
 #include "vml-paths.h"
 #include "vml-proc.h"
@@ -336,6 +337,92 @@ method_acquire(Call *call)
     JsonObject *reply = json_object_new();
     json_object_set_array_member(reply, "leases", leases_json(leases));
     vml_conn_reply(call->conn, reply, fds, fds ? leases->len : 0);
+}
+
+static void stash_error(Call *call, const GError *error, const char *owner, const char *name,
+                        const char *limit);
+
+/* "read-write" or "read-only", as the lease mode it needs. */
+static gboolean
+get_open_mode(Call *call, VmlMode *mode)
+{
+    const char *m;
+    if (!get_string(call, call->params, "mode", TRUE, 16, &m))
+        return FALSE;
+    if (g_strcmp0(m, "read-write") == 0)
+        *mode = VML_MODE_EXCLUSIVE;
+    else if (g_strcmp0(m, "read-only") == 0)
+        *mode = VML_MODE_SHARED;
+    else
+        return param_error(call, "mode", "must be read-write or read-only");
+    return TRUE;
+}
+
+static void
+reply_image_fd(Call *call, int fd, JsonObject *params, const GError *error)
+{
+    if (fd < 0) {
+        vml_conn_error_gerror(call->conn, error, params);
+        return;
+    }
+    vml_conn_reply(call->conn, NULL, &fd, 1);
+    close(fd);
+}
+
+static void
+method_open_image(Call *call)
+{
+    VmlHolder *h = get_holder(call);
+    const char *path;
+    VmlMode mode;
+    if (!h || !get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
+        !get_open_mode(call, &mode))
+        return;
+    g_autofree char *key = path_key(call, "path", path);
+    if (!key)
+        return;
+    g_autoptr(GError) error = NULL;
+    JsonObject *params = NULL;
+    int fd = vml_image_open_leased(call->d->table, h, key, mode, &params, &error);
+    reply_image_fd(call, fd, params, error);
+}
+
+static void
+method_reopen(Call *call)
+{
+    VmlHolder *h = get_holder(call);
+    const char *path, *name;
+    VmlMode mode;
+    if (!h || !get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
+        !get_open_mode(call, &mode) ||
+        !get_string(call, call->params, "stash_name", FALSE, 255, &name))
+        return;
+    if (!call->fds || call->fds->len != 1) {
+        param_error(call, "fd", "must come as exactly one file descriptor with the message");
+        return;
+    }
+    g_autofree char *key = path_key(call, "path", path);
+    if (!key)
+        return;
+    g_autofree char *default_name = g_strconcat("reopen:", key, NULL);
+    if (!name || !*name)
+        name = default_name;
+    int old_fd = g_array_index(call->fds, int, 0);
+    g_array_index(call->fds, int, 0) = -1;   /* the reopen's now */
+    g_autoptr(GError) error = NULL;
+    JsonObject *params = NULL;
+    const char *limit = NULL;
+    int fd = vml_image_reopen(call->d->table, call->d->stash, h, key, old_fd, mode, name,
+                              vml_conn_uid(call->conn), &limit, &params, &error);
+    if (limit) {
+        stash_error(call, error, h->uuid, name, limit);
+        return;
+    }
+    if (fd < 0 && !params && error->code == VML_ERROR_INVALID_PARAMETER) {
+        params = json_object_new();
+        json_object_set_string_member(params, "parameter", "fd");
+    }
+    reply_image_fd(call, fd, params, error);
 }
 
 static void
@@ -673,6 +760,8 @@ static const Method methods[] = {
     { "io.vmlease.Lease.Acquire", VML_ACCESS_LEASE, TRUE, method_acquire },
     { "io.vmlease.Lease.Release", VML_ACCESS_LEASE, TRUE, method_release },
     { "io.vmlease.Lease.Inquire", VML_ACCESS_LEASE, TRUE, method_inquire },
+    { "io.vmlease.Lease.OpenImage", VML_ACCESS_LEASE, TRUE, method_open_image },
+    { "io.vmlease.Lease.Reopen", VML_ACCESS_LEASE, TRUE, method_reopen },
     { "io.vmlease.Stash.Give", VML_ACCESS_LEASE, TRUE, method_stash_give },
     { "io.vmlease.Stash.Take", VML_ACCESS_LEASE, TRUE, method_stash_take },
     { "io.vmlease.Stash.Peek", VML_ACCESS_LEASE, TRUE, method_stash_peek },

@@ -6,6 +6,7 @@
 #include "vmlease-stash.h"
 
 #include <dirent.h>
+#include <string.h>
 #include <grp.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -134,6 +135,9 @@ test_survives_giver_and_reexec(void)
         reexecs = st ? json_object_get_int_member(st, "reexecs") : 0;
     }
     g_assert_cmpint(reexecs, ==, 1);
+    /* The Status connections above close on their own time. */
+    for (int i = 0; i < 300 && daemon_fds() != before; i++)
+        g_usleep(10 * 1000);
     g_assert_cmpuint(daemon_fds(), ==, before);
 
     g_autoptr(VmlClient) c = connect_lease();
@@ -294,6 +298,145 @@ test_thousand_and_limits(void)
     close(fd);
 }
 
+static gint
+compare_strings(gconstpointer a, gconstpointer b)
+{
+    return g_strcmp0(*(char *const *)a, *(char *const *)b);
+}
+
+/* Who holds PATH, as "NAME:MODE" joined by spaces, sorted. */
+static char *
+holders_of(const char *path)
+{
+    g_autoptr(JsonArray) owners = vml_test_owners(path);
+    g_autoptr(GPtrArray) parts = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 0; i < json_array_get_length(owners); i++) {
+        JsonObject *o = json_array_get_object_element(owners, i);
+        g_ptr_array_add(parts, g_strdup_printf("%s:%s", json_object_get_string_member(o, "name"),
+                                               json_object_get_string_member(o, "mode")));
+    }
+    g_ptr_array_sort(parts, compare_strings);
+    g_ptr_array_add(parts, NULL);
+    return g_strjoinv(" ", (char **)parts->pdata);
+}
+
+static int
+access_mode(int fd)
+{
+    return fcntl(fd, F_GETFL) & O_ACCMODE;
+}
+
+static void
+test_open_image(void)
+{
+    g_autoptr(VmlClient) c = connect_lease();
+    g_autoptr(GError) error = NULL;
+    g_autofree char *path = vml_test_make_image(daemon_, "open.img");
+    pid_t vm_a = vml_test_child_spawn(), vm_b = vml_test_child_spawn();
+    gint64 a = vml_test_register(OWNER_A, "vm-a", vm_a);
+    gint64 b = vml_test_register(OWNER_B, "vm-b", vm_b);
+
+    int fd = vmlease_open_image(c, a, path, "read-write", &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(access_mode(fd), ==, O_RDWR);
+    g_assert_cmpint(pwrite(fd, "x", 1, 0), ==, 1);
+    g_autofree char *held = holders_of(path);
+    g_assert_cmpstr(held, ==, "vm-a:exclusive");
+
+    /* Not even a read-only fd for B while A writes. */
+    g_assert_cmpint(vmlease_open_image(c, b, path, "read-only", &error), ==, -1);
+    g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
+    g_assert_nonnull(strstr(error->message, "in use by VM vm-a"));
+    g_clear_error(&error);
+    g_autofree char *still = holders_of(path);
+    g_assert_cmpstr(still, ==, "vm-a:exclusive");
+    g_assert_cmpint(vmlease_open_image(c, a, path, "read-and-write", &error), ==, -1);
+    g_assert_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER);
+    close(fd);
+    vml_test_child_kill(vm_a, SIGKILL);
+    vml_test_child_kill(vm_b, SIGKILL);
+}
+
+static int
+reopen(VmlClient *c, gint64 holder, const char *path, int fd, const char *mode,
+       const char *name, GError **error)
+{
+    return vmlease_reopen(c, holder, path, fd, mode, name, error);
+}
+
+static void
+test_reopen(void)
+{
+    g_autoptr(VmlClient) c = connect_lease();
+    g_autoptr(GError) error = NULL;
+    g_autofree char *path = vml_test_make_image(daemon_, "reopen.img");
+    g_autofree char *other = vml_test_make_image(daemon_, "other.img");
+    pid_t vm_a = vml_test_child_spawn(), vm_b = vml_test_child_spawn();
+    gint64 a = vml_test_register(OWNER_A, "vm-a", vm_a);
+    gint64 b = vml_test_register(OWNER_B, "vm-b", vm_b);
+
+    int ro = vmlease_open_image(c, a, path, "read-only", &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(access_mode(ro), ==, O_RDONLY);
+    int ro_b = vmlease_open_image(c, b, path, "read-only", &error);
+    g_assert_no_error(error);
+    g_autofree char *both = holders_of(path);
+    g_assert_cmpstr(both, ==, "vm-a:shared vm-b:shared");
+
+    /* Up to read-write while B shares: refused, and all as it was. */
+    g_assert_cmpint(reopen(c, a, path, ro, "read-write", NULL, &error), ==, -1);
+    g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
+    g_assert_nonnull(strstr(error->message, "in use by VM vm-b"));
+    g_clear_error(&error);
+    g_autofree char *after = holders_of(path);
+    g_assert_cmpstr(after, ==, "vm-a:shared vm-b:shared");
+    g_assert_cmpint(access_mode(ro), ==, O_RDONLY);
+    char byte;
+    g_assert_cmpint(pread(ro, &byte, 1, 0), ==, 0);   /* still a working fd */
+    g_assert_cmpuint(stash_len(c, OWNER_A), ==, 0);
+
+    /* An fd of another file is refused before anything changes. */
+    int wrong = open(other, O_RDONLY | O_CLOEXEC);
+    g_assert_cmpint(reopen(c, a, path, wrong, "read-write", NULL, &error), ==, -1);
+    g_assert_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER);
+    g_clear_error(&error);
+    close(wrong);
+
+    /* Alone, it works: a writable fd, an exclusive lease, the old fd
+     * stashed under its default name. */
+    close(ro_b);
+    vml_test_child_kill(vm_b, SIGKILL);
+    g_assert_true(vml_test_wait_owners(path, 1, 3000));
+    int rw = reopen(c, a, path, ro, "read-write", NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(access_mode(rw), ==, O_RDWR);
+    g_assert_cmpint(pwrite(rw, "y", 1, 0), ==, 1);
+    g_autofree char *excl = holders_of(path);
+    g_assert_cmpstr(excl, ==, "vm-a:exclusive");
+    g_autoptr(JsonArray) l = vmlease_stash_list(c, OWNER_A, &error);
+    g_assert_cmpuint(json_array_get_length(l), ==, 1);
+    JsonObject *e = json_array_get_object_element(l, 0);
+    g_autofree char *name = g_strconcat("reopen:", path, NULL);
+    g_assert_cmpstr(json_object_get_string_member(e, "name"), ==, name);
+    g_assert_cmpstr(json_object_get_string_member(e, "access"), ==, "read-only");
+
+    /* And back down, stashing the read-write fd under a name of our own. */
+    int back = reopen(c, a, path, rw, "read-only", "rw-copy", &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(access_mode(back), ==, O_RDONLY);
+    g_autofree char *down = holders_of(path);
+    g_assert_cmpstr(down, ==, "vm-a:shared");
+    g_assert_cmpuint(stash_len(c, OWNER_A), ==, 2);
+    close(ro);
+    close(rw);
+    close(back);
+    /* The stash goes with the holder (given without keep). */
+    vml_test_child_kill(vm_a, SIGKILL);
+    for (int i = 0; i < 300 && stash_len(c, OWNER_A) != 0; i++)
+        g_usleep(10 * 1000);
+    g_assert_cmpuint(stash_len(c, OWNER_A), ==, 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -308,6 +451,8 @@ main(int argc, char **argv)
     g_test_add_func("/stash/owners-apart", test_owners_apart);
     g_test_add_func("/stash/dropped-with-holder", test_dropped_with_holder);
     g_test_add_func("/stash/thousand-and-limits", test_thousand_and_limits);
+    g_test_add_func("/stash/open-image", test_open_image);
+    g_test_add_func("/stash/reopen", test_reopen);
     int rc = g_test_run();
     vml_test_daemon_stop(daemon_);
     return rc;
