@@ -18,6 +18,7 @@ static const VmlCliCommand *const commands[] = {
     &vml_cmd_owners,
     &vml_cmd_inspect,
     &vml_cmd_force_unlock,
+    &vml_cmd_stash,
     &vml_cmd_run,
 };
 
@@ -248,6 +249,7 @@ cli_exit_code(const GError *error)
     case VML_ERROR_IMAGE_BUSY:
         return VML_EXIT_CONFLICT;
     case VML_ERROR_NO_SUCH_IMAGE:
+    case VML_ERROR_NO_SUCH_FD:
         return VML_EXIT_NOT_FOUND;
     case VML_ERROR_PROTOCOL:
     case VML_ERROR_INVALID_MESSAGE:

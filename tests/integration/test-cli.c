@@ -230,6 +230,56 @@ test_status_inspect_and_exit_codes(void)
     g_assert_nonnull(strstr(down.err, "/nonexistent/vmleased-admin.sock"));
 }
 
+/* vmlease stash: give a file, see it listed, take it into a command that
+ * reads it through fd 3, and the error exits. */
+static void
+test_stash_commands(void)
+{
+    const char *owner = "cccccccc-1111-4222-8333-444444444444";
+    g_autofree char *file = vml_test_make_image(daemon_, "stash.txt");
+    g_assert_true(g_file_set_contents(file, "stashed bytes\n", -1, NULL));
+
+    g_auto(Run) give = { 0 };
+    vmlease(&give, "stash", "give", "--owner", owner, "--name", "n1", file, NULL);
+    g_assert_cmpint(give.status, ==, 0);
+    g_autofree char *said = g_strdup_printf("stashed %s (read-write, offset 0) as \"n1\" for %s\n",
+                                            file, owner);
+    g_assert_cmpstr(give.out, ==, said);
+
+    g_auto(Run) again = { 0 };
+    vmlease(&again, "stash", "give", "--owner", owner, "--name", "n1", file, NULL);
+    g_assert_cmpint(again.status, ==, 4);
+    g_assert_nonnull(strstr(again.err, "already has an fd named \"n1\""));
+
+    g_auto(Run) list = { 0 };
+    vmlease(&list, "stash", "list", "--owner", owner, "--json", NULL);
+    g_assert_cmpint(list.status, ==, 0);
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, list.out, -1, NULL));
+    JsonArray *fds = json_object_get_array_member(json_node_get_object(json_parser_get_root(p)),
+                                                  "fds");
+    g_assert_cmpuint(json_array_get_length(fds), ==, 1);
+    g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(fds, 0), "path"),
+                    ==, file);
+
+    g_auto(Run) take = { 0 };
+    vmlease(&take, "stash", "take", "--owner", owner, "--name", "n1", "--",
+            "sh", "-c", "cat <&3; echo \"fd $VMLEASE_FD\"; exit 7", NULL);
+    g_assert_cmpint(take.status, ==, 7);
+    g_assert_cmpstr(take.out, ==, "stashed bytes\nfd 3\n");
+
+    g_auto(Run) gone = { 0 };
+    vmlease(&gone, "stash", "take", "--owner", owner, "--name", "n1", NULL);
+    g_assert_cmpint(gone.status, ==, 5);
+    g_autofree char *nothing = g_strdup_printf("vmlease: owner %s has nothing stashed\n", owner);
+    g_assert_cmpstr(gone.err, ==, nothing);
+
+    g_auto(Run) usage = { 0 };
+    vmlease(&usage, "stash", "give", "--owner", "not-a-uuid", "--name", "x", file, NULL);
+    g_assert_cmpint(usage.status, ==, 1);
+    g_assert_nonnull(strstr(usage.err, "--owner must be a domain uuid"));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -240,6 +290,7 @@ main(int argc, char **argv)
                     test_qemu_img_snapshot_refused_while_vm_runs);
     g_test_add_func("/cli/owners-table-and-json", test_owners_table_and_json);
     g_test_add_func("/cli/status-inspect-and-exit-codes", test_status_inspect_and_exit_codes);
+    g_test_add_func("/cli/stash-commands", test_stash_commands);
     int rc = g_test_run();
     vml_test_daemon_stop(daemon_);
     return rc;
