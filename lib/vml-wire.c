@@ -30,6 +30,11 @@ void
 vml_wire_attach_fds(struct msghdr *mh, VmlFdControl *control, const int *fds, guint n_fds)
 {
     memset(control, 0, sizeof(*control));
+    if (n_fds == 0) {
+        mh->msg_control = NULL;
+        mh->msg_controllen = 0;
+        return;
+    }
     mh->msg_control = control->buf;
     mh->msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
     struct cmsghdr *cm = CMSG_FIRSTHDR(mh);
