@@ -43,6 +43,34 @@ daemon_fds(void)
     return n;
 }
 
+/* The daemon's fd count once connections closed by earlier steps are gone
+ * (the daemon notices a hang-up on its next turn). */
+static guint
+settled_daemon_fds(void)
+{
+    guint n = daemon_fds();
+    for (int i = 0; i < 100; i++) {
+        g_usleep(20 * 1000);
+        guint again = daemon_fds();
+        if (again == n)
+            return n;
+        n = again;
+    }
+    return n;
+}
+
+/* Wait (up to 3 s) for the daemon to be back at WANT fds. */
+static guint
+daemon_fds_back_to(guint want)
+{
+    guint n = daemon_fds();
+    for (int i = 0; i < 300 && n != want; i++) {
+        g_usleep(10 * 1000);
+        n = daemon_fds();
+    }
+    return n;
+}
+
 /* A file of its own under the daemon's root, open read-write. */
 static int
 open_file(const char *name)
@@ -123,7 +151,7 @@ test_survives_giver_and_reexec(void)
     g_assert_cmpint(waitpid(giver, &status, 0), ==, giver);
     g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
-    guint before = daemon_fds();
+    guint before = settled_daemon_fds();
     g_assert_cmpint(kill(daemon_->pid, SIGUSR1), ==, 0);
     g_autoptr(GError) error = NULL;
     gint64 reexecs = 0;
@@ -136,9 +164,7 @@ test_survives_giver_and_reexec(void)
     }
     g_assert_cmpint(reexecs, ==, 1);
     /* The Status connections above close on their own time. */
-    for (int i = 0; i < 300 && daemon_fds() != before; i++)
-        g_usleep(10 * 1000);
-    g_assert_cmpuint(daemon_fds(), ==, before);
+    g_assert_cmpuint(daemon_fds_back_to(before), ==, before);
 
     g_autoptr(VmlClient) c = connect_lease();
     int fd = vmlease_stash_take(c, OWNER_A, "crash", &error);
@@ -257,7 +283,7 @@ test_thousand_and_limits(void)
     g_autoptr(VmlClient) c = connect_lease();
     g_autoptr(GError) error = NULL;
     int fd = open_file("many.img");
-    guint before = daemon_fds();
+    guint before = settled_daemon_fds();
     for (int i = 0; i < 1000; i++) {
         g_autofree char *name = g_strdup_printf("fd%04d", i);
         g_assert_true(vmlease_stash_give(c, OWNER_A, name, fd, FALSE, &error));
@@ -292,7 +318,7 @@ test_thousand_and_limits(void)
     }
     g_assert_true(vmlease_stash_drop(c, OWNER_B, "b1", &error));
     g_assert_true(vmlease_stash_drop(c, OWNER_B, "b2", &error));
-    guint after = daemon_fds();
+    guint after = daemon_fds_back_to(before);
     g_test_message("daemon fds: %u after taking them all back", after);
     g_assert_cmpuint(after, ==, before);
     close(fd);
