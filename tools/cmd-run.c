@@ -3,13 +3,9 @@
 #include "output.h"
 #include "vml-error.h"
 
-#include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct {
@@ -135,67 +131,6 @@ acquire(VmlClient *client, const Holder *h, GArray *images, GArray **fds)
     return VML_EXIT_OK;
 }
 
-/* Fork and exec COMMAND; wait for it, forwarding SIGINT, SIGTERM and SIGHUP.
- * Returns its exit status, 128+N if signal N killed it. */
-static int
-run_command(char **command)
-{
-    static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP };
-    sigset_t wait_set, old_mask;
-
-    /* An inherited SIG_IGN would make the kernel reap the child for us. */
-    signal(SIGCHLD, SIG_DFL);
-    sigemptyset(&wait_set);
-    sigaddset(&wait_set, SIGCHLD);
-    for (guint i = 0; i < G_N_ELEMENTS(forwarded); i++)
-        sigaddset(&wait_set, forwarded[i]);
-    /* Blocked before fork: no signal can slip in between fork and wait. */
-    sigprocmask(SIG_BLOCK, &wait_set, &old_mask);
-
-    fflush(stdout);
-    fflush(stderr);
-    pid_t parent = getpid();
-    pid_t child = fork();
-    if (child < 0) {
-        int saved = errno;
-        sigprocmask(SIG_SETMASK, &old_mask, NULL);
-        return cli_error(VML_EXIT_FAILED, "cannot fork: %s", g_strerror(saved));
-    }
-    if (child == 0) {
-        /* COMMAND must not outlive its leases: if we die, it gets SIGTERM. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(128 + SIGTERM);
-        sigprocmask(SIG_SETMASK, &old_mask, NULL);
-        execvp(command[0], command);
-        int saved = errno;
-        dprintf(STDERR_FILENO, "vmlease: cannot run %s: %s\n", command[0], strerror(saved));
-        _exit(saved == ENOENT ? 127 : 126);
-    }
-
-    int status = 0;
-    for (;;) {
-        siginfo_t si;
-        int sig = sigwaitinfo(&wait_set, &si);
-        if (sig < 0)
-            continue;   /* EINTR from a stop/continue */
-        if (sig == SIGCHLD) {
-            pid_t r = waitpid(child, &status, WNOHANG);
-            if (r == child)
-                break;
-            continue;
-        }
-        /* A signal from the terminal (SI_KERNEL) already reached COMMAND,
-         * which shares our process group: sending it again would make ^C
-         * count twice. */
-        if (si.si_code != SI_KERNEL)
-            kill(child, sig);
-    }
-    sigprocmask(SIG_SETMASK, &old_mask, NULL);
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
-}
 
 static void
 fds_close(GArray *fds)
@@ -289,7 +224,7 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         fds_close(fds);
         return status;
     }
-    status = run_command(command);
+    status = cli_run_command(command, -1);
     release_all(opts, client, &holder);
     fds_close(fds);
     return status;

@@ -7,10 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-#define TAKE_FD 3   /* where `take -- COMMAND` puts the fd */
 
 typedef struct {
     const char *owner;
@@ -124,27 +121,6 @@ give(VmlClient *c, const StashArgs *a)
     return VML_EXIT_OK;
 }
 
-/* Run COMMAND with FD as its fd 3 and VMLEASE_FD=3; its exit status. */
-static int
-run_with_fd(char **command, int fd)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        return cli_error(VML_EXIT_FAILED, "fork: %s", g_strerror(errno));
-    if (pid == 0) {
-        if (dup2(fd, TAKE_FD) < 0)
-            _exit(127);
-        g_setenv("VMLEASE_FD", G_STRINGIFY(TAKE_FD), TRUE);
-        execvp(command[0], command);
-        fprintf(stderr, "vmlease: %s: %s\n", command[0], g_strerror(errno));
-        _exit(127);
-    }
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static int
 take(VmlClient *c, const StashArgs *a)
 {
@@ -155,7 +131,7 @@ take(VmlClient *c, const StashArgs *a)
     g_autofree char *what = describe_fd(fd);
     int status = VML_EXIT_OK;
     if (a->command) {
-        status = run_with_fd(a->command, fd);
+        status = cli_run_command(a->command, fd);
     } else {
         printf("took \"%s\": %s; nothing ran with it, so it is closed now\n", a->name, what);
     }

@@ -79,6 +79,14 @@ JsonObject *cli_call_admin(const VmlCliOptions *opts, const char *method,
                            JsonObject *params, int *status);
 VmlClient *cli_connect_lease(const VmlCliOptions *opts, GError **error);
 
+/* Where cli_run_command() puts PASS_FD in the command (VMLEASE_FD says so). */
+#define CLI_PASSED_FD 3
+
+/* Fork and exec COMMAND (with PASS_FD as its fd 3 unless -1); wait for it,
+ * forwarding SIGINT, SIGTERM and SIGHUP; it gets SIGTERM if we die. Returns
+ * its exit status, 128+N if signal N killed it. */
+int cli_run_command(char **command, int pass_fd);
+
 /* The exit code for an error from vml_client_call(). */
 int cli_exit_code(const GError *error);
 /* Report a failed vml_client_call() and return its exit code. */
