@@ -3,6 +3,7 @@
  * shared), and per holder process a <tag>.holder record. The first 8 bytes
  * of a lock file count its exclusive grants (the generation). */
 #include "backend.h"
+#include "record-dir.h"
 #include "vml-error.h"
 #include "vml-paths.h"
 
@@ -15,23 +16,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define RECORD_SUFFIX ".holder"
-#define RECORD_MAX (64 * 1024 * 1024)
-
 typedef struct {
     VmlBackend parent;
     char *dir;
     int dirfd;
+    VmlRecordDir records;
 } FcntlBackend;
 
 struct _VmlLock {
     int fd;
-};
-
-struct _VmlRecord {
-    int fd;
-    char *name;
-    gsize len;      /* bytes in the file: shorter writes pad with spaces */
 };
 
 static VmlBackend *
@@ -49,6 +42,11 @@ fcntl_open(const VmlDaemonConfig *cfg, GError **error)
         return NULL;
     }
     FcntlBackend *be = g_new0(FcntlBackend, 1);
+    if (!vml_record_dir_init(&be->records, cfg->lockspace_dir, error)) {
+        close(dirfd);
+        g_free(be);
+        return NULL;
+    }
     be->parent.ops = &vml_fcntl_backend_ops;
     be->dir = g_strdup(cfg->lockspace_dir);
     be->dirfd = dirfd;
@@ -59,6 +57,7 @@ static void
 fcntl_close(VmlBackend *parent)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
+    vml_record_dir_clear(&be->records);
     close(be->dirfd);
     g_free(be->dir);
     g_free(be);
@@ -252,121 +251,37 @@ fcntl_lock_fd(VmlLock *l)
     return l->fd;
 }
 
-/* ---- holder records ------------------------------------------------------ */
+/* ---- holder records, in the lockspace ------------------------------------ */
 
 static VmlRecord *
 fcntl_record_open(VmlBackend *parent, const char *tag, GError **error)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
-    int fd = openat(be->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot open holder record %s/%s: %s",
-                    be->dir, name, g_strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
-    VmlRecord *r = g_new0(VmlRecord, 1);
-    r->fd = fd;
-    r->name = g_steal_pointer(&name);
-    r->len = st.st_size;
-    return r;
+    return vml_record_dir_open(&((FcntlBackend *)parent)->records, tag, error);
 }
 
-/* One pwrite, padded with spaces (harmless after JSON) over a longer old
- * content; the file is only cut when it would shrink a lot. Readers that
- * catch a write half-way retry. */
 static gboolean
 fcntl_record_write(VmlBackend *parent, VmlRecord *r, const char *data, gsize len,
                    GError **error)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    gsize total = len;
-    g_autofree char *padded = NULL;
-
-    if (len < r->len && len * 2 >= r->len) {
-        padded = g_malloc(r->len);
-        memcpy(padded, data, len);
-        memset(padded + len, ' ', r->len - len);
-        data = padded;
-        total = r->len;
-    }
-    if (pwrite(r->fd, data, total, 0) != (ssize_t)total ||
-        (total < r->len && ftruncate(r->fd, total) < 0)) {
-        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write holder record %s/%s: %s",
-                    be->dir, r->name, g_strerror(errno));
-        return FALSE;
-    }
-    r->len = total;
-    return TRUE;
+    return vml_record_dir_write(&((FcntlBackend *)parent)->records, r, data, len, error);
 }
 
 static void
 fcntl_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    if (remove)
-        unlinkat(be->dirfd, r->name, 0);
-    close(r->fd);
-    g_free(r->name);
-    g_free(r);
-}
-
-static GBytes *
-read_record(FcntlBackend *be, const char *name)
-{
-    int fd = openat(be->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    struct stat st;
-    if (fd < 0)
-        return NULL;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > RECORD_MAX) {
-        close(fd);
-        return NULL;
-    }
-    char *buf = g_malloc(st.st_size + 1);
-    ssize_t n = pread(fd, buf, st.st_size, 0);
-    close(fd);
-    if (n <= 0) {
-        g_free(buf);
-        return NULL;
-    }
-    return g_bytes_new_take(buf, n);
+    vml_record_dir_close(&((FcntlBackend *)parent)->records, r, remove);
 }
 
 static GPtrArray *
 fcntl_records(VmlBackend *parent, GError **error)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    int dfd = openat(be->dirfd, ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-
-    if (!d) {
-        if (dfd >= 0)
-            close(dfd);
-        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
-                    "cannot read lockspace %s: %s", be->dir, g_strerror(errno));
-        return NULL;
-    }
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!g_str_has_suffix(e->d_name, RECORD_SUFFIX))
-            continue;
-        GBytes *b = read_record(be, e->d_name);
-        if (b)
-            g_ptr_array_add(out, b);
-    }
-    closedir(d);
-    return out;
+    return vml_record_dir_all(&((FcntlBackend *)parent)->records, error);
 }
 
 static void
 fcntl_record_remove(VmlBackend *parent, const char *tag)
 {
-    FcntlBackend *be = (FcntlBackend *)parent;
-    g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
-    unlinkat(be->dirfd, name, 0);
+    vml_record_dir_remove(&((FcntlBackend *)parent)->records, tag);
 }
 
 const VmlBackendOps vml_fcntl_backend_ops = {

@@ -1,0 +1,152 @@
+/* Holder records as files <tag>.holder in one directory (the fcntl
+ * lockspace, or sanlock's shared lease directory), rewritten in place. */
+#include "record-dir.h"
+#include "vml-error.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RECORD_SUFFIX ".holder"
+#define RECORD_MAX (64 * 1024 * 1024)
+
+struct _VmlRecord {
+    int fd;
+    char *name;
+    gsize len;      /* bytes in the file: shorter writes pad with spaces */
+};
+
+gboolean
+vml_record_dir_init(VmlRecordDir *rd, const char *dir, GError **error)
+{
+    if (g_mkdir_with_parents(dir, 0700) < 0 ||
+        (rd->dirfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC)) < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot open %s: %s", dir,
+                    g_strerror(errno));
+        return FALSE;
+    }
+    rd->dir = g_strdup(dir);
+    return TRUE;
+}
+
+void
+vml_record_dir_clear(VmlRecordDir *rd)
+{
+    if (rd->dir) {
+        close(rd->dirfd);
+        g_clear_pointer(&rd->dir, g_free);
+    }
+}
+
+VmlRecord *
+vml_record_dir_open(VmlRecordDir *be, const char *tag, GError **error)
+{
+    g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
+    int fd = openat(be->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot open holder record %s/%s: %s",
+                    be->dir, name, g_strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    VmlRecord *r = g_new0(VmlRecord, 1);
+    r->fd = fd;
+    r->name = g_steal_pointer(&name);
+    r->len = st.st_size;
+    return r;
+}
+
+/* One pwrite, padded with spaces (harmless after JSON) over a longer old
+ * content; the file is only cut when it would shrink a lot. Readers that
+ * catch a write half-way retry. */
+gboolean
+vml_record_dir_write(VmlRecordDir *be, VmlRecord *r, const char *data, gsize len,
+                     GError **error)
+{
+    gsize total = len;
+    g_autofree char *padded = NULL;
+
+    if (len < r->len && len * 2 >= r->len) {
+        padded = g_malloc(r->len);
+        memcpy(padded, data, len);
+        memset(padded + len, ' ', r->len - len);
+        data = padded;
+        total = r->len;
+    }
+    if (pwrite(r->fd, data, total, 0) != (ssize_t)total ||
+        (total < r->len && ftruncate(r->fd, total) < 0)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write holder record %s/%s: %s",
+                    be->dir, r->name, g_strerror(errno));
+        return FALSE;
+    }
+    r->len = total;
+    return TRUE;
+}
+
+void
+vml_record_dir_close(VmlRecordDir *be, VmlRecord *r, gboolean remove)
+{
+    if (remove)
+        unlinkat(be->dirfd, r->name, 0);
+    close(r->fd);
+    g_free(r->name);
+    g_free(r);
+}
+
+static GBytes *
+read_record(VmlRecordDir *be, const char *name)
+{
+    int fd = openat(be->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > RECORD_MAX) {
+        close(fd);
+        return NULL;
+    }
+    char *buf = g_malloc(st.st_size + 1);
+    ssize_t n = pread(fd, buf, st.st_size, 0);
+    close(fd);
+    if (n <= 0) {
+        g_free(buf);
+        return NULL;
+    }
+    return g_bytes_new_take(buf, n);
+}
+
+GPtrArray *
+vml_record_dir_all(VmlRecordDir *be, GError **error)
+{
+    int dfd = openat(be->dirfd, ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                    "cannot read holder records in %s: %s", be->dir, g_strerror(errno));
+        return NULL;
+    }
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!g_str_has_suffix(e->d_name, RECORD_SUFFIX))
+            continue;
+        GBytes *b = read_record(be, e->d_name);
+        if (b)
+            g_ptr_array_add(out, b);
+    }
+    closedir(d);
+    return out;
+}
+
+void
+vml_record_dir_remove(VmlRecordDir *be, const char *tag)
+{
+    g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
+    unlinkat(be->dirfd, name, 0);
+}

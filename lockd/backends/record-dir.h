@@ -1,0 +1,24 @@
+/* Holder records kept as files in a directory, shared by the backends
+ * (backend.h describes what the ops do with them). */
+#pragma once
+
+#include <glib.h>
+
+#include "backend.h"
+
+typedef struct {
+    char *dir;
+    int dirfd;
+} VmlRecordDir;
+
+/* Create DIR if needed and open it. */
+gboolean vml_record_dir_init(VmlRecordDir *rd, const char *dir, GError **error);
+void vml_record_dir_clear(VmlRecordDir *rd);
+
+VmlRecord *vml_record_dir_open(VmlRecordDir *rd, const char *tag, GError **error);
+gboolean vml_record_dir_write(VmlRecordDir *rd, VmlRecord *r, const char *data, gsize len,
+                              GError **error);
+void vml_record_dir_close(VmlRecordDir *rd, VmlRecord *r, gboolean remove);
+/* Every record's text (GBytes). */
+GPtrArray *vml_record_dir_all(VmlRecordDir *rd, GError **error);
+void vml_record_dir_remove(VmlRecordDir *rd, const char *tag);
