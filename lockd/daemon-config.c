@@ -4,12 +4,14 @@
 #include "vml-paths.h"
 
 #include <grp.h>
+#include <string.h>
 
 static const char *const known_keys[] = {
     "lockspace_dir", "state_dir", "socket_dir", "backend",
     "lease_group", "admin_group", "max_clients", "max_holders",
     "max_leases_per_holder", "max_resources_per_call", "max_stash_per_owner",
-    "max_stash_total", "log_level",
+    "max_stash_total", "log_level", "host_id", "lockspace_name", "lockspace_path",
+    "lease_dir", "io_timeout",
     NULL,
 };
 
@@ -59,9 +61,32 @@ get_dir(VmlConf *conf, const char *key, char **dir, GError **error)
 {
     if (!vml_conf_update_string(conf, key, dir, error))
         return FALSE;
-    if (!g_path_is_absolute(*dir)) {
+    if (*dir && !g_path_is_absolute(*dir)) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
                     "%s must be an absolute path, not '%s'", key, *dir);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* The sanlock backend has what it needs. */
+static gboolean
+check_backend(const VmlDaemonConfig *cfg, GError **error)
+{
+    if (g_strcmp0(cfg->backend, "sanlock") != 0)
+        return TRUE;   /* an unknown name is vml_backend_open()'s to report */
+    const char *missing = !cfg->host_id ? "host_id (1..2000, unique per host)"
+                        : !cfg->lockspace_path ? "lockspace_path (on the shared storage)"
+                        : !cfg->lease_dir ? "lease_dir (a directory on the shared storage)"
+                        : NULL;
+    if (missing) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG, "backend \"sanlock\" needs %s", missing);
+        return FALSE;
+    }
+    if (!*cfg->lockspace_name || strlen(cfg->lockspace_name) > 47 ||
+        strchr(cfg->lockspace_name, ':')) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "lockspace_name must be 1 to 47 characters without ':'");
         return FALSE;
     }
     return TRUE;
@@ -98,6 +123,8 @@ vml_daemon_config_load(const char *path, GError **error)
     cfg->max_stash_per_owner = 1024;
     cfg->max_stash_total = 16384;
     cfg->log_level = g_strdup("info");
+    cfg->lockspace_name = g_strdup("vmlease");
+    cfg->io_timeout = 10;
 
     if (!path) {
         default_path = vml_default_config_file();
@@ -121,7 +148,13 @@ vml_daemon_config_load(const char *path, GError **error)
             !get_limit(conf, "max_stash_total", &cfg->max_stash_total, 1 << 20, error) ||
             !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
             !vml_conf_update_string(conf, "log_level", &cfg->log_level, error) ||
-            !check_log_level(cfg->log_level, error)) {
+            !check_log_level(cfg->log_level, error) ||
+            !get_limit(conf, "host_id", &cfg->host_id, 2000, error) ||
+            !get_limit(conf, "io_timeout", &cfg->io_timeout, 300, error) ||
+            !vml_conf_update_string(conf, "lockspace_name", &cfg->lockspace_name, error) ||
+            !get_dir(conf, "lockspace_path", &cfg->lockspace_path, error) ||
+            !get_dir(conf, "lease_dir", &cfg->lease_dir, error) ||
+            !check_backend(cfg, error)) {
             /* Parse errors name the file already; our own checks do not. */
             if (!g_str_has_prefix((*error)->message, path))
                 g_prefix_error(error, "%s: ", path);
@@ -145,5 +178,8 @@ vml_daemon_config_free(VmlDaemonConfig *cfg)
     g_free(cfg->state_dir);
     g_free(cfg->backend);
     g_free(cfg->log_level);
+    g_free(cfg->lockspace_name);
+    g_free(cfg->lockspace_path);
+    g_free(cfg->lease_dir);
     g_free(cfg);
 }

@@ -317,6 +317,11 @@ method_acquire(Call *call)
         param_error(call, "resources", "is empty");
         return;
     }
+    if (want_fds && !call->d->backend->ops->lock_fds) {
+        param_error(call, "fds", "cannot be had from this backend: its leases live in the "
+                    "lock service, not in fds");
+        return;
+    }
     if (want_fds && reqs->len > VML_FDS_MAX) {
         param_error(call, "resources", "lists more resources than fds fit in one reply (253)");
         return;
@@ -533,14 +538,44 @@ method_owners(Call *call)
         GPtrArray *owners = g_hash_table_lookup(owners_of, keys->pdata[i]);
         JsonObject *r = json_object_new();
         JsonArray *oa = json_array_new();
-        for (guint j = 0; owners && j < owners->len; j++)
-            json_array_add_object_element(oa, vml_owner_to_json(owners->pdata[j]));
+        for (guint j = 0; owners && j < owners->len; j++) {
+            const VmlOwner *o = owners->pdata[j];
+            JsonObject *oj = vml_owner_to_json(o);
+            VmlBackend *be = call->d->backend;
+            g_autofree char *state = be->ops->owner_host_state
+                ? be->ops->owner_host_state(be, o->machine_id) : NULL;
+            if (state)
+                json_object_set_string_member(oj, "host_state", state);
+            json_array_add_object_element(oa, oj);
+        }
         json_object_set_string_member(r, "resource", keys->pdata[i]);
         json_object_set_array_member(r, "owners", oa);
         json_array_add_object_element(resources, r);
     }
     JsonObject *reply = json_object_new();
     json_object_set_array_member(reply, "resources", resources);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+static void
+method_hosts(Call *call)
+{
+    VmlBackend *be = call->d->backend;
+    if (!be->ops->hosts) {
+        vml_conn_error(call->conn, VML_ERROR_BACKEND, NULL,
+                       "backend %s has no hosts: it is local to this one", call->d->cfg->backend);
+        return;
+    }
+    g_autoptr(GError) error = NULL;
+    JsonArray *hosts = be->ops->hosts(be, &error);
+    if (!hosts) {
+        vml_conn_error_gerror(call->conn, error, NULL);
+        return;
+    }
+    JsonObject *reply = json_object_new();
+    json_object_set_string_member(reply, "lockspace", call->d->cfg->lockspace_name);
+    json_object_set_int_member(reply, "host_id", call->d->cfg->host_id);
+    json_object_set_array_member(reply, "hosts", hosts);
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
@@ -770,6 +805,7 @@ static const Method methods[] = {
     { "io.vmlease.Admin.List", VML_ACCESS_READ, FALSE, method_list },
     { "io.vmlease.Admin.Owners", VML_ACCESS_READ, FALSE, method_owners },
     { "io.vmlease.Admin.Status", VML_ACCESS_READ, FALSE, method_status },
+    { "io.vmlease.Admin.Hosts", VML_ACCESS_READ, FALSE, method_hosts },
     { "io.vmlease.Admin.ForceUnlock", VML_ACCESS_ROOT, FALSE, method_force_unlock },
     { "org.varlink.service.GetInfo", VML_ACCESS_READ, FALSE, method_get_info },
     { "org.varlink.service.GetInterfaceDescription", VML_ACCESS_READ, FALSE,

@@ -5,7 +5,10 @@
 #include "vml-paths.h"
 #include "vml-proc.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 struct _VmlLeaseTable {
@@ -730,6 +733,36 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
         changed(t);
     }
     return TRUE;
+}
+
+/* ---- lost leases ------------------------------------------------------------ */
+
+/* The backend can no longer keep the leases (sanlock died): stop every
+ * holder as its domain asked (<on_lockfailure>) before another host may take
+ * its leases over. Without a watchdog this is all that stands between a
+ * running writer and a second one. */
+void
+vml_lease_table_fence(VmlLeaseTable *t)
+{
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, t->holders);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        VmlHolder *h = value;
+        if (g_hash_table_size(h->leases) == 0)
+            continue;
+        const char *action = h->on_lockfailure;
+        int sig = g_str_equal(action, "ignore") ? 0 : g_str_equal(action, "pause") ? SIGSTOP
+                                                                                  : SIGKILL;
+        if (sig && syscall(SYS_pidfd_send_signal, vml_holder_watch_pidfd(h->watch), sig,
+                           NULL, 0) < 0)
+            g_critical("cannot stop pid %d of VM %s: %s", (int)h->pid, h->name,
+                       g_strerror(errno));
+        else
+            g_critical("leases lost: VM %s (pid %d, %u lease(s)): on_lockfailure %s, %s",
+                       h->name, (int)h->pid, g_hash_table_size(h->leases), action,
+                       sig == SIGKILL ? "killed" : sig == SIGSTOP ? "stopped" : "left running");
+    }
 }
 
 /* ---- queries ---------------------------------------------------------------- */

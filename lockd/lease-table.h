@@ -93,6 +93,10 @@ GPtrArray *vml_lease_table_owners(VmlLeaseTable *t, const char *key);
  * key -> GPtrArray of VmlOwner. */
 GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t);
 
+/* The backend lost its leases: apply each holder's on_lockfailure
+ * (default, poweroff, restart: SIGKILL; pause: SIGSTOP; ignore: none). */
+void vml_lease_table_fence(VmlLeaseTable *t);
+
 GList *vml_lease_table_holders(VmlLeaseTable *t);   /* sorted by id; free list only */
 guint vml_lease_table_n_holders(VmlLeaseTable *t);
 guint vml_lease_table_n_leases(VmlLeaseTable *t);

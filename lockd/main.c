@@ -93,6 +93,13 @@ on_quit_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
+static void
+on_backend_lost(G_GNUC_UNUSED VmlBackend *be, gpointer data)
+{
+    VmlDaemon *d = data;
+    vml_lease_table_fence(d->table);
+}
+
 /* The last holder process of a domain has gone: so has its stash. */
 static void
 on_owner_gone(const char *uuid, gpointer data)
@@ -233,6 +240,8 @@ main(int argc, char **argv)
     }
     vml_lease_table_set_changed_func(d.table, on_table_changed, &d);
     vml_lease_table_set_owner_gone_func(d.table, on_owner_gone, &d);
+    d.backend->lost = on_backend_lost;
+    d.backend->lost_data = &d;
     vml_lease_table_restore(d.table, state, reexec_fd >= 0);
     if (reexec_fd >= 0)
         vml_stash_restore(d.stash, state);

@@ -3,6 +3,7 @@
 
 static const VmlBackendOps *const backends[] = {
     &vml_fcntl_backend_ops,
+    &vml_sanlock_backend_ops,
 };
 
 VmlBackend *
@@ -13,6 +14,6 @@ vml_backend_open(const VmlDaemonConfig *cfg, GError **error)
             return backends[i]->open(cfg, error);
     }
     g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                "unknown backend '%s' (this build has: fcntl)", cfg->backend);
+                "unknown backend '%s' (this build has: fcntl, sanlock)", cfg->backend);
     return NULL;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 #include <sys/types.h>
 
 #include "daemon-config.h"
@@ -14,6 +15,7 @@ typedef struct _VmlRecord VmlRecord;   /* one holder's published record */
 
 typedef struct {
     const char *name;
+    gboolean lock_fds;    /* its locks live in fds a holder can keep */
     VmlBackend *(*open)(const VmlDaemonConfig *cfg, GError **error);
     void (*close)(VmlBackend *be);
 
@@ -54,12 +56,24 @@ typedef struct {
     /* Every record's text (GBytes), every host's. */
     GPtrArray *(*records)(VmlBackend *be, GError **error);
     void (*record_remove)(VmlBackend *be, const char *tag);
+
+    /* Backends shared by several hosts (NULL otherwise): the hosts
+     * [{host_id, host, machine_id, state, generation, timestamp, this_host}],
+     * and the state ("live", "failing", "dead", ...) of the host with
+     * MACHINE_ID, NULL if unknown. */
+    JsonArray *(*hosts)(VmlBackend *be, GError **error);
+    char *(*owner_host_state)(VmlBackend *be, const char *machine_id);
 } VmlBackendOps;
 
 struct _VmlBackend {
     const VmlBackendOps *ops;
+    /* Called when the backend can no longer keep leases alive (sanlock
+     * died): the holders must be stopped before other hosts take over. */
+    void (*lost)(VmlBackend *be, gpointer data);
+    gpointer lost_data;
 };
 
 VmlBackend *vml_backend_open(const VmlDaemonConfig *cfg, GError **error);
 
 extern const VmlBackendOps vml_fcntl_backend_ops;
+extern const VmlBackendOps vml_sanlock_backend_ops;

@@ -7,7 +7,6 @@
 #include "vml-error.h"
 #include "vml-paths.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -286,6 +285,7 @@ fcntl_record_remove(VmlBackend *parent, const char *tag)
 
 const VmlBackendOps vml_fcntl_backend_ops = {
     .name = "fcntl",
+    .lock_fds = TRUE,
     .open = fcntl_open,
     .close = fcntl_close,
     .acquire = fcntl_acquire,
