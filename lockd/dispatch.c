@@ -587,7 +587,11 @@ method_status(Call *call)
     json_object_set_string_member(reply, "version", VMLEASE_VERSION);
     json_object_set_int_member(reply, "pid", getpid());
     json_object_set_string_member(reply, "backend", d->cfg->backend);
-    json_object_set_string_member(reply, "lockspace", d->cfg->lockspace_dir);
+    g_autofree char *sanlock_ls = g_strdup_printf("%s (%s)", d->cfg->lockspace_name,
+                                                  d->cfg->lockspace_path);
+    gboolean on_sanlock = g_strcmp0(d->cfg->backend, "sanlock") == 0;
+    json_object_set_string_member(reply, "lockspace", on_sanlock ? sanlock_ls
+                                                                 : d->cfg->lockspace_dir);
     json_object_set_string_member(reply, "host", vml_host_name());
     json_object_set_int_member(reply, "started", d->started);
     json_object_set_int_member(reply, "reexecs", d->reexecs);

@@ -257,7 +257,9 @@ main(int argc, char **argv)
     g_unix_signal_add(SIGUSR1, on_reexec_signal, &d);
 
     g_message("serving on %s and %s (backend %s, lockspace %s)",
-              d.cfg->lease_socket, d.cfg->admin_socket, d.cfg->backend, d.cfg->lockspace_dir);
+              d.cfg->lease_socket, d.cfg->admin_socket, d.cfg->backend,
+              g_strcmp0(d.cfg->backend, "sanlock") == 0 ? d.cfg->lockspace_path
+                                                        : d.cfg->lockspace_dir);
     if (ready_fd >= 0) {
         if (write(ready_fd, "1", 1) != 1) {
             /* The parent is gone; nothing to tell. */

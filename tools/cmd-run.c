@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <stdint.h>
+#include <sanlock.h>
+#include <sanlock_resource.h>
 
 typedef struct {
     const char *arg;   /* as typed */
@@ -95,7 +98,7 @@ report_conflict(JsonObject *params, const GError *error)
 
 /* Acquire every image in one call; the lock fds land in *FDS. */
 static int
-acquire(VmlClient *client, const Holder *h, GArray *images, GArray **fds)
+acquire(VmlClient *client, const Holder *h, GArray *images, gboolean want_fds, GArray **fds)
 {
     g_autoptr(JsonObject) params = json_object_new();
     JsonArray *resources = json_array_new();
@@ -109,7 +112,7 @@ acquire(VmlClient *client, const Holder *h, GArray *images, GArray **fds)
     json_object_set_int_member(params, "holder", h->id);
     json_object_set_array_member(params, "resources", resources);
     /* The fds keep the locks alive even if vmleased crashes. */
-    json_object_set_boolean_member(params, "fds", TRUE);
+    json_object_set_boolean_member(params, "fds", want_fds);
 
     g_autoptr(GError) error = NULL;
     g_autoptr(JsonObject) error_params = NULL;
@@ -126,11 +129,35 @@ acquire(VmlClient *client, const Holder *h, GArray *images, GArray **fds)
         fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
     }
     guint n_fds = *fds ? (*fds)->len : 0;
-    if (n_fds != images->len)
+    if (want_fds && n_fds != images->len)
         cli_error(0, "warning: vmleased sent %u lock fds for %u leases", n_fds, images->len);
     return VML_EXIT_OK;
 }
 
+
+/* Ask vmleased for its backend; on sanlock register this process. */
+static gboolean
+register_with_lock_service(VmlClient *client, gboolean *on_sanlock)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) st = vml_client_call(client, "io.vmlease.Admin.Status", NULL, NULL, 0,
+                                               NULL, NULL, &error);
+    if (!st) {
+        cli_call_failed(error);
+        return FALSE;
+    }
+    *on_sanlock = g_strcmp0(cli_json_string(st, "backend", ""), "sanlock") == 0;
+    if (!*on_sanlock)
+        return TRUE;
+    int sock = sanlock_register();
+    if (sock < 0) {
+        cli_error(0, "cannot register with sanlock: %s", g_strerror(-sock));
+        return FALSE;
+    }
+    /* Kept open for our life, not passed to COMMAND. */
+    fcntl(sock, F_SETFD, FD_CLOEXEC);
+    return TRUE;
+}
 
 static void
 fds_close(GArray *fds)
@@ -218,8 +245,13 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (!register_holder(client, &holder, &error))
         return cli_call_failed(error);
 
+    /* On sanlock a lease belongs to a process registered with sanlock:
+     * this one (sanlock fences it, and COMMAND dies with it). */
+    gboolean on_sanlock = FALSE;
+    if (!register_with_lock_service(client, &on_sanlock))
+        return VML_EXIT_DAEMON;
     GArray *fds = NULL;
-    status = acquire(client, &holder, images, &fds);
+    status = acquire(client, &holder, images, !on_sanlock, &fds);
     if (status != VML_EXIT_OK) {
         fds_close(fds);
         return status;

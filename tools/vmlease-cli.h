@@ -40,6 +40,7 @@ extern const VmlCliCommand vml_cmd_owners;
 extern const VmlCliCommand vml_cmd_inspect;
 extern const VmlCliCommand vml_cmd_force_unlock;
 extern const VmlCliCommand vml_cmd_stash;
+extern const VmlCliCommand vml_cmd_hosts;
 extern const VmlCliCommand vml_cmd_run;
 
 /* Print "vmlease: MESSAGE" to stderr and return CODE. */

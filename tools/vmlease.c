@@ -19,6 +19,7 @@ static const VmlCliCommand *const commands[] = {
     &vml_cmd_inspect,
     &vml_cmd_force_unlock,
     &vml_cmd_stash,
+    &vml_cmd_hosts,
     &vml_cmd_run,
 };
 

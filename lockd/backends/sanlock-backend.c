@@ -168,13 +168,29 @@ check_joined(SanlockBackend *be, GError **error)
     return FALSE;
 }
 
+/* Another holder has it: on another host, or (-EEXIST) another process on
+ * this one, since sanlock keeps one lease per resource and host. */
 static gboolean
 is_conflict(int rv)
 {
     return rv == SANLK_ACQUIRE_IDLIVE || rv == SANLK_ACQUIRE_OWNED ||
            rv == SANLK_ACQUIRE_OTHER || rv == SANLK_ACQUIRE_SHRETRY ||
-           rv == SANLK_ACQUIRE_OWNED_RETRY || rv == -EAGAIN || rv == -EBUSY;
+           rv == SANLK_ACQUIRE_OWNED_RETRY || rv == -EAGAIN || rv == -EBUSY ||
+           rv == -EEXIST;
 }
+
+/* Two hosts taking a shared lease at once race in paxos: each takes the
+ * lease itself for a moment to add its mode block, so the other may see it
+ * "owned by another host" (or be asked outright to retry). */
+static gboolean
+worth_retry(int rv, VmlMode mode)
+{
+    return rv == SANLK_ACQUIRE_SHRETRY || rv == SANLK_ACQUIRE_OWNED_RETRY || rv == -EAGAIN ||
+           (mode == VML_MODE_SHARED && rv == SANLK_ACQUIRE_OWNED);
+}
+
+#define ACQUIRE_TRIES 8
+#define ACQUIRE_RETRY_MS 150
 
 static guint64
 lease_version(struct sanlk_resource *res)
@@ -196,9 +212,14 @@ sanlock_acquire_lock(VmlBackend *parent, const char *key, VmlMode mode, pid_t pi
         return NULL;
     }
     int rv = sanlock_acquire(-1, pid, 0, 1, &res, NULL);
+    for (int i = 1; i < ACQUIRE_TRIES && worth_retry(rv, mode); i++) {
+        g_usleep(g_random_int_range(ACQUIRE_RETRY_MS / 2, ACQUIRE_RETRY_MS * 3 / 2) * 1000);
+        rv = sanlock_acquire(-1, pid, 0, 1, &res, NULL);
+    }
     if (rv < 0) {
         if (is_conflict(rv))
-            g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is held by another host", key);
+            g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is held by another holder",
+                        key);
         else if (rv == -ESRCH || rv == -ENOENT)
             g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
                         "process %d is not registered with sanlock: a holder must call "
