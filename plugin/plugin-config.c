@@ -1,11 +1,14 @@
 #include "plugin-config.h"
 #include "vml-conf.h"
+#include "vml-config.h"
 #include "vml-error.h"
 #include "vml-paths.h"
 
+#include <string.h>
+
 static const char *const known_keys[] = {
     "require_lease_for_disks", "protect_backing_chain", "readonly_disks",
-    "lockspace_dir", "backend", "socket_dir", NULL,
+    "lockspace_dir", "backend", "socket_dir", "killpath", NULL,
 };
 
 VmlPluginConfig *
@@ -18,6 +21,7 @@ vml_plugin_config_load(const char *path, GError **error)
     cfg->protect_backing_chain = TRUE;
     cfg->backend = g_strdup("fcntl");
     cfg->socket_dir = vml_default_dir(VML_DIR_RUN);
+    cfg->killpath = g_strdup(VMLEASE_LIBEXECDIR "/vmlease-killpath");
 
     if (path && g_file_test(path, G_FILE_TEST_EXISTS)) {
         g_autoptr(VmlConf) conf = vml_conf_new_from_file(path, error);
@@ -27,7 +31,8 @@ vml_plugin_config_load(const char *path, GError **error)
             !vml_conf_update_string(conf, "readonly_disks", &readonly, error) ||
             !vml_conf_update_string(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
             !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
-            !vml_conf_update_string(conf, "socket_dir", &cfg->socket_dir, error))
+            !vml_conf_update_string(conf, "socket_dir", &cfg->socket_dir, error) ||
+            !vml_conf_update_string(conf, "killpath", &cfg->killpath, error))
             return NULL;
     }
     if (g_strcmp0(readonly, "shared") != 0 && g_strcmp0(readonly, "ignore") != 0) {
@@ -37,10 +42,17 @@ vml_plugin_config_load(const char *path, GError **error)
         return NULL;
     }
     cfg->readonly_shared = g_str_equal(readonly, "shared");
-    if (g_strcmp0(cfg->backend, "fcntl") != 0) {
+    if (g_strcmp0(cfg->backend, "fcntl") != 0 && g_strcmp0(cfg->backend, "sanlock") != 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s: backend \"%s\" is not supported by this build (fcntl only)",
+                    "%s: backend must be \"fcntl\" or \"sanlock\", not \"%s\"",
                     path, cfg->backend);
+        return NULL;
+    }
+    cfg->on_sanlock = g_str_equal(cfg->backend, "sanlock");
+    /* sanlock copies it into a fixed 128-byte field. */
+    if (!g_path_is_absolute(cfg->killpath) || strlen(cfg->killpath) >= 128) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s: killpath must be an absolute path under 128 bytes", path);
         return NULL;
     }
     if (!g_path_is_absolute(cfg->socket_dir) ||
@@ -59,6 +71,7 @@ vml_plugin_config_free(VmlPluginConfig *cfg)
         return;
     g_free(cfg->lockspace_dir);
     g_free(cfg->backend);
+    g_free(cfg->killpath);
     g_free(cfg->socket_dir);
     g_free(cfg);
 }

@@ -9,7 +9,9 @@ typedef struct {
     gboolean protect_backing_chain;   /* shared leases on backing images */
     gboolean readonly_shared;         /* readonly_disks = "shared" (else "ignore") */
     char *lockspace_dir;              /* must match vmleased's, if given */
-    char *backend;                    /* "fcntl" */
+    char *backend;                    /* "fcntl" or "sanlock" */
+    gboolean on_sanlock;              /* VM processes register with sanlock */
+    char *killpath;                   /* sanlock runs it to apply on_lockfailure */
     char *socket_dir;                 /* where vmleased listens */
 } VmlPluginConfig;
 

@@ -17,6 +17,9 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <unistd.h>
+#include <stdint.h>
+#include <sanlock.h>
+#include <sanlock_resource.h>
 
 /* libvirt's own error values (public in virterror.h). */
 #define VIR_FROM_LOCKING 42
@@ -398,6 +401,36 @@ conflict_is_own_domain(Domain *d, JsonObject *conflict)
     return TRUE;
 }
 
+/* In the VM's process before exec: register it with sanlock, which then
+ * holds its leases, releases them when it exits, and fences it (through
+ * our killpath helper applying <on_lockfailure>) if this host loses the
+ * lockspace. The registration socket passes into QEMU across exec. */
+static gboolean
+register_with_sanlock(Domain *d, int action, GError **error)
+{
+    int sock = sanlock_register();
+    if (sock < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                    "cannot register the process of domain %s with sanlock: %s", d->name,
+                    g_strerror(-sock));
+        return FALSE;
+    }
+    fcntl(sock, F_SETFD, 0);
+    const char *name = lock_failure_name(action);
+    if (name && !g_str_equal(name, "default")) {
+        char args[128];
+        g_snprintf(args, sizeof(args), "%s %s", d->uuid, name);
+        int rv = sanlock_killpath(sock, 0, config->killpath, args);
+        if (rv < 0) {
+            g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                        "cannot give sanlock the killpath %s for domain %s: %s",
+                        config->killpath, d->name, g_strerror(-rv));
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 /* CONFLICT, if given, receives a conflict's error parameters. */
 static gboolean
 acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
@@ -406,7 +439,8 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", holder);
     json_object_set_array_member(p, "resources", resources_json(d, TRUE));
-    json_object_set_boolean_member(p, "fds", in_owner);
+    /* On sanlock the lease lives in sanlock, for the registered process. */
+    json_object_set_boolean_member(p, "fds", in_owner && !config->on_sanlock);
     /* From libvirtd (resume, hotplug): lock through QEMU's own fds where
      * it has them, so the lease lives in QEMU again. */
     json_object_set_boolean_member(p, "holder_fds", !in_owner);
@@ -460,6 +494,8 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
      * into QEMU across exec. The later acquire finds them held. */
     gboolean in_owner = pid == getpid();
     gboolean register_only = (flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) != 0;
+    if (in_owner && config->on_sanlock && !register_with_sanlock(d, action, &error))
+        return report_gerror(what, error);
     g_autoptr(JsonObject) conflict = NULL;
     if (!(register_only && !in_owner) && d->resources->len > 0 &&
         !acquire_resources(d, c, holder, state, in_owner, &conflict, &error)) {
