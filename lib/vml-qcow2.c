@@ -218,7 +218,10 @@ parse_extensions(VmlQcow2Header *h, const guint8 *buf, gsize len, GError **error
         g_ptr_array_add(h->extensions, e);
         off += EXT_PREFIX + align8(elen);
     }
-    h->extensions_end = off;
+    /* An extension's padding may run a few bytes past the first cluster
+     * (QEMU does not insist that header_length be a multiple of 8); what
+     * lies beyond is not ours to rewrite. */
+    h->extensions_end = MIN(off, h->cluster_size);
     return TRUE;
 }
 

@@ -77,6 +77,8 @@ rewrite(const VmlQcow2Header *h, const uint8_t *data, size_t size)
     g_autoptr(GBytes) area = vml_qcow2_serialize(h, NULL);
     if (!area)
         return NULL;
+    if (g_bytes_get_size(area) > h->cluster_size)
+        __builtin_trap();   /* a rewrite must stay in the header cluster */
     size_t n;
     g_autofree guint8 *buf = overlay(data, size, area, &n);
     g_autoptr(GError) error = NULL;
