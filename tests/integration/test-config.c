@@ -50,6 +50,16 @@ test_bad_files(void)
         { "backend = \"zookeeper\"\n", "unknown backend 'zookeeper'" },
         { "log_level = \"loud\"\n", "log_level must be one of" },
         { "state_dir = \"/tmp\n", "vmleased.conf:1:" },
+        { "backend = \"sanlock\"\n", "backend \"sanlock\" needs host_id (1..2000, unique per host)" },
+        { "backend = \"sanlock\"\nhost_id = 3\n",
+          "backend \"sanlock\" needs lockspace_path (on the shared storage)" },
+        { "backend = \"sanlock\"\nhost_id = 3\nlockspace_path = \"/var/tmp/ls\"\n",
+          "backend \"sanlock\" needs lease_dir (a directory on the shared storage)" },
+        { "host_id = 2001\n", "host_id must be between 1 and 2000" },
+        { "lease_dir = \"leases\"\n", "lease_dir must be an absolute path" },
+        { "backend = \"sanlock\"\nhost_id = 3\nlockspace_path = \"/var/tmp/ls\"\n"
+          "lease_dir = \"/var/tmp/l\"\nlockspace_name = \"a:b\"\n",
+          "lockspace_name must be 1 to 47 characters without ':'" },
     };
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
         g_autofree char *err = start_fails(cases[i].text);
