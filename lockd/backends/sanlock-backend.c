@@ -186,11 +186,15 @@ static gboolean
 worth_retry(int rv, VmlMode mode)
 {
     return rv == SANLK_ACQUIRE_SHRETRY || rv == SANLK_ACQUIRE_OWNED_RETRY || rv == -EAGAIN ||
-           (mode == VML_MODE_SHARED && rv == SANLK_ACQUIRE_OWNED);
+           (mode == VML_MODE_SHARED &&
+            (rv == SANLK_ACQUIRE_OWNED || rv == SANLK_ACQUIRE_IDLIVE));
 }
 
-#define ACQUIRE_TRIES 8
-#define ACQUIRE_RETRY_MS 150
+/* How long a shared request keeps trying: a racing host holds the paxos
+ * lease for a few of sanlock's disk round trips. An exclusive holder
+ * elsewhere costs a shared request this long before it is refused. */
+#define ACQUIRE_RETRY_FOR_MS 4000
+#define ACQUIRE_RETRY_MS 200
 
 static guint64
 lease_version(struct sanlk_resource *res)
@@ -212,11 +216,13 @@ sanlock_acquire_lock(VmlBackend *parent, const char *key, VmlMode mode, pid_t pi
         return NULL;
     }
     int rv = sanlock_acquire(-1, pid, 0, 1, &res, NULL);
-    for (int i = 1; i < ACQUIRE_TRIES && worth_retry(rv, mode); i++) {
+    gint64 give_up = g_get_monotonic_time() + ACQUIRE_RETRY_FOR_MS * 1000;
+    while (worth_retry(rv, mode) && g_get_monotonic_time() < give_up) {
         g_usleep(g_random_int_range(ACQUIRE_RETRY_MS / 2, ACQUIRE_RETRY_MS * 3 / 2) * 1000);
         rv = sanlock_acquire(-1, pid, 0, 1, &res, NULL);
     }
     if (rv < 0) {
+        g_info("sanlock acquire %s %s for pid %d: %d", key, vml_mode_name(mode), (int)pid, rv);
         if (is_conflict(rv))
             g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is held by another holder",
                         key);
