@@ -187,7 +187,8 @@ worth_retry(int rv, VmlMode mode)
 {
     return rv == SANLK_ACQUIRE_SHRETRY || rv == SANLK_ACQUIRE_OWNED_RETRY || rv == -EAGAIN ||
            (mode == VML_MODE_SHARED &&
-            (rv == SANLK_ACQUIRE_OWNED || rv == SANLK_ACQUIRE_IDLIVE));
+            (rv == SANLK_ACQUIRE_OWNED || rv == SANLK_ACQUIRE_IDLIVE ||
+             rv == SANLK_ACQUIRE_OTHER));
 }
 
 /* How long a shared request keeps trying: a racing host holds the paxos
