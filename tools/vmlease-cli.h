@@ -42,6 +42,7 @@ extern const VmlCliCommand vml_cmd_force_unlock;
 extern const VmlCliCommand vml_cmd_stash;
 extern const VmlCliCommand vml_cmd_hosts;
 extern const VmlCliCommand vml_cmd_run;
+extern const VmlCliCommand vml_cmd_chain;
 
 /* Print "vmlease: MESSAGE" to stderr and return CODE. */
 int cli_error(int code, const char *format, ...) G_GNUC_PRINTF(2, 3);

@@ -21,6 +21,7 @@ static const VmlCliCommand *const commands[] = {
     &vml_cmd_stash,
     &vml_cmd_hosts,
     &vml_cmd_run,
+    &vml_cmd_chain,
 };
 
 /* ---- messages ----------------------------------------------------------- */

@@ -1,0 +1,497 @@
+/* vmlease chain: show the backing chains of a domain (or an image) with
+ * the lease and holders of every layer, and change a chain (commit, pull,
+ * rebase, snapshot) as one transaction: prepare the leases, apply the change
+ * through libvirt or qemu-img, then leave exactly the leases the new chain
+ * needs; on any failure every lease goes back to what it was. */
+#include "vmlease-cli.h"
+#include "chain-apply.h"
+#include "output.h"
+#include "vml-chain-leases.h"
+#include "vml-error.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    const char *uri;       /* -c, --connect */
+    const char *disk;
+    const char *top;       /* --top, --image */
+    const char *base;
+    const char *backing;
+    const char *file;
+    gboolean json;
+    const char *subject;   /* DOMAIN, XMLFILE or IMAGE */
+} ChainArgs;
+
+/* What a chain command works on. */
+typedef struct {
+    VmlDomain *model;
+    virDomainPtr dom;      /* a libvirt domain, else NULL */
+    gboolean running;      /* ... that runs: changed live */
+    const char *what;      /* how the subject is named in messages */
+} Subject;
+
+static void
+subject_clear(Subject *s)
+{
+    g_clear_pointer(&s->model, vml_domain_free);
+    g_clear_pointer(&s->dom, chain_lv_close);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Subject, subject_clear)
+
+/* An existing file is a domain XML when it starts with '<', else an image;
+ * anything else names a domain on the libvirt connection. */
+static int
+load_subject(const ChainArgs *a, Subject *s)
+{
+    g_autoptr(GError) error = NULL;
+    s->what = a->subject;
+    if (g_file_test(a->subject, G_FILE_TEST_EXISTS)) {
+        char head[64] = "";
+        FILE *f = fopen(a->subject, "r");
+        if (!f)
+            return cli_error(VML_EXIT_NOT_FOUND, "%s: %s", a->subject, g_strerror(errno));
+        size_t n = fread(head, 1, sizeof head - 1, f);
+        fclose(f);
+        head[n] = '\0';
+        const char *p = head;
+        while (g_ascii_isspace(*p))
+            p++;
+        if (*p == '<')
+            s->model = vml_domain_parse_file(a->subject, &error);
+        else
+            s->model = vml_domain_for_image(a->subject, &error);
+    } else {
+        gboolean not_found = FALSE;
+        s->dom = chain_lv_lookup(a->uri, a->subject, &not_found, &error);
+        if (!s->dom)
+            return cli_error(not_found ? VML_EXIT_NOT_FOUND : VML_EXIT_FAILED, "%s",
+                             error->message);
+        int active = virDomainIsActive(s->dom);
+        s->running = active == 1;
+        g_autofree char *xml = chain_lv_xml(s->dom, !s->running, &error);
+        if (xml)
+            s->model = vml_domain_parse(xml, strlen(xml), a->subject, &error);
+    }
+    if (!s->model || !vml_domain_resolve_chains(s->model, &error))
+        return cli_error(cli_exit_code(error), "%s", error->message);
+    return -1;
+}
+
+/* ---- show --------------------------------------------------------------- */
+
+/* Owners of every layer of every disk, by resource key; NULL (and a
+ * warning) when vmleased cannot be asked. */
+static GHashTable *
+layer_owners(const VmlCliOptions *opts, VmlDomain *model)
+{
+    g_autoptr(JsonObject) params = json_object_new();
+    JsonArray *paths = json_array_new();
+    for (guint d = 0; d < model->disks->len; d++) {
+        VmlDisk *disk = model->disks->pdata[d];
+        for (guint i = 0; i < disk->chain->len; i++) {
+            char *real = realpath(((VmlLayer *)disk->chain->pdata[i])->path, NULL);
+            if (real)
+                json_array_add_string_element(paths, real);
+            free(real);
+        }
+    }
+    json_object_set_array_member(params, "paths", paths);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
+    g_autoptr(JsonObject) reply = client
+        ? vml_client_call(client, "io.vmlease.Admin.Owners", params, NULL, 0, NULL, NULL, &error)
+        : NULL;
+    if (!reply) {
+        cli_error(0, "warning: leases not shown: %s", error->message);
+        return NULL;
+    }
+    GHashTable *owners = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                               (GDestroyNotify)json_array_unref);
+    JsonArray *resources = cli_json_array(reply, "resources");
+    for (guint i = 0; resources && i < json_array_get_length(resources); i++) {
+        JsonObject *r = cli_json_array_object(resources, i);
+        JsonArray *o = r ? cli_json_array(r, "owners") : NULL;
+        const char *key = r ? cli_json_string(r, "resource", NULL) : NULL;
+        if (key && o)
+            g_hash_table_insert(owners, g_strdup(key), json_array_ref(o));
+    }
+    return owners;
+}
+
+static JsonArray *
+owners_of(GHashTable *owners, const char *path)
+{
+    if (!owners)
+        return NULL;
+    char *real = realpath(path, NULL);
+    JsonArray *o = g_hash_table_lookup(owners, real ? real : path);
+    free(real);
+    return o && json_array_get_length(o) ? o : NULL;
+}
+
+/* "exclusive", "shared" or "-" for nobody. */
+static const char *
+lease_of(JsonArray *owners)
+{
+    if (!owners)
+        return "-";
+    for (guint i = 0; i < json_array_get_length(owners); i++)
+        if (g_strcmp0(cli_json_string(cli_json_array_object(owners, i), "mode", ""),
+                      "exclusive") == 0)
+            return "exclusive";
+    return "shared";
+}
+
+static char *
+holders_of(JsonArray *owners)
+{
+    if (!owners)
+        return g_strdup("-");
+    g_autoptr(GPtrArray) sorted = cli_owners_sorted(owners);
+    g_autoptr(GString) s = g_string_new(NULL);
+    for (guint i = 0; i < sorted->len; i++) {
+        JsonObject *o = sorted->pdata[i];
+        g_autofree char *name = cli_sanitize(cli_json_string(o, "name", "?"));
+        g_autofree char *host = cli_sanitize(cli_json_string(o, "host", "?"));
+        g_string_append_printf(s, "%s%s (%s, pid %" G_GINT64_FORMAT " on %s)", i ? ", " : "",
+                               name, cli_json_string(o, "mode", "?"), cli_json_int(o, "pid", 0),
+                               host);
+    }
+    return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
+static const char *
+disk_access(const VmlDisk *disk)
+{
+    return disk->readonly ? "read-only" : disk->shareable ? "shareable" : "read-write";
+}
+
+static void
+show_json(const Subject *s, GHashTable *owners)
+{
+    g_autoptr(JsonObject) out = json_object_new();
+    json_object_set_string_member(out, "domain", s->model->name);
+    json_object_set_string_member(out, "uuid", s->model->uuid);
+    json_object_set_boolean_member(out, "running", s->running);
+    JsonArray *disks = json_array_new();
+    for (guint d = 0; d < s->model->disks->len; d++) {
+        VmlDisk *disk = s->model->disks->pdata[d];
+        JsonObject *jd = json_object_new();
+        json_object_set_string_member(jd, "target", disk->target);
+        json_object_set_string_member(jd, "access", disk_access(disk));
+        json_object_set_boolean_member(jd, "block_job", disk->has_mirror);
+        JsonArray *chain = json_array_new();
+        for (guint i = 0; i < disk->chain->len; i++) {
+            VmlLayer *l = disk->chain->pdata[i];
+            JsonObject *jl = json_object_new();
+            json_object_set_int_member(jl, "index", i);
+            json_object_set_string_member(jl, "path", l->path);
+            if (l->format)
+                json_object_set_string_member(jl, "format", l->format);
+            json_object_set_string_member(jl, "from", l->from_xml ? "xml" : "header");
+            JsonArray *o = owners_of(owners, l->path);
+            json_object_set_string_member(jl, "lease", lease_of(o));
+            json_object_set_array_member(jl, "owners", o ? json_array_ref(o) : json_array_new());
+            json_array_add_object_element(chain, jl);
+        }
+        json_object_set_array_member(jd, "chain", chain);
+        json_array_add_object_element(disks, jd);
+    }
+    json_object_set_array_member(out, "disks", disks);
+    cli_print_json(out);
+}
+
+static int
+chain_show(const VmlCliOptions *opts, const ChainArgs *a)
+{
+    g_auto(Subject) s = { 0 };
+    int status = load_subject(a, &s);
+    if (status >= 0)
+        return status;
+    g_autoptr(GHashTable) owners = layer_owners(opts, s.model);
+    if (a->json) {
+        show_json(&s, owners);
+        return VML_EXIT_OK;
+    }
+    g_autofree char *name = cli_sanitize(s.model->name);
+    printf("domain %s (uuid %s%s)\n", name, s.model->uuid,
+           s.dom ? (s.running ? ", running" : ", shut off") : "");
+    for (guint d = 0; d < s.model->disks->len; d++) {
+        VmlDisk *disk = s.model->disks->pdata[d];
+        g_autofree char *target = cli_sanitize(disk->target);
+        printf("disk %s (%s%s):\n", target, disk_access(disk),
+               disk->has_mirror ? ", block job running" : "");
+        if (!disk->chain->len) {
+            printf("  (no local image)\n");
+            continue;
+        }
+        g_autoptr(CliTable) table = cli_table_new("  LAYER", "IMAGE", "FORMAT", "LEASE",
+                                                  "HOLDERS", NULL);
+        for (guint i = 0; i < disk->chain->len; i++) {
+            VmlLayer *l = disk->chain->pdata[i];
+            JsonArray *o = owners_of(owners, l->path);
+            g_autofree char *index = g_strdup_printf("  %u", i);
+            g_autofree char *holders = holders_of(o);
+            cli_table_add_row(table, index, l->path, l->format ? l->format : "?", lease_of(o),
+                              holders);
+        }
+        cli_table_print(table, stdout);
+    }
+    return VML_EXIT_OK;
+}
+
+/* ---- changes ------------------------------------------------------------ */
+
+/* The holder id of the running VM of MODEL: a holder with its uuid,
+ * preferably the one leasing the disk's active image. */
+static gint64
+vm_holder(const VmlCliOptions *opts, const VmlDomain *model, const VmlDisk *disk, GError **error)
+{
+    g_autoptr(VmlClient) admin = cli_connect_admin(opts, error);
+    if (!admin)
+        return 0;
+    g_autoptr(JsonObject) reply = vml_client_call(admin, "io.vmlease.Admin.List", NULL, NULL, 0,
+                                                  NULL, NULL, error);
+    if (!reply)
+        return 0;
+    char *real = realpath(((VmlLayer *)disk->chain->pdata[0])->path, NULL);
+    g_autofree char *active = g_strdup(real);
+    free(real);
+    gint64 found = 0;
+    JsonArray *holders = cli_json_array(reply, "holders");
+    for (guint i = 0; holders && i < json_array_get_length(holders); i++) {
+        JsonObject *h = cli_json_array_object(holders, i);
+        if (!h || g_strcmp0(cli_json_string(h, "uuid", NULL), model->uuid) != 0)
+            continue;
+        if (!found)
+            found = cli_json_int(h, "holder", 0);
+        JsonArray *leases = cli_json_array(h, "leases");
+        for (guint j = 0; leases && j < json_array_get_length(leases); j++)
+            if (g_strcmp0(cli_json_string(cli_json_array_object(leases, j), "resource", NULL),
+                          active) == 0)
+                return cli_json_int(h, "holder", 0);
+    }
+    if (!found)
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_HOLDER,
+                    "domain %s runs but holds no leases in vmleased (is lock_manager = "
+                    "\"vmlease\" set in qemu.conf?)", model->name);
+    return found;
+}
+
+/* This process, as the holder of an offline change. */
+static gint64
+register_self(VmlClient *client, VmlChainOp op, GError **error)
+{
+    g_autoptr(JsonObject) params = json_object_new();
+    g_autofree char *uuid = g_uuid_string_random();
+    g_autofree char *name = g_strdup_printf("vmlease chain %s", vml_chain_op_name(op));
+    json_object_set_string_member(params, "uuid", uuid);
+    json_object_set_string_member(params, "name", name);
+    json_object_set_int_member(params, "pid", getpid());
+    json_object_set_string_member(params, "program", "vmlease chain");
+    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Register", params,
+                                                  NULL, 0, NULL, NULL, error);
+    return reply ? cli_json_int(reply, "holder", 0) : 0;
+}
+
+/* Print the resulting XML once it validates against libvirt's schema. */
+static int
+print_result(Subject *s, const VmlChainPlan *plan)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlDomain) result = NULL;
+    if (s->running) {
+        g_autofree char *xml = chain_lv_xml(s->dom, FALSE, &error);
+        if (xml)
+            result = vml_domain_parse(xml, strlen(xml), s->what, &error);
+    } else {
+        vml_domain_set_chain(s->model, plan->disk, plan->new_chain);
+        result = g_steal_pointer(&s->model);
+    }
+    if (!result)
+        return cli_error(VML_EXIT_FAILED, "the change is applied, but: %s", error->message);
+    if (!vml_domain_validate(result, NULL, &error))
+        return cli_error(VML_EXIT_FAILED, "the change is applied, but the new XML is not "
+                         "valid for libvirt: %s", error->message);
+    g_autofree char *xml = vml_domain_to_string(result);
+    if (s->dom && !s->running && !chain_lv_define(s->dom, xml, &error))
+        return cli_error(VML_EXIT_FAILED, "the images are changed, but: %s", error->message);
+    fputs(xml, stdout);
+    return VML_EXIT_OK;
+}
+
+static int
+chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a)
+{
+    g_auto(Subject) s = { 0 };
+    int status = load_subject(a, &s);
+    if (status >= 0)
+        return status;
+
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GHashTable) frozen = s.running ? chain_lv_frozen(s.dom, s.model, &error) : NULL;
+    if (s.running && !frozen)
+        return cli_error(VML_EXIT_FAILED, "%s", error->message);
+    VmlChainRequest req = {
+        .op = op, .disk = a->disk, .top = a->top, .base = a->base,
+        .backing = a->backing, .file = a->file, .live = s.running,
+    };
+    g_autoptr(VmlChainPlan) plan = vml_chain_plan_new(s.model, &req, frozen, &error);
+    if (!plan)
+        return cli_error(cli_exit_code(error), "%s", error->message);
+
+    g_autoptr(VmlClient) client = cli_connect_lease(opts, &error);
+    if (!client)
+        return cli_error(VML_EXIT_DAEMON, "%s", error->message);
+    gint64 holder = s.running ? vm_holder(opts, s.model, plan->disk, &error)
+                              : register_self(client, op, &error);
+    if (!holder)
+        return cli_error(cli_exit_code(error), "%s", error->message);
+
+    /* prepare */
+    if (op == VML_CHAIN_SNAPSHOT && !chain_create_overlay(plan, s.running, &error))
+        return cli_error(VML_EXIT_FAILED, "%s", error->message);
+    g_autoptr(VmlChainLeases) leases = vml_chain_leases_new(client, holder, plan);
+    if (!vml_chain_leases_prepare(leases, NULL, &error)) {
+        if (plan->file)
+            unlink(plan->file);
+        return cli_error(cli_exit_code(error), "cannot %s disk %s of %s: %s",
+                         vml_chain_op_name(op), plan->disk->target, s.model->name,
+                         error->message);
+    }
+
+    /* commit */
+    gboolean applied = s.running ? chain_lv_apply(s.dom, plan, &error)
+                                 : chain_qemu_img_apply(plan, &error);
+    if (!applied) {
+        g_autoptr(GError) undo = NULL;
+        if (!vml_chain_leases_abort(leases, &undo))
+            cli_error(0, "warning: %s", undo->message);
+        if (plan->file)
+            unlink(plan->file);
+        return cli_error(VML_EXIT_FAILED, "%s", error->message);
+    }
+    if (!vml_chain_leases_finish(leases, &error))
+        return cli_error(cli_exit_code(error), "the %s is applied, but the leases could not "
+                         "follow: %s", vml_chain_op_name(op), error->message);
+    return print_result(&s, plan);
+}
+
+/* ---- command line ------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    VmlChainOp op;
+} verbs[] = {
+    { "commit", VML_CHAIN_COMMIT },
+    { "pull", VML_CHAIN_PULL },
+    { "rebase", VML_CHAIN_REBASE },
+    { "snapshot", VML_CHAIN_SNAPSHOT },
+};
+
+static int
+chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+{
+    ChainArgs a = { 0 };
+    const char *verb = NULL;
+    struct {
+        const char *name;
+        const char **value;
+    } options[] = {
+        { "--connect", &a.uri }, { "-c", &a.uri }, { "--disk", &a.disk }, { "--top", &a.top },
+        { "--image", &a.top }, { "--base", &a.base }, { "--backing", &a.backing },
+        { "--file", &a.file },
+    };
+    int status = 0;
+    for (int i = 1; i < argc;) {
+        switch (cli_common_option(cmd, opts, argc, argv, &i, &status)) {
+        case CLI_OPT_TAKEN:
+            continue;
+        case CLI_OPT_EXIT:
+            return status;
+        case CLI_OPT_NONE:
+            break;
+        }
+        const char *arg = argv[i];
+        gboolean taken = FALSE;
+        for (guint o = 0; o < G_N_ELEMENTS(options) && !taken; o++) {
+            gsize len = strlen(options[o].name);
+            if (strncmp(arg, options[o].name, len) != 0 || (arg[len] && arg[len] != '='))
+                continue;
+            if (arg[len] == '=') {
+                *options[o].value = arg + len + 1;
+                i++;
+            } else if (i + 1 < argc) {
+                *options[o].value = argv[i + 1];
+                i += 2;
+            } else {
+                return cli_usage_error(cmd, "option %s needs a value", options[o].name);
+            }
+            taken = TRUE;
+        }
+        if (taken)
+            continue;
+        if (g_str_equal(arg, "--json")) {
+            a.json = TRUE;
+        } else if (arg[0] == '-' && arg[1]) {
+            return cli_usage_error(cmd, "unknown option %s", arg);
+        } else if (!verb) {
+            verb = arg;
+        } else if (!a.subject) {
+            a.subject = arg;
+        } else {
+            return cli_usage_error(cmd, "unexpected argument %s", arg);
+        }
+        i++;
+    }
+    if (!verb)
+        return cli_usage_error(cmd, "missing the action (show, commit, pull, rebase, snapshot)");
+    if (!a.subject)
+        return cli_usage_error(cmd, "missing DOMAIN, XMLFILE or IMAGE");
+    if (g_str_equal(verb, "show"))
+        return chain_show(opts, &a);
+    for (guint v = 0; v < G_N_ELEMENTS(verbs); v++) {
+        if (!g_str_equal(verb, verbs[v].name))
+            continue;
+        if (verbs[v].op == VML_CHAIN_REBASE && !a.backing)
+            return cli_usage_error(cmd, "rebase needs --backing IMAGE (or --backing '' for none)");
+        if (verbs[v].op == VML_CHAIN_SNAPSHOT && !a.file)
+            return cli_usage_error(cmd, "snapshot needs --file NEW-OVERLAY");
+        return chain_change(opts, verbs[v].op, &a);
+    }
+    return cli_usage_error(cmd, "unknown action %s", verb);
+}
+
+const VmlCliCommand vml_cmd_chain = {
+    .name = "chain",
+    .synopsis = "show|commit|pull|rebase|snapshot DOMAIN|XMLFILE|IMAGE [OPTIONS]",
+    .summary = "Show backing chains with their leases; change a chain as a transaction.",
+    .description =
+        "show      every disk's chain: each layer's image, format, lease and holders\n"
+        "commit    write the layers from --top (default: the active image) down to\n"
+        "          above --base (default: top's backing) into base; they leave\n"
+        "          the chain\n"
+        "pull      copy the layers above --base (default: all) into the active image\n"
+        "rebase    give --image (default: the active image) the new backing\n"
+        "          --backing IMAGE ('' for none)\n"
+        "snapshot  put the new overlay --file PATH on top of the active image\n\n"
+        "DOMAIN is a domain name or uuid on the libvirt connection (-c URI): a\n"
+        "running domain is changed through libvirt (block commit, pull, rebase,\n"
+        "disk-only external snapshot), one that is shut off with qemu-img and its\n"
+        "definition updated. XMLFILE (domain XML) and IMAGE are changed with\n"
+        "qemu-img. A change is refused before anything is touched when an image is\n"
+        "missing, when it would make a cycle, when a block job runs on the disk, or\n"
+        "when a lease it needs is held by someone else (a commit base shared by\n"
+        "another VM): the error names the holders. If applying fails, every lease\n"
+        "goes back to what it was. On success the new domain XML is printed,\n"
+        "checked against libvirt's schema.\n\n"
+        "Options:\n"
+        "  -c, --connect URI  libvirt connection (default: libvirt's default)\n"
+        "  --disk DISK        target (vda) or active image; needed with several disks\n"
+        "  --top, --image IMAGE, --base IMAGE, --backing IMAGE, --file PATH\n"
+        "  --json             show: print JSON\n",
+    .run = chain_run,
+};

@@ -1,0 +1,554 @@
+/* Planning a backing-chain change: see vml-chain-plan.h. */
+#include "vml-chain-plan.h"
+#include "vml-error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *
+vml_chain_op_name(VmlChainOp op)
+{
+    switch (op) {
+    case VML_CHAIN_COMMIT: return "commit";
+    case VML_CHAIN_PULL: return "pull";
+    case VML_CHAIN_REBASE: return "rebase";
+    case VML_CHAIN_SNAPSHOT: return "snapshot";
+    }
+    return "?";
+}
+
+const char *
+vml_lease_mode_name(VmlLeaseMode mode)
+{
+    switch (mode) {
+    case VML_LEASE_NONE: return "none";
+    case VML_LEASE_SHARED: return "shared";
+    case VML_LEASE_EXCLUSIVE: return "exclusive";
+    }
+    return "?";
+}
+
+static void
+chain_lease_free(gpointer data)
+{
+    VmlChainLease *l = data;
+    g_free(l->path);
+    g_free(l);
+}
+
+void
+vml_chain_plan_free(VmlChainPlan *plan)
+{
+    if (!plan)
+        return;
+    g_clear_pointer(&plan->old_chain, g_ptr_array_unref);
+    g_clear_pointer(&plan->new_chain, g_ptr_array_unref);
+    g_clear_pointer(&plan->leases, g_ptr_array_unref);
+    g_free(plan->new_backing);
+    g_free(plan->new_backing_format);
+    g_free(plan->file);
+    g_free(plan);
+}
+
+/* The canonical form of PATH where it exists, else PATH itself. */
+static char *
+canonical(const char *path)
+{
+    char *real = realpath(path, NULL);
+    if (!real)
+        return g_strdup(path);
+    char *copy = g_strdup(real);
+    free(real);
+    return copy;
+}
+
+static gboolean
+same_image(const char *a, const char *b)
+{
+    if (g_strcmp0(a, b) == 0)
+        return TRUE;
+    g_autofree char *ca = canonical(a);
+    g_autofree char *cb = canonical(b);
+    return strcmp(ca, cb) == 0;
+}
+
+/* Index of PATH in CHAIN, or -1. */
+static int
+chain_find(GPtrArray *chain, const char *path)
+{
+    for (guint i = 0; i < chain->len; i++)
+        if (same_image(((VmlLayer *)chain->pdata[i])->path, path))
+            return (int)i;
+    return -1;
+}
+
+static VmlLayer *
+layer_copy(const VmlLayer *l)
+{
+    return vml_layer_new(l->type, l->path, l->format, l->from_xml);
+}
+
+/* Copies of CHAIN[FROM..TO) appended to OUT. */
+static void
+append_layers(GPtrArray *out, GPtrArray *chain, guint from, guint to)
+{
+    for (guint i = from; i < to && i < chain->len; i++)
+        g_ptr_array_add(out, layer_copy(chain->pdata[i]));
+}
+
+static GPtrArray *
+new_layer_array(void)
+{
+    return g_ptr_array_new_with_free_func((GDestroyNotify)vml_layer_free);
+}
+
+char *
+vml_chain_describe(GPtrArray *chain)
+{
+    g_autoptr(GString) s = g_string_new(NULL);
+    for (guint i = 0; i < chain->len; i++)
+        g_string_append_printf(s, "%s%s", i ? " -> " : "", ((VmlLayer *)chain->pdata[i])->path);
+    if (!chain->len)
+        g_string_append(s, "(no image)");
+    return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
+/* The layer of CHAIN named by ARG (a path), or an error listing the chain. */
+static gboolean
+find_layer(GPtrArray *chain, const char *arg, const char *role, const VmlDisk *disk,
+           guint *index, GError **error)
+{
+    int i = chain_find(chain, arg);
+    if (i < 0) {
+        g_autofree char *desc = vml_chain_describe(chain);
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "%s %s is not in the chain of disk %s: %s", role, arg, disk->target, desc);
+        return FALSE;
+    }
+    *index = (guint)i;
+    return TRUE;
+}
+
+static gboolean
+check_readable(const char *path, const char *role, GError **error)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE, "%s %s cannot be read: %s",
+                    role, path, g_strerror(errno));
+        return FALSE;
+    }
+    close(fd);
+    return TRUE;
+}
+
+/* ---- leases ------------------------------------------------------------- */
+
+static VmlChainLease *
+lease_entry(VmlChainPlan *plan, const char *path)
+{
+    g_autofree char *canon = canonical(path);
+    for (guint i = 0; i < plan->leases->len; i++) {
+        VmlChainLease *l = plan->leases->pdata[i];
+        if (strcmp(l->path, canon) == 0)
+            return l;
+    }
+    VmlChainLease *l = g_new0(VmlChainLease, 1);
+    l->path = g_steal_pointer(&canon);
+    g_ptr_array_add(plan->leases, l);
+    return l;
+}
+
+/* Raise PATH's lease to at least DURING and AFTER. */
+static void
+need(VmlChainPlan *plan, const char *path, VmlLeaseMode during, VmlLeaseMode after)
+{
+    VmlChainLease *l = lease_entry(plan, path);
+    l->during = MAX(l->during, during);
+    l->after = MAX(l->after, after);
+}
+
+const VmlChainLease *
+vml_chain_plan_lease(const VmlChainPlan *plan, const char *path)
+{
+    g_autofree char *canon = canonical(path);
+    for (guint i = 0; i < plan->leases->len; i++) {
+        const VmlChainLease *l = plan->leases->pdata[i];
+        if (strcmp(l->path, canon) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+/* What a running VM holds for DISK with CHAIN: its active image exclusive
+ * when written, every other layer shared. */
+static VmlLeaseMode
+vm_mode(const VmlDisk *disk, guint index)
+{
+    if (index == 0 && !disk->readonly && !disk->shareable)
+        return VML_LEASE_EXCLUSIVE;
+    return VML_LEASE_SHARED;
+}
+
+static void
+plan_leases_live(VmlChainPlan *plan, VmlDomain *dom)
+{
+    /* Before and during: what the VM holds now, kept while libvirt works. */
+    for (guint i = 0; i < plan->old_chain->len; i++)
+        need(plan, ((VmlLayer *)plan->old_chain->pdata[i])->path, vm_mode(plan->disk, i),
+             VML_LEASE_NONE);
+    for (guint i = 0; i < plan->new_chain->len; i++)
+        need(plan, ((VmlLayer *)plan->new_chain->pdata[i])->path, VML_LEASE_NONE,
+             vm_mode(plan->disk, i));
+    if (plan->op == VML_CHAIN_COMMIT)   /* QEMU writes into the base */
+        need(plan, ((VmlLayer *)plan->old_chain->pdata[plan->base])->path,
+             VML_LEASE_EXCLUSIVE, VML_LEASE_NONE);
+    if (plan->op == VML_CHAIN_SNAPSHOT)
+        need(plan, plan->file, vm_mode(plan->disk, 0), VML_LEASE_NONE);
+    /* A layer leaving this disk's chain may still back another disk. */
+    for (guint d = 0; d < dom->disks->len; d++) {
+        VmlDisk *other = dom->disks->pdata[d];
+        if (other == plan->disk)
+            continue;
+        for (guint i = 0; i < other->chain->len; i++) {
+            const char *path = ((VmlLayer *)other->chain->pdata[i])->path;
+            if (vml_chain_plan_lease(plan, path))
+                need(plan, path, VML_LEASE_NONE, vm_mode(other, i));
+        }
+    }
+}
+
+/* qemu-img reads every layer and writes only what the change rewrites. */
+static void
+plan_leases_offline(VmlChainPlan *plan)
+{
+    for (guint i = 0; i < plan->old_chain->len; i++)
+        need(plan, ((VmlLayer *)plan->old_chain->pdata[i])->path, VML_LEASE_SHARED,
+             VML_LEASE_NONE);
+    for (guint i = 0; i < plan->new_chain->len; i++)
+        need(plan, ((VmlLayer *)plan->new_chain->pdata[i])->path, VML_LEASE_SHARED,
+             VML_LEASE_NONE);
+    const char *written = NULL, *rewritten = NULL;
+    switch (plan->op) {
+    case VML_CHAIN_COMMIT:
+        written = ((VmlLayer *)plan->old_chain->pdata[plan->base])->path;
+        if (!plan->active)   /* the overlay of top gets base as its backing */
+            rewritten = ((VmlLayer *)plan->old_chain->pdata[plan->top - 1])->path;
+        break;
+    case VML_CHAIN_PULL:
+        written = ((VmlLayer *)plan->old_chain->pdata[0])->path;
+        break;
+    case VML_CHAIN_REBASE:
+        written = ((VmlLayer *)plan->old_chain->pdata[plan->top])->path;
+        break;
+    case VML_CHAIN_SNAPSHOT:
+        written = plan->file;
+        break;
+    }
+    need(plan, written, VML_LEASE_EXCLUSIVE, VML_LEASE_NONE);
+    if (rewritten)
+        need(plan, rewritten, VML_LEASE_EXCLUSIVE, VML_LEASE_NONE);
+}
+
+/* ---- checks ------------------------------------------------------------- */
+
+/* Images frozen by block jobs: those in FROZEN, and every layer of a disk
+ * with a <mirror>. Refuses the plan if it touches one. */
+static gboolean
+check_frozen(const VmlChainPlan *plan, VmlDomain *dom, GHashTable *frozen, GError **error)
+{
+    for (guint i = 0; i < plan->leases->len; i++) {
+        const VmlChainLease *l = plan->leases->pdata[i];
+        const char *why = frozen ? g_hash_table_lookup(frozen, l->path) : NULL;
+        g_autofree char *mirror_why = NULL;
+        for (guint d = 0; !why && d < dom->disks->len; d++) {
+            VmlDisk *disk = dom->disks->pdata[d];
+            if (disk->has_mirror && chain_find(disk->chain, l->path) >= 0)
+                why = mirror_why = g_strdup_printf("a block job (<mirror>) on disk %s", disk->target);
+        }
+        if (why) {
+            g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
+                        "cannot %s disk %s: %s is frozen by %s; wait for the job to "
+                        "finish or abort it (virsh blockjob --abort)",
+                        vml_chain_op_name(plan->op), plan->disk->target, l->path, why);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* The backing chain below PATH: from the domain model if PATH is a layer
+ * of one of its disks, else from the image headers. */
+static GPtrArray *
+chain_below(VmlDomain *dom, const char *path, char **format, GError **error)
+{
+    for (guint d = 0; d < dom->disks->len; d++) {
+        VmlDisk *disk = dom->disks->pdata[d];
+        int i = chain_find(disk->chain, path);
+        if (i >= 0) {
+            GPtrArray *below = new_layer_array();
+            append_layers(below, disk->chain, i + 1, disk->chain->len);
+            *format = g_strdup(((VmlLayer *)disk->chain->pdata[i])->format);
+            return below;
+        }
+    }
+    g_autoptr(VmlDomain) lone = vml_domain_for_image(path, error);
+    if (!lone)
+        return NULL;
+    VmlDisk *disk = lone->disks->pdata[0];
+    GPtrArray *below = new_layer_array();
+    append_layers(below, disk->chain, 1, disk->chain->len);
+    *format = disk->chain->len ? g_strdup(((VmlLayer *)disk->chain->pdata[0])->format) : NULL;
+    return below;
+}
+
+/* Rebasing IMAGE (old_chain[top]) onto BACKING makes a cycle when IMAGE,
+ * or a layer above it, is reachable from BACKING. */
+static gboolean
+check_cycle(const VmlChainPlan *plan, const char *backing, GPtrArray *below, GError **error)
+{
+    const char *image = ((VmlLayer *)plan->old_chain->pdata[plan->top])->path;
+    for (guint k = 0; k <= plan->top; k++) {
+        const char *above = ((VmlLayer *)plan->old_chain->pdata[k])->path;
+        guint length = 0;
+        if (same_image(backing, above))
+            length = 1;
+        for (guint i = 0; !length && i < below->len; i++)
+            if (same_image(((VmlLayer *)below->pdata[i])->path, above))
+                length = i + 2;
+        if (!length)
+            continue;
+        length += plan->top - k;   /* from the reached layer down to image */
+        g_autoptr(GString) path = g_string_new(image);
+        g_string_append_printf(path, " -> %s", backing);
+        for (guint i = 0; i < below->len && !same_image(backing, above); i++) {
+            const char *p = ((VmlLayer *)below->pdata[i])->path;
+            g_string_append_printf(path, " -> %s", p);
+            if (same_image(p, above))
+                break;
+        }
+        for (guint j = k + 1; j <= plan->top; j++)
+            g_string_append_printf(path, " -> %s", ((VmlLayer *)plan->old_chain->pdata[j])->path);
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "cannot rebase %s onto %s: it would make a cycle of %u image%s: %s",
+                    image, backing, length, length == 1 ? "" : "s", path->str);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* ---- the operations ------------------------------------------------------ */
+
+static gboolean
+plan_commit(VmlChainPlan *plan, const VmlChainRequest *req, GError **error)
+{
+    GPtrArray *old = plan->old_chain;
+    plan->top = 0;
+    if (req->top && !find_layer(old, req->top, "top", plan->disk, &plan->top, error))
+        return FALSE;
+    plan->base = plan->top + 1;
+    if (req->base && !find_layer(old, req->base, "base", plan->disk, &plan->base, error))
+        return FALSE;
+    if (plan->base >= old->len) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "cannot commit %s on disk %s: it has no backing image to commit into",
+                    ((VmlLayer *)old->pdata[plan->top])->path, plan->disk->target);
+        return FALSE;
+    }
+    if (plan->base <= plan->top) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "cannot commit on disk %s: base %s is not below top %s",
+                    plan->disk->target, ((VmlLayer *)old->pdata[plan->base])->path,
+                    ((VmlLayer *)old->pdata[plan->top])->path);
+        return FALSE;
+    }
+    plan->active = plan->top == 0;
+    if (plan->active && (plan->disk->readonly || plan->disk->shareable)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "cannot commit the active image of disk %s: the disk is %s",
+                    plan->disk->target, plan->disk->readonly ? "read-only" : "shareable");
+        return FALSE;
+    }
+    if (!check_readable(((VmlLayer *)old->pdata[plan->base])->path, "base", error))
+        return FALSE;
+    append_layers(plan->new_chain, old, 0, plan->top);
+    append_layers(plan->new_chain, old, plan->base, old->len);
+    return TRUE;
+}
+
+static gboolean
+plan_pull(VmlChainPlan *plan, const VmlChainRequest *req, GError **error)
+{
+    GPtrArray *old = plan->old_chain;
+    plan->top = 0;
+    plan->base = old->len;
+    if (req->base && !find_layer(old, req->base, "base", plan->disk, &plan->base, error))
+        return FALSE;
+    if (plan->base <= 1) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "nothing to pull into %s on disk %s: %s",
+                    ((VmlLayer *)old->pdata[0])->path, plan->disk->target,
+                    old->len <= 1 ? "it has no backing image" : "the base is its backing already");
+        return FALSE;
+    }
+    if (plan->base < old->len &&
+        !check_readable(((VmlLayer *)old->pdata[plan->base])->path, "base", error))
+        return FALSE;
+    append_layers(plan->new_chain, old, 0, 1);
+    append_layers(plan->new_chain, old, plan->base, old->len);
+    return TRUE;
+}
+
+static gboolean
+plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GError **error)
+{
+    GPtrArray *old = plan->old_chain;
+    plan->top = 0;
+    if (req->top && !find_layer(old, req->top, "image", plan->disk, &plan->top, error))
+        return FALSE;
+    if (!req->backing) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "rebase needs the new backing image (\"\" for none)");
+        return FALSE;
+    }
+    append_layers(plan->new_chain, old, 0, plan->top + 1);
+    if (!*req->backing)
+        return TRUE;   /* the layer becomes standalone */
+    if (!g_path_is_absolute(req->backing)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "the new backing %s must be an absolute path", req->backing);
+        return FALSE;
+    }
+    if (!check_readable(req->backing, "new backing", error))
+        return FALSE;
+    g_autoptr(GError) local = NULL;
+    g_autofree char *format = NULL;
+    g_autoptr(GPtrArray) below = chain_below(dom, req->backing, &format, &local);
+    if (!below) {
+        g_set_error(error, VML_ERROR, local->code, "cannot rebase onto %s: %s",
+                    req->backing, local->message);
+        return FALSE;
+    }
+    if (!check_cycle(plan, req->backing, below, error))
+        return FALSE;
+    plan->new_backing = canonical(req->backing);
+    plan->new_backing_format = g_strdup(format ? format : "raw");
+    g_ptr_array_add(plan->new_chain, vml_layer_new(VML_DISK_FILE, plan->new_backing,
+                                                   plan->new_backing_format, FALSE));
+    append_layers(plan->new_chain, below, 0, below->len);
+    if (plan->live) {
+        /* libvirt rebases the active image onto a layer of its chain. */
+        int at = chain_find(old, req->backing);
+        if (plan->top != 0 || at <= 0) {
+            g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                        "a running domain can only rebase its active image onto a layer "
+                        "of its own chain (%s is %s); copy the disk (virsh blockcopy) instead",
+                        req->backing, plan->top ? "below a lower layer" : "outside the chain");
+            return FALSE;
+        }
+        plan->base = (guint)at;
+    }
+    return TRUE;
+}
+
+static gboolean
+plan_snapshot(VmlChainPlan *plan, const VmlChainRequest *req, GError **error)
+{
+    if (!req->file || !g_path_is_absolute(req->file)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "snapshot needs the new overlay as an absolute path");
+        return FALSE;
+    }
+    struct stat st;
+    if (lstat(req->file, &st) == 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "the new overlay %s exists already", req->file);
+        return FALSE;
+    }
+    g_autofree char *dir = g_path_get_dirname(req->file);
+    if (access(dir, W_OK) != 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
+                    "cannot create %s: %s: %s", req->file, dir, g_strerror(errno));
+        return FALSE;
+    }
+    if (plan->disk->readonly || plan->disk->shareable) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "cannot snapshot disk %s: it is %s", plan->disk->target,
+                    plan->disk->readonly ? "read-only" : "shareable");
+        return FALSE;
+    }
+    if (!check_readable(((VmlLayer *)plan->old_chain->pdata[0])->path, "image", error))
+        return FALSE;
+    /* The overlay's directory is canonical; the file comes later. */
+    g_autofree char *real_dir = canonical(dir);
+    g_autofree char *name = g_path_get_basename(req->file);
+    plan->file = g_build_filename(real_dir, name, NULL);
+    g_ptr_array_add(plan->new_chain, vml_layer_new(VML_DISK_FILE, plan->file, "qcow2", FALSE));
+    append_layers(plan->new_chain, plan->old_chain, 0, plan->old_chain->len);
+    return TRUE;
+}
+
+VmlChainPlan *
+vml_chain_plan_new(VmlDomain *dom, const VmlChainRequest *req, GHashTable *frozen,
+                   GError **error)
+{
+    VmlDisk *disk = NULL;
+    if (req->disk) {
+        disk = vml_domain_find_disk(dom, req->disk, error);
+        if (!disk)
+            return NULL;
+    } else {
+        for (guint i = 0; i < dom->disks->len; i++) {
+            VmlDisk *d = dom->disks->pdata[i];
+            if (!d->chain->len)
+                continue;
+            if (disk) {
+                g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                            "domain %s has several disks: name one (%s, %s, ...)",
+                            dom->name, disk->target, d->target);
+                return NULL;
+            }
+            disk = d;
+        }
+        if (!disk) {
+            g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                        "domain %s has no disk with an image", dom->name);
+            return NULL;
+        }
+    }
+    if (!disk->chain->len || (disk->type != VML_DISK_FILE && disk->type != VML_DISK_BLOCK)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "disk %s has no local image to %s", disk->target, vml_chain_op_name(req->op));
+        return NULL;
+    }
+
+    g_autoptr(VmlChainPlan) plan = g_new0(VmlChainPlan, 1);
+    plan->op = req->op;
+    plan->live = req->live;
+    plan->disk = disk;
+    plan->old_chain = new_layer_array();
+    append_layers(plan->old_chain, disk->chain, 0, disk->chain->len);
+    plan->new_chain = new_layer_array();
+    plan->leases = g_ptr_array_new_with_free_func(chain_lease_free);
+
+    gboolean ok = FALSE;
+    switch (req->op) {
+    case VML_CHAIN_COMMIT: ok = plan_commit(plan, req, error); break;
+    case VML_CHAIN_PULL: ok = plan_pull(plan, req, error); break;
+    case VML_CHAIN_REBASE: ok = plan_rebase(plan, dom, req, error); break;
+    case VML_CHAIN_SNAPSHOT: ok = plan_snapshot(plan, req, error); break;
+    }
+    if (!ok)
+        return NULL;
+    if (plan->live)
+        plan_leases_live(plan, dom);
+    else
+        plan_leases_offline(plan);
+    if (!check_frozen(plan, dom, frozen, error))
+        return NULL;
+    return g_steal_pointer(&plan);
+}
