@@ -1,6 +1,7 @@
 /* vmlease run: hold leases on images for as long as a command runs. */
 #include "vmlease-cli.h"
 #include "output.h"
+#include "vml-backing-chain.h"
 #include "vml-error.h"
 
 #include <fcntl.h>
@@ -94,6 +95,32 @@ report_conflict(JsonObject *params, const GError *error)
     g_autofree char *who = (owners && json_array_get_length(owners))
         ? cli_owners_describe(owners) : g_strdup("a holder vmleased does not know");
     return cli_error(VML_EXIT_CONFLICT, "cannot lock %s %s: in use by %s", res, mode, who);
+}
+
+/* Every backing image of the images named is read through them: lease it
+ * shared, unless it is named itself. */
+static gboolean
+add_backing_images(GArray *images, GHashTable *seen, int *status)
+{
+    guint named = images->len;
+    for (guint i = 0; i < named; i++) {
+        g_autoptr(GError) error = NULL;
+        const char *path = g_array_index(images, Image, i).path;
+        g_autoptr(GPtrArray) chain = vml_backing_chain(path, &error);
+        if (!chain) {
+            *status = cli_error(VML_EXIT_NOT_FOUND, "%s", error->message);
+            return FALSE;
+        }
+        for (guint j = 0; j < chain->len; j++) {
+            if (g_hash_table_contains(seen, chain->pdata[j]))
+                continue;
+            Image backing = { .arg = NULL, .path = g_strdup(chain->pdata[j]), .mode = "shared" };
+            g_array_append_val(images, backing);
+            Image *added = &g_array_index(images, Image, images->len - 1);
+            g_hash_table_insert(seen, added->path, added->path);
+        }
+    }
+    return TRUE;
 }
 
 /* Acquire every image in one call; the lock fds land in *FDS. */
@@ -230,6 +257,8 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
                                    img->path);
         g_hash_table_insert(seen, img->path, (gpointer)img->arg);
     }
+    if (!add_backing_images(images, seen, &status))
+        return status;
 
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) client = cli_connect_lease(opts, &error);
@@ -278,7 +307,9 @@ const VmlCliCommand vml_cmd_run = {
         "crash of vmleased. SIGINT, SIGTERM and SIGHUP sent to vmlease are passed\n"
         "on to COMMAND (unless ignored, as under nohup); if vmlease dies, COMMAND\n"
         "gets SIGTERM. When an image is in use, vmlease names it and every holder\n"
-        "and exits with 3 without running COMMAND.\n\n"
+        "and exits with 3 without running COMMAND. The backing images of every\n"
+        "PATH (read from its qcow2 header) are leased shared as well, unless they\n"
+        "are named themselves.\n\n"
         "Options:\n"
         "  --exclusive PATH...  lock the following images for this command alone\n"
         "  --shared PATH...     lock the following images shared (read-only users)\n",

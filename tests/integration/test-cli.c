@@ -140,6 +140,44 @@ test_qemu_img_snapshot_refused_while_vm_runs(void)
     g_assert_cmpint(r2.status, ==, 0);
 }
 
+/* run leases the backing chain shared: a commit into the base, which
+ * needs it exclusive, is refused naming the reader, while another reader
+ * of the same base is let in. */
+static void
+test_run_leases_backing_chain(void)
+{
+    g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+    if (!qemu_img) {
+        g_test_skip("qemu-img not installed");
+        return;
+    }
+    g_autofree char *base = g_build_filename(daemon_->root, "chain-base.qcow2", NULL);
+    g_autofree char *top = g_build_filename(daemon_->root, "chain-top.qcow2", NULL);
+    g_autofree char *cmd = g_strdup_printf("qemu-img create -q -f qcow2 '%s' 1M && "
+                                           "qemu-img create -q -f qcow2 -b chain-base.qcow2 "
+                                           "-F qcow2 '%s'", base, top);
+    g_assert_cmpint(system(cmd), ==, 0);
+    GPid reader = run_in_background("--exclusive", top);
+
+    g_autoptr(JsonArray) owners = vml_test_owners(base);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    JsonObject *o = json_array_get_object_element(owners, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, reader);
+    g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "shared");
+
+    g_auto(Run) r = { 0 };
+    vmlease(&r, "run", "--exclusive", base, "--", "qemu-img", "commit", top, NULL);
+    g_assert_cmpint(r.status, ==, 3);
+    g_assert_nonnull(strstr(r.err, base));
+    g_assert_nonnull(strstr(r.err, "vmlease-run:sleep"));
+    g_auto(Run) r2 = { 0 };
+    vmlease(&r2, "run", "--shared", base, "--", "true", NULL);
+    g_assert_cmpint(r2.status, ==, 0);
+
+    stop_background(reader);
+    g_assert_true(vml_test_wait_owners(base, 0, 1000));
+}
+
 static void
 test_owners_table_and_json(void)
 {
@@ -288,6 +326,7 @@ main(int argc, char **argv)
     g_test_add_func("/cli/run-refused-names-holder", test_run_refused_names_holder);
     g_test_add_func("/cli/qemu-img-snapshot-refused-while-vm-runs",
                     test_qemu_img_snapshot_refused_while_vm_runs);
+    g_test_add_func("/cli/run-leases-backing-chain", test_run_leases_backing_chain);
     g_test_add_func("/cli/owners-table-and-json", test_owners_table_and_json);
     g_test_add_func("/cli/status-inspect-and-exit-codes", test_status_inspect_and_exit_codes);
     g_test_add_func("/cli/stash-commands", test_stash_commands);
