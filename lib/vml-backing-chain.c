@@ -6,34 +6,83 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-/* The backing file name stored in PATH's header; NULL without error when
- * PATH is not qcow2 or has none. */
-static char *
-read_backing_name(const char *path, GError **error)
+void
+vml_backing_layer_free(VmlBackingLayer *layer)
 {
+    if (!layer)
+        return;
+    g_free(layer->path);
+    g_free(layer->format);
+    g_free(layer);
+}
+
+/* A format name from a header is hostile: only a short plain word may end
+ * up in a domain's XML. */
+static gboolean
+format_name_ok(const char *name)
+{
+    gsize len = strlen(name);
+    if (len == 0 || len > 32)
+        return FALSE;
+    for (const char *p = name; *p; p++) {
+        if (!g_ascii_isalnum(*p) && *p != '_' && *p != '-')
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* What PATH's header says: whether it is qcow2 (else it is taken as raw),
+ * its backing file name (NULL when none, or not a file) and the backing
+ * format its extension declares (NULL when none). Without PROBE only
+ * whether PATH is a block device is found out. */
+static gboolean
+read_image(const char *path, gboolean probe, gboolean *is_qcow2, char **backing,
+           char **backing_format, gboolean *block, GError **error)
+{
+    *is_qcow2 = FALSE;
+    *backing = NULL;
+    *backing_format = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
                     "cannot open %s: %s", path, g_strerror(errno));
-        return NULL;
+        return FALSE;
+    }
+    struct stat st;
+    *block = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode);
+    if (!probe) {
+        close(fd);
+        return TRUE;
     }
     gboolean not_qcow2;
-    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, error);
+    g_autoptr(GError) local = NULL;
+    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, &local);
     close(fd);
+    if (local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    *is_qcow2 = h != NULL;
     if (!h || !h->backing_file)
-        return NULL;   /* raw, or no backing file: the chain ends */
+        return TRUE;   /* raw, or no backing file: the chain ends */
     /* Network or json: backing stores are not files to lease. */
     if (strstr(h->backing_file, "://") || g_str_has_prefix(h->backing_file, "json:"))
-        return NULL;
-    return g_steal_pointer(&h->backing_file);
+        return TRUE;
+    *backing = g_steal_pointer(&h->backing_file);
+    if (h->backing_format && format_name_ok(h->backing_format))
+        *backing_format = g_steal_pointer(&h->backing_format);
+    return TRUE;
 }
 
-GPtrArray *
-vml_backing_chain(const char *path, GError **error)
+/* The chain from PATH, [0] PATH itself. With HONOUR_FORMATS, a layer whose
+ * format is known and is not qcow2 ends the chain unread. */
+static GPtrArray *
+walk_chain(const char *path, const char *format, gboolean honour_formats, GError **error)
 {
-    g_autoptr(GPtrArray) chain = g_ptr_array_new_with_free_func(g_free);
+    g_autoptr(GPtrArray) chain = g_ptr_array_new_with_free_func((GDestroyNotify)vml_backing_layer_free);
     g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     g_autofree char *current = realpath(path, NULL);
 
@@ -43,13 +92,22 @@ vml_backing_chain(const char *path, GError **error)
         return NULL;
     }
     g_hash_table_add(seen, g_strdup(current));
+    /* CURRENT's format as known beforehand: FORMAT for PATH, then what the
+     * parent's header declares; NULL: detected. */
+    g_autofree char *declared = g_strdup(format);
     for (;;) {
-        g_autoptr(GError) local = NULL;
-        g_autofree char *name = read_backing_name(current, &local);
-        if (local) {
-            g_propagate_error(error, g_steal_pointer(&local));
+        gboolean probe = !honour_formats || !declared || g_str_equal(declared, "qcow2");
+        gboolean is_qcow2, block;
+        g_autofree char *name = NULL;
+        g_autofree char *backing_format = NULL;
+        if (!read_image(current, probe, &is_qcow2, &name, &backing_format, &block, error))
             return NULL;
-        }
+        VmlBackingLayer *layer = g_new0(VmlBackingLayer, 1);
+        layer->path = g_strdup(current);
+        layer->format = declared ? g_steal_pointer(&declared)
+                                 : g_strdup(is_qcow2 ? "qcow2" : "raw");
+        layer->block = block;
+        g_ptr_array_add(chain, layer);
         if (!name)
             break;
         g_autofree char *dir = g_path_get_dirname(current);
@@ -67,16 +125,39 @@ vml_backing_chain(const char *path, GError **error)
             free(real);
             return NULL;
         }
-        if (chain->len >= VML_BACKING_CHAIN_MAX) {
+        /* [0] is PATH itself: the backing images are the rest. */
+        if (chain->len > VML_BACKING_CHAIN_MAX) {
             g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
                         "%s: backing chain deeper than %d", path, VML_BACKING_CHAIN_MAX);
             free(real);
             return NULL;
         }
-        g_ptr_array_add(chain, g_strdup(real));
+        declared = g_steal_pointer(&backing_format);
         g_free(current);
         current = g_strdup(real);
         free(real);
     }
     return g_steal_pointer(&chain);
+}
+
+GPtrArray *
+vml_backing_chain_layers(const char *path, const char *format, GError **error)
+{
+    return walk_chain(path, format, TRUE, error);
+}
+
+GPtrArray *
+vml_backing_chain(const char *path, GError **error)
+{
+    /* Every qcow2 header is followed, whatever format its parent declares
+     * (what this function always did). */
+    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, error);
+    if (!layers)
+        return NULL;
+    GPtrArray *chain = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 1; i < layers->len; i++) {
+        VmlBackingLayer *layer = layers->pdata[i];
+        g_ptr_array_add(chain, g_steal_pointer(&layer->path));
+    }
+    return chain;
 }

@@ -12,3 +12,23 @@
  * (relative names resolved against the directory of the image that names
  * them). Empty for a raw image or a qcow2 image without backing file. */
 GPtrArray *vml_backing_chain(const char *path, GError **error);
+
+typedef struct {
+    char *path;        /* absolute and canonical */
+    /* The format the naming image's header declares (its backing format
+     * extension), else the one detected: "qcow2" or "raw". */
+    char *format;
+    gboolean block;    /* a block device (else a file) */
+} VmlBackingLayer;
+
+void vml_backing_layer_free(VmlBackingLayer *layer);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlBackingLayer, vml_backing_layer_free)
+
+/* PATH itself ([0], canonical) followed by its backing images as
+ * vml_backing_chain() finds them, each with its format; same checks and
+ * errors. FORMAT is PATH's format when known (NULL: detected). Unlike
+ * vml_backing_chain(), a layer whose format is known (FORMAT, or the
+ * backing format its parent's header declares) and is not qcow2 ends the
+ * chain unread: QEMU opens it as that format and never looks for a
+ * backing file in it, and a raw image's content is the guest's to forge. */
+GPtrArray *vml_backing_chain_layers(const char *path, const char *format, GError **error);
