@@ -1,5 +1,6 @@
 /* Planning a backing-chain change: see vml-chain-plan.h. */
 #include "vml-chain-plan.h"
+#include "vml-backing-chain.h"
 #include "vml-error.h"
 
 #include <errno.h>
@@ -146,6 +147,24 @@ check_readable(const char *path, const char *role, GError **error)
     return TRUE;
 }
 
+/* The format of every layer whose XML leaves it out, as qemu-img would
+ * detect it: a plan must never hand qemu-img "-F raw" for a qcow2 image
+ * (the guest would see its metadata as data). */
+static gboolean
+fill_formats(GPtrArray *chain, GError **error)
+{
+    for (guint i = 0; i < chain->len; i++) {
+        VmlLayer *l = chain->pdata[i];
+        if (l->format || (l->type == VML_DISK_FILE && !g_file_test(l->path, G_FILE_TEST_EXISTS)))
+            continue;   /* a snapshot overlay does not exist yet: it is qcow2 */
+        g_autoptr(GPtrArray) probed = vml_backing_chain_layers(l->path, NULL, error);
+        if (!probed)
+            return FALSE;
+        l->format = g_strdup(((VmlBackingLayer *)probed->pdata[0])->format);
+    }
+    return TRUE;
+}
+
 /* ---- leases ------------------------------------------------------------- */
 
 static VmlChainLease *
@@ -276,6 +295,30 @@ check_frozen(const VmlChainPlan *plan, VmlDomain *dom, GHashTable *frozen, GErro
                         "finish or abort it (virsh blockjob --abort)",
                         vml_chain_op_name(plan->op), plan->disk->target, l->path, why);
             return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* An image the change writes must not be read by another disk of the
+ * domain: its leases are the same VM's and cannot tell. */
+static gboolean
+check_other_disks(const VmlChainPlan *plan, VmlDomain *dom, GError **error)
+{
+    for (guint i = 0; i < plan->leases->len; i++) {
+        const VmlChainLease *l = plan->leases->pdata[i];
+        gboolean written = l->during == VML_LEASE_EXCLUSIVE &&
+                           !(plan->live && vm_mode(plan->disk, 0) == VML_LEASE_EXCLUSIVE &&
+                             same_image(l->path, ((VmlLayer *)plan->old_chain->pdata[0])->path));
+        for (guint d = 0; written && d < dom->disks->len; d++) {
+            VmlDisk *other = dom->disks->pdata[d];
+            if (other != plan->disk && chain_find(other->chain, l->path) >= 0) {
+                g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                            "cannot %s disk %s: it writes %s, which disk %s of %s reads too",
+                            vml_chain_op_name(plan->op), plan->disk->target, l->path,
+                            other->target, dom->name);
+                return FALSE;
+            }
         }
     }
     return TRUE;
@@ -415,9 +458,17 @@ plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GErr
                     "rebase needs the new backing image (\"\" for none)");
         return FALSE;
     }
+    if (plan->live && plan->top != 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                    "a running domain can only rebase its active image, not %s",
+                    ((VmlLayer *)old->pdata[plan->top])->path);
+        return FALSE;
+    }
     append_layers(plan->new_chain, old, 0, plan->top + 1);
-    if (!*req->backing)
+    if (!*req->backing) {
+        plan->base = old->len;   /* live: a full pull */
         return TRUE;   /* the layer becomes standalone */
+    }
     if (!g_path_is_absolute(req->backing)) {
         g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
                     "the new backing %s must be an absolute path", req->backing);
@@ -428,6 +479,13 @@ plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GErr
     g_autoptr(GError) local = NULL;
     g_autofree char *format = NULL;
     g_autoptr(GPtrArray) below = chain_below(dom, req->backing, &format, &local);
+    if (below && !format) {
+        g_autoptr(GPtrArray) probed = vml_backing_chain_layers(req->backing, NULL, &local);
+        if (probed)
+            format = g_strdup(((VmlBackingLayer *)probed->pdata[0])->format);
+        else
+            g_clear_pointer(&below, g_ptr_array_unref);
+    }
     if (!below) {
         g_set_error(error, VML_ERROR, local->code, "cannot rebase onto %s: %s",
                     req->backing, local->message);
@@ -436,18 +494,18 @@ plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GErr
     if (!check_cycle(plan, req->backing, below, error))
         return FALSE;
     plan->new_backing = canonical(req->backing);
-    plan->new_backing_format = g_strdup(format ? format : "raw");
+    plan->new_backing_format = g_steal_pointer(&format);
     g_ptr_array_add(plan->new_chain, vml_layer_new(VML_DISK_FILE, plan->new_backing,
                                                    plan->new_backing_format, FALSE));
     append_layers(plan->new_chain, below, 0, below->len);
     if (plan->live) {
         /* libvirt rebases the active image onto a layer of its chain. */
         int at = chain_find(old, req->backing);
-        if (plan->top != 0 || at <= 0) {
+        if (at <= 0) {
             g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
                         "a running domain can only rebase its active image onto a layer "
-                        "of its own chain (%s is %s); copy the disk (virsh blockcopy) instead",
-                        req->backing, plan->top ? "below a lower layer" : "outside the chain");
+                        "of its own chain (%s is outside the chain); copy the disk "
+                        "(virsh blockcopy) instead", req->backing);
             return FALSE;
         }
         plan->base = (guint)at;
@@ -502,17 +560,20 @@ vml_chain_plan_new(VmlDomain *dom, const VmlChainRequest *req, GHashTable *froze
         if (!disk)
             return NULL;
     } else {
+        g_autoptr(GString) targets = g_string_new(NULL);
+        guint n = 0;
         for (guint i = 0; i < dom->disks->len; i++) {
             VmlDisk *d = dom->disks->pdata[i];
             if (!d->chain->len)
                 continue;
-            if (disk) {
-                g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
-                            "domain %s has several disks: name one (%s, %s, ...)",
-                            dom->name, disk->target, d->target);
-                return NULL;
-            }
+            g_string_append_printf(targets, "%s%s", n++ ? ", " : "", d->target);
             disk = d;
+        }
+        if (n > 1) {
+            g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                        "domain %s has several disks: name one with --disk (%s)", dom->name,
+                        targets->str);
+            return NULL;
         }
         if (!disk) {
             g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
@@ -542,13 +603,13 @@ vml_chain_plan_new(VmlDomain *dom, const VmlChainRequest *req, GHashTable *froze
     case VML_CHAIN_REBASE: ok = plan_rebase(plan, dom, req, error); break;
     case VML_CHAIN_SNAPSHOT: ok = plan_snapshot(plan, req, error); break;
     }
-    if (!ok)
+    if (!ok || !fill_formats(plan->old_chain, error) || !fill_formats(plan->new_chain, error))
         return NULL;
     if (plan->live)
         plan_leases_live(plan, dom);
     else
         plan_leases_offline(plan);
-    if (!check_frozen(plan, dom, frozen, error))
+    if (!check_frozen(plan, dom, frozen, error) || !check_other_disks(plan, dom, error))
         return NULL;
     return g_steal_pointer(&plan);
 }

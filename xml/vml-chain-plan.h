@@ -57,7 +57,11 @@ typedef struct {
     gboolean active;        /* commit of the active image (libvirt pivots) */
     char *new_backing;      /* rebase: the new backing (NULL: none) */
     char *new_backing_format;
-    char *file;             /* snapshot: the new overlay */
+    char *file;             /* snapshot: the new overlay. It does not exist
+                               when planned; vmleased leases existing files
+                               only, so the caller creates it (qemu-img
+                               create) before vml_chain_leases_prepare and
+                               removes it on abort. */
     GPtrArray *leases;      /* VmlChainLease*, every image touched */
 } VmlChainPlan;
 
