@@ -105,7 +105,7 @@ vml_domain_validate(VmlDomain *d, const char *schema_path, GError **error)
     if (!schema_path)
         schema_path = DEFAULT_SCHEMA;
 
-    g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&lock);
+    G_GNUC_UNUSED g_autoptr(GMutexLocker) locker = g_mutex_locker_new(&lock);
     xmlRelaxNGPtr schema = load_schema(schema_path, error);
     if (!schema)
         return FALSE;

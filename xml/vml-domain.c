@@ -809,7 +809,9 @@ vml_domain_to_string(VmlDomain *d)
 {
     xmlChar *buf = NULL;
     int size = 0;
-    xmlDocDumpFormatMemory(d->doc, &buf, &size, 1);
+    /* Always UTF-8, whatever the input declared: a UTF-16 dump is full of
+     * NUL bytes, and the text goes to libvirt and terminals. */
+    xmlDocDumpFormatMemoryEnc(d->doc, &buf, &size, "UTF-8", 1);
     char *copy = g_strndup((const char *)buf, size > 0 ? (gsize)size : 0);
     xmlFree(buf);
     return copy;
