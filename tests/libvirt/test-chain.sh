@@ -70,7 +70,7 @@ lv_domain_xml dom-a $UA "$(lv_disk "$top" vda)" > "$D/a.xml"
 lv_domain_xml dom-b $UB "$(lv_disk "$topb" vda)" > "$D/b.xml"
 virsh define "$D/a.xml" >/dev/null && virsh define "$D/b.xml" >/dev/null
 
-echo "1..23"
+echo "1..27"
 
 # 1. the chain from the inactive definition (read from the headers)
 out=$(vmlease chain show --json dom-a | python3 -c '
@@ -170,9 +170,37 @@ check "live active commit: exit 0, chain is base alone" \
 got=$(leases "$snap" "$base")
 check "leases after the active commit: snap free, base exclusive ($got)" \
     test "$got" = "-|dom-a:exclusive"
+
+# 20. a shut-off domain is changed offline, but not into a base a running
+# domain uses
+err=$(vmlease chain commit dom-b 2>&1 >/dev/null)
+rc=$?
+if [ $rc -eq 3 ] && [[ "$err" == *dom-a* ]] && [[ "$err" == *"$base"* ]]; then
+    ok "offline commit for shut-off dom-b into the base dom-a runs on: refused (exit 3, names dom-a)"
+else
+    not_ok "offline commit for shut-off dom-b refused" "rc=$rc" "$err"
+fi
 virsh destroy dom-a >/dev/null
 
-# 20-21. offline commit with qemu-img: judged by qemu-img
+# 21-22. snapshot of the shut-off dom-b: qemu-img makes the overlay and the
+# definition follows
+bsnap=$D/b-snap.qcow2
+vmlease chain snapshot dom-b --file "$bsnap" >/dev/null 2>"$D/err"
+rc=$?
+got=$(virsh dumpxml --inactive dom-b | xml_chain)
+check "snapshot of shut-off dom-b: exit 0, its definition reads b-snap -> top-b -> base ($got)" \
+    test $rc -eq 0 -a "$got" = "$bsnap -> $topb -> $base" || sed 's/^/# /' "$D/err"
+check "qemu-img agrees: $(img_chain "$bsnap")" \
+    test "$(img_chain "$bsnap")" = "b-snap.qcow2 -> top-b.qcow2 -> base.qcow2"
+
+# 23. a domain XML file: top-b made standalone; the printed XML says so
+vmlease chain rebase "$D/b.xml" --backing '' > "$D/b-new.xml" 2>"$D/err"
+rc=$?
+got=$(xml_chain < "$D/b-new.xml")
+check "rebase of b.xml's disk onto nothing: exit 0, printed chain is top-b alone, qemu-img agrees" \
+    test $rc -eq 0 -a "$got" = "$topb" -a "$(img_chain "$topb")" = "top-b.qcow2" || sed 's/^/# /' "$D/err"
+
+# 24-25. offline commit with qemu-img: judged by qemu-img
 ob=$D/off-base.qcow2 om=$D/off-mid.qcow2 ot=$D/off-top.qcow2
 qemu-img create -q -f qcow2 "$ob" 16M
 qemu-img create -q -f qcow2 -b off-base.qcow2 -F qcow2 "$om"
@@ -190,7 +218,7 @@ else
 fi
 check "offline commit leaves no lease behind ($(leases "$ot" "$om" "$ob"))" test "$(leases "$ot" "$om" "$ob")" = "-|-|-"
 
-# 22-23. offline rebase onto another base (safe mode: data kept), and a
+# 26-27. offline rebase onto another base (safe mode: data kept), and a
 # rebase that would make a cycle is refused with the images untouched
 nb=$D/new-base.qcow2
 qemu-img create -q -f qcow2 "$nb" 16M
