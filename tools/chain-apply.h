@@ -23,8 +23,13 @@ char *chain_lv_xml(virDomainPtr dom, gboolean inactive, GError **error);
  * has a block job running. */
 GHashTable *chain_lv_frozen(virDomainPtr dom, VmlDomain *model, GError **error);
 /* Apply PLAN to the running domain and wait for it (pivoting an active
- * commit); then check the disk's chain is the planned one. */
-gboolean chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, GError **error);
+ * commit); then check the disk's chain is the planned one. BANDWIDTH caps
+ * a block job (MiB/s, 0: no cap). SIGINT, SIGTERM or SIGHUP during the
+ * job cancel it. */
+gboolean chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, unsigned long bandwidth,
+                        GError **error);
+/* Whether a block job runs on TARGET (TRUE when libvirt cannot say). */
+gboolean chain_lv_job_running(virDomainPtr dom, const char *target);
 /* Replace the persistent definition (an inactive domain changed offline). */
 gboolean chain_lv_define(virDomainPtr dom, const char *xml, GError **error);
 

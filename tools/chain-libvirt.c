@@ -3,6 +3,7 @@
 #include "vml-error.h"
 
 #include <libvirt/virterror.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -128,13 +129,27 @@ chain_lv_frozen(virDomainPtr dom, VmlDomain *model, GError **error)
     return frozen;
 }
 
+static volatile sig_atomic_t interrupted;
+
+static void
+on_interrupt(int sig)
+{
+    interrupted = sig;
+}
+
 /* Poll the job on TARGET until it is gone; an active commit is pivoted once
- * it has caught up. */
+ * it has caught up. SIGINT, SIGTERM or SIGHUP meanwhile cancel the job, so
+ * the transaction can be aborted with the chain as it was. */
 static gboolean
 wait_job(virDomainPtr dom, const char *target, gboolean pivot, GError **error)
 {
     gint64 deadline = g_get_monotonic_time() + JOB_TIMEOUT_S * G_USEC_PER_SEC;
     gboolean pivoted = FALSE;
+    struct sigaction sa = { .sa_handler = on_interrupt };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     for (;;) {
         virDomainBlockJobInfo info;
         int r = virDomainGetBlockJobInfo(dom, target, &info, 0);
@@ -148,6 +163,14 @@ wait_job(virDomainPtr dom, const char *target, gboolean pivot, GError **error)
             if (virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
                 pivoted = TRUE;
             /* Not ready after all (the guest wrote meanwhile): try again. */
+        }
+        if (interrupted && !pivoted) {
+            /* Synchronous: the job is gone (or failed to go) on return. */
+            virDomainBlockJobAbort(dom, target, 0);
+            g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                        "interrupted by signal %d: cancelled the block job on disk %s",
+                        (int)interrupted, target);
+            return FALSE;
         }
         if (g_get_monotonic_time() > deadline) {
             virDomainBlockJobAbort(dom, target, 0);
@@ -222,7 +245,16 @@ check_result(virDomainPtr dom, const VmlChainPlan *plan, GError **error)
 }
 
 gboolean
-chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, GError **error)
+chain_lv_job_running(virDomainPtr dom, const char *target)
+{
+    virDomainBlockJobInfo info;
+    /* Unknown counts as running: the caller then keeps the leases. */
+    return virDomainGetBlockJobInfo(dom, target, &info, 0) != 0;
+}
+
+gboolean
+chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, unsigned long bandwidth,
+               GError **error)
 {
     const char *target = plan->disk->target;
     const char *name = virDomainGetName(dom);
@@ -233,7 +265,7 @@ chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, GError **error)
     switch (plan->op) {
     case VML_CHAIN_COMMIT: {
         const char *top = ((VmlLayer *)old->pdata[plan->top])->path;
-        r = virDomainBlockCommit(dom, target, base, top, 0,
+        r = virDomainBlockCommit(dom, target, base, top, bandwidth,
                                  plan->active ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0);
         if (r < 0) {
             set_lv_error(error, "libvirt refused to commit %s into %s on disk %s of %s",
@@ -247,8 +279,8 @@ chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, GError **error)
     case VML_CHAIN_PULL:
     case VML_CHAIN_REBASE:
         /* A live rebase is a pull down to a layer of the chain. */
-        r = base ? virDomainBlockRebase(dom, target, base, 0, 0)
-                 : virDomainBlockPull(dom, target, 0, 0);
+        r = base ? virDomainBlockRebase(dom, target, base, bandwidth, 0)
+                 : virDomainBlockPull(dom, target, bandwidth, 0);
         if (r < 0) {
             set_lv_error(error, "libvirt refused to pull into disk %s of %s%s%s", target, name,
                          base ? " down to " : "", base ? base : "");

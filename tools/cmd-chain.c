@@ -21,6 +21,7 @@ typedef struct {
     const char *base;
     const char *backing;
     const char *file;
+    const char *bandwidth; /* MiB/s for libvirt's block jobs */
     gboolean json;
     const char *subject;   /* DOMAIN, XMLFILE or IMAGE */
 } ChainArgs;
@@ -324,7 +325,8 @@ print_result(Subject *s, const VmlChainPlan *plan)
 }
 
 static int
-chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a)
+chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a,
+             unsigned long bandwidth)
 {
     g_auto(Subject) s = { 0 };
     int status = load_subject(a, &s);
@@ -364,11 +366,16 @@ chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a)
     }
 
     /* commit */
-    gboolean applied = s.running ? chain_lv_apply(s.dom, plan, &error)
+    gboolean applied = s.running ? chain_lv_apply(s.dom, plan, bandwidth, &error)
                                  : chain_qemu_img_apply(plan, &error);
     if (!applied) {
         g_autoptr(GError) undo = NULL;
-        if (!vml_chain_leases_abort(leases, &undo))
+        /* A job that still writes keeps what it needs: the leases are
+         * stronger than before, never weaker than the job. */
+        if (s.running && chain_lv_job_running(s.dom, plan->disk->target))
+            cli_error(0, "warning: a block job still runs on disk %s: its leases stay as "
+                      "prepared", plan->disk->target);
+        else if (!vml_chain_leases_abort(leases, &undo))
             cli_error(0, "warning: %s", undo->message);
         if (plan->file)
             unlink(plan->file);
@@ -403,7 +410,7 @@ chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     } options[] = {
         { "--connect", &a.uri }, { "-c", &a.uri }, { "--disk", &a.disk }, { "--top", &a.top },
         { "--image", &a.top }, { "--base", &a.base }, { "--backing", &a.backing },
-        { "--file", &a.file },
+        { "--file", &a.file }, { "--bandwidth", &a.bandwidth },
     };
     int status = 0;
     for (int i = 1; i < argc;) {
@@ -460,7 +467,12 @@ chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
             return cli_usage_error(cmd, "rebase needs --backing IMAGE (or --backing '' for none)");
         if (verbs[v].op == VML_CHAIN_SNAPSHOT && !a.file)
             return cli_usage_error(cmd, "snapshot needs --file NEW-OVERLAY");
-        return chain_change(opts, verbs[v].op, &a);
+        guint64 bandwidth = 0;
+        if (a.bandwidth && !g_ascii_string_to_unsigned(a.bandwidth, 10, 1, G_MAXUINT32,
+                                                       &bandwidth, NULL))
+            return cli_usage_error(cmd, "--bandwidth needs a whole number of MiB/s, not '%s'",
+                                   a.bandwidth);
+        return chain_change(opts, verbs[v].op, &a, (unsigned long)bandwidth);
     }
     return cli_usage_error(cmd, "unknown action %s", verb);
 }
@@ -492,6 +504,9 @@ const VmlCliCommand vml_cmd_chain = {
         "  -c, --connect URI  libvirt connection (default: libvirt's default)\n"
         "  --disk DISK        target (vda) or active image; needed with several disks\n"
         "  --top, --image IMAGE, --base IMAGE, --backing IMAGE, --file PATH\n"
-        "  --json             show: print JSON\n",
+        "  --bandwidth MIB/S  cap a running domain's block job (commit, pull)\n"
+        "  --json             show: print JSON\n\n"
+        "SIGINT, SIGTERM or SIGHUP while a running domain's block job works cancel\n"
+        "the job, and the leases go back to what they were.\n",
     .run = chain_run,
 };

@@ -70,7 +70,7 @@ lv_domain_xml dom-a $UA "$(lv_disk "$top" vda)" > "$D/a.xml"
 lv_domain_xml dom-b $UB "$(lv_disk "$topb" vda)" > "$D/b.xml"
 virsh define "$D/a.xml" >/dev/null && virsh define "$D/b.xml" >/dev/null
 
-echo "1..27"
+echo "1..28"
 
 # 1. the chain from the inactive definition (read from the headers)
 out=$(vmlease chain show --json dom-a | python3 -c '
@@ -161,6 +161,22 @@ else
 fi
 virsh blockjob dom-a vda --abort >/dev/null 2>&1
 for _ in $(seq 100); do virsh blockjob dom-a vda --info 2>&1 | grep -q "No current block job" && break; sleep 0.1; done
+
+# 18. interrupted: a pull capped at 1 MiB/s gets SIGINT once its job runs;
+# the job is cancelled, chain and leases are as before
+"$VMLEASE_BIN" chain pull dom-a --bandwidth 1 >/dev/null 2>"$D/err" &
+cpid=$!
+for _ in $(seq 200); do virsh blockjob dom-a vda --info 2>&1 | grep -q "Pull" && break; sleep 0.05; done
+kill -INT $cpid
+wait $cpid
+rc=$?
+got="$(live_chain dom-a)|$(leases "$snap" "$base")|$(virsh blockjob dom-a vda --info 2>&1)"
+if [ $rc -eq 4 ] && grep -q "interrupted by signal 2" "$D/err" && \
+   [ "$got" = "$snap -> $base|dom-a:exclusive|dom-a:shared|No current block job for vda" ]; then
+    ok "SIGINT during a live pull: job cancelled, exit 4, chain and leases as before"
+else
+    not_ok "SIGINT during a live pull" "rc=$rc" "$(cat "$D/err")" "$got"
+fi
 
 # 18-19. active commit: libvirt pivots to the base, which becomes the
 # exclusive active image
