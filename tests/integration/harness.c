@@ -179,6 +179,20 @@ vml_test_register(const char *uuid, const char *name, pid_t pid)
     return json_object_get_int_member(r, "holder");
 }
 
+VmlTestVm
+vml_test_vm_new(const char *uuid, const char *name)
+{
+    VmlTestVm vm = { .pid = vml_test_child_spawn() };
+    vm.holder = vml_test_register(uuid, name, vm.pid);
+    return vm;
+}
+
+void
+vml_test_vm_free(VmlTestVm *vm)
+{
+    vml_test_child_kill(vm->pid, SIGKILL);
+}
+
 JsonArray *
 vml_test_resources(const char *mode, ...)
 {

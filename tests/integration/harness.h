@@ -56,5 +56,15 @@ gboolean vml_test_wait_owners(const char *path, guint n, guint timeout_ms);
 /* Register PID as holder (uuid, name) and return its holder id. */
 gint64 vml_test_register(const char *uuid, const char *name, pid_t pid);
 
+/* A stand-in VM: a sleeping child registered as holder (uuid, name). */
+typedef struct {
+    pid_t pid;
+    gint64 holder;
+} VmlTestVm;
+
+VmlTestVm vml_test_vm_new(const char *uuid, const char *name);
+/* SIGKILL it: its leases go with it. */
+void vml_test_vm_free(VmlTestVm *vm);
+
 /* Build a resources array with one path resource in MODE. */
 JsonArray *vml_test_resources(const char *mode, ...) G_GNUC_NULL_TERMINATED;

@@ -787,28 +787,10 @@ test_bug_live_rebase_standalone(Fx *fx, G_GNUC_UNUSED gconstpointer data)
 
 /* ---- daemon helpers ------------------------------------------------------ */
 
-typedef struct {
-    pid_t pid;
-    gint64 holder;
-} Vm;
-
-static Vm
-vm_new(const char *uuid, const char *name)
-{
-    Vm vm = { .pid = vml_test_child_spawn() };
-    vm.holder = vml_test_register(uuid, name, vm.pid);
-    return vm;
-}
-
-static void
-vm_free(Vm *vm)
-{
-    vml_test_child_kill(vm->pid, SIGKILL);
-}
 
 /* VM acquires the (path, mode) pairs given, NULL ended, in one call. */
 static void
-acquire(Vm *vm, ...)
+acquire(VmlTestVm *vm, ...)
 {
     JsonArray *res = json_array_new();
     va_list ap;
@@ -942,7 +924,7 @@ test_commit_conflict(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     const char *top = img(fx, "top.qcow2"), *mid = img(fx, "mid.qcow2");
     const char *base = img(fx, "base.qcow2"), *own = img(fx, "b-own.qcow2");
 
-    Vm a = vm_new(UUID_A, "dom-a"), b = vm_new(UUID_B, "dom-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "dom-a"), b = vml_test_vm_new(UUID_B, "dom-b");
     acquire(&a, top, "exclusive", mid, "shared", base, "shared", NULL);
     acquire(&b, base, "shared", own, "exclusive", NULL);
     g_autoptr(GHashTable) a_before = listed(a.holder);
@@ -990,8 +972,8 @@ test_commit_conflict(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     g_autoptr(JsonArray) base_owners = vml_test_owners(base);
     g_assert_cmpuint(json_array_get_length(base_owners), ==, 2);
 
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 static void
@@ -1003,7 +985,7 @@ test_commit_conflict_new_lease(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     dom_a(fx);
     const char *top = img(fx, "top.qcow2"), *mid = img(fx, "mid.qcow2");
     const char *base = img(fx, "base.qcow2");
-    Vm a = vm_new(UUID_A, "dom-a"), b = vm_new(UUID_B, "dom-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "dom-a"), b = vml_test_vm_new(UUID_B, "dom-b");
     acquire(&a, top, "exclusive", base, "shared", NULL);
     acquire(&b, base, "shared", NULL);
     g_autoptr(GHashTable) a_before = listed(a.holder);
@@ -1020,8 +1002,8 @@ test_commit_conflict_new_lease(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     assert_same_leases(a_before, a_after);
     g_autoptr(JsonArray) mid_owners = vml_test_owners(mid);
     g_assert_cmpuint(json_array_get_length(mid_owners), ==, 0);
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 /* ---- 6. success path ----------------------------------------------------- */
@@ -1032,7 +1014,7 @@ test_commit_finish(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     dom_a(fx);
     const char *top = img(fx, "top.qcow2"), *mid = img(fx, "mid.qcow2");
     const char *base = img(fx, "base.qcow2");
-    Vm a = vm_new(UUID_A, "dom-a");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "dom-a");
     acquire(&a, top, "exclusive", mid, "shared", base, "shared", NULL);
 
     VmlChainRequest req = { .op = VML_CHAIN_COMMIT, .top = mid, .base = base, .live = TRUE };
@@ -1056,7 +1038,7 @@ test_commit_finish(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     assert_held(a.holder, top, "exclusive", base, "shared", NULL);
     g_autoptr(JsonArray) mid_owners = vml_test_owners(mid);
     g_assert_cmpuint(json_array_get_length(mid_owners), ==, 0);
-    vm_free(&a);
+    vml_test_vm_free(&a);
 }
 
 static void
@@ -1067,7 +1049,7 @@ test_active_commit_finish(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     dom_a(fx);
     const char *top = img(fx, "top.qcow2"), *mid = img(fx, "mid.qcow2");
     const char *base = img(fx, "base.qcow2");
-    Vm a = vm_new(UUID_A, "dom-a");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "dom-a");
     acquire(&a, top, "exclusive", mid, "shared", base, "shared", NULL);
 
     VmlChainRequest req = { .op = VML_CHAIN_COMMIT, .base = base, .live = TRUE };
@@ -1082,7 +1064,7 @@ test_active_commit_finish(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     g_assert_true(vml_chain_leases_finish(t, &error));
     g_assert_no_error(error);
     assert_held(a.holder, base, "exclusive", NULL);
-    vm_free(&a);
+    vml_test_vm_free(&a);
 }
 
 /* ---- 7. abort path ------------------------------------------------------- */
@@ -1094,7 +1076,7 @@ test_commit_abort(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     qcow2(fx, "unrelated.qcow2", NULL);
     const char *top = img(fx, "top.qcow2"), *mid = img(fx, "mid.qcow2");
     const char *base = img(fx, "base.qcow2"), *unrelated = img(fx, "unrelated.qcow2");
-    Vm a = vm_new(UUID_A, "dom-a");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "dom-a");
     /* A lease the plan does not touch must survive everything. */
     acquire(&a, top, "exclusive", mid, "shared", base, "shared", unrelated, "exclusive", NULL);
     g_autoptr(GHashTable) before = inquire(a.holder);
@@ -1129,7 +1111,7 @@ test_commit_abort(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     g_assert_no_error(error);
     assert_held(a.holder, top, "exclusive", mid, "shared", base, "shared",
                 unrelated, "exclusive", NULL);
-    vm_free(&a);
+    vml_test_vm_free(&a);
 }
 
 /* ---- live snapshot ------------------------------------------------------- */
@@ -1143,7 +1125,7 @@ test_snapshot_reused_overlay(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     dom_a(fx);
     const char *top = img(fx, "top.qcow2"), *mid = img(fx, "mid.qcow2");
     const char *base = img(fx, "base.qcow2"), *snap = img(fx, "snap.qcow2");
-    Vm a = vm_new(UUID_A, "dom-a");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "dom-a");
     acquire(&a, top, "exclusive", mid, "shared", base, "shared", NULL);
 
     VmlChainRequest req = { .op = VML_CHAIN_SNAPSHOT, .file = snap, .live = TRUE };
@@ -1166,7 +1148,7 @@ test_snapshot_reused_overlay(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     g_assert_true(vml_chain_leases_finish(t, &error));
     g_assert_no_error(error);
     assert_held(a.holder, snap, "exclusive", top, "shared", mid, "shared", base, "shared", NULL);
-    vm_free(&a);
+    vml_test_vm_free(&a);
 }
 
 /* ---- 8. offline holder --------------------------------------------------- */
@@ -1178,7 +1160,7 @@ test_offline_rebase(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     const char *A = img(fx, "A.qcow2"), *B = img(fx, "B.qcow2"), *C = img(fx, "C.qcow2");
     const char *D = img(fx, "D.qcow2"), *E = img(fx, "E.qcow2");
     /* The process applying the change (qemu-img's parent) is the holder. */
-    Vm tool = vm_new(UUID_OFFLINE, "vmlease-rebase");
+    VmlTestVm tool = vml_test_vm_new(UUID_OFFLINE, "vmlease-rebase");
     assert_held(tool.holder, NULL);
 
     VmlChainRequest req = { .op = VML_CHAIN_REBASE, .top = C, .backing = E };
@@ -1207,7 +1189,7 @@ test_offline_rebase(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     assert_held(tool.holder, NULL);
 
     /* A running VM on the chain stops the offline change before it starts. */
-    Vm vm = vm_new(UUID_A, "dom-chain5-vm");
+    VmlTestVm vm = vml_test_vm_new(UUID_A, "dom-chain5-vm");
     acquire(&vm, A, "exclusive", B, "shared", NULL);
     g_autoptr(VmlChainLeases) t3 = vml_chain_leases_new(client, tool.holder, plan);
     g_autoptr(JsonObject) conflict = NULL;
@@ -1216,8 +1198,8 @@ test_offline_rebase(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     g_assert_nonnull(strstr(error->message, "dom-chain5-vm"));
     g_assert_cmpstr(json_object_get_string_member(conflict, "resource"), ==, A);
     assert_held(tool.holder, NULL);
-    vm_free(&vm);
-    vm_free(&tool);
+    vml_test_vm_free(&vm);
+    vml_test_vm_free(&tool);
 }
 
 int

@@ -13,28 +13,10 @@
 
 static VmlTestDaemon *daemon_;
 
-typedef struct {
-    pid_t pid;
-    gint64 holder;
-} Vm;
-
-static Vm
-vm_new(const char *uuid, const char *name)
-{
-    Vm vm = { .pid = vml_test_child_spawn() };
-    vm.holder = vml_test_register(uuid, name, vm.pid);
-    return vm;
-}
-
-static void
-vm_free(Vm *vm)
-{
-    vml_test_child_kill(vm->pid, SIGKILL);
-}
 
 /* Acquire and return the reply (NULL on error, with *error / *eparams). */
 static JsonObject *
-acquire(Vm *vm, JsonArray *resources, JsonObject **eparams, GError **error)
+acquire(VmlTestVm *vm, JsonArray *resources, JsonObject **eparams, GError **error)
 {
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", vm->holder);
@@ -43,7 +25,7 @@ acquire(Vm *vm, JsonArray *resources, JsonObject **eparams, GError **error)
 }
 
 static void
-acquire_ok(Vm *vm, const char *mode, const char *path)
+acquire_ok(VmlTestVm *vm, const char *mode, const char *path)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(JsonObject) r = acquire(vm, vml_test_resources(mode, path, NULL), NULL, &error);
@@ -58,7 +40,7 @@ acquire_ok(Vm *vm, const char *mode, const char *path)
 
 /* Assert a conflict whose only owner is OWNER in OWNER_MODE. */
 static void
-acquire_conflict(Vm *vm, const char *mode, const char *path, Vm *owner,
+acquire_conflict(VmlTestVm *vm, const char *mode, const char *path, VmlTestVm *owner,
                  const char *owner_name, const char *owner_uuid, const char *owner_mode)
 {
     g_autoptr(GError) error = NULL;
@@ -86,7 +68,7 @@ static void
 test_exclusive_vs_exclusive(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "ex-ex.img");
-    Vm a = vm_new(UUID_A, "vm-a"), b = vm_new(UUID_B, "vm-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a"), b = vml_test_vm_new(UUID_B, "vm-b");
 
     acquire_ok(&a, "exclusive", img);
     g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
@@ -96,15 +78,15 @@ test_exclusive_vs_exclusive(void)
     g_assert_cmpuint(json_array_get_length(owners), ==, 1);
     g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(owners, 0), "pid"),
                     ==, a.pid);
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 static void
 test_shared_and_shared(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "sh-sh.img");
-    Vm a = vm_new(UUID_A, "vm-a"), b = vm_new(UUID_B, "vm-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a"), b = vml_test_vm_new(UUID_B, "vm-b");
 
     acquire_ok(&a, "shared", img);
     acquire_ok(&b, "shared", img);
@@ -119,34 +101,34 @@ test_shared_and_shared(void)
     }
     g_assert_true(g_hash_table_contains(pids, GINT_TO_POINTER(a.pid)));
     g_assert_true(g_hash_table_contains(pids, GINT_TO_POINTER(b.pid)));
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 static void
 test_shared_then_exclusive(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "sh-ex.img");
-    Vm a = vm_new(UUID_A, "vm-a"), b = vm_new(UUID_B, "vm-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a"), b = vml_test_vm_new(UUID_B, "vm-b");
     acquire_ok(&a, "shared", img);
     acquire_conflict(&b, "exclusive", img, &a, "vm-a", UUID_A, "shared");
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 static void
 test_exclusive_then_shared(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "ex-sh.img");
-    Vm a = vm_new(UUID_A, "vm-a"), b = vm_new(UUID_B, "vm-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a"), b = vml_test_vm_new(UUID_B, "vm-b");
     acquire_ok(&a, "exclusive", img);
     acquire_conflict(&b, "shared", img, &a, "vm-a", UUID_A, "exclusive");
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 static JsonArray *
-inquire(Vm *vm)
+inquire(VmlTestVm *vm)
 {
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", vm->holder);
@@ -162,7 +144,7 @@ test_multi_resource_all_or_none(void)
     g_autofree char *i1 = vml_test_make_image(daemon_, "multi-1.img");
     g_autofree char *i2 = vml_test_make_image(daemon_, "multi-2.img");
     g_autofree char *i3 = vml_test_make_image(daemon_, "multi-3.img");
-    Vm a = vm_new(UUID_A, "vm-a"), b = vm_new(UUID_B, "vm-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a"), b = vml_test_vm_new(UUID_B, "vm-b");
 
     acquire_ok(&b, "exclusive", i2);
 
@@ -190,15 +172,15 @@ test_multi_resource_all_or_none(void)
     g_assert_cmpint(vml_test_lock_state(daemon_, i3), ==, F_UNLCK);
     /* and B still has its lease */
     g_assert_cmpint(vml_test_lock_state(daemon_, i2), ==, F_WRLCK);
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 static void
 test_release_lets_others_in(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "release.img");
-    Vm a = vm_new(UUID_A, "vm-a"), b = vm_new(UUID_B, "vm-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a"), b = vml_test_vm_new(UUID_B, "vm-b");
     acquire_ok(&a, "exclusive", img);
 
     g_autoptr(JsonObject) p = json_object_new();
@@ -218,8 +200,8 @@ test_release_lets_others_in(void)
     g_assert_error(error, VML_ERROR, VML_ERROR_NOT_HELD);
     g_autofree char *real = realpath(img, NULL);
     g_assert_cmpstr(json_object_get_string_member(ep, "resource"), ==, real);
-    vm_free(&a);
-    vm_free(&b);
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
 }
 
 static gint64
@@ -233,7 +215,7 @@ static void
 test_generation_and_upgrade(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "gen.img");
-    Vm a = vm_new(UUID_A, "vm-a"), b = vm_new(UUID_B, "vm-b");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a"), b = vml_test_vm_new(UUID_B, "vm-b");
     g_autoptr(GError) error = NULL;
 
     g_autoptr(JsonObject) r1 = acquire(&a, vml_test_resources("exclusive", img, NULL), NULL, &error);
@@ -253,19 +235,19 @@ test_generation_and_upgrade(void)
     g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(held, 0), "mode"),
                     ==, "shared");
     /* B leaves: the upgrade succeeds and bumps the generation. */
-    vm_free(&b);
+    vml_test_vm_free(&b);
     g_assert_true(vml_test_wait_owners(img, 1, 1000));
     g_autoptr(JsonObject) r4 = acquire(&a, vml_test_resources("exclusive", img, NULL), NULL, &error);
     g_assert_no_error(error);
     g_assert_cmpint(generation_of(r4), ==, 2);
-    vm_free(&a);
+    vml_test_vm_free(&a);
 }
 
 static void
 test_fds_carry_the_lock(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "fds.img");
-    Vm a = vm_new(UUID_A, "vm-a");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a");
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", a.holder);
     json_object_set_array_member(p, "resources", vml_test_resources("exclusive", img, NULL));
@@ -285,14 +267,14 @@ test_fds_carry_the_lock(void)
     close(fd);
     g_array_unref(fds);
     g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
-    vm_free(&a);
+    vml_test_vm_free(&a);
 }
 
 static void
 test_at_least_keeps_exclusive(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "at-least.img");
-    Vm a = vm_new(UUID_A, "vm-a");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a");
     acquire_ok(&a, "exclusive", img);
 
     /* "shared, at least": the exclusive lease already satisfies it. */
@@ -309,7 +291,7 @@ test_at_least_keeps_exclusive(void)
     /* A plain "shared" downgrades. */
     acquire_ok(&a, "shared", img);
     g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_RDLCK);
-    vm_free(&a);
+    vml_test_vm_free(&a);
 }
 
 int
