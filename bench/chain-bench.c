@@ -3,6 +3,7 @@
  * chain accepted), planning a commit, and validating the result against
  * libvirt's RelaxNG schema (the first validation loads the schema).
  * Prints "name: value" figures. Needs qemu-img. */
+#include "bench-util.h"
 #include "vml-chain-plan.h"
 #include "vml-domain.h"
 
@@ -14,41 +15,11 @@
 
 #define ROUNDS 200
 
-static gint64
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (gint64)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void G_GNUC_NORETURN
-die(const char *what, const GError *error)
-{
-    fprintf(stderr, "chain-bench: %s: %s\n", what, error ? error->message : "failed");
-    exit(1);
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void
-print_p50(const char *name, double *us, guint n)
-{
-    qsort(us, n, sizeof(double), cmp_double);
-    printf("%s_p50_us: %.1f\n", name, us[n / 2]);
-    printf("%s_p99_us: %.1f\n", name, us[(n * 99) / 100]);
-}
-
 static void
 sh(const char *cmd)
 {
     if (system(cmd) != 0)
-        die(cmd, NULL);
+        bench_die(cmd, NULL);
 }
 
 /* LAYERS qcow2 images in DIR, l0 on top of l1 ... on top of lN-1. */
@@ -83,10 +54,11 @@ domain_xml(const char *top)
 int
 main(void)
 {
+    g_set_prgname("chain-bench");
     g_autoptr(GError) error = NULL;
     g_autofree char *dir = g_dir_make_tmp("chain-bench-XXXXXX", &error);
     if (!dir)
-        die("tmpdir", error);
+        bench_die("tmpdir", error);
     g_autofree char *dir3 = g_build_filename(dir, "three", NULL);
     g_autofree char *dir64 = g_build_filename(dir, "deep", NULL);
     g_mkdir(dir3, 0700);
@@ -101,24 +73,24 @@ main(void)
     double parse[ROUNDS], resolve3[ROUNDS], resolve64[ROUNDS], plan[ROUNDS], validate[ROUNDS];
     double first_validate = 0;
     for (guint r = 0; r < ROUNDS; r++) {
-        gint64 t0 = now_ns();
+        gint64 t0 = bench_now_ns();
         g_autoptr(VmlDomain) d = vml_domain_parse(xml3, strlen(xml3), "bench", &error);
-        gint64 t1 = now_ns();
+        gint64 t1 = bench_now_ns();
         if (!d || !vml_domain_resolve_chains(d, &error))
-            die("parse", error);
-        gint64 t2 = now_ns();
+            bench_die("parse", error);
+        gint64 t2 = bench_now_ns();
         VmlChainRequest req = { .op = VML_CHAIN_COMMIT, .disk = "vda",
                                 .top = ((VmlLayer *)((VmlDisk *)d->disks->pdata[0])->chain->pdata[1])->path,
                                 .live = TRUE };
         g_autoptr(VmlChainPlan) p = vml_chain_plan_new(d, &req, NULL, &error);
-        gint64 t3 = now_ns();
+        gint64 t3 = bench_now_ns();
         if (!p)
-            die("plan", error);
+            bench_die("plan", error);
         vml_domain_set_chain(d, p->disk, p->new_chain);
-        gint64 t4 = now_ns();
+        gint64 t4 = bench_now_ns();
         if (!vml_domain_validate(d, NULL, &error))
-            die("validate", error);
-        gint64 t5 = now_ns();
+            bench_die("validate", error);
+        gint64 t5 = bench_now_ns();
         parse[r] = (t1 - t0) / 1e3;
         resolve3[r] = (t2 - t1) / 1e3;
         plan[r] = (t3 - t2) / 1e3;
@@ -127,19 +99,19 @@ main(void)
             first_validate = validate[r];
 
         g_autoptr(VmlDomain) deep = vml_domain_parse(xml64, strlen(xml64), "bench", &error);
-        gint64 t6 = now_ns();
+        gint64 t6 = bench_now_ns();
         if (!deep || !vml_domain_resolve_chains(deep, &error))
-            die("deep chain", error);
-        resolve64[r] = (now_ns() - t6) / 1e3;
+            bench_die("deep chain", error);
+        resolve64[r] = (bench_now_ns() - t6) / 1e3;
     }
     printf("rounds: %d\n", ROUNDS);
-    print_p50("parse_domain_xml", parse, ROUNDS);
-    print_p50("resolve_chain_3_layers", resolve3, ROUNDS);
+    bench_print_p50("parse_domain_xml", parse, ROUNDS);
+    bench_print_p50("resolve_chain_3_layers", resolve3, ROUNDS);
     printf("resolve_chain_layers_deep: %d\n", VML_DOMAIN_CHAIN_MAX);
-    print_p50("resolve_chain_deep", resolve64, ROUNDS);
-    print_p50("plan_commit", plan, ROUNDS);
+    bench_print_p50("resolve_chain_deep", resolve64, ROUNDS);
+    bench_print_p50("plan_commit", plan, ROUNDS);
     printf("validate_first_with_schema_load_us: %.1f\n", first_validate);
-    print_p50("validate", validate + 1, ROUNDS - 1);
+    bench_print_p50("validate", validate + 1, ROUNDS - 1);
 
     g_autofree char *rm = g_strdup_printf("rm -rf '%s'", dir);
     sh(rm);

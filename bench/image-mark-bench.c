@@ -3,6 +3,7 @@
  * exclusive acquire + release through a real vmleased on a qcow2 image
  * against the same on a raw image (which is never written). Prints
  * "name: value" figures. */
+#include "bench-util.h"
 #include "vml-client.h"
 #include "vml-image-owner.h"
 #include "vml-qcow2.h"
@@ -18,36 +19,6 @@
 
 #define ROUNDS 200
 
-static gint64
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (gint64)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void G_GNUC_NORETURN
-die(const char *what, const GError *error)
-{
-    fprintf(stderr, "image-mark-bench: %s: %s\n", what, error ? error->message : "failed");
-    exit(1);
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void
-print_p50(const char *name, double *us, guint n)
-{
-    qsort(us, n, sizeof(double), cmp_double);
-    printf("%s_p50_us: %.1f\n", name, us[n / 2]);
-    printf("%s_p99_us: %.1f\n", name, us[(n * 99) / 100]);
-}
-
 /* Library level: parse, probe, mark and unmark PATH ROUNDS times. */
 static void
 bench_library(const char *path)
@@ -55,7 +26,7 @@ bench_library(const char *path)
     double parse[ROUNDS], probe[ROUNDS], mark[ROUNDS], unmark[ROUNDS];
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
-        die(path, NULL);
+        bench_die(path, NULL);
     VmlImageOwner o = {
         .pid = (guint32)getpid(), .start_time = 1, .time_set = 1700000000, .generation = 1,
         .uuid = (char *)"6f1e5a2c-0d3b-4c8e-9a7f-1b2c3d4e5f60",
@@ -67,35 +38,35 @@ bench_library(const char *path)
     for (guint i = 0; i < ROUNDS; i++) {
         g_autoptr(GError) error = NULL;
         gboolean not_qcow2;
-        gint64 t0 = now_ns();
+        gint64 t0 = bench_now_ns();
         g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, &error);
-        gint64 t1 = now_ns();
+        gint64 t1 = bench_now_ns();
         if (!h)
-            die("vml_qcow2_read", error);
+            bench_die("vml_qcow2_read", error);
         g_autoptr(VmlQemuLocks) l = vml_qemu_probe(fd, &error);
-        gint64 t2 = now_ns();
+        gint64 t2 = bench_now_ns();
         if (!l)
-            die("vml_qemu_probe", error);
+            bench_die("vml_qemu_probe", error);
         h->compatible_features |= VML_QCOW2_COMPAT_IN_USE;
         vml_qcow2_set_ext(h, VML_QCOW2_EXT_OWNER, ext);
         if (!vml_qcow2_write(fd, path, h, &error))
-            die("vml_qcow2_write", error);
-        gint64 t3 = now_ns();
+            bench_die("vml_qcow2_write", error);
+        gint64 t3 = bench_now_ns();
         h->compatible_features &= ~VML_QCOW2_COMPAT_IN_USE;
         vml_qcow2_remove_ext(h, VML_QCOW2_EXT_OWNER);
         if (!vml_qcow2_write(fd, path, h, &error))
-            die("vml_qcow2_write", error);
-        gint64 t4 = now_ns();
+            bench_die("vml_qcow2_write", error);
+        gint64 t4 = bench_now_ns();
         parse[i] = (t1 - t0) / 1e3;
         probe[i] = (t2 - t1) / 1e3;
         mark[i] = (t3 - t2) / 1e3;
         unmark[i] = (t4 - t3) / 1e3;
     }
     close(fd);
-    print_p50("qcow2_header_parse", parse, ROUNDS);
-    print_p50("qemu_lock_probe", probe, ROUNDS);
-    print_p50("header_mark_write_fdatasync", mark, ROUNDS);
-    print_p50("header_unmark_write_fdatasync", unmark, ROUNDS);
+    bench_print_p50("qcow2_header_parse", parse, ROUNDS);
+    bench_print_p50("qemu_lock_probe", probe, ROUNDS);
+    bench_print_p50("header_mark_write_fdatasync", mark, ROUNDS);
+    bench_print_p50("header_unmark_write_fdatasync", unmark, ROUNDS);
 }
 
 static JsonObject *
@@ -104,7 +75,7 @@ call(VmlClient *c, const char *method, JsonObject *params)
     g_autoptr(GError) error = NULL;
     JsonObject *r = vml_client_call(c, method, params, NULL, 0, NULL, NULL, &error);
     if (!r)
-        die(method, error);
+        bench_die(method, error);
     return r;
 }
 
@@ -115,7 +86,7 @@ bench_daemon(const char *name, const char *path)
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) c = vml_client_connect_lease(&error);
     if (!c)
-        die("connect", error);
+        bench_die("connect", error);
     JsonObject *reg = json_object_new();
     json_object_set_string_member(reg, "uuid", "6f1e5a2c-0d3b-4c8e-9a7f-1b2c3d4e5f60");
     json_object_set_string_member(reg, "name", "image-mark-bench");
@@ -134,12 +105,12 @@ bench_daemon(const char *name, const char *path)
         json_object_set_array_member(a, "resources", res);
         JsonObject *rel = json_object_new();
         json_object_set_int_member(rel, "holder", holder);
-        gint64 t0 = now_ns();
+        gint64 t0 = bench_now_ns();
         g_autoptr(JsonObject) ar = call(c, "io.vmlease.Lease.Acquire", a);
         g_autoptr(JsonObject) rr = call(c, "io.vmlease.Lease.Release", rel);
-        us[i] = (now_ns() - t0) / 1e3;
+        us[i] = (bench_now_ns() - t0) / 1e3;
     }
-    print_p50(name, us, ROUNDS);
+    bench_print_p50(name, us, ROUNDS);
 }
 
 static void
@@ -154,6 +125,7 @@ sh(const char *cmd)
 int
 main(int argc, char **argv)
 {
+    g_set_prgname("image-mark-bench");
     const char *daemon = argc > 1 ? argv[1] : g_getenv("VMLEASED_BIN");
     g_autofree char *root = g_dir_make_tmp("vmlease-markbench-XXXXXX", NULL);
     g_autofree char *qcow2 = g_build_filename(root, "disk.qcow2", NULL);
