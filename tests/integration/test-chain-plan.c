@@ -787,7 +787,6 @@ test_bug_live_rebase_standalone(Fx *fx, G_GNUC_UNUSED gconstpointer data)
 
 /* ---- daemon helpers ------------------------------------------------------ */
 
-
 /* VM acquires the (path, mode) pairs given, NULL ended, in one call. */
 static void
 acquire(VmlTestVm *vm, ...)
