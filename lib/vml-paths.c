@@ -3,6 +3,7 @@
 #include "vml-config.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *
@@ -113,4 +114,13 @@ vml_path_check(const char *path, gsize len, GError **error)
         }
     }
     return TRUE;
+}
+
+char *
+vml_canonical_path(const char *path)
+{
+    char *real = realpath(path, NULL);
+    char *copy = g_strdup(real ? real : path);
+    free(real);
+    return copy;
 }

@@ -18,6 +18,10 @@ char *vml_default_admin_socket(void);
 /* The config file read when --config is not given. */
 char *vml_default_config_file(void);
 
+/* The canonical form of PATH (realpath) where it exists, else a copy of
+ * PATH itself: images compare by this. */
+char *vml_canonical_path(const char *path);
+
 /* SHA-256 hex of a resource key: the lock file name stem. */
 char *vml_key_hash(const char *key);
 

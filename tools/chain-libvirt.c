@@ -1,6 +1,7 @@
 /* Chain changes on a running domain, through libvirt's API. */
 #include "chain-apply.h"
 #include "vml-error.h"
+#include "vml-paths.h"
 
 #include <libvirt/virterror.h>
 #include <signal.h>
@@ -80,15 +81,6 @@ chain_lv_xml(virDomainPtr dom, gboolean inactive, GError **error)
     return copy;
 }
 
-static char *
-canonical(const char *path)
-{
-    char *real = realpath(path, NULL);
-    char *copy = g_strdup(real ? real : path);
-    free(real);
-    return copy;
-}
-
 static const char *
 job_name(int type)
 {
@@ -121,7 +113,7 @@ chain_lv_frozen(virDomainPtr dom, VmlDomain *model, GError **error)
         if (r == 0)
             continue;
         for (guint i = 0; i < disk->chain->len; i++)
-            g_hash_table_insert(frozen, canonical(((VmlLayer *)disk->chain->pdata[i])->path),
+            g_hash_table_insert(frozen, vml_canonical_path(((VmlLayer *)disk->chain->pdata[i])->path),
                                 g_strdup_printf("a running %s job on disk %s of domain %s",
                                                 job_name(info.type), disk->target,
                                                 virDomainGetName(dom)));
@@ -226,13 +218,7 @@ check_result(virDomainPtr dom, const VmlChainPlan *plan, GError **error)
     VmlDisk *disk = vml_domain_find_disk(model, plan->disk->target, error);
     if (!disk)
         return FALSE;
-    gboolean same = disk->chain->len == plan->new_chain->len;
-    for (guint i = 0; same && i < disk->chain->len; i++) {
-        g_autofree char *a = canonical(((VmlLayer *)disk->chain->pdata[i])->path);
-        g_autofree char *b = canonical(((VmlLayer *)plan->new_chain->pdata[i])->path);
-        same = strcmp(a, b) == 0;
-    }
-    if (!same) {
+    if (!vml_chain_equal(disk->chain, plan->new_chain)) {
         g_autofree char *got = vml_chain_describe(disk->chain);
         g_autofree char *want = vml_chain_describe(plan->new_chain);
         g_set_error(error, VML_ERROR, VML_ERROR_FAILED,

@@ -8,6 +8,7 @@
 #include "output.h"
 #include "vml-chain-leases.h"
 #include "vml-error.h"
+#include "vml-paths.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -127,9 +128,8 @@ owners_of(GHashTable *owners, const char *path)
 {
     if (!owners)
         return NULL;
-    char *real = realpath(path, NULL);
-    JsonArray *o = g_hash_table_lookup(owners, real ? real : path);
-    free(real);
+    g_autofree char *canon = vml_canonical_path(path);
+    JsonArray *o = g_hash_table_lookup(owners, canon);
     return o && json_array_get_length(o) ? o : NULL;
 }
 
@@ -258,9 +258,7 @@ vm_holder(const VmlCliOptions *opts, const VmlDomain *model, const VmlDisk *disk
                                                   NULL, NULL, error);
     if (!reply)
         return 0;
-    char *real = realpath(((VmlLayer *)disk->chain->pdata[0])->path, NULL);
-    g_autofree char *active = g_strdup(real);
-    free(real);
+    g_autofree char *active = vml_canonical_path(((VmlLayer *)disk->chain->pdata[0])->path);
     gint64 found = 0;
     JsonArray *holders = cli_json_array(reply, "holders");
     for (guint i = 0; holders && i < json_array_get_length(holders); i++) {

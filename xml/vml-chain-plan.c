@@ -2,10 +2,10 @@
 #include "vml-chain-plan.h"
 #include "vml-backing-chain.h"
 #include "vml-error.h"
+#include "vml-paths.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,25 +55,13 @@ vml_chain_plan_free(VmlChainPlan *plan)
     g_free(plan);
 }
 
-/* The canonical form of PATH where it exists, else PATH itself. */
-static char *
-canonical(const char *path)
-{
-    char *real = realpath(path, NULL);
-    if (!real)
-        return g_strdup(path);
-    char *copy = g_strdup(real);
-    free(real);
-    return copy;
-}
-
 static gboolean
 same_image(const char *a, const char *b)
 {
     if (g_strcmp0(a, b) == 0)
         return TRUE;
-    g_autofree char *ca = canonical(a);
-    g_autofree char *cb = canonical(b);
+    g_autofree char *ca = vml_canonical_path(a);
+    g_autofree char *cb = vml_canonical_path(b);
     return strcmp(ca, cb) == 0;
 }
 
@@ -105,6 +93,17 @@ static GPtrArray *
 new_layer_array(void)
 {
     return g_ptr_array_new_with_free_func((GDestroyNotify)vml_layer_free);
+}
+
+gboolean
+vml_chain_equal(GPtrArray *a, GPtrArray *b)
+{
+    if (a->len != b->len)
+        return FALSE;
+    for (guint i = 0; i < a->len; i++)
+        if (!same_image(((VmlLayer *)a->pdata[i])->path, ((VmlLayer *)b->pdata[i])->path))
+            return FALSE;
+    return TRUE;
 }
 
 char *
@@ -170,7 +169,7 @@ fill_formats(GPtrArray *chain, GError **error)
 static VmlChainLease *
 lease_entry(VmlChainPlan *plan, const char *path)
 {
-    g_autofree char *canon = canonical(path);
+    g_autofree char *canon = vml_canonical_path(path);
     for (guint i = 0; i < plan->leases->len; i++) {
         VmlChainLease *l = plan->leases->pdata[i];
         if (strcmp(l->path, canon) == 0)
@@ -194,7 +193,7 @@ need(VmlChainPlan *plan, const char *path, VmlLeaseMode during, VmlLeaseMode aft
 const VmlChainLease *
 vml_chain_plan_lease(const VmlChainPlan *plan, const char *path)
 {
-    g_autofree char *canon = canonical(path);
+    g_autofree char *canon = vml_canonical_path(path);
     for (guint i = 0; i < plan->leases->len; i++) {
         const VmlChainLease *l = plan->leases->pdata[i];
         if (strcmp(l->path, canon) == 0)
@@ -493,7 +492,7 @@ plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GErr
     }
     if (!check_cycle(plan, req->backing, below, error))
         return FALSE;
-    plan->new_backing = canonical(req->backing);
+    plan->new_backing = vml_canonical_path(req->backing);
     plan->new_backing_format = g_steal_pointer(&format);
     g_ptr_array_add(plan->new_chain, vml_layer_new(VML_DISK_FILE, plan->new_backing,
                                                    plan->new_backing_format, FALSE));
@@ -542,7 +541,7 @@ plan_snapshot(VmlChainPlan *plan, const VmlChainRequest *req, GError **error)
     if (!check_readable(((VmlLayer *)plan->old_chain->pdata[0])->path, "image", error))
         return FALSE;
     /* The overlay's directory is canonical; the file comes later. */
-    g_autofree char *real_dir = canonical(dir);
+    g_autofree char *real_dir = vml_canonical_path(dir);
     g_autofree char *name = g_path_get_basename(req->file);
     plan->file = g_build_filename(real_dir, name, NULL);
     g_ptr_array_add(plan->new_chain, vml_layer_new(VML_DISK_FILE, plan->file, "qcow2", FALSE));

@@ -82,5 +82,8 @@ VmlChainPlan *vml_chain_plan_new(VmlDomain *dom, const VmlChainRequest *req,
 /* The lease PATH needs (NULL if the plan does not touch it). */
 const VmlChainLease *vml_chain_plan_lease(const VmlChainPlan *plan, const char *path);
 
+/* Whether chains A and B (VmlLayer*) hold the same images in order. */
+gboolean vml_chain_equal(GPtrArray *a, GPtrArray *b);
+
 /* "A -> B -> C" for a chain of VmlLayer*. */
 char *vml_chain_describe(GPtrArray *chain);
