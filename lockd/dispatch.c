@@ -306,9 +306,10 @@ static void
 method_acquire(Call *call)
 {
     VmlHolder *h = get_holder(call);
-    gboolean want_fds, holder_fds;
+    gboolean want_fds, holder_fds, claim;
     if (!h || !get_bool(call, call->params, "fds", &want_fds) ||
-        !get_bool(call, call->params, "holder_fds", &holder_fds))
+        !get_bool(call, call->params, "holder_fds", &holder_fds) ||
+        !get_bool(call, call->params, "claim", &claim))
         return;
     g_autoptr(GArray) reqs = get_requests(call, TRUE);
     if (!reqs)
@@ -329,7 +330,7 @@ method_acquire(Call *call)
     JsonObject *conflict = NULL;
     g_autoptr(GError) error = NULL;
     g_autoptr(GPtrArray) leases = vml_lease_table_acquire(call->d->table, h,
-        (VmlRequest *)reqs->data, reqs->len, holder_fds, &conflict, &error);
+        (VmlRequest *)reqs->data, reqs->len, holder_fds, claim, &conflict, &error);
     if (!leases) {
         if (error->code == VML_ERROR_LIMIT)
             conflict = limit_params("max_leases_per_holder", call->d->cfg->max_leases_per_holder);
@@ -339,8 +340,12 @@ method_acquire(Call *call)
     g_autofree int *fds = want_fds ? g_new(int, leases->len) : NULL;
     for (guint i = 0; fds && i < leases->len; i++)
         fds[i] = call->d->backend->ops->lock_fd(((VmlLease *)leases->pdata[i])->lock);
+    JsonArray *granted = leases_json(leases);
+    for (guint i = 0; i < leases->len; i++)
+        json_object_set_string_member(json_array_get_object_element(granted, i), "grant",
+                                      vml_grant_name(((VmlLease *)leases->pdata[i])->grant));
     JsonObject *reply = json_object_new();
-    json_object_set_array_member(reply, "leases", leases_json(leases));
+    json_object_set_array_member(reply, "leases", granted);
     vml_conn_reply(call->conn, reply, fds, fds ? leases->len : 0);
 }
 
@@ -436,6 +441,13 @@ method_release(Call *call)
     VmlHolder *h = get_holder(call);
     if (!h)
         return;
+    const char *park;
+    if (!get_string(call, call->params, "park", FALSE, 16, &park))
+        return;
+    if (park && !vml_park_reason_valid(park)) {
+        param_error(call, "park", "must be paused or migrating");
+        return;
+    }
     g_autoptr(GArray) reqs = get_requests(call, FALSE);
     if (!reqs)
         return;
@@ -444,10 +456,14 @@ method_release(Call *call)
     g_autofree const char **keys = g_new0(const char *, reqs->len + 1);
     for (guint i = 0; i < reqs->len; i++)
         keys[i] = g_array_index(reqs, VmlRequest, i).key;
-    guint released;
+    guint released, parked = 0;
     g_autoptr(GError) error = NULL;
-    if (!vml_lease_table_release(call->d->table, h, all ? NULL : keys, reqs->len,
-                                 &released, &error)) {
+    gboolean ok = park
+        ? vml_lease_table_park(call->d->table, h, all ? NULL : keys, reqs->len, park, &parked,
+                               &released, &error)
+        : vml_lease_table_release(call->d->table, h, all ? NULL : keys, reqs->len,
+                                  &released, &error);
+    if (!ok) {
         JsonObject *p = json_object_new();
         for (guint i = 0; i < reqs->len; i++) {
             if (!g_hash_table_contains(h->leases, keys[i])) {
@@ -460,6 +476,8 @@ method_release(Call *call)
     }
     JsonObject *reply = json_object_new();
     json_object_set_int_member(reply, "released", released);
+    if (park)
+        json_object_set_int_member(reply, "parked", parked);
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 

@@ -21,7 +21,7 @@ change_lease(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode, gboo
              JsonObject **params, GError **error)
 {
     VmlRequest req = { .key = (char *)key, .mode = mode, .at_least = at_least };
-    g_autoptr(GPtrArray) leases = vml_lease_table_acquire(t, h, &req, 1, FALSE, params, error);
+    g_autoptr(GPtrArray) leases = vml_lease_table_acquire(t, h, &req, 1, FALSE, FALSE, params, error);
     return leases != NULL;
 }
 

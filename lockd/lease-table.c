@@ -112,6 +112,10 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
         vml_json_write_member_string(out, FALSE, "mode", vml_mode_name(l->mode));
         vml_json_write_member_int(out, FALSE, "generation", (gint64)l->generation);
         vml_json_write_member_int(out, FALSE, "since", l->since);
+        if (l->parked) {
+            vml_json_write_member_string(out, FALSE, "parked", l->parked);
+            vml_json_write_member_int(out, FALSE, "parked_since", l->parked_since);
+        }
         if (fds) {
             int fd = be->ops->lock_fd(l->lock);
             vml_json_write_member_int(out, FALSE, "fd", fd);
@@ -184,6 +188,7 @@ lease_drop(VmlLeaseTable *t, VmlLease *l)
         }
     }
     t->n_leases--;
+    g_free(l->parked);
     if (t->shutting_down)
         t->backend->ops->forget(t->backend, l->lock);
     else
@@ -208,13 +213,16 @@ lease_owner(const VmlLease *l)
     o->mode = l->mode;
     o->since = l->since;
     o->generation = l->generation;
+    o->parked = g_strdup(l->parked);
+    o->parked_since = l->parked_since;
     return o;
 }
 
 /* Undo record of one step of an acquire. */
 typedef struct {
     VmlLease *lease;
-    gboolean added;      /* new lease (else: mode changed) */
+    gboolean added;      /* new lease (else: mode changed or unparked) */
+    gboolean unparked;   /* was parked: park it again */
     VmlMode old_mode;
     guint64 old_generation;
 } AcquireStep;
@@ -307,6 +315,17 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, JsonObject **params,
         g_array_append_val(known, h->pid);
         for (const VmlLease *o = g_hash_table_lookup(t->by_resource, l->key); o; o = o->next)
             g_array_append_val(known, o->holder->pid);
+        if (l->grant == VML_GRANT_CLAIMED) {
+            /* The QEMU that parked it (the migration's source) still has
+             * the image open until the switchover ends. */
+            g_autoptr(GPtrArray) owners = vml_lease_table_owners(t, l->key);
+            for (guint j = 0; j < owners->len; j++) {
+                const VmlOwner *o = owners->pdata[j];
+                pid_t pid = (pid_t)o->pid;
+                if (g_strcmp0(o->uuid, h->uuid) == 0)
+                    g_array_append_val(known, pid);
+            }
+        }
         if (!vml_image_guard_check(l->key, (const pid_t *)(void *)known->data, known->len,
                                    params, error))
             return FALSE;
@@ -584,9 +603,15 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
         if (o->holder == h->id && o->pid == h->pid && o->start_time == h->start_time)
             continue;
         json_array_add_object_element(owners, vml_owner_to_json(o));
-        g_string_append_printf(who, "%sVM %s (uuid %s, pid %" G_GINT64_FORMAT " on %s, %s)",
+        g_string_append_printf(who, "%sVM %s (uuid %s, pid %" G_GINT64_FORMAT " on %s, %s",
                                who->len ? ", " : "", o->name, o->uuid, o->pid, o->host,
                                vml_mode_name(o->mode));
+        if (o->parked) {
+            g_autoptr(GDateTime) when = g_date_time_new_from_unix_local(o->parked_since);
+            g_autofree char *at = when ? g_date_time_format(when, "%F %T") : g_strdup("?");
+            g_string_append_printf(who, ", parked for the domain: %s since %s", o->parked, at);
+        }
+        g_string_append_c(who, ')');
     }
     g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "cannot lock %s %s: in use by %s",
                 key, vml_mode_name(mode), who->len ? who->str : "a holder vmleased does not know");
@@ -606,6 +631,10 @@ rollback(VmlLeaseTable *t, VmlHolder *h, GArray *steps)
         if (s->added) {
             g_hash_table_steal(h->leases, s->lease->key);
             lease_drop(t, s->lease);
+        } else if (s->unparked) {
+            /* Its record still says parked: nothing was published. */
+            t->backend->ops->park(t->backend, s->lease->lock, s->lease->mode);
+            s->lease->grant = VML_GRANT_HELD;
         } else {
             /* An upgrade undone is a downgrade: it cannot conflict. */
             guint64 gen;
@@ -617,10 +646,28 @@ rollback(VmlLeaseTable *t, VmlHolder *h, GArray *steps)
     }
 }
 
+/* KEY is held by others only as parked leases of H's domain (and shared
+ * beside them), so H, its next process, may claim it. */
+static gboolean
+claimable(VmlLeaseTable *t, VmlHolder *h, const char *key)
+{
+    g_autoptr(GPtrArray) owners = vml_lease_table_owners(t, key);
+    gboolean parked = FALSE;
+    for (guint i = 0; i < owners->len; i++) {
+        const VmlOwner *o = owners->pdata[i];
+        if (o->holder == h->id && o->pid == h->pid && o->start_time == h->start_time)
+            continue;
+        if (g_strcmp0(o->uuid, h->uuid) != 0 || (o->mode == VML_MODE_EXCLUSIVE && !o->parked))
+            return FALSE;
+        parked = parked || o->parked;
+    }
+    return parked;
+}
+
 GPtrArray *
 vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
-                        guint n_reqs, gboolean holder_fds, JsonObject **conflict,
-                        GError **error)
+                        guint n_reqs, gboolean holder_fds, gboolean claim,
+                        JsonObject **conflict, GError **error)
 {
     VmlBackend *be = t->backend;
     guint n_new = 0;
@@ -637,6 +684,11 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
 
     g_autoptr(GArray) steps = g_array_new(FALSE, FALSE, sizeof(AcquireStep));
     gint64 since = now_s();
+    for (guint i = 0; i < n_reqs; i++) {
+        VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
+        if (l)
+            l->grant = VML_GRANT_HELD;
+    }
     /* Downgrades go last: once done they could not be undone safely. */
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1 && !check_images(t, h, steps, conflict, error)) {
@@ -649,6 +701,21 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
             g_autoptr(GError) local = NULL;
             guint64 gen;
 
+            if (pass == 0 && l && l->parked && l->grant == VML_GRANT_HELD) {
+                /* In use again: take back what parking let go, unless the
+                 * domain's next process claimed it meanwhile. */
+                AcquireStep s = { .lease = l, .unparked = TRUE };
+                if (!be->ops->unpark(be, l->lock, l->key, l->mode, &local)) {
+                    rollback(t, h, steps);
+                    if (local->code == VML_ERROR_CONFLICT)
+                        *conflict = conflict_params(t, h, r->key, l->mode, error);
+                    else
+                        g_propagate_error(error, g_steal_pointer(&local));
+                    return NULL;
+                }
+                l->grant = VML_GRANT_UNPARKED;
+                g_array_append_val(steps, s);
+            }
             if (l && (l->mode == r->mode ||
                       (r->at_least && l->mode == VML_MODE_EXCLUSIVE)))
                 continue;
@@ -664,12 +731,19 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                     continue;
                 }
             } else {
-                VmlLock *lock = be->ops->acquire(be, r->key, r->mode, h->pid,
-                                                 holder_fds ? vml_holder_watch_pidfd(h->watch) : -1,
-                                                 &gen, &local);
+                int pidfd = holder_fds ? vml_holder_watch_pidfd(h->watch) : -1;
+                VmlGrant grant = VML_GRANT_NEW;
+                VmlLock *lock = be->ops->acquire(be, r->key, r->mode, h->pid, pidfd, &gen, &local);
+                if (!lock && claim && local->code == VML_ERROR_CONFLICT && be->ops->claim &&
+                    claimable(t, h, r->key)) {
+                    g_clear_error(&local);
+                    lock = be->ops->claim(be, r->key, r->mode, h->pid, pidfd, &gen, &local);
+                    grant = VML_GRANT_CLAIMED;
+                }
                 if (lock) {
                     AcquireStep s = { .lease = lease_add(t, h, r->key, r->mode, gen, since, lock),
                                       .added = TRUE };
+                    s.lease->grant = grant;
                     g_array_append_val(steps, s);
                     continue;
                 }
@@ -685,6 +759,16 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
 
     for (guint i = 0; i < steps->len; i++) {
         const AcquireStep *s = &g_array_index(steps, AcquireStep, i);
+        if (s->unparked) {
+            g_info("VM %s (pid %d) took back its parked lease on %s", h->name, (int)h->pid,
+                   s->lease->key);
+            g_clear_pointer(&s->lease->parked, g_free);
+            s->lease->parked_since = 0;
+            continue;
+        }
+        if (s->lease->grant == VML_GRANT_CLAIMED)
+            g_info("VM %s (pid %d) claimed the lease its domain parked on %s", h->name,
+                   (int)h->pid, s->lease->key);
         if (s->lease->mode == VML_MODE_EXCLUSIVE && is_image_key(s->lease->key))
             lease_mark(s->lease);
         else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && is_image_key(s->lease->key))
@@ -730,6 +814,57 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
     }
     if (*released) {
         holder_publish(h);
+        changed(t);
+    }
+    return TRUE;
+}
+
+gboolean
+vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, guint n_keys,
+                     const char *reason, guint *parked, guint *released, GError **error)
+{
+    VmlBackend *be = t->backend;
+    *parked = *released = 0;
+    for (guint i = 0; keys && i < n_keys; i++) {
+        if (!g_hash_table_contains(h->leases, keys[i])) {
+            g_set_error(error, VML_ERROR, VML_ERROR_NOT_HELD,
+                        "holder %" G_GINT64_FORMAT " (VM %s) holds no lease on %s",
+                        h->id, h->name, keys[i]);
+            return FALSE;
+        }
+    }
+    if (!be->ops->park)
+        return vml_lease_table_release(t, h, keys, n_keys, released, error);
+
+    g_autoptr(GPtrArray) todo = g_ptr_array_new();
+    if (keys) {
+        for (guint i = 0; i < n_keys; i++)
+            g_ptr_array_add(todo, g_hash_table_lookup(h->leases, keys[i]));
+    } else {
+        GHashTableIter it;
+        gpointer value;
+        g_hash_table_iter_init(&it, h->leases);
+        while (g_hash_table_iter_next(&it, NULL, &value))
+            g_ptr_array_add(todo, value);
+    }
+    gint64 now = now_s();
+    for (guint i = 0; i < todo->len; i++) {
+        VmlLease *l = todo->pdata[i];
+        if (!l->parked)
+            l->parked_since = now;
+        g_free(l->parked);
+        l->parked = g_strdup(reason);
+    }
+    /* The record says "parked" before any part of a lock is let go: a
+     * claimer that finds the part free also finds whose domain it is for. */
+    holder_publish(h);
+    for (guint i = 0; i < todo->len; i++) {
+        VmlLease *l = todo->pdata[i];
+        be->ops->park(be, l->lock, l->mode);
+    }
+    *parked = todo->len;
+    if (todo->len) {
+        g_info("VM %s (pid %d) parked %u lease(s): %s", h->name, (int)h->pid, todo->len, reason);
         changed(t);
     }
     return TRUE;
@@ -800,7 +935,21 @@ vml_lease_to_json(const VmlLease *l)
     json_object_set_string_member(j, "mode", vml_mode_name(l->mode));
     json_object_set_int_member(j, "generation", (gint64)l->generation);
     json_object_set_int_member(j, "since", l->since);
+    if (l->parked) {
+        json_object_set_string_member(j, "parked", l->parked);
+        json_object_set_int_member(j, "parked_since", l->parked_since);
+    }
     return j;
+}
+
+const char *
+vml_grant_name(VmlGrant grant)
+{
+    static const char *const names[] = {
+        [VML_GRANT_HELD] = "held", [VML_GRANT_NEW] = "new",
+        [VML_GRANT_UNPARKED] = "unparked", [VML_GRANT_CLAIMED] = "claimed",
+    };
+    return names[grant];
 }
 
 JsonObject *
@@ -875,6 +1024,8 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd)
     VmlBackend *be = t->backend;
     g_autoptr(GError) error = NULL;
     guint64 gen = o->generation;
+    VmlMode mode = o->mode;
+    gboolean parked = o->parked != NULL;
 
     if (g_hash_table_contains(h->leases, o->resource)) {
         if (fd >= 0)
@@ -882,8 +1033,8 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd)
         return;
     }
     VmlLock *lock = fd >= 0
-        ? be->ops->adopt(be, o->resource, o->mode, fd, &error)
-        : be->ops->recover(be, o->resource, o->mode, h->pid,
+        ? be->ops->adopt(be, o->resource, &mode, &parked, fd, &error)
+        : be->ops->recover(be, o->resource, &mode, &parked, h->pid,
                            vml_holder_watch_pidfd(h->watch), &gen, &error);
     if (!lock) {
         g_warning("lease of VM %s (pid %d) on %s was lost while vmleased was down: %s",
@@ -893,7 +1044,14 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd)
     if (o->mode == VML_MODE_EXCLUSIVE && gen != o->generation)
         g_warning("%s: generation moved from %" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
                   " while vmleased was down", o->resource, o->generation, gen);
-    lease_add(t, h, o->resource, o->mode, gen, o->since, lock);
+    if (mode != o->mode)
+        g_warning("%s: VM %s (pid %d) holds it %s, not %s as recorded: the lock wins",
+                  o->resource, h->name, (int)h->pid, vml_mode_name(mode), vml_mode_name(o->mode));
+    VmlLease *l = lease_add(t, h, o->resource, mode, gen, o->since, lock);
+    if (parked) {
+        l->parked = g_strdup(o->parked);
+        l->parked_since = o->parked_since;
+    }
 }
 
 /* Restore one record (from the state file or the lockspace). */

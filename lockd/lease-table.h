@@ -17,6 +17,14 @@ typedef struct _VmlLease VmlLease;
 
 #define VML_PROGRAM_MAX 255
 
+/* How the last acquire that named a lease got it. */
+typedef enum {
+    VML_GRANT_HELD,       /* held already, in use */
+    VML_GRANT_NEW,        /* taken now */
+    VML_GRANT_UNPARKED,   /* held parked by this holder, in use again */
+    VML_GRANT_CLAIMED,    /* taken over from a parked lease of its domain */
+} VmlGrant;
+
 struct _VmlLease {
     VmlHolder *holder;
     const char *key;      /* owned by the table's resource index */
@@ -24,6 +32,10 @@ struct _VmlLease {
     guint64 generation;
     gint64 since;
     VmlLock *lock;
+    char *parked;         /* "paused", "migrating": kept for the domain's
+                             next process, which claims it; NULL in use */
+    gint64 parked_since;
+    VmlGrant grant;
     VmlLease *next;       /* next lease on the same resource */
 };
 
@@ -74,13 +86,23 @@ VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
 
 /* Acquire every request or none. With HOLDER_FDS, lock files the holder
  * process already has open are locked through its own descriptions (a VM
- * resumed by libvirtd). Returns the holder's leases in request order
- * (borrowed). On a conflict, *conflict receives the error parameters
+ * resumed by libvirtd). A lease the holder parked is taken back; with
+ * CLAIM, a lease that another process of the same domain (uuid) parked,
+ * on any host, is taken over (resume on a migration's destination).
+ * Returns the holder's leases in request order (borrowed), each with its
+ * grant. On a conflict, *conflict receives the error parameters
  * (resource, mode, owners) and the error message names every owner. */
 GPtrArray *vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h,
                                    const VmlRequest *reqs, guint n_reqs,
-                                   gboolean holder_fds,
+                                   gboolean holder_fds, gboolean claim,
                                    JsonObject **conflict, GError **error);
+/* Park KEYS (NULL: all) for REASON ("paused", "migrating"): they stay
+ * held, nobody else can take them, and the domain's next process claims
+ * them. Leases of a backend that cannot park are released instead
+ * (*released counts them). Fails without a change if one is not held. */
+gboolean vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
+                              guint n_keys, const char *reason, guint *parked,
+                              guint *released, GError **error);
 /* Release KEYS (NULL: all). Fails without releasing any if one is not held. */
 gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,
                                  const char *const *keys, guint n_keys,
@@ -102,6 +124,7 @@ guint vml_lease_table_n_holders(VmlLeaseTable *t);
 guint vml_lease_table_n_leases(VmlLeaseTable *t);
 
 JsonObject *vml_lease_to_json(const VmlLease *lease);
+const char *vml_grant_name(VmlGrant grant);
 JsonObject *vml_holder_to_json(const VmlHolder *h);
 
 /* The whole table as JSON text (state file, re-exec). With FDS, each lease

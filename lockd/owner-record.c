@@ -31,6 +31,7 @@ vml_owner_copy(const VmlOwner *o)
     c->boot_id = g_strdup(o->boot_id);
     c->uuid = g_strdup(o->uuid);
     c->name = g_strdup(o->name);
+    c->parked = g_strdup(o->parked);
     return c;
 }
 
@@ -45,6 +46,7 @@ vml_owner_free(VmlOwner *o)
     g_free(o->boot_id);
     g_free(o->uuid);
     g_free(o->name);
+    g_free(o->parked);
     g_free(o);
 }
 
@@ -59,6 +61,10 @@ vml_owner_to_json(const VmlOwner *o)
     json_object_set_string_member(j, "mode", vml_mode_name(o->mode));
     json_object_set_int_member(j, "since", o->since);
     json_object_set_int_member(j, "generation", (gint64)o->generation);
+    if (o->parked) {
+        json_object_set_string_member(j, "parked", o->parked);
+        json_object_set_int_member(j, "parked_since", o->parked_since);
+    }
     return j;
 }
 
@@ -128,6 +134,11 @@ vml_record_parse(JsonObject *j, GPtrArray *owners, GArray *fds, GError **error)
         o->mode = m;
         o->generation = (guint64)generation;
         o->since = since;
+        const char *parked = get_str(lj, "parked", NULL);
+        if (parked && vml_park_reason_valid(parked)) {
+            o->parked = g_strdup(parked);
+            get_int(lj, "parked_since", &o->parked_since, NULL);
+        }
         g_ptr_array_add(owners, o);
         if (fds) {
             gint64 fd = -1;
@@ -137,6 +148,12 @@ vml_record_parse(JsonObject *j, GPtrArray *owners, GArray *fds, GError **error)
         }
     }
     return g_steal_pointer(&id);
+}
+
+gboolean
+vml_park_reason_valid(const char *reason)
+{
+    return g_strcmp0(reason, "paused") == 0 || g_strcmp0(reason, "migrating") == 0;
 }
 
 gboolean

@@ -26,23 +26,30 @@ typedef struct {
     VmlMode mode;
     gint64 since;
     guint64 generation;
+    char *parked;       /* why a parked lease waits for its domain
+                           ("paused", "migrating"), NULL while in use */
+    gint64 parked_since;
 } VmlOwner;
 
 VmlOwner *vml_owner_copy(const VmlOwner *owner);
 void vml_owner_free(VmlOwner *owner);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlOwner, vml_owner_free)
 
-/* The public view: host, uuid, name, pid, mode, since, generation. */
+/* The public view: host, uuid, name, pid, mode, since, generation, and
+ * parked + parked_since for a lease parked for its domain. */
 JsonObject *vml_owner_to_json(const VmlOwner *owner);
 
 /* A holder record (in the lockspace and in the state file) is one JSON
  * object: the holder's identity (host, machine_id, boot_id, uuid, name,
  * holder, pid, start_time, since) and "leases": [{resource, mode,
- * generation, since[, fd]}]. Parse one into its identity (resource NULL)
+ * generation, since[, parked, parked_since][, fd]}]. Parse one into its identity (resource NULL)
  * and one owner per lease appended to OWNERS; FDS, if given, gets each
  * lease's "fd" (or -1) in the same order. */
 VmlOwner *vml_record_parse(JsonObject *record, GPtrArray *owners, GArray *fds,
                            GError **error);
+
+/* Why a lease may be parked: "paused" or "migrating". */
+gboolean vml_park_reason_valid(const char *reason);
 
 /* Recorded on this host (machine-id and hostname). */
 gboolean vml_owner_is_this_host(const VmlOwner *o);

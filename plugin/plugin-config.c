@@ -8,7 +8,7 @@
 
 static const char *const known_keys[] = {
     "require_lease_for_disks", "protect_backing_chain", "readonly_disks",
-    "lockspace_dir", "backend", "socket_dir", "killpath", NULL,
+    "lockspace_dir", "backend", "socket_dir", "killpath", "libvirt_state_dir", NULL,
 };
 
 VmlPluginConfig *
@@ -22,6 +22,7 @@ vml_plugin_config_load(const char *path, GError **error)
     cfg->backend = g_strdup("fcntl");
     cfg->socket_dir = vml_default_dir(VML_DIR_RUN);
     cfg->killpath = g_strdup(VMLEASE_LIBEXECDIR "/vmlease-killpath");
+    cfg->libvirt_state_dir = g_strdup("/run/libvirt/qemu");
 
     if (path && g_file_test(path, G_FILE_TEST_EXISTS)) {
         g_autoptr(VmlConf) conf = vml_conf_new_from_file(path, error);
@@ -32,7 +33,8 @@ vml_plugin_config_load(const char *path, GError **error)
             !vml_conf_update_string(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
             !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
             !vml_conf_update_string(conf, "socket_dir", &cfg->socket_dir, error) ||
-            !vml_conf_update_string(conf, "killpath", &cfg->killpath, error))
+            !vml_conf_update_string(conf, "killpath", &cfg->killpath, error) ||
+            !vml_conf_update_string(conf, "libvirt_state_dir", &cfg->libvirt_state_dir, error))
             return NULL;
     }
     if (g_strcmp0(readonly, "shared") != 0 && g_strcmp0(readonly, "ignore") != 0) {
@@ -42,6 +44,11 @@ vml_plugin_config_load(const char *path, GError **error)
         return NULL;
     }
     cfg->readonly_shared = g_str_equal(readonly, "shared");
+    if (!g_path_is_absolute(cfg->libvirt_state_dir)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s: libvirt_state_dir must be an absolute path", path);
+        return NULL;
+    }
     if (g_strcmp0(cfg->backend, "fcntl") != 0 && g_strcmp0(cfg->backend, "sanlock") != 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
                     "%s: backend must be \"fcntl\" or \"sanlock\", not \"%s\"",
@@ -72,6 +79,7 @@ vml_plugin_config_free(VmlPluginConfig *cfg)
     g_free(cfg->lockspace_dir);
     g_free(cfg->backend);
     g_free(cfg->killpath);
+    g_free(cfg->libvirt_state_dir);
     g_free(cfg->socket_dir);
     g_free(cfg);
 }

@@ -13,6 +13,8 @@ typedef struct {
     gboolean on_sanlock;              /* VM processes register with sanlock */
     char *killpath;                   /* sanlock runs it to apply on_lockfailure */
     char *socket_dir;                 /* where vmleased listens */
+    char *libvirt_state_dir;          /* libvirt's domain status files, to
+                                         tell a migration from a pause */
 } VmlPluginConfig;
 
 /* A missing file means the defaults. */

@@ -350,16 +350,47 @@ release_resources(VmlClient *c, gint64 holder, JsonArray *resources, GError **er
     return TRUE;
 }
 
+static gboolean
+park_leases(VmlClient *c, gint64 holder, const char *reason, GError **error);
+
+/* A refused resume: what it took anew or claimed goes, what it took back
+ * from its own park is parked again; the domain stays paused. */
 static void
-release_all(VmlClient *c, gint64 holder)
+undo_resume(VmlClient *c, gint64 holder, JsonArray *leases)
 {
-    release_resources(c, holder, NULL, NULL);
+    g_autoptr(JsonArray) gone = json_array_new();
+    for (guint i = 0; i < json_array_get_length(leases); i++) {
+        JsonObject *l = json_array_get_object_element(leases, i);
+        const char *grant = json_object_get_string_member_with_default(l, "grant", "");
+        if (g_str_equal(grant, "new") || g_str_equal(grant, "claimed")) {
+            JsonObject *o = json_object_new();
+            json_object_set_string_member(o, "path", json_object_get_string_member(l, "resource"));
+            json_array_add_object_element(gone, o);
+        }
+    }
+    if (json_array_get_length(gone))
+        release_resources(c, holder, gone, NULL);
+    park_leases(c, holder, "paused", NULL);
 }
 
-/* A resume or incoming migration: every exclusive lease must come back at
- * the generation after the one saved (released and taken again) or at the
- * saved one (held all along, as a block job's base); anything later means
- * someone else held it exclusively meanwhile. */
+static gboolean
+park_leases(VmlClient *c, gint64 holder, const char *reason, GError **error)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    json_object_set_string_member(p, "park", reason);
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
+                                              NULL, NULL, error);
+    return r != NULL;
+}
+
+/* A resume or incoming migration: every exclusive lease that comes back
+ * (taken back from its park, claimed from the migration's source, or
+ * taken anew because its parked holder was gone) must come back at the
+ * saved generation or the one after (one exclusive grant: ours); anything
+ * later means someone else held it exclusively meanwhile. A lease this
+ * process held all along proves itself: a state left over from an older
+ * process (a failed migration) must not trap a cold start. */
 static gboolean
 check_generations(Domain *d, const char *state, JsonArray *leases, GError **error)
 {
@@ -368,6 +399,8 @@ check_generations(Domain *d, const char *state, JsonArray *leases, GError **erro
         return FALSE;
     for (guint i = 0; i < json_array_get_length(leases); i++) {
         JsonObject *l = json_array_get_object_element(leases, i);
+        if (g_strcmp0(json_object_get_string_member_with_default(l, "grant", ""), "held") == 0)
+            continue;
         const char *key = json_object_get_string_member_with_default(l, "resource", "");
         guint64 *was = g_hash_table_lookup(saved, key);
         gint64 now = json_object_get_int_member_with_default(l, "generation", 0);
@@ -444,6 +477,10 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
     /* From libvirtd (resume, hotplug): lock through QEMU's own fds where
      * it has them, so the lease lives in QEMU again. */
     json_object_set_boolean_member(p, "holder_fds", !in_owner);
+    /* A resume with state may be a migration's destination: it takes over
+     * the leases its domain's source parked. Never in the child: the
+     * source still runs while the destination's QEMU starts. */
+    json_object_set_boolean_member(p, "claim", !in_owner && state && *state);
     GArray *fds = NULL;
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Acquire", p, NULL, 0,
                                               &fds, conflict, error);
@@ -452,7 +489,7 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
     JsonArray *leases = json_object_get_array_member(r, "leases");
     if (state && *state && !check_generations(d, state, leases, error)) {
         vml_fds_close(fds);
-        release_all(c, holder);
+        undo_resume(c, holder, leases);
         return FALSE;
     }
     for (guint i = 0; fds && i < fds->len; i++) {
@@ -531,6 +568,19 @@ current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GEr
     return vml_lease_state_encode(json_object_get_array_member(r, "leases"));
 }
 
+/* Why libvirt releases with state: an outgoing migration shows in the
+ * domain's status file as an async job; anything else is a pause. */
+static const char *
+park_reason(Domain *d)
+{
+    g_autofree char *path = g_strdup_printf("%s/%s.xml", config->libvirt_state_dir, d->name);
+    g_autofree char *xml = NULL;
+    if (strchr(d->name, '/') || !g_file_get_contents(path, &xml, NULL, NULL))
+        return "paused";
+    return strstr(xml, "async='migration out'") || strstr(xml, "async=\"migration out\"")
+        ? "migrating" : "paused";
+}
+
 static int
 vml_release(VmlLockManager *man, char **state, unsigned int flags)
 {
@@ -543,6 +593,10 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
     (void)flags;
     if (state)
         *state = NULL;
+    /* Without state libvirt lets go of one image (detach, media change);
+     * naming none (an empty cdrom) lets go of nothing. */
+    if (!state && d->resources->len == 0)
+        return 0;
     g_autofree char *s = current_state(d, &c, &holder, &gone, &error);
     if (!s) {
         /* A process that is gone has no leases left: vmleased saw it exit. */
@@ -551,11 +605,22 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);
     }
-    /* Only what libvirt named in this context: a disk detach names just
-     * that disk, and its backing images may back other layers still. They
-     * go when the domain's process does. */
+    /* With state (pause, a migration's switchover, managedsave): park every
+     * lease for the domain, so that nobody else can take it before this
+     * process resumes or the destination claims it; it goes when this
+     * process exits. Without: only what libvirt named: a disk detach names
+     * just that disk, and its backing images may back other layers still.
+     * They go when the domain's process does. */
+    if (state) {
+        if (!park_leases(c, holder, park_reason(d), &error)) {
+            g_autofree char *what = g_strdup_printf("cannot park leases of domain %s", d->name);
+            return report_gerror(what, error);
+        }
+        *state = g_steal_pointer(&s);
+        return 0;
+    }
     g_autoptr(JsonArray) resources = resources_json(d, FALSE);
-    if (!release_resources(c, holder, d->resources->len ? resources : NULL, &error)) {
+    if (!release_resources(c, holder, resources, &error)) {
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);
     }

@@ -27,14 +27,30 @@ typedef struct {
     VmlLock *(*acquire)(VmlBackend *be, const char *key, VmlMode mode, pid_t pid,
                         int pidfd, guint64 *generation, GError **error);
     /* Take over FD, which already carries our lock (re-exec hand-over);
-     * FD is closed on failure. */
-    VmlLock *(*adopt)(VmlBackend *be, const char *key, VmlMode mode, int fd,
-                      GError **error);
+     * FD is closed on failure. The lock the kernel has on it wins over the
+     * MODE we remember: *mode and *parked are set from it. */
+    VmlLock *(*adopt)(VmlBackend *be, const char *key, VmlMode *mode, gboolean *parked,
+                      int fd, GError **error);
     /* After a crash: get back a live local holder's lock through its own
      * fds (PIDFD) where it kept them, else take it anew if still free.
-     * Fails if the lease was lost meanwhile. */
-    VmlLock *(*recover)(VmlBackend *be, const char *key, VmlMode mode,
+     * Fails if the lease was lost meanwhile. *mode and *parked as adopt. */
+    VmlLock *(*recover)(VmlBackend *be, const char *key, VmlMode *mode, gboolean *parked,
                         pid_t pid, int pidfd, guint64 *generation, GError **error);
+
+    /* Parking: libvirt paused the VM or is migrating it, and its domain's
+     * next process (the resumed one, or the migration's destination on
+     * any host) must find the lease kept for it while nobody else can take
+     * it. An exclusive lock keeps part of itself and frees a part that
+     * only `claim` takes; every plain acquire needs both parts. */
+    void (*park)(VmlBackend *be, VmlLock *lock, VmlMode mode);
+    /* Take back what park freed; VML_ERROR_CONFLICT if it was claimed. */
+    gboolean (*unpark)(VmlBackend *be, VmlLock *lock, const char *key, VmlMode mode,
+                       GError **error);
+    /* Lock KEY in MODE through the part a parked lock left free (the
+     * caller checked that the parked holder is of the same domain);
+     * VML_ERROR_CONFLICT when there is none. PID/PIDFD as for acquire. */
+    VmlLock *(*claim)(VmlBackend *be, const char *key, VmlMode mode, pid_t pid,
+                      int pidfd, guint64 *generation, GError **error);
     /* Switch mode on the same lock; a failed upgrade leaves it as it was. */
     gboolean (*change_mode)(VmlBackend *be, VmlLock *lock, const char *key,
                             VmlMode mode, guint64 *generation, GError **error);

@@ -1,7 +1,14 @@
 /* The embedded backend: a lockspace directory holding, per resource,
  * <sha256-of-key>.lock locked with OFD locks (write = exclusive, read =
  * shared), and per holder process a <tag>.holder record. The first 8 bytes
- * of a lock file count its exclusive grants (the generation). */
+ * of a lock file count its exclusive grants (the generation).
+ *
+ * A lease locks two bytes of its lock file, 0 and 1. Every plain acquire
+ * needs both, so any one byte held keeps everybody out, a plain whole-file
+ * fcntl lock included. Parking an exclusive lease keeps one byte and frees
+ * the other; only a claim for the same domain takes a free byte. So from
+ * the park to the claim and on to the parked holder's exit, some byte is
+ * always locked: the lease is never free for anyone else. */
 #include "backend.h"
 #include "record-dir.h"
 #include "vml-error.h"
@@ -22,8 +29,11 @@ typedef struct {
     VmlRecordDir records;
 } FcntlBackend;
 
+enum { BYTE0 = 1, BYTE1 = 2, BOTH = BYTE0 | BYTE1 };
+
 struct _VmlLock {
     int fd;
+    guint bytes;    /* which lease bytes this description locks */
 };
 
 static VmlBackend *
@@ -70,24 +80,36 @@ lock_name(const char *key)
 }
 
 static VmlLock *
-lock_new(int fd)
+lock_new(int fd, guint bytes)
 {
     VmlLock *l = g_new(VmlLock, 1);
     l->fd = fd;
+    l->bytes = bytes;
     return l;
 }
 
+/* Lock (or unlock) BYTES of the lease: one call, so all or nothing. */
 static int
-set_lock(int fd, short type)
+set_lock_bytes(int fd, short type, guint bytes)
 {
-    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET,
+                        .l_start = bytes == BYTE1 ? 1 : 0, .l_len = bytes == BOTH ? 2 : 1 };
     return fcntl(fd, F_OFD_SETLK, &fl);
 }
 
-static gboolean
-lock_mode(int fd, VmlMode mode, const char *key, GError **error)
+/* Unlocking covers the whole file: a lockspace made by an earlier release
+ * locked from 0 to the end. */
+static void
+unlock_all(int fd)
 {
-    if (set_lock(fd, mode == VML_MODE_EXCLUSIVE ? F_WRLCK : F_RDLCK) == 0)
+    struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET };
+    fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+static gboolean
+lock_bytes(int fd, VmlMode mode, guint bytes, const char *key, GError **error)
+{
+    if (set_lock_bytes(fd, mode == VML_MODE_EXCLUSIVE ? F_WRLCK : F_RDLCK, bytes) == 0)
         return TRUE;
     if (errno == EAGAIN || errno == EACCES)
         g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is locked by another holder", key);
@@ -95,6 +117,51 @@ lock_mode(int fd, VmlMode mode, const char *key, GError **error)
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
                     "cannot lock %s: %s", key, g_strerror(errno));
     return FALSE;
+}
+
+static gboolean
+lock_mode(int fd, VmlMode mode, const char *key, GError **error)
+{
+    return lock_bytes(fd, mode, BOTH, key, error);
+}
+
+/* What the kernel says FD's description locks of the lease bytes, from
+ * /proc/self/fdinfo: the authority after a crash or re-exec, whatever a
+ * saved state says. FALSE when it locks none. */
+static gboolean
+described_lock(int fd, guint *bytes, VmlMode *mode)
+{
+    g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
+    g_autofree char *text = NULL;
+    *bytes = 0;
+    *mode = VML_MODE_SHARED;
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return FALSE;
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    for (char **line = lines; *line; line++) {
+        if (!g_str_has_prefix(*line, "lock:"))
+            continue;
+        /* lock:  N: OFDLCK ADVISORY WRITE|READ PID MAJ:MIN:INO START END|EOF */
+        g_auto(GStrv) f = g_strsplit_set(*line, " \t", -1);
+        GPtrArray *w = g_ptr_array_new();
+        for (char **x = f; *x; x++)
+            if (**x)
+                g_ptr_array_add(w, *x);
+        if (w->len >= 8 && g_str_equal(w->pdata[2], "OFDLCK")) {
+            guint64 start = g_ascii_strtoull(w->pdata[w->len - 2], NULL, 10);
+            const char *end_s = w->pdata[w->len - 1];
+            guint64 end = g_str_equal(end_s, "EOF") ? G_MAXUINT64
+                                                     : g_ascii_strtoull(end_s, NULL, 10);
+            guint here = (start == 0 ? BYTE0 : 0) | (start <= 1 && end >= 1 ? BYTE1 : 0);
+            if (here) {
+                *bytes |= here;
+                if (g_str_equal(w->pdata[4], "WRITE"))
+                    *mode = VML_MODE_EXCLUSIVE;
+            }
+        }
+        g_ptr_array_free(w, TRUE);
+    }
+    return *bytes != 0;
 }
 
 /* Read the generation and, for an exclusive grant, bump it. */
@@ -140,11 +207,11 @@ take_lock(int fd, const char *key, VmlMode mode, guint64 *generation, GError **e
     if (!update_generation(fd, mode, key, generation, error)) {
         /* Closing our description would not drop a lock that a holder's dup
          * carries, so unlock explicitly. */
-        set_lock(fd, F_UNLCK);
+        unlock_all(fd);
         close(fd);
         return NULL;
     }
-    return lock_new(fd);
+    return lock_new(fd, BOTH);
 }
 
 static int holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key);
@@ -161,14 +228,22 @@ fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int 
 }
 
 static VmlLock *
-fcntl_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, VmlMode mode, int fd, GError **error)
+fcntl_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, VmlMode *mode,
+            gboolean *parked, int fd, GError **error)
 {
-    /* Same description: re-asserting our own lock cannot conflict. */
-    if (!lock_mode(fd, mode, key, error)) {
+    guint bytes;
+    VmlMode held;
+    if (!described_lock(fd, &bytes, &held)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                    "the lock on %s is no longer held through the description kept", key);
         close(fd);
         return NULL;
     }
-    return lock_new(fd);
+    /* An exclusive lock on one byte is parked or was claimed: the record
+     * says which; a shared lock on one byte came from a claim. */
+    *parked = *parked && held == VML_MODE_EXCLUSIVE && bytes != BOTH;
+    *mode = held;
+    return lock_new(fd, bytes);
 }
 
 /* The holder's fd on KEY's lock file, duplicated into this process. */
@@ -196,14 +271,14 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key)
 }
 
 static VmlLock *
-fcntl_recover(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pidfd,
-              guint64 *generation, GError **error)
+fcntl_recover(VmlBackend *parent, const char *key, VmlMode *mode, gboolean *parked,
+              pid_t pid, int pidfd, guint64 *generation, GError **error)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
     int fd = holder_lock_fd(be, pid, pidfd, key);
 
     if (fd >= 0) {
-        VmlLock *l = fcntl_adopt(parent, key, mode, fd, error);
+        VmlLock *l = fcntl_adopt(parent, key, mode, parked, fd, error);
         guint64 le = 0;
         if (l && pread(l->fd, &le, sizeof(le), 0) == sizeof(le))
             *generation = GUINT64_FROM_LE(le);
@@ -212,18 +287,19 @@ fcntl_recover(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int 
     /* The holder kept no fd, so the lock died with the old daemon: take it
      * again if nobody else has meanwhile. */
     fd = open_lock_file(be, key, error);
-    return fd < 0 ? NULL : take_lock(fd, key, mode, generation, error);
+    *parked = FALSE;
+    return fd < 0 ? NULL : take_lock(fd, key, *mode, generation, error);
 }
 
 static gboolean
 fcntl_change_mode(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
                   guint64 *generation, GError **error)
 {
-    if (!lock_mode(l->fd, mode, key, error))
+    if (!lock_bytes(l->fd, mode, l->bytes, key, error))
         return FALSE;
     if (!update_generation(l->fd, mode, key, generation, error)) {
-        lock_mode(l->fd, mode == VML_MODE_EXCLUSIVE ? VML_MODE_SHARED : VML_MODE_EXCLUSIVE,
-                  key, NULL);
+        lock_bytes(l->fd, mode == VML_MODE_EXCLUSIVE ? VML_MODE_SHARED : VML_MODE_EXCLUSIVE,
+                   l->bytes, key, NULL);
         return FALSE;
     }
     return TRUE;
@@ -232,9 +308,58 @@ fcntl_change_mode(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key,
 static void
 fcntl_release(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l)
 {
-    set_lock(l->fd, F_UNLCK);
+    unlock_all(l->fd);
     close(l->fd);
     g_free(l);
+}
+
+/* Shared locks need no parking: a claim takes its read lock beside them,
+ * and they keep writers out all the same. */
+static void
+fcntl_park(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, VmlMode mode)
+{
+    if (mode != VML_MODE_EXCLUSIVE || l->bytes != BOTH)
+        return;
+    set_lock_bytes(l->fd, F_UNLCK, BYTE1);
+    l->bytes = BYTE0;
+}
+
+static gboolean
+fcntl_unpark(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
+             GError **error)
+{
+    if (mode != VML_MODE_EXCLUSIVE || l->bytes == BOTH)
+        return TRUE;
+    guint other = BOTH & ~l->bytes;
+    if (!lock_bytes(l->fd, mode, other, key, error))
+        return FALSE;
+    l->bytes = BOTH;
+    return TRUE;
+}
+
+static VmlLock *
+fcntl_claim(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pidfd,
+            guint64 *generation, GError **error)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key) : -1;
+    if (fd < 0 && (fd = open_lock_file(be, key, error)) < 0)
+        return NULL;
+    const guint tries[] = { BYTE1, BYTE0 };
+    for (guint i = 0; i < G_N_ELEMENTS(tries); i++) {
+        if (!lock_bytes(fd, mode, tries[i], key, NULL))
+            continue;
+        if (!update_generation(fd, mode, key, generation, error)) {
+            set_lock_bytes(fd, F_UNLCK, tries[i]);
+            close(fd);
+            return NULL;
+        }
+        return lock_new(fd, tries[i]);
+    }
+    close(fd);
+    g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT,
+                "%s is locked by another holder and not parked for a claim", key);
+    return NULL;
 }
 
 static void
@@ -292,6 +417,9 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .adopt = fcntl_adopt,
     .recover = fcntl_recover,
     .change_mode = fcntl_change_mode,
+    .park = fcntl_park,
+    .unpark = fcntl_unpark,
+    .claim = fcntl_claim,
     .release = fcntl_release,
     .forget = fcntl_forget,
     .lock_fd = fcntl_lock_fd,

@@ -245,8 +245,8 @@ sanlock_acquire_lock(VmlBackend *parent, const char *key, VmlMode mode, pid_t pi
 }
 
 static VmlLock *
-sanlock_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, G_GNUC_UNUSED VmlMode mode,
-              int fd, GError **error)
+sanlock_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, G_GNUC_UNUSED VmlMode *mode,
+              G_GNUC_UNUSED gboolean *parked, int fd, GError **error)
 {
     if (fd >= 0)
         close(fd);
@@ -257,9 +257,11 @@ sanlock_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, G_GNUC_UNUSED V
 /* After a restart: sanlock still holds the lease for the process if it
  * lives; ask it. */
 static VmlLock *
-sanlock_recover(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid,
-                G_GNUC_UNUSED int pidfd, guint64 *generation, GError **error)
+sanlock_recover(VmlBackend *parent, const char *key, VmlMode *modep,
+                G_GNUC_UNUSED gboolean *parked, pid_t pid, G_GNUC_UNUSED int pidfd,
+                guint64 *generation, GError **error)
 {
+    VmlMode mode = *modep;
     SanlockBackend *be = (SanlockBackend *)parent;
     char *state = NULL;
     int count = 0;

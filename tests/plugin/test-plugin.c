@@ -214,8 +214,17 @@ test_readonly_and_shareable_disks_are_shared(void)
     drv->drvFree(&b.man);
 }
 
+/* The one owner of PATH, which must have exactly one. */
+static JsonObject *
+only_owner(const char *path, JsonArray **keep)
+{
+    *keep = vml_test_owners(path);
+    g_assert_cmpuint(json_array_get_length(*keep), ==, 1);
+    return json_array_get_object_element(*keep, 0);
+}
+
 static void
-test_pause_resume_checks_generation(void)
+test_pause_parks_for_the_domain(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "pause.img");
     pid_t qemu = vml_test_child_spawn();
@@ -232,32 +241,134 @@ test_pause_resume_checks_generation(void)
     g_assert_cmpstr(state, ==, expect);
     g_free(state);
 
-    /* Pause: released with state; nobody else wrote; resume succeeds. */
+    /* Pause: the lease is parked for dom-a, still locked. */
     char *paused = NULL;
     g_assert_cmpint(drv->drvRelease(&a.man, &paused, 0), ==, 0);
     g_assert_cmpstr(paused, ==, expect);
-    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_autoptr(JsonArray) keep1 = NULL;
+    JsonObject *o = only_owner(img, &keep1);
+    g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, qemu);
+    g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "exclusive");
+    g_assert_cmpstr(json_object_get_string_member_with_default(o, "parked", ""), ==, "paused");
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
+
+    /* Nobody else can take it, and is told why. */
+    pid_t intruder = vml_test_child_spawn();
+    Dom b;
+    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", intruder);
+    dom_disk(&b, img, 0);
+    int rc;
+    g_autofree char *err = capture_stderr(acquire_in_libvirtd, &b, &rc);
+    g_assert_cmpint(rc, ==, -1);
+    g_assert_nonnull(strstr(err, "VM dom-a"));
+    g_assert_nonnull(strstr(err, "parked for the domain: paused since"));
+
+    /* Resume takes it back at the same generation. */
     g_assert_cmpint(drv->drvAcquire(&a.man, paused, 0, 0, NULL), ==, 0);
     g_free(paused);
+    g_autoptr(JsonArray) keep2 = NULL;
+    o = only_owner(img, &keep2);
+    g_assert_false(json_object_has_member(o, "parked"));
+    g_assert_cmpint(json_object_get_int_member(o, "generation"), ==, 1);
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
 
-    /* Pause again; someone else writes meanwhile; resume is refused. */
+    /* A paused domain destroyed: its parked lease goes with its process. */
     g_assert_cmpint(drv->drvRelease(&a.man, &paused, 0), ==, 0);
+    g_free(paused);
+    vml_test_child_kill(qemu, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_UNLCK);
+    vml_test_child_kill(intruder, SIGKILL);
+    drv->drvFree(&a.man);
+    drv->drvFree(&b.man);
+}
+
+/* The parked holder exited before its domain came back (a migration whose
+ * source died), and another domain wrote meanwhile: the resume is refused
+ * and leaves nothing held. */
+static void
+test_resume_refused_after_foreign_write(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "foreign.img");
+    pid_t q1 = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", q1);
+    dom_disk(&a, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
+    char *state = NULL;
+    g_assert_cmpint(drv->drvRelease(&a.man, &state, 0), ==, 0);
+    vml_test_child_kill(q1, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+
     pid_t intruder = vml_test_child_spawn();
     Dom b;
     dom_new(&b, (const unsigned char[])UUID_B, "dom-b", intruder);
     dom_disk(&b, img, 0);
     g_assert_cmpint(drv->drvAcquire(&b.man, NULL, 0, 0, NULL), ==, 0);
     g_assert_cmpint(drv->drvRelease(&b.man, NULL, 0), ==, 0);
-    int rc = drv->drvAcquire(&a.man, paused, 0, 0, NULL);
-    g_assert_cmpint(rc, ==, -1);
-    /* ... and holds nothing afterwards. */
+
+    pid_t q2 = vml_test_child_spawn();
+    Dom a2;
+    dom_new(&a2, (const unsigned char[])UUID_A, "dom-a", q2);
+    dom_disk(&a2, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&a2.man, state, 0, 0, NULL), ==, -1);
     g_autoptr(JsonArray) owners = vml_test_owners(img);
     g_assert_cmpuint(json_array_get_length(owners), ==, 0);
-    g_free(paused);
-    vml_test_child_kill(qemu, SIGKILL);
+    g_free(state);
+    vml_test_child_kill(q2, SIGKILL);
     vml_test_child_kill(intruder, SIGKILL);
     drv->drvFree(&a.man);
+    drv->drvFree(&a2.man);
     drv->drvFree(&b.man);
+}
+
+/* libvirt may keep the state of a failed migration and hand it to the
+ * next start's resume: a process that took its leases itself at start
+ * is not held to it. */
+static void
+test_stale_state_never_blocks_cold_start(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "stale.img");
+    pid_t q1 = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", q1);
+    dom_disk(&a, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
+    char *stale = NULL;
+    g_assert_cmpint(drv->drvRelease(&a.man, &stale, 0), ==, 0);
+    vml_test_child_kill(q1, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    for (int i = 0; i < 2; i++) {   /* the generation moves on */
+        pid_t other = vml_test_child_spawn();
+        Dom b;
+        dom_new(&b, (const unsigned char[])UUID_B, "dom-b", other);
+        dom_disk(&b, img, 0);
+        g_assert_cmpint(drv->drvAcquire(&b.man, NULL, 0, 0, NULL), ==, 0);
+        vml_test_child_kill(other, SIGKILL);
+        g_assert_true(vml_test_wait_owners(img, 0, 1000));
+        drv->drvFree(&b.man);
+    }
+    /* Cold start: the child takes the lease, then the resume brings the
+     * stale state. */
+    Dom a2;
+    dom_new(&a2, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&a2, img, 0);
+    pid_t q2 = start_qemu(&a2, NULL);
+    g_assert_cmpint(q2, >, 0);
+    Dom ctl;
+    dom_new(&ctl, (const unsigned char[])UUID_A, "dom-a", q2);
+    dom_disk(&ctl, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&ctl.man, stale, 0, 0, NULL), ==, 0);
+    g_autoptr(JsonArray) keep = NULL;
+    JsonObject *o = only_owner(img, &keep);
+    g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, q2);
+    g_assert_cmpint(json_object_get_int_member(o, "generation"), ==, 4);
+    g_free(stale);
+    stop_qemu(q2);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    drv->drvFree(&a.man);
+    drv->drvFree(&a2.man);
+    drv->drvFree(&ctl.man);
 }
 
 static void
@@ -327,25 +438,40 @@ test_incoming_migration(void)
     g_assert_cmpuint(json_array_get_length(o1), ==, 1);
     g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(o1, 0), "pid"), ==, qsrc);
 
-    /* Source pauses and hands its state over; destination resumes with it. */
+    /* The switchover: the source parks its lease for the domain... */
     char *state = NULL;
     g_assert_cmpint(drv->drvRelease(&src_ctl.man, &state, 0), ==, 0);
-    Dom dst_ctl;
-    dom_new(&dst_ctl, (const unsigned char[])UUID_A, "dom-a", qdst);
-    dom_disk(&dst_ctl, img, 0);
-    g_assert_cmpint(drv->drvAcquire(&dst_ctl.man, state, 0, 0, NULL), ==, 0);
-    g_free(state);
-    g_autoptr(JsonArray) o2 = vml_test_owners(img);
-    g_assert_cmpuint(json_array_get_length(o2), ==, 1);
-    g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(o2, 0), "pid"), ==, qdst);
-
-    /* A different domain is no migration source: its start still fails. */
+    g_autoptr(JsonArray) keep = NULL;
+    JsonObject *parked = only_owner(img, &keep);
+    g_assert_cmpint(json_object_get_int_member(parked, "pid"), ==, qsrc);
+    g_assert_cmpstr(json_object_get_string_member_with_default(parked, "parked", ""), ==, "paused");
+    /* ... which a different domain cannot take... */
     Dom other;
     dom_new(&other, (const unsigned char[])UUID_B, "dom-b", 0);
     dom_disk(&other, img, 0);
     g_assert_cmpint(start_qemu(&other, NULL), ==, -1);
+    /* ... and the destination claims with its state. */
+    Dom dst_ctl;
+    dom_new(&dst_ctl, (const unsigned char[])UUID_A, "dom-a", qdst);
+    dom_disk(&dst_ctl, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&dst_ctl.man, state, 0, 0, NULL), ==, 0);
+    g_autoptr(JsonArray) o2 = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(o2), ==, 2);
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
+    g_assert_cmpint(start_qemu(&other, NULL), ==, -1);
+    /* The source cannot take back what the destination claimed. */
+    g_assert_cmpint(drv->drvAcquire(&src_ctl.man, state, 0, 0, NULL), ==, -1);
+    g_free(state);
 
+    /* Confirm: the source exits; the destination holds it alone. */
     stop_qemu(qsrc);
+    g_assert_true(vml_test_wait_owners(img, 1, 1000));
+    g_autoptr(JsonArray) keep3 = NULL;
+    JsonObject *now = only_owner(img, &keep3);
+    g_assert_cmpint(json_object_get_int_member(now, "pid"), ==, qdst);
+    g_assert_false(json_object_has_member(now, "parked"));
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
+    g_assert_cmpint(start_qemu(&other, NULL), ==, -1);
     stop_qemu(qdst);
     g_assert_true(vml_test_wait_owners(img, 0, 1000));
     drv->drvFree(&src.man);
@@ -456,7 +582,11 @@ main(int argc, char **argv)
                     test_start_takes_exclusive_and_survives_exec);
     g_test_add_func("/plugin/readonly-and-shareable-disks-are-shared",
                     test_readonly_and_shareable_disks_are_shared);
-    g_test_add_func("/plugin/pause-resume-checks-generation", test_pause_resume_checks_generation);
+    g_test_add_func("/plugin/pause-parks-for-the-domain", test_pause_parks_for_the_domain);
+    g_test_add_func("/plugin/resume-refused-after-foreign-write",
+                    test_resume_refused_after_foreign_write);
+    g_test_add_func("/plugin/stale-state-never-blocks-cold-start",
+                    test_stale_state_never_blocks_cold_start);
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
     g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
     g_test_add_func("/plugin/incoming-migration", test_incoming_migration);
