@@ -18,8 +18,12 @@ add_rows(CliTable *table, JsonObject *resource)
         JsonObject *o = sorted->pdata[i];
         g_autofree char *pid = g_strdup_printf("%" G_GINT64_FORMAT, cli_json_int(o, "pid", 0));
         g_autofree char *since = cli_format_time(cli_json_int(o, "since", 0));
+        /* A parked lease still keeps everyone else out, for its domain. */
+        g_autofree char *state = cli_json_string(o, "parked", NULL)
+            ? g_strdup_printf("parked:%s", cli_json_string(o, "parked", "?"))
+            : g_strdup("in use");
         cli_table_add_row(table, cli_json_string(resource, "resource", "?"),
-                          cli_json_string(o, "mode", "?"), cli_json_string(o, "host", "?"),
+                          cli_json_string(o, "mode", "?"), state, cli_json_string(o, "host", "?"),
                           cli_json_string(o, "name", "?"), cli_json_string(o, "uuid", "?"),
                           pid, since);
     }
@@ -74,7 +78,7 @@ owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     /* With paths the rows follow the command line; without, resource order. */
     if (!args->len)
         g_ptr_array_sort(sorted, resource_cmp);
-    g_autoptr(CliTable) table = cli_table_new("RESOURCE", "MODE", "HOST", "VM", "UUID",
+    g_autoptr(CliTable) table = cli_table_new("RESOURCE", "MODE", "STATE", "HOST", "VM", "UUID",
                                               "PID", "SINCE", NULL);
     for (guint i = 0; i < sorted->len; i++)
         add_rows(table, sorted->pdata[i]);
@@ -90,7 +94,10 @@ const VmlCliCommand vml_cmd_owners = {
     .summary = "List who holds leases on the images PATH..., or on every resource.",
     .description =
         "List the owners of leases (io.vmlease.Admin.Owners): one row per owner\n"
-        "with columns RESOURCE, MODE, HOST, VM, UUID, PID and SINCE (local time).\n"
+        "with columns RESOURCE, MODE, STATE, HOST, VM, UUID, PID and SINCE (local\n"
+        "time). STATE is \"in use\", or \"parked:paused\" / \"parked:migrating\" for a\n"
+        "lease kept for its domain while libvirt pauses or migrates it: nobody\n"
+        "else can take it, and it goes when the VM's process exits.\n"
         "Owners known only from the lockspace (other hosts, or holders that\n"
         "survived a daemon crash) are included. Without PATH every held\n"
         "resource is listed; with nothing held nothing is printed.\n\n"

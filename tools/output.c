@@ -244,9 +244,15 @@ cli_owner_describe(JsonObject *owner)
     g_autofree char *host = cli_sanitize(cli_json_string(owner, "host", "?"));
     g_autofree char *mode = cli_sanitize(cli_json_string(owner, "mode", "?"));
     g_autofree char *since = cli_format_time(cli_json_int(owner, "since", 0));
+    g_autofree char *parked = NULL;
+    if (cli_json_string(owner, "parked", NULL)) {
+        g_autofree char *why = cli_sanitize(cli_json_string(owner, "parked", "?"));
+        g_autofree char *at = cli_format_time(cli_json_int(owner, "parked_since", 0));
+        parked = g_strdup_printf(", parked for the domain (%s) since %s", why, at);
+    }
     return g_strdup_printf("VM \"%s\" (uuid %s, pid %" G_GINT64_FORMAT " on host %s, "
-                           "%s since %s)", name, uuid, cli_json_int(owner, "pid", 0),
-                           host, mode, since);
+                           "%s since %s%s)", name, uuid, cli_json_int(owner, "pid", 0),
+                           host, mode, since, parked ? parked : "");
 }
 
 static gint

@@ -219,6 +219,7 @@ test_owners_table_and_json(void)
     for (int i = 1; i <= 2; i++) {
         g_assert_true(g_str_has_prefix(lines[i], real));
         g_assert_nonnull(strstr(lines[i], " shared "));
+        g_assert_nonnull(strstr(lines[i], " in use "));
     }
     stop_background(a);
     stop_background(b);

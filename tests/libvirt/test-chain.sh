@@ -52,7 +52,7 @@ print(" -> ".join(os.path.basename(i["filename"]) for i in json.load(sys.stdin))
 }
 
 lv_setup_users
-lv_mount_private
+lv_mount_private || { echo "Bail out! no private /run and libvirt directories"; exit 1; }
 lv_start_vmleased || { echo "1..0 # SKIP vmleased did not start"; exit 1; }
 lv_start_libvirtd || { echo "Bail out! libvirtd did not start"; exit 1; }
 
