@@ -267,6 +267,20 @@ method_register(Call *call)
         vml_conn_error_gerror(call->conn, error, p);
         return;
     }
+    /* An fd with Register is the VM process's mailbox (holder-mailbox.h). */
+    if (call->fds && call->fds->len == 1) {
+        int fd = g_array_index(call->fds, int, 0);
+        g_array_index(call->fds, int, 0) = -1;
+        VmlMailbox *m = vml_mailbox_new(fd, &error);
+        if (!m) {
+            param_error(call, "mailbox", error->message);
+            return;
+        }
+        vml_lease_table_set_mailbox(call->d->table, h, m);
+    } else if (call->fds && call->fds->len > 1) {
+        param_error(call, "mailbox", "must come as at most one file descriptor");
+        return;
+    }
     JsonObject *reply = json_object_new();
     json_object_set_int_member(reply, "holder", h->id);
     vml_conn_reply(call->conn, reply, NULL, 0);

@@ -100,6 +100,8 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
     vml_json_write_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
     if (h->program)
         vml_json_write_member_string(out, FALSE, "program", h->program);
+    if (h->mailbox)
+        vml_json_write_member_int(out, FALSE, "mailbox_ino", (gint64)vml_mailbox_ino(h->mailbox));
     g_string_append(out, ",\"leases\":[");
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
@@ -126,8 +128,33 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
     g_string_append(out, "]}");
 }
 
-/* Publish the holder's current leases. A record that cannot be written
- * costs admins a name, not the lease: the lock is what enforces. */
+/* Put every lock of H into its mailbox, so that they all live in the VM
+ * process, not in ours alone. */
+static void
+holder_fill_mailbox(VmlHolder *h)
+{
+    VmlBackend *be = h->table->backend;
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(GError) error = NULL;
+    GHashTableIter it;
+    gpointer value;
+
+    if (!h->mailbox || !be->ops->lock_fds)
+        return;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        int fd = be->ops->lock_fd(((VmlLease *)value)->lock);
+        if (fd >= 0)
+            g_array_append_val(fds, fd);
+    }
+    if (!vml_mailbox_store(h->mailbox, (const int *)(void *)fds->data, fds->len, &error))
+        g_warning("VM %s (pid %d): %s; its leases live in vmleased alone until the next change",
+                  h->name, (int)h->pid, error->message);
+}
+
+/* Publish the holder's current leases: into its mailbox, then its
+ * record. A record that cannot be written costs admins a name, not the
+ * lease: the lock is what enforces. */
 static void
 holder_publish(VmlHolder *h)
 {
@@ -135,6 +162,7 @@ holder_publish(VmlHolder *h)
     g_autoptr(GString) s = g_string_sized_new(512);
     g_autoptr(GError) error = NULL;
 
+    holder_fill_mailbox(h);
     if (!h->record)
         return;
     write_holder_json(s, h, be, NULL);
@@ -361,6 +389,7 @@ holder_free(VmlHolder *h)
     if (h->record)
         t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
     vml_holder_watch_free(h->watch);
+    vml_mailbox_free(h->mailbox);
     g_free(h->uuid);
     g_free(h->name);
     g_free(h->on_lockfailure);
@@ -506,6 +535,15 @@ vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error)
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_HOLDER,
                     "no holder %" G_GINT64_FORMAT " (it exited or was never registered)", id);
     return h;
+}
+
+void
+vml_lease_table_set_mailbox(VmlLeaseTable *t, VmlHolder *h, VmlMailbox *mailbox)
+{
+    vml_mailbox_free(h->mailbox);
+    h->mailbox = mailbox;
+    holder_publish(h);
+    changed(t);
 }
 
 gboolean
@@ -1019,7 +1057,7 @@ restore_holder(VmlLeaseTable *t, const VmlOwner *id)
 
 /* Bring one lease back under our control; FD >= 0 is a re-exec hand-over. */
 static void
-restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd)
+restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd, GArray *candidates)
 {
     VmlBackend *be = t->backend;
     g_autoptr(GError) error = NULL;
@@ -1035,7 +1073,7 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd)
     VmlLock *lock = fd >= 0
         ? be->ops->adopt(be, o->resource, &mode, &parked, fd, &error)
         : be->ops->recover(be, o->resource, &mode, &parked, h->pid,
-                           vml_holder_watch_pidfd(h->watch), &gen, &error);
+                           vml_holder_watch_pidfd(h->watch), candidates, &gen, &error);
     if (!lock) {
         g_warning("lease of VM %s (pid %d) on %s was lost while vmleased was down: %s",
                   h->name, (int)h->pid, o->resource, error->message);
@@ -1082,13 +1120,22 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
         g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);
         t->backend->ops->record_remove(t->backend, tag);
     }
+    /* The VM process's mailbox holds the locks taken for it from libvirtd. */
+    g_autoptr(GArray) candidates = NULL;
+    gint64 ino = json_object_get_int_member_with_default(record, "mailbox_ino", 0);
+    if (h && !h->mailbox && ino > 0)
+        h->mailbox = vml_mailbox_find(h->pid, vml_holder_watch_pidfd(h->watch), (guint64)ino);
+    if (h && h->mailbox)
+        candidates = vml_mailbox_contents(h->mailbox, NULL);
     for (guint i = 0; i < owners->len; i++) {
         int fd = with_fds ? g_array_index(fds, int, i) : -1;
         if (h)
-            restore_lease(t, h, owners->pdata[i], fd);
+            restore_lease(t, h, owners->pdata[i], fd, candidates);
         else if (fd >= 0)
             close(fd);
     }
+    for (guint i = 0; candidates && i < candidates->len; i++)
+        close(g_array_index(candidates, int, i));
 }
 
 void

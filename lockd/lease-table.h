@@ -8,6 +8,7 @@
 
 #include "backends/backend.h"
 #include "daemon-config.h"
+#include "holder-mailbox.h"
 #include "holder-watch.h"
 #include "owner-record.h"
 
@@ -53,6 +54,7 @@ struct _VmlHolder {
                                     QEMU holding them to go */
     GHashTable *leases;          /* resource key -> VmlLease* */
     VmlHolderWatch *watch;
+    VmlMailbox *mailbox;         /* in the VM process: keeps our locks alive */
     VmlRecord *record;
     VmlLeaseTable *table;
 };
@@ -83,6 +85,9 @@ VmlHolder *vml_lease_table_register(VmlLeaseTable *t, const char *uuid,
 gboolean vml_lock_failure_valid(const char *action);
 
 VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
+
+/* From now on H's locks also live in MAILBOX (taken; see holder-mailbox.h). */
+void vml_lease_table_set_mailbox(VmlLeaseTable *t, VmlHolder *h, VmlMailbox *mailbox);
 
 /* Acquire every request or none. With HOLDER_FDS, lock files the holder
  * process already has open are locked through its own descriptions (a VM

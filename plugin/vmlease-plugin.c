@@ -14,6 +14,10 @@
 #include "vml-wire.h"
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <unistd.h>
@@ -274,9 +278,34 @@ check_lockspace(VmlClient *c, GError **error)
     return TRUE;
 }
 
-/* ACTION < 0: leave the holder's on_lockfailure as it is. */
+/* In the VM's process before exec: a datagram socket connected to itself,
+ * kept open across exec and never read. vmleased keeps in its queue the
+ * locks it takes for this VM later from libvirtd (hotplug, block jobs, a
+ * migration's claim), so they too live exactly as long as the VM. Nobody
+ * else can send to it: a connected datagram socket takes only its peer's. */
+static int
+make_mailbox(GError **error)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    /* An address length of just the family asks for an autobound name. */
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(sa_family_t)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) < 0 ||
+        connect(fd, (struct sockaddr *)&addr, len) < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot make the VM's lock mailbox: %s",
+                    g_strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ACTION < 0: leave the holder's on_lockfailure as it is. MAILBOX >= 0
+ * goes to vmleased with the registration. */
 static VmlClient *
-connect_holder(Domain *d, pid_t pid, int action, gint64 *holder, GError **error)
+connect_holder(Domain *d, pid_t pid, int action, int mailbox, gint64 *holder, GError **error)
 {
     g_autofree char *path = g_build_filename(config->socket_dir, "vmleased.sock", NULL);
     g_autoptr(VmlClient) c = vml_client_connect(path, error);
@@ -290,7 +319,8 @@ connect_holder(Domain *d, pid_t pid, int action, gint64 *holder, GError **error)
     json_object_set_string_member(p, "program", "qemu (libvirt)");
     if (lock_failure_name(action))
         json_object_set_string_member(p, "on_lockfailure", lock_failure_name(action));
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p, NULL, 0,
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p,
+                                              mailbox >= 0 ? &mailbox : NULL, mailbox >= 0,
                                               NULL, NULL, error);
     if (!r)
         return NULL;
@@ -521,15 +551,23 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     }
     /* on_lockfailure goes to vmleased with the holder, for backends whose
      * leases can be lost. */
-    g_autoptr(VmlClient) c = connect_holder(d, pid, action, &holder, &error);
-    if (!c || !check_lockspace(c, &error))
+    gboolean in_owner = pid == getpid();
+    int mailbox = -1;
+    if (in_owner && !config->on_sanlock && (mailbox = make_mailbox(&error)) < 0)
         return report_gerror(what, error);
+    g_autoptr(VmlClient) c = connect_holder(d, pid, action, mailbox, &holder, &error);
+    if (!c || !check_lockspace(c, &error)) {
+        if (mailbox >= 0)
+            close(mailbox);
+        return report_gerror(what, error);
+    }
+    if (mailbox >= 0)
+        fcntl(mailbox, F_SETFD, 0);   /* into QEMU across exec, on purpose */
     /* libvirt starts QEMU paused and asks the child only to register,
      * acquiring at resume from libvirtd. We take the leases in the child
      * all the same: a conflict then fails the start with our message
      * before QEMU opens (and trips over) the image, and the locked fds go
      * into QEMU across exec. The later acquire finds them held. */
-    gboolean in_owner = pid == getpid();
     gboolean register_only = (flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) != 0;
     if (in_owner && config->on_sanlock && !register_with_sanlock(d, action, &error))
         return report_gerror(what, error);
@@ -552,7 +590,8 @@ static char *
 current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GError **error)
 {
     *gone = FALSE;
-    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, holder, error);
+    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, -1, holder,
+                                            error);
     if (!c) {
         *gone = g_error_matches(*error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS);
         return NULL;

@@ -32,10 +32,12 @@ typedef struct {
     VmlLock *(*adopt)(VmlBackend *be, const char *key, VmlMode *mode, gboolean *parked,
                       int fd, GError **error);
     /* After a crash: get back a live local holder's lock through its own
-     * fds (PIDFD) where it kept them, else take it anew if still free.
-     * Fails if the lease was lost meanwhile. *mode and *parked as adopt. */
+     * fds (PIDFD) or the fds of its mailbox (CANDIDATES: ours, borrowed, may
+     * be NULL) where it kept them, else take it anew if still free. Fails
+     * if the lease was lost meanwhile. *mode and *parked as adopt. */
     VmlLock *(*recover)(VmlBackend *be, const char *key, VmlMode *mode, gboolean *parked,
-                        pid_t pid, int pidfd, guint64 *generation, GError **error);
+                        pid_t pid, int pidfd, GArray *candidates, guint64 *generation,
+                        GError **error);
 
     /* Parking: libvirt paused the VM or is migrating it, and its domain's
      * next process (the resumed one, or the migration's destination on

@@ -214,14 +214,15 @@ take_lock(int fd, const char *key, VmlMode mode, guint64 *generation, GError **e
     return lock_new(fd, BOTH);
 }
 
-static int holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key);
+static int holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key,
+                          gboolean locked);
 
 static VmlLock *
 fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pidfd,
               guint64 *generation, GError **error)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key) : -1;
+    int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key, FALSE) : -1;
     if (fd < 0)
         fd = open_lock_file(be, key, error);
     return fd < 0 ? NULL : take_lock(fd, key, mode, generation, error);
@@ -246,9 +247,11 @@ fcntl_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, VmlMode *mode,
     return lock_new(fd, bytes);
 }
 
-/* The holder's fd on KEY's lock file, duplicated into this process. */
+/* The holder's fd on KEY's lock file, duplicated into this process; with
+ * LOCKED only one whose description holds a lock (a holder may keep an old
+ * unlocked description beside the locked one). */
 static int
-holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key)
+holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean locked)
 {
     g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
     g_autofree char *name = lock_name(key);
@@ -262,20 +265,45 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key)
         if (g_strcmp0(target, want) != 0)
             continue;
         int fd = syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
-        if (fd >= 0) {
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
+        if (fd < 0)
+            continue;
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        guint bytes;
+        VmlMode mode;
+        if (!locked || described_lock(fd, &bytes, &mode))
             return fd;
-        }
+        close(fd);
+    }
+    return -1;
+}
+
+/* Of CANDIDATES (fds of ours), a dup of one on KEY's lock file whose
+ * description holds a lock. */
+static int
+candidate_lock_fd(FcntlBackend *be, GArray *candidates, const char *key)
+{
+    g_autofree char *name = lock_name(key);
+    g_autofree char *want = g_build_filename(be->dir, name, NULL);
+    for (guint i = 0; candidates && i < candidates->len; i++) {
+        int fd = g_array_index(candidates, int, i);
+        g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        guint bytes;
+        VmlMode mode;
+        if (g_strcmp0(target, want) == 0 && described_lock(fd, &bytes, &mode))
+            return fcntl(fd, F_DUPFD_CLOEXEC, 0);
     }
     return -1;
 }
 
 static VmlLock *
 fcntl_recover(VmlBackend *parent, const char *key, VmlMode *mode, gboolean *parked,
-              pid_t pid, int pidfd, guint64 *generation, GError **error)
+              pid_t pid, int pidfd, GArray *candidates, guint64 *generation, GError **error)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    int fd = holder_lock_fd(be, pid, pidfd, key);
+    int fd = holder_lock_fd(be, pid, pidfd, key, TRUE);
+    if (fd < 0)
+        fd = candidate_lock_fd(be, candidates, key);
 
     if (fd >= 0) {
         VmlLock *l = fcntl_adopt(parent, key, mode, parked, fd, error);
@@ -342,7 +370,7 @@ fcntl_claim(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pi
             guint64 *generation, GError **error)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key) : -1;
+    int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key, FALSE) : -1;
     if (fd < 0 && (fd = open_lock_file(be, key, error)) < 0)
         return NULL;
     const guint tries[] = { BYTE1, BYTE0 };

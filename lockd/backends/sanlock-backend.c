@@ -259,7 +259,7 @@ sanlock_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, G_GNUC_UNUSED V
 static VmlLock *
 sanlock_recover(VmlBackend *parent, const char *key, VmlMode *modep,
                 G_GNUC_UNUSED gboolean *parked, pid_t pid, G_GNUC_UNUSED int pidfd,
-                guint64 *generation, GError **error)
+                G_GNUC_UNUSED GArray *candidates, guint64 *generation, GError **error)
 {
     VmlMode mode = *modep;
     SanlockBackend *be = (SanlockBackend *)parent;

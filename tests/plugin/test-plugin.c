@@ -371,6 +371,59 @@ test_stale_state_never_blocks_cold_start(void)
     drv->drvFree(&ctl.man);
 }
 
+/* A disk hotplugged from libvirtd, and a lease claimed on a migration's
+ * destination, are taken in libvirtd, not in the VM process: they live in
+ * the VM's mailbox, so a SIGKILL of vmleased loses neither, and a restart
+ * finds both again. */
+static void
+test_libvirtd_leases_survive_sigkill(void)
+{
+    g_autofree char *boot = vml_test_make_image(daemon_, "mbox-boot.img");
+    g_autofree char *hot = vml_test_make_image(daemon_, "mbox-hot.img");
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&a, boot, 0);
+    pid_t qemu = start_qemu(&a, NULL);
+    g_assert_cmpint(qemu, >, 0);
+    Dom plug;
+    dom_new(&plug, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&plug, hot, 0);
+    g_assert_cmpint(drv->drvAcquire(&plug.man, NULL, 0, 0, NULL), ==, 0);
+    /* Not in QEMU's fd table: in its mailbox. */
+    g_assert_false(holds_lock_fd(qemu, hot));
+
+    for (int round = 0; round < 2; round++) {
+        vml_test_daemon_kill(daemon_, SIGKILL);
+        g_assert_cmpint(vml_test_lock_state(daemon_, hot), ==, F_WRLCK);
+        g_assert_cmpint(vml_test_lock_state(daemon_, boot), ==, F_WRLCK);
+        vml_test_daemon_restart(daemon_);
+        g_autoptr(JsonArray) keep = NULL;
+        JsonObject *o = only_owner(hot, &keep);
+        g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, qemu);
+        g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "exclusive");
+    }
+    /* Detach: released for every copy, the mailbox's included. */
+    g_assert_cmpint(drv->drvRelease(&plug.man, NULL, 0), ==, 0);
+    g_assert_cmpint(vml_test_lock_state(daemon_, hot), ==, F_UNLCK);
+    vml_test_daemon_kill(daemon_, SIGKILL);
+    g_assert_cmpint(vml_test_lock_state(daemon_, hot), ==, F_UNLCK);
+    g_assert_cmpint(vml_test_lock_state(daemon_, boot), ==, F_WRLCK);
+    vml_test_daemon_restart(daemon_);
+    g_autoptr(JsonArray) none = vml_test_owners(hot);
+    g_assert_cmpuint(json_array_get_length(none), ==, 0);
+
+    /* The VM exits while vmleased is down: the mailbox goes with it. */
+    g_assert_cmpint(drv->drvAcquire(&plug.man, NULL, 0, 0, NULL), ==, 0);
+    vml_test_daemon_kill(daemon_, SIGKILL);
+    stop_qemu(qemu);
+    g_assert_cmpint(vml_test_lock_state(daemon_, hot), ==, F_UNLCK);
+    g_assert_cmpint(vml_test_lock_state(daemon_, boot), ==, F_UNLCK);
+    vml_test_daemon_restart(daemon_);
+    g_assert_true(vml_test_wait_owners(hot, 0, 1000));
+    drv->drvFree(&a.man);
+    drv->drvFree(&plug.man);
+}
+
 static void
 test_lockspace_must_match(void)
 {
@@ -589,6 +642,8 @@ main(int argc, char **argv)
                     test_stale_state_never_blocks_cold_start);
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
     g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
+    g_test_add_func("/plugin/libvirtd-leases-survive-sigkill",
+                    test_libvirtd_leases_survive_sigkill);
     g_test_add_func("/plugin/incoming-migration", test_incoming_migration);
     g_test_add_func("/plugin/resume-keeps-block-job-exclusive",
                     test_resume_keeps_block_job_exclusive);

@@ -1,0 +1,34 @@
+/* A holder's mailbox: an AF_UNIX datagram socket connected to itself that
+ * the VM process keeps open (the plugin makes it in the QEMU child before
+ * exec) and never reads. Lock fds sent into it stay open in its receive
+ * queue, so every lock lives as long as the VM process does, also those
+ * taken later from libvirtd (hotplug, block jobs, a migration's claim),
+ * whatever happens to vmleased; the queue dies with the VM process.
+ *
+ * The queue always holds the current set: a new set is sent before the
+ * old messages are taken out, so at no instant is a held lock referenced
+ * by vmleased alone. */
+#pragma once
+
+#include <glib.h>
+#include <sys/types.h>
+
+typedef struct _VmlMailbox VmlMailbox;
+
+/* Take FD (ours from here on) if it is a datagram socket connected to
+ * itself; NULL with ERROR otherwise (FD closed). */
+VmlMailbox *vml_mailbox_new(int fd, GError **error);
+/* The mailbox PID keeps as the socket with inode INO, through PIDFD. */
+VmlMailbox *vml_mailbox_find(pid_t pid, int pidfd, guint64 ino);
+void vml_mailbox_free(VmlMailbox *m);
+
+int vml_mailbox_fd(VmlMailbox *m);
+guint64 vml_mailbox_ino(VmlMailbox *m);
+
+/* Make FDS (borrowed) the mailbox's content. */
+gboolean vml_mailbox_store(VmlMailbox *m, const int *fds, guint n_fds, GError **error);
+
+/* Dups of every fd in the mailbox (an int GArray the caller closes),
+ * consolidated into one current set without a moment where one is held
+ * by us alone. */
+GArray *vml_mailbox_contents(VmlMailbox *m, GError **error);
