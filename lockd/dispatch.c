@@ -3,6 +3,7 @@
 #include "server.h"
 #include "force-unlock.h"
 #include "image-open.h"
+#include "lease-reconcile.h"
 #include "vml-config.h"
 #include "vml-paths.h"
 #include "vml-proc.h"
@@ -189,7 +190,8 @@ resource_key(Call *call, JsonNode *node, VmlRequest *req)
         param_error(call, "mode", "must be \"exclusive\" or \"shared\"");
         return NULL;
     }
-    if (!get_bool(call, r, "at_least", &req->at_least))
+    if (!get_bool(call, r, "at_least", &req->at_least) ||
+        !get_bool(call, r, "derived", &req->derived))
         return NULL;
     if (path && !lockspace && !key)
         return path_key(call, "path", path);
@@ -320,10 +322,11 @@ static void
 method_acquire(Call *call)
 {
     VmlHolder *h = get_holder(call);
-    gboolean want_fds, holder_fds, claim;
+    gboolean want_fds, holder_fds, claim, reconcile;
     if (!h || !get_bool(call, call->params, "fds", &want_fds) ||
         !get_bool(call, call->params, "holder_fds", &holder_fds) ||
-        !get_bool(call, call->params, "claim", &claim))
+        !get_bool(call, call->params, "claim", &claim) ||
+        !get_bool(call, call->params, "reconcile", &reconcile))
         return;
     g_autoptr(GArray) reqs = get_requests(call, TRUE);
     if (!reqs)
@@ -343,8 +346,11 @@ method_acquire(Call *call)
     }
     JsonObject *conflict = NULL;
     g_autoptr(GError) error = NULL;
-    g_autoptr(GPtrArray) leases = vml_lease_table_acquire(call->d->table, h,
-        (VmlRequest *)reqs->data, reqs->len, holder_fds, claim, &conflict, &error);
+    g_autoptr(GPtrArray) leases = reconcile
+        ? vml_reconcile_acquire(call->d->table, h, (VmlRequest *)reqs->data, reqs->len,
+                                holder_fds, claim, &conflict, &error)
+        : vml_lease_table_acquire(call->d->table, h, (VmlRequest *)reqs->data, reqs->len,
+                                  holder_fds, claim, &conflict, &error);
     if (!leases) {
         if (error->code == VML_ERROR_LIMIT)
             conflict = limit_params("max_leases_per_holder", call->d->cfg->max_leases_per_holder);
@@ -456,7 +462,9 @@ method_release(Call *call)
     if (!h)
         return;
     const char *park;
-    if (!get_string(call, call->params, "park", FALSE, 16, &park))
+    gboolean reconcile;
+    if (!get_string(call, call->params, "park", FALSE, 16, &park) ||
+        !get_bool(call, call->params, "reconcile", &reconcile))
         return;
     if (park && !vml_park_reason_valid(park)) {
         param_error(call, "park", "must be paused or migrating");
@@ -475,6 +483,8 @@ method_release(Call *call)
     gboolean ok = park
         ? vml_lease_table_park(call->d->table, h, all ? NULL : keys, reqs->len, park, &parked,
                                &released, &error)
+        : reconcile && !all
+        ? vml_reconcile_release(call->d->table, h, keys, reqs->len, &released, &error)
         : vml_lease_table_release(call->d->table, h, all ? NULL : keys, reqs->len,
                                   &released, &error);
     if (!ok) {

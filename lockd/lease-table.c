@@ -118,6 +118,8 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
             vml_json_write_member_string(out, FALSE, "parked", l->parked);
             vml_json_write_member_int(out, FALSE, "parked_since", l->parked_since);
         }
+        if (l->derived)
+            g_string_append(out, ",\"derived\":true");
         if (fds) {
             int fd = be->ops->lock_fd(l->lock);
             vml_json_write_member_int(out, FALSE, "fd", fd);
@@ -813,10 +815,20 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
             holder_unmark(h, s->lease->key);   /* downgraded */
     }
 
+    /* Named wins: a backing image libvirt names (a commit's base) is the
+     * holder's until libvirt lets it go. */
+    gboolean roles_changed = FALSE;
+    for (guint i = 0; i < n_reqs; i++) {
+        VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
+        gboolean taken = l->grant == VML_GRANT_NEW || l->grant == VML_GRANT_CLAIMED;
+        gboolean derived = reqs[i].derived && (taken || l->derived);
+        roles_changed = roles_changed || derived != l->derived;
+        l->derived = derived;
+    }
     GPtrArray *out = g_ptr_array_sized_new(n_reqs);
     for (guint i = 0; i < n_reqs; i++)
         g_ptr_array_add(out, g_hash_table_lookup(h->leases, reqs[i].key));
-    if (steps->len) {
+    if (steps->len || roles_changed) {
         holder_publish(h);
         changed(t);
     }
@@ -1086,6 +1098,7 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd, GArray 
         g_warning("%s: VM %s (pid %d) holds it %s, not %s as recorded: the lock wins",
                   o->resource, h->name, (int)h->pid, vml_mode_name(mode), vml_mode_name(o->mode));
     VmlLease *l = lease_add(t, h, o->resource, mode, gen, o->since, lock);
+    l->derived = o->derived;
     if (parked) {
         l->parked = g_strdup(o->parked);
         l->parked_since = o->parked_since;

@@ -37,6 +37,9 @@ struct _VmlLease {
                              next process, which claims it; NULL in use */
     gint64 parked_since;
     VmlGrant grant;
+    gboolean derived;     /* kept because the holder's images need it (a
+                             backing image, or one its process still has
+                             open), not because libvirt named it */
     VmlLease *next;       /* next lease on the same resource */
 };
 
@@ -63,6 +66,7 @@ typedef struct {
     char *key;
     VmlMode mode;
     gboolean at_least;   /* an exclusive lease already held satisfies "shared" */
+    gboolean derived;    /* a backing image of a named one (see VmlLease) */
 } VmlRequest;
 
 VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg);

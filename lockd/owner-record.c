@@ -134,6 +134,8 @@ vml_record_parse(JsonObject *j, GPtrArray *owners, GArray *fds, GError **error)
         o->mode = m;
         o->generation = (guint64)generation;
         o->since = since;
+        JsonNode *dn = json_object_get_member(lj, "derived");
+        o->derived = dn && json_node_get_value_type(dn) == G_TYPE_BOOLEAN && json_node_get_boolean(dn);
         const char *parked = get_str(lj, "parked", NULL);
         if (parked && vml_park_reason_valid(parked)) {
             o->parked = g_strdup(parked);

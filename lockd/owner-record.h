@@ -29,6 +29,7 @@ typedef struct {
     char *parked;       /* why a parked lease waits for its domain
                            ("paused", "migrating"), NULL while in use */
     gint64 parked_since;
+    gboolean derived;   /* holder records only: see VmlLease */
 } VmlOwner;
 
 VmlOwner *vml_owner_copy(const VmlOwner *owner);

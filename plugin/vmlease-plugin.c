@@ -346,9 +346,12 @@ resources_json(Domain *d, gboolean with_chain)
             json_object_set_string_member(o, "key", r->key);
         }
         json_object_set_string_member(o, "mode", r->shared ? "shared" : "exclusive");
-        /* A backing image a block job made exclusive must stay so. */
-        if (r->from_chain)
+        /* A backing image a block job made exclusive must stay so; and it
+         * is held for the images above it, not because libvirt named it. */
+        if (r->from_chain) {
             json_object_set_boolean_member(o, "at_least", TRUE);
+            json_object_set_boolean_member(o, "derived", TRUE);
+        }
         json_array_add_object_element(a, o);
     }
     return a;
@@ -401,6 +404,21 @@ undo_resume(VmlClient *c, gint64 holder, JsonArray *leases)
     if (json_array_get_length(gone))
         release_resources(c, holder, gone, NULL);
     park_leases(c, holder, "paused", NULL);
+}
+
+/* libvirt lets go of RESOURCES (taken; an empty cdrom names none): each
+ * goes unless the VM still reads it (an old top under a new snapshot), and
+ * so do the backing images nothing needs any more. */
+static gboolean
+reconcile_release(VmlClient *c, gint64 holder, JsonArray *resources, GError **error)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    json_object_set_array_member(p, "resources", resources);
+    json_object_set_boolean_member(p, "reconcile", TRUE);
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
+                                              NULL, NULL, error);
+    return r != NULL;
 }
 
 static gboolean
@@ -511,6 +529,9 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
      * the leases its domain's source parked. Never in the child: the
      * source still runs while the destination's QEMU starts. */
     json_object_set_boolean_member(p, "claim", !in_owner && state && *state);
+    /* From libvirtd, bring the held set to what the images need now:
+     * libvirt names one image at a time and never a backing image. */
+    json_object_set_boolean_member(p, "reconcile", !in_owner);
     GArray *fds = NULL;
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Acquire", p, NULL, 0,
                                               &fds, conflict, error);
@@ -632,10 +653,6 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
     (void)flags;
     if (state)
         *state = NULL;
-    /* Without state libvirt lets go of one image (detach, media change);
-     * naming none (an empty cdrom) lets go of nothing. */
-    if (!state && d->resources->len == 0)
-        return 0;
     g_autofree char *s = current_state(d, &c, &holder, &gone, &error);
     if (!s) {
         /* A process that is gone has no leases left: vmleased saw it exit. */
@@ -658,8 +675,7 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
         *state = g_steal_pointer(&s);
         return 0;
     }
-    g_autoptr(JsonArray) resources = resources_json(d, FALSE);
-    if (!release_resources(c, holder, resources, &error)) {
+    if (!reconcile_release(c, holder, resources_json(d, FALSE), &error)) {
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);
     }

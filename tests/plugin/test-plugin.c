@@ -424,6 +424,163 @@ test_libvirtd_leases_survive_sigkill(void)
     drv->drvFree(&plug.man);
 }
 
+/* Like start_qemu, but "QEMU" keeps the images FILES (NULL-terminated)
+ * open for reading, as a VM reads its backing chain. */
+static pid_t
+start_qemu_reading(Dom *d, const char *const *files)
+{
+    int pipefd[2];
+    g_assert_cmpint(pipe2(pipefd, O_CLOEXEC), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        for (const char *const *f = files; *f; f++) {
+            if (open(*f, O_RDONLY) < 0)
+                _exit(3);
+        }
+        if (drv->drvAcquire(&d->man, NULL, VML_LOCK_ACQUIRE_REGISTER_ONLY | VML_LOCK_ACQUIRE_RESTRICT,
+                            0, NULL) < 0) {
+            if (write(pipefd[1], "n", 1) != 1)
+                _exit(2);
+            _exit(1);
+        }
+        execlp("sleep", "sleep", "60", NULL);
+        _exit(127);
+    }
+    close(pipefd[1]);
+    char c;
+    ssize_t n = read(pipefd[0], &c, 1);
+    close(pipefd[0]);
+    g_assert_cmpint(n, ==, 0);
+    return pid;
+}
+
+static const char *
+mode_of(const char *path)
+{
+    static char mode[16];
+    g_autoptr(JsonArray) owners = vml_test_owners(path);
+    if (json_array_get_length(owners) != 1)
+        return json_array_get_length(owners) ? "several" : "none";
+    g_strlcpy(mode, json_object_get_string_member(json_array_get_object_element(owners, 0), "mode"),
+              sizeof(mode));
+    return mode;
+}
+
+/* libvirt names one image at a time and never a backing image; the held
+ * set follows what the images need all the same. */
+static void
+test_reconcile_follows_the_chain(void)
+{
+    g_autofree char *base = g_build_filename(daemon_->root, "rc-base.qcow2", NULL);
+    g_autofree char *top = g_build_filename(daemon_->root, "rc-top.qcow2", NULL);
+    g_autofree char *snap = g_build_filename(daemon_->root, "rc-snap.qcow2", NULL);
+    g_autofree char *cd = vml_test_make_image(daemon_, "rc-cd.iso");
+    g_autofree char *cmd = g_strdup_printf(
+        "qemu-img create -q -f qcow2 '%s' 1M && qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'"
+        " && qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'", base, base, top, top, snap);
+    g_assert_cmpint(system(cmd), ==, 0);
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&a, top, 0);
+    dom_disk(&a, cd, VML_LOCK_RESOURCE_READONLY);
+    const char *reading[] = { top, base, NULL };
+    pid_t qemu = start_qemu_reading(&a, reading);
+    g_assert_cmpstr(mode_of(top), ==, "exclusive");
+    g_assert_cmpstr(mode_of(base), ==, "shared");
+    g_assert_cmpstr(mode_of(cd), ==, "shared");
+
+    /* change-media --insert: libvirt lets go of the empty tray, naming
+     * nothing: nothing goes. */
+    Dom none;
+    dom_new(&none, (const unsigned char[])UUID_A, "dom-a", qemu);
+    g_assert_cmpint(drv->drvRelease(&none.man, NULL, 0), ==, 0);
+    g_assert_cmpstr(mode_of(top), ==, "exclusive");
+    g_assert_cmpstr(mode_of(base), ==, "shared");
+    g_assert_cmpstr(mode_of(cd), ==, "shared");
+
+    /* --eject: the medium named and closed: it goes, nothing else. */
+    Dom eject;
+    dom_new(&eject, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&eject, cd, VML_LOCK_RESOURCE_READONLY);
+    g_assert_cmpint(drv->drvRelease(&eject.man, NULL, 0), ==, 0);
+    g_assert_cmpstr(mode_of(cd), ==, "none");
+    g_assert_cmpstr(mode_of(top), ==, "exclusive");
+
+    /* snapshot-create-as --disk-only: the overlay is named, then the old
+     * top let go, though the VM reads it as the overlay's backing image:
+     * it stays, shared, and nobody can write it. */
+    Dom over;
+    dom_new(&over, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&over, snap, 0);
+    g_assert_cmpint(drv->drvAcquire(&over.man, NULL, 0, 0, NULL), ==, 0);
+    Dom old;
+    dom_new(&old, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&old, top, 0);
+    g_assert_cmpint(drv->drvRelease(&old.man, NULL, 0), ==, 0);
+    g_assert_cmpstr(mode_of(snap), ==, "exclusive");
+    g_assert_cmpstr(mode_of(top), ==, "shared");
+    g_assert_cmpstr(mode_of(base), ==, "shared");
+    g_assert_cmpint(vml_test_lock_state(daemon_, top), ==, F_RDLCK);
+    Dom b;
+    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", 0);
+    dom_disk(&b, top, 0);
+    g_assert_cmpint(start_qemu(&b, NULL), ==, -1);
+
+    /* A pause and resume name the new top only; the chain stays. */
+    char *state = NULL;
+    Dom all;
+    dom_new(&all, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&all, snap, 0);
+    g_assert_cmpint(drv->drvRelease(&all.man, &state, 0), ==, 0);
+    g_assert_cmpint(drv->drvAcquire(&all.man, state, 0, 0, NULL), ==, 0);
+    g_free(state);
+    g_assert_cmpstr(mode_of(snap), ==, "exclusive");
+    g_assert_cmpstr(mode_of(top), ==, "shared");
+    g_assert_cmpstr(mode_of(base), ==, "shared");
+
+    stop_qemu(qemu);
+    g_assert_true(vml_test_wait_owners(top, 0, 1000));
+    Dom *doms[] = { &a, &none, &eject, &over, &old, &b, &all };
+    for (guint i = 0; i < G_N_ELEMENTS(doms); i++)
+        drv->drvFree(&doms[i]->man);
+}
+
+/* A pull that drops the whole chain (libvirt names one layer, the VM
+ * closed them all): every layer that left goes. */
+static void
+test_reconcile_releases_what_left(void)
+{
+    g_autofree char *base = g_build_filename(daemon_->root, "rl-base.qcow2", NULL);
+    g_autofree char *mid = g_build_filename(daemon_->root, "rl-mid.qcow2", NULL);
+    g_autofree char *top = g_build_filename(daemon_->root, "rl-top.qcow2", NULL);
+    g_autofree char *cmd = g_strdup_printf(
+        "qemu-img create -q -f qcow2 '%s' 1M && qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'"
+        " && qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'", base, base, mid, mid, top);
+    g_assert_cmpint(system(cmd), ==, 0);
+    pid_t qemu = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&a, top, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
+    g_assert_cmpstr(mode_of(mid), ==, "shared");
+    g_assert_cmpstr(mode_of(base), ==, "shared");
+    /* blockpull: the data is in top now, which names no backing file. */
+    g_autofree char *pull = g_strdup_printf("qemu-img rebase -q -u -b '' '%s'", top);
+    g_assert_cmpint(system(pull), ==, 0);
+    Dom job;
+    dom_new(&job, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&job, mid, VML_LOCK_RESOURCE_READONLY);
+    g_assert_cmpint(drv->drvRelease(&job.man, NULL, 0), ==, 0);
+    g_assert_cmpstr(mode_of(mid), ==, "none");
+    g_assert_cmpstr(mode_of(base), ==, "none");
+    g_assert_cmpstr(mode_of(top), ==, "exclusive");
+    vml_test_child_kill(qemu, SIGKILL);
+    g_assert_true(vml_test_wait_owners(top, 0, 1000));
+    drv->drvFree(&a.man);
+    drv->drvFree(&job.man);
+}
+
 static void
 test_lockspace_must_match(void)
 {
@@ -642,6 +799,8 @@ main(int argc, char **argv)
                     test_stale_state_never_blocks_cold_start);
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
     g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
+    g_test_add_func("/plugin/reconcile-follows-the-chain", test_reconcile_follows_the_chain);
+    g_test_add_func("/plugin/reconcile-releases-what-left", test_reconcile_releases_what_left);
     g_test_add_func("/plugin/libvirtd-leases-survive-sigkill",
                     test_libvirtd_leases_survive_sigkill);
     g_test_add_func("/plugin/incoming-migration", test_incoming_migration);

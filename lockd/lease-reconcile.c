@@ -1,0 +1,200 @@
+#include "lease-reconcile.h"
+#include "vml-backing-chain.h"
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+static gboolean
+is_image_key(const char *key)
+{
+    return key[0] == '/';
+}
+
+/* Which file a path or fd is, whatever its name in whichever mount
+ * namespace: a regular file by device and inode, a block device by its
+ * device number. NULL for anything else. */
+static char *
+file_identity(const struct stat *st)
+{
+    if (S_ISREG(st->st_mode))
+        return g_strdup_printf("f%ju:%ju", (uintmax_t)st->st_dev, (uintmax_t)st->st_ino);
+    if (S_ISBLK(st->st_mode))
+        return g_strdup_printf("b%ju", (uintmax_t)st->st_rdev);
+    return NULL;
+}
+
+static char *
+path_identity(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? file_identity(&st) : NULL;
+}
+
+/* The files PID has open, as identities. */
+static GHashTable *
+open_files(pid_t pid)
+{
+    GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    const char *ent;
+    while (d && (ent = g_dir_read_name(d))) {
+        g_autofree char *link = g_build_filename(dir, ent, NULL);
+        struct stat st;
+        char *id = stat(link, &st) == 0 ? file_identity(&st) : NULL;
+        if (id)
+            g_hash_table_add(set, id);
+    }
+    return set;
+}
+
+static void
+add_chain(GHashTable *needed, const char *key, gboolean *unknown)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) chain = vml_backing_chain(key, &error);
+    if (!chain) {
+        /* A header we cannot read now (being rewritten, gone): keep what
+         * we have rather than guess. */
+        g_debug("backing chain of %s: %s", key, error->message);
+        *unknown = TRUE;
+        return;
+    }
+    for (guint i = 0; i < chain->len; i++)
+        g_hash_table_add(needed, g_strdup(chain->pdata[i]));
+}
+
+/* Backing images of every image H names, but those in EXCEPT, plus
+ * those of the named requests in REQS. */
+static GHashTable *
+named_chains(VmlHolder *h, GHashTable *except, const VmlRequest *reqs, guint n_reqs,
+             gboolean *unknown)
+{
+    GHashTable *needed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTableIter it;
+    gpointer value;
+    *unknown = FALSE;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const VmlLease *l = value;
+        if (!l->derived && is_image_key(l->key) && !(except && g_hash_table_contains(except, l->key)))
+            add_chain(needed, l->key, unknown);
+    }
+    for (guint i = 0; i < n_reqs; i++) {
+        if (!reqs[i].derived && is_image_key(reqs[i].key) && !g_hash_table_contains(h->leases, reqs[i].key))
+            add_chain(needed, reqs[i].key, unknown);
+    }
+    return needed;
+}
+
+static gboolean
+still_open(GHashTable *open, const char *key)
+{
+    g_autofree char *id = path_identity(key);
+    return id && g_hash_table_contains(open, id);
+}
+
+/* Release H's derived leases that neither NEEDED nor its process's open
+ * files account for. */
+static void
+drop_unneeded(VmlLeaseTable *t, VmlHolder *h, GHashTable *needed, GHashTable *open)
+{
+    g_autoptr(GPtrArray) gone = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const VmlLease *l = value;
+        if (l->derived && !g_hash_table_contains(needed, l->key) && !still_open(open, l->key))
+            g_ptr_array_add(gone, (gpointer)l->key);
+    }
+    if (!gone->len)
+        return;
+    g_autoptr(GError) error = NULL;
+    guint released;
+    g_info("VM %s (pid %d): %u image(s) left its chains: releasing", h->name, (int)h->pid,
+           gone->len);
+    if (!vml_lease_table_release(t, h, (const char *const *)gone->pdata, gone->len, &released,
+                                 &error))
+        g_warning("%s", error->message);
+}
+
+GPtrArray *
+vml_reconcile_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, guint n_reqs,
+                      gboolean holder_fds, gboolean claim, JsonObject **conflict,
+                      GError **error)
+{
+    gboolean unknown;
+    g_autoptr(GHashTable) needed = named_chains(h, NULL, reqs, n_reqs, &unknown);
+    g_autoptr(GArray) all = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
+    g_autoptr(GHashTable) asked = g_hash_table_new(g_str_hash, g_str_equal);
+    g_array_append_vals(all, reqs, n_reqs);
+    for (guint i = 0; i < n_reqs; i++)
+        g_hash_table_add(asked, reqs[i].key);
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, needed);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        if (g_hash_table_contains(asked, key))
+            continue;
+        VmlRequest r = { .key = key, .mode = VML_MODE_SHARED, .at_least = TRUE, .derived = TRUE };
+        g_array_append_val(all, r);
+    }
+    GPtrArray *leases = vml_lease_table_acquire(t, h, (VmlRequest *)(void *)all->data, all->len,
+                                                holder_fds, claim, conflict, error);
+    if (!leases)
+        return NULL;
+    if (!unknown) {
+        g_autoptr(GHashTable) open = open_files(h->pid);
+        drop_unneeded(t, h, needed, open);
+    }
+    return leases;
+}
+
+gboolean
+vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, guint n_keys,
+                      guint *released, GError **error)
+{
+    g_autoptr(GHashTable) letting_go = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < n_keys; i++) {
+        if (g_hash_table_contains(h->leases, keys[i]))
+            g_hash_table_add(letting_go, (gpointer)keys[i]);
+    }
+    gboolean unknown;
+    g_autoptr(GHashTable) needed = named_chains(h, letting_go, NULL, 0, &unknown);
+    g_autoptr(GHashTable) open = open_files(h->pid);
+    g_autoptr(GPtrArray) gone = g_ptr_array_new();
+    g_autoptr(GArray) keep = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, letting_go);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        VmlLease *l = g_hash_table_lookup(h->leases, key);
+        if (unknown || g_hash_table_contains(needed, key) || still_open(open, key)) {
+            /* Still read by the VM (an old top under a new snapshot):
+             * it stays, shared, until nothing needs it. */
+            l->derived = TRUE;
+            VmlRequest r = { .key = key, .mode = VML_MODE_SHARED, .derived = TRUE };
+            g_array_append_val(keep, r);
+        } else {
+            g_ptr_array_add(gone, key);
+        }
+    }
+    *released = 0;
+    if (keep->len) {
+        JsonObject *conflict = NULL;
+        g_autoptr(GPtrArray) kept = vml_lease_table_acquire(t, h, (VmlRequest *)(void *)keep->data,
+                                                            keep->len, FALSE, FALSE, &conflict,
+                                                            error);
+        if (conflict)
+            json_object_unref(conflict);
+        if (!kept)   /* a downgrade cannot conflict; the backend failed */
+            return FALSE;
+    }
+    if (gone->len && !vml_lease_table_release(t, h, (const char *const *)gone->pdata, gone->len,
+                                              released, error))
+        return FALSE;
+    if (!unknown)
+        drop_unneeded(t, h, needed, open);
+    return TRUE;
+}
