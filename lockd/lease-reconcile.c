@@ -148,6 +148,7 @@ vml_reconcile_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, gu
         g_autoptr(GHashTable) open = open_files(h->pid);
         drop_unneeded(t, h, needed, open);
     }
+    vml_lease_table_retry_unmarks(h);
     return leases;
 }
 
@@ -196,5 +197,6 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
         return FALSE;
     if (!unknown)
         drop_unneeded(t, h, needed, open);
+    vml_lease_table_retry_unmarks(h);
     return TRUE;
 }

@@ -319,16 +319,24 @@ lease_unmark(VmlLeaseTable *t, const VmlLease *l)
 static void
 holder_retry_unmarks(VmlHolder *h, gboolean exited)
 {
-    for (guint i = 0; i < h->pending_unmarks->len; i++) {
+    for (guint i = h->pending_unmarks->len; i-- > 0;) {
         const char *key = h->pending_unmarks->pdata[i];
         VmlLease *l = g_hash_table_lookup(h->leases, key);
-        if (l && l->mode == VML_MODE_EXCLUSIVE)
-            continue;   /* taken again since: its own release clears it */
-        if (!vml_image_guard_unmark(key, (guint32)h->pid, h->start_time) && exited)
+        gboolean done = (l && l->mode == VML_MODE_EXCLUSIVE) ||   /* taken again since: its
+                                                                     own release clears it */
+                        vml_image_guard_unmark(key, (guint32)h->pid, h->start_time);
+        if (!done && exited)
             g_warning("%s: in-use mark of exited pid %d left set: the image is still held",
                       key, (int)h->pid);
+        if (done || exited)
+            g_ptr_array_remove_index_fast(h->pending_unmarks, i);
     }
-    g_ptr_array_set_size(h->pending_unmarks, 0);
+}
+
+void
+vml_lease_table_retry_unmarks(VmlHolder *h)
+{
+    holder_retry_unmarks(h, FALSE);
 }
 
 /* Before granting exclusive leases on images: refuse when a QEMU that no
@@ -1129,7 +1137,15 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
         h->program = g_strdup(program);
     }
     if (!h && here) {
-        /* A local holder that is gone (or from an earlier boot): stale. */
+        /* A local holder that is gone (or from an earlier boot): stale.
+         * Its VM exited while we were down: clear the marks it left. */
+        for (guint i = 0; i < owners->len; i++) {
+            const VmlOwner *o = owners->pdata[i];
+            if (o->mode == VML_MODE_EXCLUSIVE && is_image_key(o->resource) &&
+                !vml_image_guard_unmark(o->resource, (guint32)id->pid, id->start_time))
+                g_info("%s: the in-use mark of exited pid %d stays while a QEMU holds it",
+                       o->resource, (int)id->pid);
+        }
         g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);
         t->backend->ops->record_remove(t->backend, tag);
     }

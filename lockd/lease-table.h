@@ -90,6 +90,10 @@ gboolean vml_lock_failure_valid(const char *action);
 
 VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
 
+/* Clear the in-use marks H let go of while a QEMU still had the image open
+ * (a layer that left the chain), where that QEMU has gone since. */
+void vml_lease_table_retry_unmarks(VmlHolder *h);
+
 /* From now on H's locks also live in MAILBOX (taken; see holder-mailbox.h). */
 void vml_lease_table_set_mailbox(VmlLeaseTable *t, VmlHolder *h, VmlMailbox *mailbox);
 

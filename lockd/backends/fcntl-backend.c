@@ -313,10 +313,18 @@ fcntl_recover(VmlBackend *parent, const char *key, VmlMode *mode, gboolean *park
         return l;
     }
     /* The holder kept no fd, so the lock died with the old daemon: take it
-     * again if nobody else has meanwhile. */
+     * again if nobody else has meanwhile. Not a new grant: the generation
+     * stays, and tells the caller whether someone else wrote between. */
     fd = open_lock_file(be, key, error);
     *parked = FALSE;
-    return fd < 0 ? NULL : take_lock(fd, key, *mode, generation, error);
+    if (fd < 0 || !lock_mode(fd, *mode, key, error)) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    guint64 le = 0;
+    *generation = pread(fd, &le, sizeof(le), 0) == sizeof(le) ? GUINT64_FROM_LE(le) : 0;
+    return lock_new(fd, BOTH);
 }
 
 static gboolean

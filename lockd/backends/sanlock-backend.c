@@ -26,6 +26,7 @@
 #include <sanlock_rv.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LEASE_SUFFIX ".lease"
@@ -44,9 +45,17 @@ typedef struct {
     gint64 join_started;
 } SanlockBackend;
 
+/* Each key has two sanlock leases in its lease file: A at offset 0 (the
+ * only one earlier releases used) and B right after it. A plain acquire
+ * takes both; parking an exclusive lease lets go of one, which only a
+ * claim for the same domain takes (see backend.h), so some lease of the
+ * two is held by the domain from the park to the parked holder's exit. */
+enum { PART_A = 1, PART_B = 2, BOTH_PARTS = PART_A | PART_B };
+
 struct _VmlLock {
     pid_t pid;
-    struct sanlk_resource *res;   /* one disk */
+    struct sanlk_resource *res[2];   /* A, B */
+    guint held;                      /* PART_A | PART_B */
 };
 
 static void
@@ -77,20 +86,57 @@ fill_lockspace(SanlockBackend *be, struct sanlk_lockspace *ls, guint host_id)
     g_strlcpy(ls->host_id_disk.path, be->ls_path, SANLK_PATH_LEN);
 }
 
-/* sanlock's view of a resource: lockspace, name (the key's hash, cut to
- * sanlock's 47 characters) and its lease file. */
+/* sanlock's view of lease PART (0: A, 1: B) of a resource: lockspace, name
+ * (the key's hash, cut to sanlock's 47 characters; B's ends in "-b") and
+ * its place in the lease file. */
 static struct sanlk_resource *
-resource_new(SanlockBackend *be, const char *key, VmlMode mode)
+resource_new(SanlockBackend *be, const char *key, VmlMode mode, guint part)
 {
     struct sanlk_resource *res = g_malloc0(sizeof(*res) + sizeof(struct sanlk_disk));
     g_autofree char *hash = vml_key_hash(key);
     copy_name(res->lockspace_name, be->ls_name);
-    copy_name(res->name, hash);
+    if (part == 0) {
+        copy_name(res->name, hash);
+    } else {
+        g_autofree char *name = g_strdup_printf("%.45s-b", hash);
+        copy_name(res->name, name);
+    }
     res->num_disks = 1;
     res->flags = mode == VML_MODE_SHARED ? SANLK_RES_SHARED : 0;
     g_autofree char *path = g_strdup_printf("%s/%s" LEASE_SUFFIX, be->lease_dir, hash);
     g_strlcpy(res->disks[0].path, path, SANLK_PATH_LEN);
+    res->disks[0].offset = part * LEASE_SIZE;
     return res;
+}
+
+static void
+lock_free(VmlLock *l)
+{
+    g_free(l->res[0]);
+    g_free(l->res[1]);
+    g_free(l);
+}
+
+static VmlLock *
+lock_new(SanlockBackend *be, const char *key, VmlMode mode, pid_t pid)
+{
+    VmlLock *l = g_new0(VmlLock, 1);
+    l->pid = pid;
+    l->res[0] = resource_new(be, key, mode, 0);
+    l->res[1] = resource_new(be, key, mode, 1);
+    return l;
+}
+
+/* The parts of MASK, as sanlock's resource array. */
+static int
+parts(VmlLock *l, guint mask, struct sanlk_resource **out)
+{
+    int n = 0;
+    if (mask & PART_A)
+        out[n++] = l->res[0];
+    if (mask & PART_B)
+        out[n++] = l->res[1];
+    return n;
 }
 
 /* Serialise initialisation between hosts: an fcntl lock on a file in the
@@ -126,7 +172,9 @@ ensure_resource(SanlockBackend *be, struct sanlk_resource *res, GError **error)
     if (sanlock_read_resource(probe, 0) != 0) {
         /* Nobody initialised it (or a first try died half-way). */
         int fd = open(res->disks[0].path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0 || ftruncate(fd, LEASE_SIZE) < 0) {
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0 ||
+            (st.st_size < 2 * LEASE_SIZE && ftruncate(fd, 2 * LEASE_SIZE) < 0)) {
             g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot create lease file %s: %s",
                         res->disks[0].path, g_strerror(errno));
             ok = FALSE;
@@ -204,44 +252,119 @@ lease_version(struct sanlk_resource *res)
     return sanlock_read_resource(r, 0) == 0 ? r->lver : 0;
 }
 
+/* Take MASK of L's parts for L's pid, retrying through paxos races. */
+static int
+acquire_parts(VmlLock *l, guint mask, VmlMode mode)
+{
+    struct sanlk_resource *res[2];
+    int n = parts(l, mask, res);
+    int rv = sanlock_acquire(-1, l->pid, 0, n, res, NULL);
+    gint64 give_up = g_get_monotonic_time() + ACQUIRE_RETRY_FOR_MS * 1000;
+    while (worth_retry(rv, mode) && g_get_monotonic_time() < give_up) {
+        g_usleep(g_random_int_range(ACQUIRE_RETRY_MS / 2, ACQUIRE_RETRY_MS * 3 / 2) * 1000);
+        rv = sanlock_acquire(-1, l->pid, 0, n, res, NULL);
+    }
+    return rv;
+}
+
+static void
+acquire_error(GError **error, int rv, const char *key, pid_t pid)
+{
+    if (is_conflict(rv))
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is held by another holder", key);
+    else if (rv == -ESRCH || rv == -ENOENT)
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                    "process %d is not registered with sanlock: a holder must call "
+                    "sanlock_register() first (the vmlease plugin and vmlease run do)",
+                    (int)pid);
+    else
+        sanlock_error(error, VML_ERROR_BACKEND, rv, "sanlock cannot lease %s", key);
+}
+
+/* Both leases of KEY exist, or ERROR. */
+static VmlLock *
+prepare_lock(SanlockBackend *be, const char *key, VmlMode mode, pid_t pid, GError **error)
+{
+    if (!check_joined(be, error))
+        return NULL;
+    VmlLock *l = lock_new(be, key, mode, pid);
+    if (!ensure_resource(be, l->res[0], error) || !ensure_resource(be, l->res[1], error)) {
+        lock_free(l);
+        return NULL;
+    }
+    return l;
+}
+
 static VmlLock *
 sanlock_acquire_lock(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid,
                      G_GNUC_UNUSED int pidfd, guint64 *generation, GError **error)
 {
-    SanlockBackend *be = (SanlockBackend *)parent;
-    if (!check_joined(be, error))
+    VmlLock *l = prepare_lock((SanlockBackend *)parent, key, mode, pid, error);
+    if (!l)
         return NULL;
-    struct sanlk_resource *res = resource_new(be, key, mode);
-    if (!ensure_resource(be, res, error)) {
-        g_free(res);
-        return NULL;
-    }
-    int rv = sanlock_acquire(-1, pid, 0, 1, &res, NULL);
-    gint64 give_up = g_get_monotonic_time() + ACQUIRE_RETRY_FOR_MS * 1000;
-    while (worth_retry(rv, mode) && g_get_monotonic_time() < give_up) {
-        g_usleep(g_random_int_range(ACQUIRE_RETRY_MS / 2, ACQUIRE_RETRY_MS * 3 / 2) * 1000);
-        rv = sanlock_acquire(-1, pid, 0, 1, &res, NULL);
-    }
+    /* One call: sanlock takes both or neither. */
+    int rv = acquire_parts(l, BOTH_PARTS, mode);
     if (rv < 0) {
         g_info("sanlock acquire %s %s for pid %d: %d", key, vml_mode_name(mode), (int)pid, rv);
-        if (is_conflict(rv))
-            g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is held by another holder",
-                        key);
-        else if (rv == -ESRCH || rv == -ENOENT)
-            g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
-                        "process %d is not registered with sanlock: a holder must call "
-                        "sanlock_register() first (the vmlease plugin and vmlease run do)",
-                        (int)pid);
-        else
-            sanlock_error(error, VML_ERROR_BACKEND, rv, "sanlock cannot lease %s", key);
-        g_free(res);
+        acquire_error(error, rv, key, pid);
+        lock_free(l);
         return NULL;
     }
-    *generation = lease_version(res);
-    VmlLock *l = g_new0(VmlLock, 1);
-    l->pid = pid;
-    l->res = res;
+    l->held = BOTH_PARTS;
+    *generation = lease_version(l->res[0]);
     return l;
+}
+
+/* Parking keeps A (or whichever one a claim gave us) and lets B go. */
+static void
+sanlock_park(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, VmlMode mode)
+{
+    if (mode != VML_MODE_EXCLUSIVE || l->held != BOTH_PARTS)
+        return;
+    int rv = sanlock_release(-1, l->pid, 0, 1, &l->res[1]);
+    if (rv < 0)
+        g_warning("sanlock cannot let go of the claim lease %s for pid %d: %d; the lease "
+                  "stays whole", l->res[1]->name, (int)l->pid, rv);
+    else
+        l->held = PART_A;
+}
+
+static gboolean
+sanlock_unpark(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
+               GError **error)
+{
+    if (mode != VML_MODE_EXCLUSIVE || l->held == BOTH_PARTS)
+        return TRUE;
+    guint missing = BOTH_PARTS & ~l->held;
+    int rv = acquire_parts(l, missing, mode);
+    if (rv < 0) {
+        acquire_error(error, rv, key, l->pid);
+        return FALSE;
+    }
+    l->held = BOTH_PARTS;
+    return TRUE;
+}
+
+static VmlLock *
+sanlock_claim(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid,
+              G_GNUC_UNUSED int pidfd, guint64 *generation, GError **error)
+{
+    VmlLock *l = prepare_lock((SanlockBackend *)parent, key, mode, pid, error);
+    if (!l)
+        return NULL;
+    int rv = 0;
+    const guint tries[] = { PART_B, PART_A };
+    for (guint i = 0; i < G_N_ELEMENTS(tries); i++) {
+        if ((rv = acquire_parts(l, tries[i], mode)) == 0) {
+            l->held = tries[i];
+            /* A's version counts the grants, whoever holds B. */
+            *generation = lease_version(l->res[0]);
+            return l;
+        }
+    }
+    acquire_error(error, rv, key, pid);
+    lock_free(l);
+    return NULL;
 }
 
 static VmlLock *
@@ -254,32 +377,33 @@ sanlock_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, G_GNUC_UNUSED V
     return NULL;
 }
 
-/* After a restart: sanlock still holds the lease for the process if it
- * lives; ask it. */
+/* After a restart: sanlock still holds the leases for the process if it
+ * lives; ask it which. */
 static VmlLock *
-sanlock_recover(VmlBackend *parent, const char *key, VmlMode *modep,
-                G_GNUC_UNUSED gboolean *parked, pid_t pid, G_GNUC_UNUSED int pidfd,
-                G_GNUC_UNUSED GArray *candidates, guint64 *generation, GError **error)
+sanlock_recover(VmlBackend *parent, const char *key, VmlMode *modep, gboolean *parked,
+                pid_t pid, G_GNUC_UNUSED int pidfd, G_GNUC_UNUSED GArray *candidates,
+                guint64 *generation, GError **error)
 {
-    VmlMode mode = *modep;
     SanlockBackend *be = (SanlockBackend *)parent;
     char *state = NULL;
     int count = 0;
     int rv = sanlock_inquire(-1, pid, 0, &count, &state);
-    struct sanlk_resource *res = resource_new(be, key, mode);
-    g_autofree char *needle = g_strdup_printf("%s:%s:", res->lockspace_name, res->name);
-    gboolean held = rv == 0 && state && strstr(state, needle);
+    VmlLock *l = lock_new(be, key, *modep, pid);
+    for (guint i = 0; i < 2; i++) {
+        g_autofree char *needle = g_strdup_printf("%s:%s:", l->res[i]->lockspace_name,
+                                                  l->res[i]->name);
+        if (rv == 0 && state && strstr(state, needle))
+            l->held |= i == 0 ? PART_A : PART_B;
+    }
     free(state);
-    if (!held) {
+    if (!l->held) {
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
                     "sanlock holds no lease on %s for pid %d", key, (int)pid);
-        g_free(res);
+        lock_free(l);
         return NULL;
     }
-    *generation = lease_version(res);
-    VmlLock *l = g_new0(VmlLock, 1);
-    l->pid = pid;
-    l->res = res;
+    *parked = *parked && *modep == VML_MODE_EXCLUSIVE && l->held != BOTH_PARTS;
+    *generation = lease_version(l->res[0]);
     return l;
 }
 
@@ -287,11 +411,20 @@ static gboolean
 sanlock_change_mode(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key,
                     VmlMode mode, guint64 *generation, GError **error)
 {
-    guint32 old = l->res->flags;
-    l->res->flags = mode == VML_MODE_SHARED ? SANLK_RES_SHARED : 0;
-    int rv = sanlock_convert(-1, l->pid, 0, l->res);
-    if (rv < 0) {
-        l->res->flags = old;
+    guint32 want = mode == VML_MODE_SHARED ? SANLK_RES_SHARED : 0;
+    struct sanlk_resource *res[2];
+    int n = parts(l, l->held, res);
+    for (int i = 0; i < n; i++) {
+        guint32 old = res[i]->flags;
+        res[i]->flags = want;
+        int rv = sanlock_convert(-1, l->pid, 0, res[i]);
+        if (rv == 0)
+            continue;
+        res[i]->flags = old;
+        for (int j = 0; j < i; j++) {   /* back to where it was: cannot conflict */
+            res[j]->flags = old;
+            sanlock_convert(-1, l->pid, 0, res[j]);
+        }
         if (is_conflict(rv))
             g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "%s is shared with another host",
                         key);
@@ -299,7 +432,7 @@ sanlock_change_mode(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *ke
             sanlock_error(error, VML_ERROR_BACKEND, rv, "sanlock cannot convert %s", key);
         return FALSE;
     }
-    *generation = lease_version(l->res);
+    *generation = lease_version(l->res[0]);
     return TRUE;
 }
 
@@ -307,16 +440,17 @@ static void
 sanlock_release_lock(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l)
 {
     /* Fails harmlessly when the holder has exited: sanlock let go then. */
-    sanlock_release(-1, l->pid, 0, 1, &l->res);
-    g_free(l->res);
-    g_free(l);
+    struct sanlk_resource *res[2];
+    int n = parts(l, l->held, res);
+    if (n)
+        sanlock_release(-1, l->pid, 0, n, res);
+    lock_free(l);
 }
 
 static void
 sanlock_forget(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l)
 {
-    g_free(l->res);
-    g_free(l);
+    lock_free(l);
 }
 
 static int
@@ -566,6 +700,9 @@ const VmlBackendOps vml_sanlock_backend_ops = {
     .adopt = sanlock_adopt,
     .recover = sanlock_recover,
     .change_mode = sanlock_change_mode,
+    .park = sanlock_park,
+    .unpark = sanlock_unpark,
+    .claim = sanlock_claim,
     .release = sanlock_release_lock,
     .forget = sanlock_forget,
     .lock_fd = sanlock_lock_fd,

@@ -3,6 +3,8 @@
  * a real vmleased. The end-to-end tests with a real libvirtd live in
  * tests/libvirt/; these pin the plugin's own contract. */
 #include "harness.h"
+#include "vml-image-owner.h"
+#include "vml-qcow2.h"
 #include "libvirt-lock-driver.h"
 
 #include <dlfcn.h>
@@ -581,6 +583,57 @@ test_reconcile_releases_what_left(void)
     drv->drvFree(&job.man);
 }
 
+static gboolean
+image_marked(const char *path, guint32 *pid)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+    gboolean not_qcow2;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, &error);
+    close(fd);
+    g_assert_no_error(error);
+    gboolean bit = !!(h->compatible_features & VML_QCOW2_COMPAT_IN_USE);
+    const VmlQcow2Ext *e = vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER);
+    g_assert_cmpint(bit, ==, e != NULL);
+    if (e && pid) {
+        g_autoptr(VmlImageOwner) o = vml_image_owner_decode(e->data, &error);
+        g_assert_no_error(error);
+        *pid = o->pid;
+    }
+    return bit;
+}
+
+/* virsh destroy while vmleased is down: the restart clears the marks the
+ * dead VM left, and finds nothing moved. */
+static void
+test_marks_cleared_for_vm_gone_while_down(void)
+{
+    g_autofree char *img = g_build_filename(daemon_->root, "gone.qcow2", NULL);
+    g_autofree char *cmd = g_strdup_printf("qemu-img create -q -f qcow2 '%s' 1M", img);
+    g_assert_cmpint(system(cmd), ==, 0);
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&a, img, 0);
+    pid_t qemu = start_qemu(&a, NULL);
+    g_assert_cmpint(qemu, >, 0);
+    guint32 pid = 0;
+    g_assert_true(image_marked(img, &pid));
+    g_assert_cmpuint(pid, ==, (guint32)qemu);
+    vml_test_daemon_kill(daemon_, SIGKILL);
+    stop_qemu(qemu);
+    g_assert_true(image_marked(img, NULL));
+    vml_test_daemon_restart(daemon_);
+    g_assert_false(image_marked(img, NULL));
+    g_autoptr(JsonArray) owners = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 0);
+    g_autofree char *log_path = g_build_filename(daemon_->root, "vmleased.log", NULL);
+    g_autofree char *log = NULL;
+    g_assert_true(g_file_get_contents(log_path, &log, NULL, NULL));
+    g_assert_null(strstr(log, "generation moved"));
+    drv->drvFree(&a.man);
+}
+
 static void
 test_lockspace_must_match(void)
 {
@@ -799,6 +852,8 @@ main(int argc, char **argv)
                     test_stale_state_never_blocks_cold_start);
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
     g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
+    g_test_add_func("/plugin/marks-cleared-for-vm-gone-while-down",
+                    test_marks_cleared_for_vm_gone_while_down);
     g_test_add_func("/plugin/reconcile-follows-the-chain", test_reconcile_follows_the_chain);
     g_test_add_func("/plugin/reconcile-releases-what-left", test_reconcile_releases_what_left);
     g_test_add_func("/plugin/libvirtd-leases-survive-sigkill",
