@@ -138,7 +138,7 @@ vml_image_guard_mark(const char *path, const VmlImageOwner *owner)
 }
 
 gboolean
-vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time)
+vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const char *uuid)
 {
     g_autoptr(GError) error = NULL;
     int fd = vml_image_open(path, O_RDWR, &error);
@@ -150,9 +150,15 @@ vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time)
     g_autoptr(VmlQcow2Header) h = writable_header(fd, path);
     const VmlQcow2Ext *ext = h ? vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER) : NULL;
     g_autoptr(VmlImageOwner) o = ext ? vml_image_owner_decode(ext->data, NULL) : NULL;
-    if (o && o->pid == pid && o->start_time == start_time &&
-        g_strcmp0(o->boot_id, vml_host_boot_id()) == 0 &&
-        g_strcmp0(o->machine_id, vml_host_machine_id()) == 0) {
+    gboolean here = o && g_strcmp0(o->boot_id, vml_host_boot_id()) == 0 &&
+                    g_strcmp0(o->machine_id, vml_host_machine_id()) == 0;
+    gboolean ours = here && o->pid == pid && o->start_time == start_time;
+    /* A migration hands the lease over while QEMU has the image open, so
+     * the mark keeps naming the source: the domain's later process clears
+     * it once that source is gone. */
+    gboolean our_domains = here && uuid && g_strcmp0(o->uuid, uuid) == 0 &&
+                           !vml_proc_is_same((pid_t)o->pid, o->start_time);
+    if (ours || our_domains) {
         if (qemu_holds(fd, path, "its in-use mark is cleared once that is gone")) {
             done = FALSE;
         } else {

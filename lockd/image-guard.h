@@ -21,10 +21,12 @@ gboolean vml_image_guard_check(const char *path, const pid_t *known, guint n_kno
  * is logged, and the owner record stays in the lockspace. */
 void vml_image_guard_mark(const char *path, const VmlImageOwner *owner);
 
-/* Clear the mark of the process PID/START_TIME on PATH (a mark set by
- * anyone else is left alone). FALSE when a QEMU still holds the image:
- * try again once it has gone. */
-gboolean vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time);
+/* Clear the mark of the process PID/START_TIME on PATH, or one an exited
+ * process of the same domain UUID (may be NULL) left on this host (a
+ * migration's source); a mark set by anyone else is left alone. FALSE
+ * when a QEMU still holds the image: try again once it has gone. */
+gboolean vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time,
+                                const char *uuid);
 
 /* Open PATH (canonical) for header work: a regular file or block device,
  * never following a final symlink. */

@@ -302,7 +302,7 @@ lease_mark(const VmlLease *l)
 static void
 holder_unmark(VmlHolder *h, const char *key)
 {
-    if (!vml_image_guard_unmark(key, (guint32)h->pid, h->start_time))
+    if (!vml_image_guard_unmark(key, (guint32)h->pid, h->start_time, h->uuid))
         g_ptr_array_add(h->pending_unmarks, g_strdup(key));
 }
 
@@ -324,7 +324,7 @@ holder_retry_unmarks(VmlHolder *h, gboolean exited)
         VmlLease *l = g_hash_table_lookup(h->leases, key);
         gboolean done = (l && l->mode == VML_MODE_EXCLUSIVE) ||   /* taken again since: its
                                                                      own release clears it */
-                        vml_image_guard_unmark(key, (guint32)h->pid, h->start_time);
+                        vml_image_guard_unmark(key, (guint32)h->pid, h->start_time, h->uuid);
         if (!done && exited)
             g_warning("%s: in-use mark of exited pid %d left set: the image is still held",
                       key, (int)h->pid);
@@ -1142,7 +1142,7 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
         for (guint i = 0; i < owners->len; i++) {
             const VmlOwner *o = owners->pdata[i];
             if (o->mode == VML_MODE_EXCLUSIVE && is_image_key(o->resource) &&
-                !vml_image_guard_unmark(o->resource, (guint32)id->pid, id->start_time))
+                !vml_image_guard_unmark(o->resource, (guint32)id->pid, id->start_time, id->uuid))
                 g_info("%s: the in-use mark of exited pid %d stays while a QEMU holds it",
                        o->resource, (int)id->pid);
         }
