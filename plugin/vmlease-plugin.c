@@ -384,7 +384,8 @@ release_resources(VmlClient *c, gint64 holder, JsonArray *resources, GError **er
 }
 
 static gboolean
-park_leases(VmlClient *c, gint64 holder, const char *reason, GError **error);
+release_call(VmlClient *c, gint64 holder, JsonArray *resources, const char *park,
+             GError **error);
 
 /* A refused resume: what it took anew or claimed goes, what it took back
  * from its own park is parked again; the domain stays paused. */
@@ -403,30 +404,24 @@ undo_resume(VmlClient *c, gint64 holder, JsonArray *leases)
     }
     if (json_array_get_length(gone))
         release_resources(c, holder, gone, NULL);
-    park_leases(c, holder, "paused", NULL);
+    release_call(c, holder, NULL, "paused", NULL);
 }
 
-/* libvirt lets go of RESOURCES (taken; an empty cdrom names none): each
- * goes unless the VM still reads it (an old top under a new snapshot), and
- * so do the backing images nothing needs any more. */
+/* Release for HOLDER: with PARK ("paused", "migrating") park all its
+ * leases for the domain; else let go of RESOURCES (taken; an empty cdrom
+ * names none), each unless the VM still reads it (an old top under a new
+ * snapshot), and of the backing images nothing needs any more. */
 static gboolean
-reconcile_release(VmlClient *c, gint64 holder, JsonArray *resources, GError **error)
+release_call(VmlClient *c, gint64 holder, JsonArray *resources, const char *park,
+             GError **error)
 {
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", holder);
-    json_object_set_array_member(p, "resources", resources);
-    json_object_set_boolean_member(p, "reconcile", TRUE);
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
-                                              NULL, NULL, error);
-    return r != NULL;
-}
-
-static gboolean
-park_leases(VmlClient *c, gint64 holder, const char *reason, GError **error)
-{
-    g_autoptr(JsonObject) p = json_object_new();
-    json_object_set_int_member(p, "holder", holder);
-    json_object_set_string_member(p, "park", reason);
+    if (park)
+        json_object_set_string_member(p, "park", park);
+    else
+        json_object_set_array_member(p, "resources", resources);
+    json_object_set_boolean_member(p, "reconcile", !park);
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
                                               NULL, NULL, error);
     return r != NULL;
@@ -668,14 +663,14 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
      * just that disk, and its backing images may back other layers still.
      * They go when the domain's process does. */
     if (state) {
-        if (!park_leases(c, holder, park_reason(d), &error)) {
+        if (!release_call(c, holder, NULL, park_reason(d), &error)) {
             g_autofree char *what = g_strdup_printf("cannot park leases of domain %s", d->name);
             return report_gerror(what, error);
         }
         *state = g_steal_pointer(&s);
         return 0;
     }
-    if (!reconcile_release(c, holder, resources_json(d, FALSE), &error)) {
+    if (!release_call(c, holder, resources_json(d, FALSE), NULL, &error)) {
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);
     }

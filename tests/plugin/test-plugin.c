@@ -285,6 +285,24 @@ test_pause_parks_for_the_domain(void)
     drv->drvFree(&b.man);
 }
 
+/* The state a paused dom-a left when its process exited (destroyed while
+ * paused, or a migration source that died), with IMG free again. */
+static char *
+state_of_paused_and_gone(const char *img)
+{
+    pid_t q = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", q);
+    dom_disk(&a, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
+    char *state = NULL;
+    g_assert_cmpint(drv->drvRelease(&a.man, &state, 0), ==, 0);
+    vml_test_child_kill(q, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    drv->drvFree(&a.man);
+    return state;
+}
+
 /* The parked holder exited before its domain came back (a migration whose
  * source died), and another domain wrote meanwhile: the resume is refused
  * and leaves nothing held. */
@@ -292,15 +310,7 @@ static void
 test_resume_refused_after_foreign_write(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "foreign.img");
-    pid_t q1 = vml_test_child_spawn();
-    Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", q1);
-    dom_disk(&a, img, 0);
-    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
-    char *state = NULL;
-    g_assert_cmpint(drv->drvRelease(&a.man, &state, 0), ==, 0);
-    vml_test_child_kill(q1, SIGKILL);
-    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    char *state = state_of_paused_and_gone(img);
 
     pid_t intruder = vml_test_child_spawn();
     Dom b;
@@ -319,7 +329,6 @@ test_resume_refused_after_foreign_write(void)
     g_free(state);
     vml_test_child_kill(q2, SIGKILL);
     vml_test_child_kill(intruder, SIGKILL);
-    drv->drvFree(&a.man);
     drv->drvFree(&a2.man);
     drv->drvFree(&b.man);
 }
@@ -331,15 +340,7 @@ static void
 test_stale_state_never_blocks_cold_start(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "stale.img");
-    pid_t q1 = vml_test_child_spawn();
-    Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", q1);
-    dom_disk(&a, img, 0);
-    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
-    char *stale = NULL;
-    g_assert_cmpint(drv->drvRelease(&a.man, &stale, 0), ==, 0);
-    vml_test_child_kill(q1, SIGKILL);
-    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    char *stale = state_of_paused_and_gone(img);
     for (int i = 0; i < 2; i++) {   /* the generation moves on */
         pid_t other = vml_test_child_spawn();
         Dom b;
@@ -368,7 +369,6 @@ test_stale_state_never_blocks_cold_start(void)
     g_free(stale);
     stop_qemu(q2);
     g_assert_true(vml_test_wait_owners(img, 0, 1000));
-    drv->drvFree(&a.man);
     drv->drvFree(&a2.man);
     drv->drvFree(&ctl.man);
 }
