@@ -278,6 +278,14 @@ method_register(Call *call)
             param_error(call, "mailbox", error->message);
             return;
         }
+        /* Only a mailbox the holder process itself keeps: whoever else had
+         * it could read the holder's lock fds out of it. */
+        if (h->mailbox || !vml_mailbox_is_kept_by(m, h->pid)) {
+            vml_mailbox_free(m);
+            param_error(call, "mailbox", h->mailbox ? "is given already for this holder"
+                                                    : "must be open in the holder process");
+            return;
+        }
         vml_lease_table_set_mailbox(call->d->table, h, m);
     } else if (call->fds && call->fds->len > 1) {
         param_error(call, "mailbox", "must come as at most one file descriptor");
@@ -328,6 +336,16 @@ method_acquire(Call *call)
         !get_bool(call, call->params, "claim", &claim) ||
         !get_bool(call, call->params, "reconcile", &reconcile))
         return;
+    /* Taking over another process's parked lease is libvirt's to do, for
+     * its own domain: a lease-group member could register any uuid. */
+    if (claim && vml_conn_uid(call->conn) != 0) {
+        JsonObject *p = json_object_new();
+        json_object_set_int_member(p, "uid", vml_conn_uid(call->conn));
+        vml_conn_error(call->conn, VML_ERROR_PERMISSION_DENIED, p,
+                       "only root (libvirtd resuming a migrated domain) may claim parked "
+                       "leases; uid %u may not", (unsigned)vml_conn_uid(call->conn));
+        return;
+    }
     g_autoptr(GArray) reqs = get_requests(call, TRUE);
     if (!reqs)
         return;

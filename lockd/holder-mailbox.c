@@ -56,8 +56,9 @@ vml_mailbox_new(int fd, GError **error)
     return m;
 }
 
-VmlMailbox *
-vml_mailbox_find(pid_t pid, int pidfd, guint64 ino)
+/* PID's fd number for the socket with inode INO, or -1. */
+static int
+fd_of_socket(pid_t pid, guint64 ino)
 {
     g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
     g_autofree char *want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", ino);
@@ -66,14 +67,24 @@ vml_mailbox_find(pid_t pid, int pidfd, guint64 ino)
     while (ino && d && (ent = g_dir_read_name(d))) {
         g_autofree char *link = g_build_filename(dir, ent, NULL);
         g_autofree char *target = g_file_read_link(link, NULL);
-        if (g_strcmp0(target, want) != 0)
-            continue;
-        int fd = syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
-        if (fd < 0)
-            return NULL;
-        return vml_mailbox_new(fd, NULL);
+        if (g_strcmp0(target, want) == 0)
+            return atoi(ent);
     }
-    return NULL;
+    return -1;
+}
+
+VmlMailbox *
+vml_mailbox_find(pid_t pid, int pidfd, guint64 ino)
+{
+    int n = fd_of_socket(pid, ino);
+    int fd = n >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, n, 0) : -1;
+    return fd >= 0 ? vml_mailbox_new(fd, NULL) : NULL;
+}
+
+gboolean
+vml_mailbox_is_kept_by(VmlMailbox *m, pid_t pid)
+{
+    return fd_of_socket(pid, m->ino) >= 0;
 }
 
 void

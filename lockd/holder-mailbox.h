@@ -21,6 +21,8 @@ VmlMailbox *vml_mailbox_new(int fd, GError **error);
 /* The mailbox PID keeps as the socket with inode INO, through PIDFD. */
 VmlMailbox *vml_mailbox_find(pid_t pid, int pidfd, guint64 ino);
 void vml_mailbox_free(VmlMailbox *m);
+/* PID has the mailbox's socket open. */
+gboolean vml_mailbox_is_kept_by(VmlMailbox *m, pid_t pid);
 
 int vml_mailbox_fd(VmlMailbox *m);
 guint64 vml_mailbox_ino(VmlMailbox *m);

@@ -1456,6 +1456,51 @@ case_interface_description_bad(void)
 
 /* ==== cases: file descriptors and connections ============================ */
 
+/* A datagram socket connected to itself, as the plugin makes for a VM. */
+static int
+self_connected_socket(void)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof(sa_family_t)), ==, 0);
+    g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, len), ==, 0);
+    return fd;
+}
+
+/* Register with a mailbox that is none, or one the holder does not keep
+ * (whoever had it could read the holder's lock fds out of it): refused,
+ * nothing stays behind, the holder's leases are as they were. */
+static void
+case_register_mailbox_hostile(void)
+{
+    g_autoptr(Raw) r = raw_connect(FALSE);
+    assert_conn_serves(r);
+    guint base = count_fds(S.daemon_pid);
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int pair[2];
+    g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), ==, 0);
+    int ours = self_connected_socket();
+    struct { int fds[2]; guint n; } tries[] = {
+        { { devnull }, 1 }, { { pair[0] }, 1 }, { { ours }, 1 }, { { ours, devnull }, 2 },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(tries); i++) {
+        g_autofree char *msg = msg_new("io.vmlease.Lease.Register",
+                                       register_params(SCRATCH_UUID, "scratch-vm", S.scratch_child));
+        raw_send_fds(r, msg, strlen(msg) + 1, tries[i].fds, tries[i].n);
+        g_autoptr(JsonObject) reply = raw_read(r);
+        assert_invalid_parameter(reply, "mailbox");
+    }
+    close(devnull);
+    close(pair[0]);
+    close(pair[1]);
+    close(ours);
+    assert_daemon_fds_at_most(base);
+    assert_conn_serves(r);
+}
+
 static void
 case_fds_with_status(void)
 {
@@ -1682,6 +1727,7 @@ static const Case cases[] = {
     { "/hostile/admin/owners-bad-paths", case_owners_bad_paths },
     { "/hostile/admin/interface-description-bad", case_interface_description_bad },
     { "/hostile/fds/with-status", case_fds_with_status },
+    { "/hostile/fds/register-mailbox", case_register_mailbox_hostile },
     { "/hostile/fds/with-truncated-message", case_fds_with_truncated_message },
     { "/hostile/fds/flood", case_fd_flood },
     { "/hostile/connections/flood", case_connection_flood },
