@@ -109,14 +109,24 @@ read_record(VmlRecordDir *be, const char *name)
         close(fd);
         return NULL;
     }
-    char *buf = g_malloc(st.st_size + 1);
-    ssize_t n = pread(fd, buf, st.st_size, 0);
-    close(fd);
-    if (n <= 0) {
-        g_free(buf);
-        return NULL;
+    /* Records are rewritten in place: a read that overlaps a write can
+     * see half of each. Two reads in a row that agree are not torn. */
+    gsize size = st.st_size;
+    g_autofree char *buf = g_malloc(size + 1), *again = g_malloc(size + 1);
+    ssize_t n = pread(fd, buf, size, 0);
+    for (int i = 0; n > 0 && i < 5; i++) {
+        ssize_t m = pread(fd, again, size, 0);
+        if (m == n && memcmp(buf, again, n) == 0)
+            break;
+        char *t = buf;
+        buf = again;
+        again = t;
+        n = m;
     }
-    return g_bytes_new_take(buf, n);
+    close(fd);
+    if (n <= 0)
+        return NULL;
+    return g_bytes_new_take(g_steal_pointer(&buf), n);
 }
 
 GPtrArray *
