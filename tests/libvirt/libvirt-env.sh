@@ -132,16 +132,19 @@ lv_stop_libvirtd() {
     LV_LIBVIRTD=""
 }
 
-# lv_own_qemu_pids: the QEMU pids our libvirtd recorded in our private /run,
-# only those whose process lives in this mount namespace (so surely ours).
+# lv_own_qemu_pids: the domains' QEMU pids our libvirtd recorded in our
+# private /run (DOMAIN.pid; driver.pid there is libvirtd's own), only those
+# whose process is a QEMU living in this mount namespace (so surely ours).
 lv_own_qemu_pids() {
-    local f pid me
+    local f pid me exe
     me=$(readlink /proc/self/ns/mnt)
     for f in /run/libvirt/qemu/*.pid; do
-        [ -f "$f" ] || continue
+        [ -f "$f" ] && [ "${f##*/}" != driver.pid ] || continue
         pid=$(cat "$f" 2>/dev/null)
         [[ "$pid" =~ ^[0-9]+$ ]] || continue
-        [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$me" ] && echo "$pid"
+        exe=$(readlink "/proc/$pid/exe" 2>/dev/null)
+        [[ "${exe##*/}" == qemu-system-* ]] &&
+            [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$me" ] && echo "$pid"
     done
 }
 
