@@ -16,6 +16,7 @@ for tool in libvirtd virtlogd virsh qemu-system-x86_64 qemu-img qemu-io python3;
 done
 . "$(dirname "$0")/libvirt-env.sh"
 trap lv_cleanup EXIT
+trap 'exit 143' TERM; trap 'exit 130' INT; trap 'exit 129' HUP   # cleanup on signals too
 
 n=0 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }

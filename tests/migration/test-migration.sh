@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # Live migration of a domain between two libvirt "hosts" on one machine
 # (see migration-env.sh), lock_manager = "vmlease" on both, one shared
-# lockspace: who holds the disk before, during and after a migration, a
-# third party on each host trying to write the disk all along, a cancelled
-# migration, a migration whose destination QEMU dies, and the same flow on
-# the sanlock backend. The migration port is throttled with tc so the
-# switchover lasts seconds. TAP output.
-# Usage: test-migration.sh [SETRLIMIT-SHIM] (VMLEASED_BIN, VMLEASE_BIN and
-# VMLEASE_PLUGIN in the environment, as meson sets them; the shim is for the
-# sanlock daemons, as in tests/sanlock).
+# lockspace. TAP output. The migration port is throttled with tc so that
+# the switchover lasts seconds. Cases:
+#  a) A runs on host1: both hosts' vmlease see host1's QEMU holding the disk
+#     exclusive and its backing image shared.
+#  b) live migration host1 -> host2 while, on each host, a sampler lists
+#     the disk's owners every 50 ms (never none: a holder or a parked lease)
+#     and a third party loops `vmlease run --exclusive DISK -- qemu-io
+#     write 0xee` (never let in; the data is checked afterwards).
+#  c) afterwards: host2 holds it; a start on host1 and a third party there
+#     are refused, naming host2.
+#  d) domjobabort while RAM is copied (d1) and in the switchover (d2): the
+#     source runs and holds the lease, in use.
+#  e) the destination QEMU killed while RAM is copied (e1) and in the
+#     switchover (e2): likewise; then a cold restart on the source works.
+#  f) b and c on the sanlock backend (skipped without the setrlimit shim).
+# Usage: test-migration.sh [SETRLIMIT-SHIM], with VMLEASED_BIN, VMLEASE_BIN
+# and VMLEASE_PLUGIN in the environment (meson test --suite migration sets
+# them and passes tests/sanlock's shim). VMLEASE_MIGRATION_RATE (default
+# 1mbit) sets the throttle; VMLEASE_KEEP=1 keeps the temporary directory
+# (logs of every daemon, the samplers' and third parties' records).
 set -u
 if [ -z "${VMLEASE_IN_NS:-}" ]; then
     for tool in unshare python3; do
@@ -27,6 +39,8 @@ done
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/migration-env.sh"
 trap mg_cleanup EXIT
+# a signal (meson's timeout) ends the script through the EXIT trap too
+trap 'exit 143' TERM; trap 'exit 130' INT; trap 'exit 129' HUP
 T_START=$(mg_now_ms)
 RATE=${VMLEASE_MIGRATION_RATE:-1mbit}
 
