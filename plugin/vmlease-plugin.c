@@ -10,6 +10,7 @@
 #include "plugin-config.h"
 #include "vml-backing-chain.h"
 #include "vml-client.h"
+#include "vml-domain-status.h"
 #include "vml-error.h"
 #include "vml-wire.h"
 
@@ -550,6 +551,26 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
     return TRUE;
 }
 
+/* libvirt's status file of domain D (vml-domain-status.h), or NULL. */
+static char *
+domain_status(Domain *d)
+{
+    g_autofree char *path = vml_domain_status_path(config->libvirt_state_dir, d->name);
+    char *text = NULL;
+    if (!path || !g_file_get_contents(path, &text, NULL, NULL))
+        return NULL;
+    return text;
+}
+
+/* Why libvirt releases with state: an outgoing migration shows in the
+ * domain's status file as its async job; anything else is a pause. */
+static const char *
+park_reason(Domain *d)
+{
+    g_autofree char *status = domain_status(d);
+    return vml_domain_status_has_job(status, "migration out") ? "migrating" : "paused";
+}
+
 static int
 vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int action, int *fd)
 {
@@ -591,8 +612,11 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     if (!(register_only && !in_owner) && d->resources->len > 0 &&
         !acquire_resources(d, c, holder, state, in_owner, &conflict, &error)) {
         /* An incoming migration: the source (this domain) holds the disks
-         * until it stops; libvirt acquires with its state on resume. */
-        if (!(register_only && conflict_is_own_domain(d, conflict)))
+         * until it stops; libvirt acquires with its state on resume. Only
+         * then: a cold start of a domain that runs elsewhere is refused. */
+        g_autofree char *status = register_only ? domain_status(d) : NULL;
+        if (!(register_only && conflict_is_own_domain(d, conflict) &&
+              vml_domain_status_has_job(status, "migration in")))
             return report_gerror(what, error);
     }
     if (flags & VML_LOCK_ACQUIRE_RESTRICT)
@@ -621,19 +645,6 @@ current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GEr
     if (client)
         *client = g_steal_pointer(&c);
     return vml_lease_state_encode(json_object_get_array_member(r, "leases"));
-}
-
-/* Why libvirt releases with state: an outgoing migration shows in the
- * domain's status file as an async job; anything else is a pause. */
-static const char *
-park_reason(Domain *d)
-{
-    g_autofree char *path = g_strdup_printf("%s/%s.xml", config->libvirt_state_dir, d->name);
-    g_autofree char *xml = NULL;
-    if (strchr(d->name, '/') || !g_file_get_contents(path, &xml, NULL, NULL))
-        return "paused";
-    return strstr(xml, "async='migration out'") || strstr(xml, "async=\"migration out\"")
-        ? "migrating" : "paused";
 }
 
 static int

@@ -679,7 +679,21 @@ test_incoming_migration(void)
     dom_new(&src_ctl, (const unsigned char[])UUID_A, "dom-a", qsrc);
     dom_disk(&src_ctl, img, 0);
 
-    /* The destination starts, registered only (libvirt's flags). */
+    /* A second start of the same domain that is no incoming migration
+     * (a cold start on another host): refused. */
+    Dom again;
+    dom_new(&again, (const unsigned char[])UUID_A, "dom-a", 0);
+    dom_disk(&again, img, 0);
+    g_assert_cmpint(start_qemu(&again, NULL), ==, -1);
+    drv->drvFree(&again.man);
+
+    /* The destination starts, registered only (libvirt's flags), while
+     * libvirt's status file says it is an incoming migration. */
+    g_autofree char *status = g_build_filename(daemon_->root, "libvirt-qemu", "dom-a.xml", NULL);
+    g_assert_true(g_file_set_contents(status,
+        "<domstatus state='paused' reason='migration' pid='0'>\n"
+        "  <job type='none' async='migration in' phase='prepare' flags='0x0'/>\n"
+        "  <domain type='kvm'><name>dom-a</name></domain>\n</domstatus>\n", -1, NULL));
     Dom dst;
     dom_new(&dst, (const unsigned char[])UUID_A, "dom-a", 0);
     dom_disk(&dst, img, 0);
@@ -697,6 +711,7 @@ test_incoming_migration(void)
     g_assert_cmpint(read(pipefd[0], &c, 1), ==, 0);   /* exec'd: acquire was fine */
     close(pipefd[0]);
     g_assert_cmpint(waitpid(qdst, NULL, WNOHANG), ==, 0);
+    g_assert_cmpint(unlink(status), ==, 0);
     g_autoptr(JsonArray) o1 = vml_test_owners(img);
     g_assert_cmpuint(json_array_get_length(o1), ==, 1);
     g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(o1, 0), "pid"), ==, qsrc);
@@ -829,7 +844,11 @@ main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     daemon_ = vml_test_daemon_start(NULL);
     g_autofree char *conf = g_build_filename(daemon_->root, "qemu-vmlease.conf", NULL);
-    g_autofree char *text = g_strdup_printf("socket_dir = \"%s/run\"\n", daemon_->root);
+    g_autofree char *text = g_strdup_printf("socket_dir = \"%s/run\"\n"
+                                            "libvirt_state_dir = \"%s/libvirt-qemu\"\n",
+                                            daemon_->root, daemon_->root);
+    g_autofree char *state_dir = g_build_filename(daemon_->root, "libvirt-qemu", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(state_dir, 0700), ==, 0);
     g_assert_true(g_file_set_contents(conf, text, -1, NULL));
 
     void *so = dlopen(g_getenv("VMLEASE_PLUGIN"), RTLD_NOW | RTLD_LOCAL);
