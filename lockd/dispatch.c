@@ -479,11 +479,17 @@ method_release(Call *call)
     VmlHolder *h = get_holder(call);
     if (!h)
         return;
-    const char *park;
+    const char *park, *status_file;
     gboolean reconcile;
     if (!get_string(call, call->params, "park", FALSE, 16, &park) ||
+        !get_string(call, call->params, "status_file", FALSE, PATH_MAX, &status_file) ||
         !get_bool(call, call->params, "reconcile", &reconcile))
         return;
+    /* vmleased reads it as root: libvirtd's to give. */
+    if (status_file && (vml_conn_uid(call->conn) != 0 || !g_path_is_absolute(status_file))) {
+        param_error(call, "status_file", "is for root (libvirtd) only, as an absolute path");
+        return;
+    }
     if (park && !vml_park_reason_valid(park)) {
         param_error(call, "park", "must be paused or migrating");
         return;
@@ -499,8 +505,8 @@ method_release(Call *call)
     guint released, parked = 0;
     g_autoptr(GError) error = NULL;
     gboolean ok = park
-        ? vml_lease_table_park(call->d->table, h, all ? NULL : keys, reqs->len, park, &parked,
-                               &released, &error)
+        ? vml_lease_table_park(call->d->table, h, all ? NULL : keys, reqs->len, park,
+                               status_file, &parked, &released, &error)
         : reconcile && !all
         ? vml_reconcile_release(call->d->table, h, keys, reqs->len, &released, &error)
         : vml_lease_table_release(call->d->table, h, all ? NULL : keys, reqs->len,

@@ -102,6 +102,9 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
         vml_json_write_member_string(out, FALSE, "program", h->program);
     if (h->mailbox)
         vml_json_write_member_int(out, FALSE, "mailbox_ino", (gint64)vml_mailbox_ino(h->mailbox));
+    if (h->resume_watch)
+        vml_json_write_member_string(out, FALSE, "status_file",
+                                     vml_resume_watch_path(h->resume_watch));
     g_string_append(out, ",\"leases\":[");
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
@@ -400,6 +403,7 @@ holder_free(VmlHolder *h)
         t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
     vml_holder_watch_free(h->watch);
     vml_mailbox_free(h->mailbox);
+    vml_resume_watch_free(h->resume_watch);
     g_free(h->uuid);
     g_free(h->name);
     g_free(h->on_lockfailure);
@@ -812,6 +816,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                    s->lease->key);
             g_clear_pointer(&s->lease->parked, g_free);
             s->lease->parked_since = 0;
+            g_clear_pointer(&h->resume_watch, vml_resume_watch_free);
             continue;
         }
         if (s->lease->grant == VML_GRANT_CLAIMED)
@@ -877,9 +882,57 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
     return TRUE;
 }
 
+/* libvirt's status file says the paused domain runs again, and nobody
+ * asked for its leases: take them back. */
+static void
+on_domain_resumed(G_GNUC_UNUSED gpointer watch, gpointer data)
+{
+    VmlHolder *h = data;
+    g_autoptr(GArray) reqs = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const VmlLease *l = value;
+        VmlRequest r = { .key = (char *)l->key, .mode = l->mode, .derived = l->derived };
+        if (l->parked)
+            g_array_append_val(reqs, r);
+    }
+    g_autoptr(GError) error = NULL;
+    JsonObject *conflict = NULL;
+    g_autoptr(GPtrArray) back = reqs->len
+        ? vml_lease_table_acquire(h->table, h, (VmlRequest *)(void *)reqs->data, reqs->len,
+                                  FALSE, FALSE, &conflict, &error)
+        : NULL;
+    if (conflict)
+        json_object_unref(conflict);
+    if (reqs->len && !back)
+        g_critical("VM %s (pid %d) runs again after its migration failed, but its parked "
+                   "leases cannot be taken back: %s", h->name, (int)h->pid, error->message);
+    else if (reqs->len)
+        g_info("VM %s (pid %d) runs again (libvirt's status file says so): took back %u "
+               "parked lease(s)", h->name, (int)h->pid, reqs->len);
+    g_clear_pointer(&h->resume_watch, vml_resume_watch_free);
+    holder_publish(h);
+}
+
+static void
+watch_for_resume(VmlHolder *h, const char *status_file)
+{
+    g_autoptr(GError) error = NULL;
+    if (!status_file || h->resume_watch)
+        return;
+    h->resume_watch = vml_resume_watch_new(status_file, on_domain_resumed, h, &error);
+    if (!h->resume_watch)
+        g_warning("VM %s (pid %d): %s; a failed migration that QEMU resumes by itself "
+                  "leaves its leases parked until libvirt acquires them", h->name,
+                  (int)h->pid, error->message);
+}
+
 gboolean
 vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, guint n_keys,
-                     const char *reason, guint *parked, guint *released, GError **error)
+                     const char *reason, const char *status_file, guint *parked,
+                     guint *released, GError **error)
 {
     VmlBackend *be = t->backend;
     *parked = *released = 0;
@@ -906,6 +959,7 @@ vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, gu
             g_ptr_array_add(todo, value);
     }
     gint64 now = now_s();
+    watch_for_resume(h, status_file);
     for (guint i = 0; i < todo->len; i++) {
         VmlLease *l = todo->pdata[i];
         if (!l->parked)
@@ -1131,6 +1185,8 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
         g_free(h->on_lockfailure);
         h->on_lockfailure = g_strdup(action);
     }
+    const char *status_file = json_object_get_string_member_with_default(record, "status_file",
+                                                                         NULL);
     const char *program = json_object_get_string_member_with_default(record, "program", NULL);
     if (h && program && strlen(program) <= VML_PROGRAM_MAX && g_utf8_validate(program, -1, NULL)) {
         g_free(h->program);
@@ -1165,6 +1221,18 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
     }
     for (guint i = 0; candidates && i < candidates->len; i++)
         close(g_array_index(candidates, int, i));
+    /* Still parked after the restart: watch for the domain running again. */
+    if (!h || !status_file || !g_path_is_absolute(status_file))
+        return;
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        if (((VmlLease *)value)->parked) {
+            watch_for_resume(h, status_file);
+            break;
+        }
+    }
 }
 
 void

@@ -10,6 +10,7 @@
 #include "daemon-config.h"
 #include "holder-mailbox.h"
 #include "holder-watch.h"
+#include "resume-watch.h"
 #include "owner-record.h"
 
 typedef struct _VmlLeaseTable VmlLeaseTable;
@@ -58,6 +59,7 @@ struct _VmlHolder {
     GHashTable *leases;          /* resource key -> VmlLease* */
     VmlHolderWatch *watch;
     VmlMailbox *mailbox;         /* in the VM process: keeps our locks alive */
+    VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
     VmlRecord *record;
     VmlLeaseTable *table;
 };
@@ -113,9 +115,12 @@ GPtrArray *vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h,
  * held, nobody else can take them, and the domain's next process claims
  * them. Leases of a backend that cannot park are released instead
  * (*released counts them). Fails without a change if one is not held. */
+/* STATUS_FILE (may be NULL): libvirt's status file of the domain, watched
+ * while parked: once it says the domain runs again (QEMU resumed the source
+ * of a failed migration by itself), the leases are taken back. */
 gboolean vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
-                              guint n_keys, const char *reason, guint *parked,
-                              guint *released, GError **error);
+                              guint n_keys, const char *reason, const char *status_file,
+                              guint *parked, guint *released, GError **error);
 /* Release KEYS (NULL: all). Fails without releasing any if one is not held. */
 gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,
                                  const char *const *keys, guint n_keys,

@@ -386,7 +386,7 @@ release_resources(VmlClient *c, gint64 holder, JsonArray *resources, GError **er
 
 static gboolean
 release_call(VmlClient *c, gint64 holder, JsonArray *resources, const char *park,
-             GError **error);
+             const char *status_file, GError **error);
 
 /* A refused resume: what it took anew or claimed goes, what it took back
  * from its own park is parked again; the domain stays paused. */
@@ -405,7 +405,7 @@ undo_resume(VmlClient *c, gint64 holder, JsonArray *leases)
     }
     if (json_array_get_length(gone))
         release_resources(c, holder, gone, NULL);
-    release_call(c, holder, NULL, "paused", NULL);
+    release_call(c, holder, NULL, "paused", NULL, NULL);
 }
 
 /* Release for HOLDER: with PARK ("paused", "migrating") park all its
@@ -414,13 +414,17 @@ undo_resume(VmlClient *c, gint64 holder, JsonArray *leases)
  * snapshot), and of the backing images nothing needs any more. */
 static gboolean
 release_call(VmlClient *c, gint64 holder, JsonArray *resources, const char *park,
-             GError **error)
+             const char *status_file, GError **error)
 {
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", holder);
     if (park)
         json_object_set_string_member(p, "park", park);
-    else
+    /* Watched while parked: QEMU may resume a failed migration's source by
+     * itself, and libvirt then never asks for the leases back. */
+    if (park && status_file && getuid() == 0)
+        json_object_set_string_member(p, "status_file", status_file);
+    if (!park)
         json_object_set_array_member(p, "resources", resources);
     json_object_set_boolean_member(p, "reconcile", !park);
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
@@ -674,14 +678,15 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
      * just that disk, and its backing images may back other layers still.
      * They go when the domain's process does. */
     if (state) {
-        if (!release_call(c, holder, NULL, park_reason(d), &error)) {
+        g_autofree char *status = vml_domain_status_path(config->libvirt_state_dir, d->name);
+        if (!release_call(c, holder, NULL, park_reason(d), status, &error)) {
             g_autofree char *what = g_strdup_printf("cannot park leases of domain %s", d->name);
             return report_gerror(what, error);
         }
         *state = g_steal_pointer(&s);
         return 0;
     }
-    if (!release_call(c, holder, resources_json(d, FALSE), NULL, &error)) {
+    if (!release_call(c, holder, resources_json(d, FALSE), NULL, NULL, &error)) {
         g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
         return report_gerror(what, error);
     }

@@ -634,6 +634,53 @@ test_marks_cleared_for_vm_gone_while_down(void)
     drv->drvFree(&a.man);
 }
 
+/* A migration cancelled in its switchover: QEMU resumes the source by
+ * itself and libvirt, finding it running, asks for nothing; its status
+ * file says "running", and the parked leases are taken back. */
+static void
+test_parked_leases_follow_a_resume_libvirt_does_not_report(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "self-resumed.img");
+    g_autofree char *status = g_build_filename(daemon_->root, "libvirt-qemu", "dom-a.xml", NULL);
+    g_assert_true(g_file_set_contents(status,
+        "<domstatus state='running' reason='booted' pid='1'>\n"
+        "  <job type='none' async='migration out' phase='perform3'/>\n</domstatus>\n", -1, NULL));
+    pid_t qemu = vml_test_child_spawn();
+    Dom a;
+    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
+    dom_disk(&a, img, 0);
+    g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
+    char *state = NULL;
+    g_assert_cmpint(drv->drvRelease(&a.man, &state, 0), ==, 0);
+    g_free(state);
+    g_autoptr(JsonArray) keep = NULL;
+    JsonObject *o = only_owner(img, &keep);
+    g_assert_cmpstr(json_object_get_string_member_with_default(o, "parked", ""), ==, "migrating");
+    /* libvirt records the pause, then QEMU's resume. */
+    g_assert_true(g_file_set_contents(status,
+        "<domstatus state='paused' reason='migration' pid='1'>\n</domstatus>\n", -1, NULL));
+    g_usleep(300 * 1000);
+    g_autoptr(JsonArray) keep2 = NULL;
+    o = only_owner(img, &keep2);
+    g_assert_cmpstr(json_object_get_string_member_with_default(o, "parked", ""), ==, "migrating");
+    g_assert_true(g_file_set_contents(status,
+        "<domstatus state='running' reason='unpaused' pid='1'>\n</domstatus>\n", -1, NULL));
+    gboolean back = FALSE;
+    for (int i = 0; i < 300 && !back; i++) {
+        g_autoptr(JsonArray) now = vml_test_owners(img);
+        back = json_array_get_length(now) == 1 &&
+               !json_object_has_member(json_array_get_object_element(now, 0), "parked");
+        if (!back)
+            g_usleep(10 * 1000);
+    }
+    g_assert_true(back);
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_WRLCK);
+    g_assert_cmpint(unlink(status), ==, 0);
+    vml_test_child_kill(qemu, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    drv->drvFree(&a.man);
+}
+
 static void
 test_lockspace_must_match(void)
 {
@@ -871,6 +918,8 @@ main(int argc, char **argv)
                     test_stale_state_never_blocks_cold_start);
     g_test_add_func("/plugin/register-only-and-restrict", test_register_only_and_restrict);
     g_test_add_func("/plugin/lockspace-must-match", test_lockspace_must_match);
+    g_test_add_func("/plugin/parked-leases-follow-a-resume-libvirt-does-not-report",
+                    test_parked_leases_follow_a_resume_libvirt_does_not_report);
     g_test_add_func("/plugin/marks-cleared-for-vm-gone-while-down",
                     test_marks_cleared_for_vm_gone_while_down);
     g_test_add_func("/plugin/reconcile-follows-the-chain", test_reconcile_follows_the_chain);
