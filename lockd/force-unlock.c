@@ -2,22 +2,22 @@
 #include "image-guard.h"
 #include "vml-error.h"
 #include "vml-image-verdict.h"
+#include "vml-owner-text.h"
 #include "vml-qcow2.h"
 
 #include <fcntl.h>
 #include <unistd.h>
 
-/* "VM a (uuid U, pid P on H, exclusive), ..." or "" */
+/* The owners of KEY as vml_owner_text() says them, "; "-separated, or "". */
 static char *
 lease_holders_text(VmlLeaseTable *t, const char *key)
 {
     g_autoptr(GPtrArray) owners = vml_lease_table_owners(t, key);
     GString *s = g_string_new(NULL);
     for (guint i = 0; i < owners->len; i++) {
-        const VmlOwner *o = owners->pdata[i];
-        g_string_append_printf(s, "%sVM %s (uuid %s, pid %" G_GINT64_FORMAT " on %s, %s)",
-                               s->len ? ", " : "", o->name, o->uuid, o->pid, o->host,
-                               vml_mode_name(o->mode));
+        g_autoptr(JsonObject) j = vml_owner_to_json(owners->pdata[i]);
+        g_autofree char *text = vml_owner_text(j);
+        g_string_append_printf(s, "%s%s", s->len ? "; " : "", text);
     }
     return g_string_free(s, FALSE);
 }

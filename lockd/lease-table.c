@@ -2,6 +2,7 @@
 #include "image-guard.h"
 #include "vml-error.h"
 #include "vml-json-write.h"
+#include "vml-owner-text.h"
 #include "vml-paths.h"
 #include "vml-proc.h"
 
@@ -654,16 +655,10 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
         VmlOwner *o = all->pdata[i];
         if (o->holder == h->id && o->pid == h->pid && o->start_time == h->start_time)
             continue;
-        json_array_add_object_element(owners, vml_owner_to_json(o));
-        g_string_append_printf(who, "%sVM %s (uuid %s, pid %" G_GINT64_FORMAT " on %s, %s",
-                               who->len ? ", " : "", o->name, o->uuid, o->pid, o->host,
-                               vml_mode_name(o->mode));
-        if (o->parked) {
-            g_autoptr(GDateTime) when = g_date_time_new_from_unix_local(o->parked_since);
-            g_autofree char *at = when ? g_date_time_format(when, "%F %T") : g_strdup("?");
-            g_string_append_printf(who, ", parked for the domain: %s since %s", o->parked, at);
-        }
-        g_string_append_c(who, ')');
+        JsonObject *j = vml_owner_to_json(o);
+        json_array_add_object_element(owners, j);
+        g_autofree char *text = vml_owner_text(j);
+        g_string_append_printf(who, "%s%s", who->len ? "; " : "", text);
     }
     g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "cannot lock %s %s: in use by %s",
                 key, vml_mode_name(mode), who->len ? who->str : "a holder vmleased does not know");

@@ -1,4 +1,5 @@
 #include "output.h"
+#include "vml-owner-text.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -8,19 +9,7 @@
 char *
 cli_sanitize(const char *text)
 {
-    char *copy = g_strdup(text ? text : "");
-    /* Names can come from owner records written on other hosts: never let
-     * them move the cursor or recolour the terminal. */
-    for (char *p = copy; *p; p++) {
-        if ((guchar)*p < 0x20 || *p == 0x7f)
-            *p = '?';
-    }
-    if (!g_utf8_validate(copy, -1, NULL)) {
-        char *valid = g_utf8_make_valid(copy, -1);
-        g_free(copy);
-        copy = valid;
-    }
-    return copy;
+    return vml_text_sanitize(text);
 }
 
 /* Columns a cell takes, counting characters rather than bytes. */
@@ -210,10 +199,7 @@ cli_json_array_object(JsonArray *a, guint index)
 char *
 cli_format_time(gint64 unix_time)
 {
-    g_autoptr(GDateTime) dt = g_date_time_new_from_unix_local(unix_time);
-    if (!dt)
-        return g_strdup_printf("@%" G_GINT64_FORMAT, unix_time);
-    return g_date_time_format(dt, "%Y-%m-%d %H:%M:%S");
+    return vml_text_time(unix_time);
 }
 
 char *
@@ -239,20 +225,7 @@ cli_format_duration(gint64 seconds)
 char *
 cli_owner_describe(JsonObject *owner)
 {
-    g_autofree char *name = cli_sanitize(cli_json_string(owner, "name", "?"));
-    g_autofree char *uuid = cli_sanitize(cli_json_string(owner, "uuid", "?"));
-    g_autofree char *host = cli_sanitize(cli_json_string(owner, "host", "?"));
-    g_autofree char *mode = cli_sanitize(cli_json_string(owner, "mode", "?"));
-    g_autofree char *since = cli_format_time(cli_json_int(owner, "since", 0));
-    g_autofree char *parked = NULL;
-    if (cli_json_string(owner, "parked", NULL)) {
-        g_autofree char *why = cli_sanitize(cli_json_string(owner, "parked", "?"));
-        g_autofree char *at = cli_format_time(cli_json_int(owner, "parked_since", 0));
-        parked = g_strdup_printf(", parked for the domain (%s) since %s", why, at);
-    }
-    return g_strdup_printf("VM \"%s\" (uuid %s, pid %" G_GINT64_FORMAT " on host %s, "
-                           "%s since %s%s)", name, uuid, cli_json_int(owner, "pid", 0),
-                           host, mode, since, parked ? parked : "");
+    return vml_owner_text(owner);
 }
 
 static gint

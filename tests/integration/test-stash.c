@@ -372,7 +372,7 @@ test_open_image(void)
     /* Not even a read-only fd for B while A writes. */
     g_assert_cmpint(vmlease_open_image(c, b, path, "read-only", &error), ==, -1);
     g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
-    g_assert_nonnull(strstr(error->message, "in use by VM vm-a"));
+    g_assert_nonnull(strstr(error->message, "in use by VM \"vm-a\""));
     g_clear_error(&error);
     g_autofree char *still = holders_of(path);
     g_assert_cmpstr(still, ==, "vm-a:exclusive");
@@ -412,7 +412,7 @@ test_reopen(void)
     /* Up to read-write while B shares: refused, and all as it was. */
     g_assert_cmpint(reopen(c, a, path, ro, "read-write", NULL, &error), ==, -1);
     g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
-    g_assert_nonnull(strstr(error->message, "in use by VM vm-b"));
+    g_assert_nonnull(strstr(error->message, "in use by VM \"vm-b\""));
     g_clear_error(&error);
     g_autofree char *after = holders_of(path);
     g_assert_cmpstr(after, ==, "vm-a:shared vm-b:shared");

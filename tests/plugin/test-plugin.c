@@ -166,7 +166,7 @@ test_start_takes_exclusive_and_survives_exec(void)
     g_autofree char *real = realpath(img, NULL);
     g_assert_nonnull(strstr(err, "dom-b"));
     g_assert_nonnull(strstr(err, real));
-    g_assert_nonnull(strstr(err, "VM dom-a"));
+    g_assert_nonnull(strstr(err, "VM \"dom-a\""));
 
     /* vmleased killed: the lock stays with "QEMU"; B still cannot start. */
     vml_test_daemon_kill(daemon_, SIGKILL);
@@ -174,7 +174,7 @@ test_start_takes_exclusive_and_survives_exec(void)
     vml_test_daemon_restart(daemon_);
     g_autofree char *err2 = capture_stderr(acquire_in_libvirtd, &b, &rc);
     g_assert_cmpint(rc, ==, -1);
-    g_assert_nonnull(strstr(err2, "VM dom-a"));
+    g_assert_nonnull(strstr(err2, "VM \"dom-a\""));
 
     /* Destroy: QEMU exits, everything is released. */
     stop_qemu(qemu);
@@ -262,8 +262,8 @@ test_pause_parks_for_the_domain(void)
     int rc;
     g_autofree char *err = capture_stderr(acquire_in_libvirtd, &b, &rc);
     g_assert_cmpint(rc, ==, -1);
-    g_assert_nonnull(strstr(err, "VM dom-a"));
-    g_assert_nonnull(strstr(err, "parked for the domain: paused since"));
+    g_assert_nonnull(strstr(err, "VM \"dom-a\""));
+    g_assert_nonnull(strstr(err, "parked for the domain (paused) since"));
 
     /* Resume takes it back at the same generation. */
     g_assert_cmpint(drv->drvAcquire(&a.man, paused, 0, 0, NULL), ==, 0);
