@@ -358,6 +358,11 @@ method_acquire(Call *call)
                     "lock service, not in fds");
         return;
     }
+    if (want_fds && reconcile) {
+        /* Reconcile adds backing images: more fds than one reply may carry. */
+        param_error(call, "reconcile", "cannot be combined with fds");
+        return;
+    }
     if (want_fds && reqs->len > VML_FDS_MAX) {
         param_error(call, "resources", "lists more resources than fds fit in one reply (253)");
         return;

@@ -608,6 +608,229 @@ flow_save() {   # managedsave | save
     case_end "${all[@]}"
 }
 
+# ===== 8. vmleased SIGKILLed while libvirtd's leases are held ============
+# A domain with every kind of lease libvirtd takes for a running VM: a
+# hotplugged disk (with a backing image), a disk-only snapshot overlay and a
+# blockcopy destination, mirroring (ready). Those never were in QEMU's fd
+# table; only the VM's mailbox keeps them when vmleased is SIGKILLed. While
+# it is down: a plain whole-file fcntl write lock (classic and OFD) on each
+# image's lock file, and `vmlease run --exclusive` through a second vmleased
+# sharing the lockspace (once under another hostname, where only the kernel
+# lock refuses; once under this one, where it adopts the VM's holder from
+# the records and the mailbox), must be refused on every image the VM uses.
+# Restarted, vmleased shows them all held again, in the same modes.
+
+# lockfile_attack LOCKSPACE IMG...: one token per image (named as in
+# leases): "NAME=posix:R,ofd:R", R the outcome of a non-blocking F_WRLCK
+# over the whole of <LOCKSPACE>/<sha256 of IMG's canonical path>.lock, as a
+# classic (lockf) and as an OFD lock: "refused" (EAGAIN/EACCES), "GOT" (then
+# let go at once), another errno name; "NAME=nofile:ERRNO" if it cannot be
+# opened (nothing is created).
+LOCKFILE_PY='
+import errno, fcntl, hashlib, os, struct, sys
+lockspace = sys.argv[1]
+def outcome(fn):
+    try:
+        fn()
+        return "GOT"
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return "refused"
+        return errno.errorcode.get(e.errno, str(e.errno))
+out = []
+for p in sys.argv[2:]:
+    name = os.path.basename(p)
+    for ext in (".qcow2", ".iso"):
+        if name.endswith(ext):
+            name = name[:-len(ext)]
+    path = os.path.join(lockspace, hashlib.sha256(os.path.realpath(p).encode()).hexdigest() + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        out.append("%s=nofile:%s" % (name, errno.errorcode.get(e.errno, str(e.errno))))
+        continue
+    def posix():
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0, os.SEEK_SET)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, os.SEEK_SET)
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD)
+    def ofd():
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+    out.append("%s=posix:%s,ofd:%s" % (name, outcome(posix), outcome(ofd)))
+    os.close(fd)
+print(" ".join(out))'
+
+# other_vmleased VAR ROOT [HOSTNAME]: a second vmleased with VMLEASE_ROOT
+# ROOT (its own run/ and state/) on our lockspace, in a UTS namespace of its
+# own named HOSTNAME if given; its pid ($! is the daemon itself: unshare and
+# sh exec) into VAR. 1 if it does not answer within 4 s.
+other_vmleased() {
+    local var=$1 root=$2 host=${3:-} i
+    mkdir -p "$root"
+    printf 'lockspace_dir = "%s"\nlog_level = "debug"\n' "$VMLEASE_ROOT/lockspace" > "$root/vmleased.conf"
+    if [ -n "$host" ]; then
+        VMLEASE_ROOT=$root unshare --uts -- sh -c 'hostname "$1" && exec "$2" --foreground' \
+            other "$host" "$VMLEASED_BIN" >>"$root/vmleased.log" 2>&1 &
+    else
+        VMLEASE_ROOT=$root "$VMLEASED_BIN" --foreground >>"$root/vmleased.log" 2>&1 &
+    fi
+    printf -v "$var" %s "$!"
+    BG_PIDS+=("$!")
+    for ((i = 0; i < 200; i++)); do
+        VMLEASE_ROOT=$root "$VMLEASE_BIN" status >/dev/null 2>&1 && return 0
+        lv_alive "${!var}" || break
+        sleep 0.02
+    done
+    echo "# second vmleased ($root) did not start:"
+    tail -n 10 "$root/vmleased.log" | cut -c1-300 | sed 's/^/#   /'
+    return 1
+}
+
+# refused_via ROOT DESC IMG...: `vmlease run --exclusive IMG -- true` through
+# the vmleased of VMLEASE_ROOT ROOT exits 3 naming $DOM and its pid $P, for
+# each IMG.
+refused_via() {
+    local root=$1 desc=$2 img out rc bad=() rcs=""
+    shift 2
+    for img in "$@"; do
+        out=$(VMLEASE_ROOT=$root timeout 20 "$VMLEASE_BIN" run --exclusive "$img" -- true 2>&1)
+        rc=$?
+        rcs+=" ${img##*/}:$rc"
+        if [ $rc -ne 3 ] || [[ "$out" != *"VM \"$DOM\""* ]] || [[ "$out" != *"pid $P on host"* ]]; then
+            bad+=("$img: exit $rc: ${out:-(no message)}")
+        fi
+    done
+    if [ ${#bad[@]} -eq 0 ]; then
+        ok "$desc: exclusive refused (exit 3) naming VM \"$DOM\", pid $P (exit$rcs)"
+    else
+        not_ok "$desc: exclusive must be refused (exit 3) naming VM \"$DOM\", pid $P" "${bad[@]}"
+        echo "# $root/vmleased.log (tail):"
+        tail -n 15 "$root/vmleased.log" | cut -c1-400 | sed 's/^/#   /'
+    fi
+    return 0
+}
+
+flow_vmleased_killed() {
+    mkdir_case
+    local xb="$D/xbase.qcow2" x="$D/extra.qcow2" snap="$D/snap.qcow2" copy="$D/copy.qcow2"
+    qemu-img create -q -f qcow2 "$xb" 16M
+    qemu-img create -q -f qcow2 -b "$xb" -F qcow2 "$x"
+    case_begin f8-vmleased-killed || return
+    local all=("$top" "$mid" "$base" "$x" "$xb")
+    expect "killed vmleased: start" "$(chain3) extra=- xbase=-" "${all[@]}"
+    run_ok "attach-disk --live" vt attach-disk "$DOM" "$x" sdc --targetbus scsi \
+            --driver qemu --subdriver qcow2 --live || { case_end "${all[@]}"; return; }
+    expect "killed vmleased: hotplugged" "$(chain3) extra=$P:exclusive xbase=$P:shared" "${all[@]}"
+    # the hotplugged disk is left out of the snapshot (it would get an
+    # overlay of libvirt's naming)
+    run_ok "snapshot-create-as --disk-only --no-metadata" vt snapshot-create-as "$DOM" s1 \
+            --disk-only --no-metadata --diskspec "sda,file=$snap" --diskspec sdc,snapshot=no ||
+        { case_end "${all[@]}"; return; }
+    all=("$snap" "${all[@]}")
+    expect "killed vmleased: snapshotted" \
+        "snap=$P:exclusive top=$P:shared mid=$P:shared base=$P:shared extra=$P:exclusive xbase=$P:shared" \
+        "${all[@]}"
+    run_ok "blockcopy --wait (ready)" vt blockcopy "$DOM" sda --dest "$copy" --wait --transient-job ||
+        { case_end "${all[@]}"; return; }
+    all+=("$copy")
+    local want="snap=$P:exclusive top=$P:shared mid=$P:shared base=$P:shared extra=$P:exclusive xbase=$P:shared copy=$P:exclusive"
+    expect "killed vmleased: copy mirroring, before the kill" "$want" "${all[@]}"
+    local st
+    st=$(vt blockjob "$DOM" sda --info 2>&1)
+    echo "# blockjob sda --info: $st"
+
+    # --- the kill
+    local old=$LV_VMLEASED loglines
+    kill -9 "$old"
+    wait "$old" 2>/dev/null
+    LV_VMLEASED=""
+    if lv_alive "$old" || ! lv_alive "$P"; then
+        not_ok "killed vmleased: vmleased (pid $old) gone, QEMU $P alive" \
+            "vmleased alive: $(lv_alive "$old" && echo yes || echo no); QEMU alive: $(lv_alive "$P" && echo yes || echo no)"
+    else
+        ok "killed vmleased: vmleased (pid $old) SIGKILLed, QEMU $P runs on"
+    fi
+    loglines=$(wc -l < "$LV_ROOT/vmleased.log")
+
+    # --- while it is down: the kernel's locks alone
+    local lockspace=$VMLEASE_ROOT/lockspace got i f
+    want=$(for i in "${all[@]}"; do f=${i##*/}; printf '%s=posix:refused,ofd:refused ' "${f%.qcow2}"; done | sed 's/ $//')
+    got=$(python3 -c "$LOCKFILE_PY" "$lockspace" "${all[@]}" 2>&1)
+    if [ "$got" = "$want" ]; then
+        ok "killed vmleased, down: a whole-file fcntl write lock on each lock file is refused: $got"
+    else
+        not_ok "killed vmleased, down: a whole-file fcntl write lock on each lock file must be refused" \
+            "expected: $want" "got:      $got"
+        for i in "${all[@]}"; do
+            echo "# ${i##*/}: $lockspace/$(printf %s "$(realpath "$i")" | sha256sum | cut -c1-64).lock"
+        done
+        echo "# QEMU $P's fds on the lockspace:"
+        ls -l "/proc/$P/fd" 2>/dev/null | grep -F "$lockspace" | sed 's/^/#   /'
+    fi
+
+    # --- a second vmleased on the lockspace, under another hostname: the
+    # VM's records are foreign to it, only the locks refuse
+    local other_pid="" other_root=$LV_ROOT/vmlease-other
+    if other_vmleased other_pid "$other_root" flows-other; then
+        ok "killed vmleased, down: a second vmleased (pid $other_pid, host flows-other) runs on the lockspace"
+        refused_via "$other_root" "killed vmleased, down: through a second vmleased under another hostname" \
+            "${all[@]}"
+    else
+        not_ok "killed vmleased, down: a second vmleased (host flows-other) runs on the lockspace"
+    fi
+    lv_stop "$other_pid"
+    # --- and one under this hostname: it adopts the VM's holder from the
+    # records, its locks from the mailbox
+    local same_pid="" same_root=$LV_ROOT/vmlease-same
+    if other_vmleased same_pid "$same_root"; then
+        ok "killed vmleased, down: a second vmleased (pid $same_pid, this hostname) runs on the lockspace"
+        refused_via "$same_root" "killed vmleased, down: through a second vmleased under this hostname" \
+            "${all[@]}"
+    else
+        not_ok "killed vmleased, down: a second vmleased (this hostname) runs on the lockspace"
+    fi
+    lv_stop "$same_pid"
+    if lv_alive "$other_pid" || lv_alive "$same_pid"; then
+        not_ok "killed vmleased: the second vmleaseds stopped" "pids $other_pid $same_pid"
+    fi
+    # the second ones are gone: the locks are still there
+    got=$(python3 -c "$LOCKFILE_PY" "$lockspace" "${all[@]}" 2>&1)
+    if [ "$got" = "$want" ]; then
+        ok "killed vmleased, down, the second vmleaseds stopped: every fcntl write lock still refused"
+    else
+        not_ok "killed vmleased, down, the second vmleaseds stopped: every fcntl write lock must still be refused" \
+            "expected: $want" "got:      $got"
+    fi
+
+    # --- restarted
+    if ! lv_start_vmleased; then
+        not_ok "killed vmleased: restarted"
+        case_end "${all[@]}"
+        return
+    fi
+    ok "killed vmleased: restarted (pid $LV_VMLEASED)"
+    expect "killed vmleased, restarted: every lease held again, same modes" \
+        "snap=$P:exclusive top=$P:shared mid=$P:shared base=$P:shared extra=$P:exclusive xbase=$P:shared copy=$P:exclusive" \
+        "${all[@]}"
+    local lost
+    lost=$(tail -n "+$((loglines + 1))" "$LV_ROOT/vmleased.log" | grep -E 'was lost while vmleased was down|while vmleased was down|the lock wins')
+    if [ -z "$lost" ]; then
+        ok "killed vmleased, restarted: no lease lost, no generation or mode changed meanwhile"
+    else
+        not_ok "killed vmleased, restarted: no lease lost, no generation or mode changed meanwhile" \
+            "$(printf '%s\n' "$lost" | cut -c1-300)"
+    fi
+    refused "killed vmleased, restarted" "${all[@]}"
+
+    run_ok "blockjob --abort" vt blockjob "$DOM" sda --abort && {
+        expect "killed vmleased, copy aborted" \
+            "snap=$P:exclusive top=$P:shared mid=$P:shared base=$P:shared extra=$P:exclusive xbase=$P:shared copy=-" \
+            "${all[@]}"
+        grabbable "killed vmleased, copy aborted" "$copy"
+    }
+    case_end "${all[@]}"
+}
+
 flow_change_media
 flow_snapshot metadata
 flow_snapshot no-metadata
@@ -624,6 +847,7 @@ flow_hotplug persistent
 flow_suspend
 flow_save managedsave
 flow_save save
+flow_vmleased_killed
 
 echo "# runtime $((SECONDS - T0)) s"
 echo "1..$n"
