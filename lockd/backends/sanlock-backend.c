@@ -42,6 +42,7 @@ typedef struct {
     VmlRecordDir records;
     int watch_sock;        /* our own registration: HUP when sanlock dies */
     guint watch_source;
+    guint join_source;     /* until joined: join again if a join failed */
     gint64 join_started;
 } SanlockBackend;
 
@@ -614,6 +615,31 @@ ensure_lockspace(SanlockBackend *be, GError **error)
 
 static void sanlock_close(VmlBackend *parent);
 
+/* An asynchronous join can fail later (slow storage missing a deadline)
+ * and sanlock then forgets the lockspace: try again until joined rather
+ * than refuse every lease until someone restarts vmleased. */
+static gboolean
+keep_joining(gpointer data)
+{
+    SanlockBackend *be = data;
+    struct sanlk_lockspace ls;
+    fill_lockspace(be, &ls, be->host_id);
+    int rv = sanlock_inq_lockspace(&ls, 0);
+    if (rv == 0) {
+        g_message("joined sanlock lockspace %s as host %u after %" G_GINT64_FORMAT " s",
+                  be->ls_name, be->host_id,
+                  (g_get_monotonic_time() - be->join_started) / G_USEC_PER_SEC);
+        be->join_source = 0;
+        return G_SOURCE_REMOVE;
+    }
+    if (rv == -EINPROGRESS)
+        return G_SOURCE_CONTINUE;
+    rv = sanlock_add_lockspace_timeout(&ls, SANLK_ADD_ASYNC, be->io_timeout);
+    g_warning("joining sanlock lockspace %s as host %u failed; joining again (%d)",
+              be->ls_name, be->host_id, rv);
+    return G_SOURCE_CONTINUE;
+}
+
 static VmlBackend *
 sanlock_open(const VmlDaemonConfig *cfg, GError **error)
 {
@@ -652,6 +678,7 @@ sanlock_open(const VmlDaemonConfig *cfg, GError **error)
         }
         g_message("joining sanlock lockspace %s as host %u (sanlock %u.%u.%u)", be->ls_name,
                   be->host_id, version >> 24, (version >> 16) & 0xff, (version >> 8) & 0xff);
+        be->join_source = g_timeout_add_seconds(MAX(1u, be->io_timeout), keep_joining, be);
     }
     /* A registration of our own: its socket hangs up when sanlock dies. */
     be->watch_sock = sanlock_register();
@@ -668,6 +695,8 @@ sanlock_close(VmlBackend *parent)
     SanlockBackend *be = (SanlockBackend *)parent;
     if (be->watch_source)
         g_source_remove(be->watch_source);
+    if (be->join_source)
+        g_source_remove(be->join_source);
     if (be->watch_sock >= 0)
         close(be->watch_sock);
     vml_record_dir_clear(&be->records);
