@@ -7,7 +7,11 @@
 # refused, naming the domain, on every image the VM still uses, and must get
 # every image it no longer uses. Each case defines, starts and destroys its
 # own domain on its own images (base <- mid <- top, 16M qcow2), so a failure
-# does not cascade. TAP output; SKIP only where libvirtd/QEMU are missing.
+# does not cascade. The last case SIGKILLs vmleased while a hotplugged disk,
+# a snapshot overlay and a blockcopy destination are leased (kept by the
+# VM's mailbox alone): plain fcntl locks and second vmleaseds on the
+# lockspace are refused on every image until it is back and shows them all.
+# TAP output; SKIP only where libvirtd/QEMU are missing.
 set -u
 if [ -z "${VMLEASE_IN_NS:-}" ]; then
     # A private mount namespace: libvirt's directories get bind mounts
@@ -733,6 +737,15 @@ flow_vmleased_killed() {
     run_ok "blockcopy --wait (ready)" vt blockcopy "$DOM" sda --dest "$copy" --wait --transient-job ||
         { case_end "${all[@]}"; return; }
     all+=("$copy")
+    # ready: the mirror is in the live XML, all copied (--wait returned)
+    local mirror
+    mirror=$(vt dumpxml "$DOM" 2>&1 | grep -F "<mirror " | sed 's/^ *//')
+    if [[ "$mirror" == *"file='$copy'"* ]] && [[ "$mirror" == *"job='copy'"* ]] &&
+       [[ "$mirror" == *"ready='yes'"* ]]; then
+        ok "killed vmleased: the copy to ${copy##*/} is mirroring, ready"
+    else
+        not_ok "killed vmleased: the copy to ${copy##*/} must be mirroring, ready" "mirror: ${mirror:-(none)}"
+    fi
     local want="snap=$P:exclusive top=$P:shared mid=$P:shared base=$P:shared extra=$P:exclusive xbase=$P:shared copy=$P:exclusive"
     expect "killed vmleased: copy mirroring, before the kill" "$want" "${all[@]}"
     local st
@@ -740,15 +753,20 @@ flow_vmleased_killed() {
     echo "# blockjob sda --info: $st"
 
     # --- the kill
-    local old=$LV_VMLEASED loglines
+    local old=$LV_VMLEASED loglines exe rc
+    exe=$(readlink "/proc/$old/exe" 2>/dev/null)
     kill -9 "$old"
     wait "$old" 2>/dev/null
     LV_VMLEASED=""
-    if lv_alive "$old" || ! lv_alive "$P"; then
+    vmlease status >/dev/null 2>&1
+    rc=$?
+    if [ "${exe##*/}" != vmleased ] || lv_alive "$old" || [ $rc -ne 2 ] || ! lv_alive "$P"; then
         not_ok "killed vmleased: vmleased (pid $old) gone, QEMU $P alive" \
-            "vmleased alive: $(lv_alive "$old" && echo yes || echo no); QEMU alive: $(lv_alive "$P" && echo yes || echo no)"
+            "pid $old was ${exe:-?}; alive: $(lv_alive "$old" && echo yes || echo no)" \
+            "vmlease status: exit $rc (2: not reachable)" \
+            "QEMU alive: $(lv_alive "$P" && echo yes || echo no)"
     else
-        ok "killed vmleased: vmleased (pid $old) SIGKILLed, QEMU $P runs on"
+        ok "killed vmleased: vmleased (pid $old) SIGKILLed, not reachable (status: exit 2), QEMU $P runs on"
     fi
     loglines=$(wc -l < "$LV_ROOT/vmleased.log")
 
@@ -765,7 +783,9 @@ flow_vmleased_killed() {
             echo "# ${i##*/}: $lockspace/$(printf %s "$(realpath "$i")" | sha256sum | cut -c1-64).lock"
         done
         echo "# QEMU $P's fds on the lockspace:"
-        ls -l "/proc/$P/fd" 2>/dev/null | grep -F "$lockspace" | sed 's/^/#   /'
+        for f in "/proc/$P/fd/"*; do
+            i=$(readlink "$f" 2>/dev/null) && [[ "$i" == "$lockspace/"* ]] && echo "#   ${f##*/} -> $i"
+        done
     fi
 
     # --- a second vmleased on the lockspace, under another hostname: the
@@ -786,6 +806,7 @@ flow_vmleased_killed() {
         ok "killed vmleased, down: a second vmleased (pid $same_pid, this hostname) runs on the lockspace"
         refused_via "$same_root" "killed vmleased, down: through a second vmleased under this hostname" \
             "${all[@]}"
+        echo "# the second vmleased under this hostname: $(grep -o 'restored [0-9]* holder(s) with [0-9]* lease(s)' "$same_root/vmleased.log" | tail -1)"
     else
         not_ok "killed vmleased, down: a second vmleased (this hostname) runs on the lockspace"
     fi
@@ -817,8 +838,10 @@ flow_vmleased_killed() {
     if [ -z "$lost" ]; then
         ok "killed vmleased, restarted: no lease lost, no generation or mode changed meanwhile"
     else
+        local lines
+        mapfile -t lines < <(printf '%s\n' "$lost" | cut -c1-300)
         not_ok "killed vmleased, restarted: no lease lost, no generation or mode changed meanwhile" \
-            "$(printf '%s\n' "$lost" | cut -c1-300)"
+            "${lines[@]}"
     fi
     refused "killed vmleased, restarted" "${all[@]}"
 

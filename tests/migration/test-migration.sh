@@ -16,6 +16,10 @@
 #  e) the destination QEMU killed while RAM is copied (e1) and in the
 #     switchover (e2): likewise; then a cold restart on the source works.
 #  f) b and c on the sanlock backend (skipped without the setrlimit shim).
+#  g) (run before f, on fcntl) host2's vmleased SIGKILLed right after a
+#     migration host1 -> host2: while it is down host1's vmleased and a
+#     plain fcntl write lock on the lock files are refused; restarted, both
+#     hosts see host2's QEMU holding the disk and its backing image again.
 # Usage: test-migration.sh [SETRLIMIT-SHIM], with VMLEASED_BIN, VMLEASE_BIN
 # and VMLEASE_PLUGIN in the environment (meson test --suite migration sets
 # them and passes tests/sanlock's shim). VMLEASE_MIGRATION_RATE (default
@@ -203,7 +207,8 @@ lease_log() {
 
 mg_setup_users
 mg_network_up || { echo "Bail out! no loopback in the network namespace"; exit 1; }
-echo "1..47"
+G_TESTS=11          # case g emits exactly this many TAP lines
+echo "1..$((47 + G_TESTS))"
 
 # ---------------------------------------------------------------- a) -----
 t0=$(mg_now_ms)
@@ -398,6 +403,137 @@ check "e: virsh destroy + virsh start A on host1: runs (pid $pid1)" test "$rc|$(
 expect_owners "e: the restarted A holds the disk exclusive" "$DISK" "host1:A:$pid1:exclusive:in-use"
 refused_naming "e: vmlease run --exclusive DISK on host2 is refused" 2 host1
 vsh 1 destroy A >/dev/null 2>&1
+
+# ---------------------------------------------------------------- g) -----
+# The destination's leases are claimed from libvirtd (at the resume), never
+# in QEMU's fd table: only the mailbox keeps them when host2's vmleased is
+# SIGKILLed. From host1 (sharing the lockspace) nobody may take them while
+# it is down; restarted, it shows them again.
+
+# lockfile_attack IMG...: "NAME=posix:R,ofd:R" per image (NAME without
+# .qcow2): the outcome R of a non-blocking F_WRLCK over the whole of
+# $MG_LOCKSPACE/<sha256 of IMG's canonical path>.lock as a classic (lockf)
+# and as an OFD lock: "refused" (EAGAIN/EACCES), "GOT" (let go at once), or
+# an errno name; "NAME=nofile:ERRNO" if it cannot be opened (nothing is
+# created). A short-lived process of its own.
+lockfile_attack() {
+    python3 - "$MG_LOCKSPACE" "$@" <<'PY'
+import errno, fcntl, hashlib, os, struct, sys
+lockspace = sys.argv[1]
+def outcome(fn):
+    try:
+        fn()
+        return "GOT"
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return "refused"
+        return errno.errorcode.get(e.errno, str(e.errno))
+out = []
+for p in sys.argv[2:]:
+    name = os.path.basename(p)
+    if name.endswith(".qcow2"):
+        name = name[:-6]
+    path = os.path.join(lockspace, hashlib.sha256(os.path.realpath(p).encode()).hexdigest() + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        out.append("%s=nofile:%s" % (name, errno.errorcode.get(e.errno, str(e.errno))))
+        continue
+    def posix():
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0, os.SEEK_SET)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, os.SEEK_SET)
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD)
+    def ofd():
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
+    out.append("%s=posix:%s,ofd:%s" % (name, outcome(posix), outcome(ofd)))
+    os.close(fd)
+print(" ".join(out))
+PY
+}
+
+case_g() {
+    local i out rc t0 ms pid2 vpid lines got want err lost log2=$MG_ROOT/host2/log/vmleased.log
+    mg_throttle off
+    running_on 2 && vsh 2 destroy A >/dev/null 2>&1
+    running_on 1 || vsh 1 start A >/dev/null 2>&1
+    pid1=$(mg_qemu_pid 1 A)
+    t0=$(mg_now_ms)
+    out=$(migrate 1 2 2>&1)
+    rc=$? ms=$(($(mg_now_ms) - t0))
+    pid2=$(mg_qemu_pid 2 A)
+    if [ $rc -ne 0 ] || [ "$(domstate 2)|$(domstate 1)" != "running|shut off" ] || [ -z "$pid2" ]; then
+        not_ok "g: A (pid ${pid1:-none}) migrated host1 -> host2" "rc=$rc" "$out" \
+            "A is '$(domstate 1)' on host1, '$(domstate 2)' on host2" "$(lease_log 4)"
+        for ((i = 1; i < G_TESTS; i++)); do not_ok "g: (not run: the migration failed)"; done
+        return 0
+    fi
+    ok "g: A (pid $pid1) migrated host1 -> host2 unthrottled in $ms ms: runs there (pid $pid2)"
+    expect_owners "g: before the kill, both hosts see host2's QEMU holding the disk exclusive" "$DISK" \
+        "host2:A:$pid2:exclusive:in-use"
+
+    # --- the kill
+    vpid=${MG_VMLEASED[2]}
+    local exe
+    exe=$(readlink "/proc/$vpid/exe" 2>/dev/null)
+    lines=$(wc -l < "$log2")
+    kill -9 "$vpid"
+    wait "$vpid" 2>/dev/null
+    MG_VMLEASED[2]=""
+    vml 2 status >/dev/null 2>&1
+    rc=$?
+    check "g: host2's vmleased (pid $vpid, ${exe##*/}) SIGKILLed (status: exit $rc), host2's QEMU $pid2 runs on" \
+        test "${exe##*/}|$(mg_alive "$vpid" && echo vmleased-alive)|$rc|$(mg_alive "$pid2" && echo qemu-alive)" = \
+        "vmleased||2|qemu-alive"
+
+    # --- while it is down
+    refused_naming "g: host2's vmleased down: vmlease run --exclusive DISK on host1 is refused" 1 host2
+    err=$(vml 1 run --exclusive "$BASE" -- true 2>&1)
+    rc=$?
+    if [ $rc -eq 3 ] && [[ "$err" == *"host host2"* ]]; then
+        ok "g: host2's vmleased down: vmlease run --exclusive BASE on host1 is refused (exit 3, names host2)"
+    else
+        not_ok "g: host2's vmleased down: vmlease run --exclusive BASE on host1 is refused" "rc=$rc" "$err"
+    fi
+    want="disk=posix:refused,ofd:refused base=posix:refused,ofd:refused"
+    got=$(lockfile_attack "$DISK" "$BASE" 2>&1)
+    if [ "$got" = "$want" ]; then
+        ok "g: host2's vmleased down: a whole-file fcntl write lock on each lock file is refused ($got)"
+    else
+        not_ok "g: host2's vmleased down: a whole-file fcntl write lock on each lock file must be refused" \
+            "expected: $want" "got:      $got" \
+            "host2's QEMU $pid2 has open: $(for i in "/proc/$pid2/fd/"*; do readlink "$i"; done 2>/dev/null |
+                                             grep -cF "$MG_LOCKSPACE/") lock file(s)" \
+            "host1 sees, DISK: $(owners_of 1 "$DISK"), BASE: $(owners_of 1 "$BASE")"
+    fi
+
+    # --- restarted
+    if mg_start_vmleased 2; then
+        ok "g: host2's vmleased restarted (pid ${MG_VMLEASED[2]})"
+    else
+        not_ok "g: host2's vmleased restarted"
+    fi
+    expect_owners "g: restarted, both hosts see host2's QEMU holding the disk exclusive" "$DISK" \
+        "host2:A:$pid2:exclusive:in-use"
+    expect_owners "g: ... and the backing image shared" "$BASE" "host2:A:$pid2:shared:in-use"
+    lost=$(tail -n "+$((lines + 1))" "$log2" 2>/dev/null |
+           grep -E 'was lost while vmleased was down|while vmleased was down|the lock wins' | cut -c1-300)
+    if [ -z "$lost" ]; then
+        ok "g: host2's restarted vmleased lost no lease and saw no generation or mode change"
+    else
+        not_ok "g: host2's restarted vmleased lost no lease and saw no generation or mode change" "$lost"
+    fi
+    out=$(vsh 2 destroy A 2>&1) || diag "destroy A on host2: $out"
+    mg_wait 5 eval '[ -z "$(owners_of 1 "$DISK")$(owners_of 1 "$BASE")$(owners_of 2 "$DISK")$(owners_of 2 "$BASE")" ]' || true
+    got="$(owners_of 1 "$DISK")|$(owners_of 1 "$BASE")|$(owners_of 2 "$DISK")|$(owners_of 2 "$BASE")"
+    if [ "$got" = "|||" ]; then
+        ok "g: A destroyed on host2: the disk and its backing image have no owner on either host"
+    else
+        not_ok "g: A destroyed on host2: the disk and its backing image must have no owner" \
+            "host1 DISK|BASE, host2 DISK|BASE: $got"
+    fi
+}
+case_g
 
 echo "# fcntl cases took $(($(mg_now_ms) - T_START)) ms"
 
