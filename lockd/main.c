@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib-unix.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <syslog.h>
@@ -158,12 +159,28 @@ daemonize(void)
     return pipefd[1];
 }
 
+/* SIGUSR1 asks for a re-exec and must never find us without a handler
+ * (its default ends the process): blocked before main() runs, and across
+ * the exec of a re-exec, it waits until the handler is in place. Only the
+ * instant between exec and here is left, while the loader runs. */
+__attribute__((constructor)) static void
+block_reexec_signal(void)
+{
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+}
+
 int
 main(int argc, char **argv)
 {
     gboolean foreground = FALSE, version = FALSE;
     g_autofree char *config_path = NULL;
     int reexec_fd = -1;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
     GOptionEntry entries[] = {
         { "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground, "Stay in the foreground, log to stderr", NULL },
         { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (default: /etc/vmlease/vmleased.conf, or $VMLEASE_ROOT/vmleased.conf)", "FILE" },
@@ -255,6 +272,7 @@ main(int argc, char **argv)
     g_unix_signal_add(SIGTERM, on_quit_signal, &d);
     g_unix_signal_add(SIGINT, on_quit_signal, &d);
     g_unix_signal_add(SIGUSR1, on_reexec_signal, &d);
+    pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
 
     g_message("serving on %s and %s (backend %s, lockspace %s)",
               d.cfg->lease_socket, d.cfg->admin_socket, d.cfg->backend,

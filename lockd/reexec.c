@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 static gboolean
@@ -61,7 +63,13 @@ vml_reexec(VmlDaemon *d)
     g_ptr_array_add(argv, NULL);
 
     g_message("re-executing %s with %u lease(s)", d->exe, vml_lease_table_n_leases(d->table));
+    /* A SIGUSR1 sent while the new image starts waits for its handler. */
+    sigset_t usr1, old;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, &old);
     execv(d->exe, (char **)argv->pdata);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 
     g_warning("re-exec of %s failed: %s; carrying on", d->exe, g_strerror(errno));
     close(memfd);

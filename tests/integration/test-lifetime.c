@@ -196,6 +196,37 @@ test_reexec_keeps_every_lease(void)
     vml_test_daemon_stop(d);
 }
 
+/* SIGUSR1 (re-exec) twice in a row, the second while the new image is
+ * still starting: it re-executes, never dies, and keeps every lease. (A
+ * fresh start blocks the signal from its first code, in a constructor;
+ * only the dynamic loader's run before it is left, not tested: timing.) */
+static void
+test_reexec_signal_storms(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *img = vml_test_make_image(d, "storm.img");
+    pid_t a = vml_test_holder_spawn(UUID_A, "vm-a", vml_test_resources("exclusive", img, NULL));
+    pid_t daemon_pid = status_int("pid");
+    for (int round = 0; round < 15; round++) {
+        gint64 before = status_int("reexecs");
+        kill(d->pid, SIGUSR1);
+        g_usleep(1000 + g_random_int_range(0, 9000));
+        kill(d->pid, SIGUSR1);
+        /* Two re-execs, or one if the second came before the first began. */
+        for (int i = 0; i < 500 && status_int("reexecs") < before + 1; i++)
+            g_usleep(10000);
+        g_usleep(50000);
+        g_assert_cmpint(waitpid(d->pid, NULL, WNOHANG), ==, 0);
+        g_assert_cmpint(status_int("pid"), ==, daemon_pid);
+        g_assert_cmpint(status_int("reexecs"), >=, before + 1);
+        assert_sole_owner(img, a, "vm-a", "exclusive");
+    }
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
+    vml_test_child_kill(a, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    vml_test_daemon_stop(d);
+}
+
 /* In a child running as UID/GID (and GROUPS), call Status on SOCKET and
  * report the varlink error name, or "ok". */
 static char *
@@ -271,6 +302,7 @@ main(int argc, char **argv)
     g_test_add_func("/lifetime/daemon-sigkill-keeps-leases", test_daemon_sigkill_keeps_leases);
     g_test_add_func("/lifetime/daemon-restart-keeps-leases", test_daemon_restart_keeps_leases);
     g_test_add_func("/lifetime/reexec-keeps-every-lease", test_reexec_keeps_every_lease);
+    g_test_add_func("/lifetime/reexec-signal-storms", test_reexec_signal_storms);
     g_test_add_func("/lifetime/peer-credentials", test_peer_credentials);
     return g_test_run();
 }
