@@ -1237,7 +1237,11 @@ vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
                            vml_host_boot_id()) == 0) {
         t->next_id = MAX(t->next_id,
                          json_object_get_int_member_with_default(state, "next_holder", 1));
-        JsonNode *hn = json_object_get_member(state, "holders");
+        /* After a crash the state file is a snapshot up to 200 ms old: the
+         * holder records (written before every reply) and the kernel's locks
+         * are the truth, so only a re-exec's fresh state (with its fds) is
+         * restored from. */
+        JsonNode *hn = reexec ? json_object_get_member(state, "holders") : NULL;
         JsonArray *holders = hn && JSON_NODE_HOLDS_ARRAY(hn) ? json_node_get_array(hn) : NULL;
         for (guint i = 0; holders && i < json_array_get_length(holders); i++) {
             JsonNode *n = json_array_get_element(holders, i);

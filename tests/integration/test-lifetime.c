@@ -227,6 +227,70 @@ test_reexec_signal_storms(void)
     vml_test_daemon_stop(d);
 }
 
+/* Acquire RESOURCES (consumed) for HOLDER, without fds. */
+static void
+acquire_ok(gint64 holder, JsonArray *resources)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    json_object_set_array_member(p, "resources", resources);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", p, NULL, NULL, &error);
+    g_assert_no_error(error);
+}
+
+static void
+release_ok(gint64 holder, const char *path)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    json_object_set_array_member(p, "resources", vml_test_resources("exclusive", path, NULL));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Release", p, NULL, NULL, &error);
+    g_assert_no_error(error);
+}
+
+/* A SIGKILL right after a change (well inside the state file's 200 ms
+ * delay): the restart finds the change, not the snapshot before it. */
+static void
+test_crash_right_after_a_change(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *x = vml_test_make_image(d, "x.img");
+    g_autofree char *y = vml_test_make_image(d, "y.img");
+    VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a");
+    VmlTestVm b = vml_test_vm_new(UUID_B, "vm-b");
+    for (int round = 0; round < 5; round++) {
+        /* An upgrade: back exclusive, not shared. */
+        acquire_ok(a.holder, vml_test_resources("shared", x, NULL));
+        g_usleep(300 * 1000);   /* the snapshot says shared */
+        acquire_ok(a.holder, vml_test_resources("exclusive", x, NULL));
+        vml_test_daemon_kill(d, SIGKILL);
+        vml_test_daemon_restart(d);
+        assert_sole_owner(x, a.pid, "vm-a", "exclusive");
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_WRLCK);
+        /* A release: back released, not held. */
+        g_usleep(300 * 1000);
+        release_ok(a.holder, x);
+        vml_test_daemon_kill(d, SIGKILL);
+        vml_test_daemon_restart(d);
+        g_assert_true(vml_test_wait_owners(x, 0, 0));
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_UNLCK);
+        /* A lets go of Y, B takes it: B holds it after the restart. */
+        acquire_ok(a.holder, vml_test_resources("exclusive", y, NULL));
+        g_usleep(300 * 1000);
+        release_ok(a.holder, y);
+        acquire_ok(b.holder, vml_test_resources("exclusive", y, NULL));
+        vml_test_daemon_kill(d, SIGKILL);
+        vml_test_daemon_restart(d);
+        assert_sole_owner(y, b.pid, "vm-b", "exclusive");
+        release_ok(b.holder, y);
+    }
+    vml_test_vm_free(&a);
+    vml_test_vm_free(&b);
+    vml_test_daemon_stop(d);
+}
+
 /* In a child running as UID/GID (and GROUPS), call Status on SOCKET and
  * report the varlink error name, or "ok". */
 static char *
@@ -303,6 +367,7 @@ main(int argc, char **argv)
     g_test_add_func("/lifetime/daemon-restart-keeps-leases", test_daemon_restart_keeps_leases);
     g_test_add_func("/lifetime/reexec-keeps-every-lease", test_reexec_keeps_every_lease);
     g_test_add_func("/lifetime/reexec-signal-storms", test_reexec_signal_storms);
+    g_test_add_func("/lifetime/crash-right-after-a-change", test_crash_right_after_a_change);
     g_test_add_func("/lifetime/peer-credentials", test_peer_credentials);
     return g_test_run();
 }
