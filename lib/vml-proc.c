@@ -42,6 +42,27 @@ bad:
 }
 
 gboolean
+vml_proc_uid(pid_t pid, uid_t *uid, GError **error)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid);
+    g_autofree char *data = NULL;
+    if (pid <= 0 || !g_file_get_contents(path, &data, NULL, NULL)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS, "no process with pid %d",
+                    (int)pid);
+        return FALSE;
+    }
+    const char *line = strstr(data, "\nUid:");
+    char *end = NULL;
+    guint64 v = line ? g_ascii_strtoull(line + 5, &end, 10) : 0;
+    if (!line || end == line + 5 || v > G_MAXUINT32) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot parse %s", path);
+        return FALSE;
+    }
+    *uid = (uid_t)v;
+    return TRUE;
+}
+
+gboolean
 vml_proc_is_same(pid_t pid, guint64 start_time)
 {
     guint64 now;

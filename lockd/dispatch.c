@@ -216,6 +216,19 @@ get_holder(Call *call)
         JsonObject *p = json_object_new();
         json_object_set_int_member(p, "holder", id);
         vml_conn_error_gerror(call->conn, error, p);
+        return NULL;
+    }
+    /* A holder is its registrant's (and root's): ids are listed to admins. */
+    uid_t uid = vml_conn_uid(call->conn);
+    if (uid != 0 && uid != h->uid) {
+        JsonObject *p = json_object_new();
+        json_object_set_int_member(p, "holder", id);
+        json_object_set_int_member(p, "uid", uid);
+        vml_conn_error(call->conn, VML_ERROR_PERMISSION_DENIED, p,
+                       "holder %" G_GINT64_FORMAT " (VM %s) was registered by uid %u; uid %u "
+                       "may act only on holders it registered", id, h->name, (unsigned)h->uid,
+                       (unsigned)uid);
+        return NULL;
     }
     return h;
 }
@@ -254,7 +267,7 @@ method_register(Call *call)
         return;
     }
     VmlHolder *h = vml_lease_table_register(call->d->table, uuid, name, pid, action,
-                                            program, &error);
+                                            program, vml_conn_uid(call->conn), &error);
     if (!h) {
         JsonObject *p = NULL;
         if (error->code == VML_ERROR_NO_SUCH_PROCESS) {

@@ -98,6 +98,7 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
     vml_json_write_member_int(out, FALSE, "pid", h->pid);
     vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
     vml_json_write_member_int(out, FALSE, "since", h->since);
+    vml_json_write_member_int(out, FALSE, "uid", h->uid);
     vml_json_write_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
     if (h->program)
         vml_json_write_member_string(out, FALSE, "program", h->program);
@@ -500,13 +501,27 @@ vml_lease_table_free(VmlLeaseTable *t)
 VmlHolder *
 vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
                          pid_t pid, const char *on_lockfailure, const char *program,
-                         GError **error)
+                         uid_t caller, GError **error)
 {
     guint64 start_time;
-    if (!vml_proc_start_time(pid, &start_time, error))
+    uid_t runs_as;
+    if (!vml_proc_start_time(pid, &start_time, error) || !vml_proc_uid(pid, &runs_as, error))
         return NULL;
+    /* Nobody holds leases on behalf of another user's process (pid 1
+     * holding a disk forever). */
+    if (caller != 0 && caller != runs_as) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PERMISSION_DENIED,
+                    "uid %u may register only its own processes; pid %d runs as uid %u",
+                    (unsigned)caller, (int)pid, (unsigned)runs_as);
+        return NULL;
+    }
 
     VmlHolder *h = find_process(t, pid, start_time);
+    if (h && caller != 0 && caller != h->uid) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PERMISSION_DENIED,
+                    "process %d is registered already by uid %u", (int)pid, (unsigned)h->uid);
+        return NULL;
+    }
     if (h) {
         if (g_strcmp0(h->uuid, uuid) != 0) {
             g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
@@ -529,6 +544,7 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
     }
     h = holder_new(t, t->next_id, uuid, name, pid, start_time, now_s(), error);
     if (h) {
+        h->uid = caller;
         if (on_lockfailure) {
             g_free(h->on_lockfailure);
             h->on_lockfailure = g_strdup(on_lockfailure);
@@ -1182,6 +1198,10 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
     }
     const char *status_file = json_object_get_string_member_with_default(record, "status_file",
                                                                          NULL);
+    /* Unknown (an older record): root's alone, the safe side. */
+    gint64 uid = json_object_get_int_member_with_default(record, "uid", 0);
+    if (h && uid >= 0 && uid <= G_MAXUINT32)
+        h->uid = (uid_t)uid;
     const char *program = json_object_get_string_member_with_default(record, "program", NULL);
     if (h && program && strlen(program) <= VML_PROGRAM_MAX && g_utf8_validate(program, -1, NULL)) {
         g_free(h->program);

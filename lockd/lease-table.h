@@ -51,6 +51,8 @@ struct _VmlHolder {
     pid_t pid;
     guint64 start_time;
     gint64 since;
+    uid_t uid;                   /* who registered it: only that uid or root
+                                    may act on it */
     char *on_lockfailure;        /* libvirt's <on_lockfailure>, for backends
                                     whose leases can be lost (sanlock) */
     char *program;               /* as registered, for the in-image owner */
@@ -83,10 +85,12 @@ void vml_lease_table_set_owner_gone_func(VmlLeaseTable *t,
 
 /* ON_LOCKFAILURE may be NULL ("default"); given again it replaces the old.
  * PROGRAM (may be NULL) names what the holder runs, for in-image owners. */
+/* CALLER is the uid asking: root, or the uid PID runs as; a holder
+ * registered already by another uid is refused (VML_ERROR_PERMISSION_DENIED). */
 VmlHolder *vml_lease_table_register(VmlLeaseTable *t, const char *uuid,
                                     const char *name, pid_t pid,
                                     const char *on_lockfailure, const char *program,
-                                    GError **error);
+                                    uid_t caller, GError **error);
 /* One of libvirt's lock failure actions: default, poweroff, restart, pause, ignore. */
 gboolean vml_lock_failure_valid(const char *action);
 

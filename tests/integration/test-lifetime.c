@@ -329,6 +329,99 @@ call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
     return g_strndup(buf, MAX(n, 0));
 }
 
+/* In a child running as UID with group GID, call METHOD with PARAMS (JSON
+ * text; "%PID%" becomes the child's own pid) on SOCKET; the varlink error
+ * name, or "ok". */
+static char *
+call_as_with(uid_t uid, gid_t gid, const char *socket, const char *method, const char *params)
+{
+    int pipefd[2];
+    g_assert_cmpint(pipe(pipefd), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+            _exit(2);
+        g_autofree char *own = g_strdup_printf("%d", (int)getpid());
+        g_auto(GStrv) parts = g_strsplit(params, "%PID%", -1);
+        g_autofree char *text = g_strjoinv(own, parts);
+        g_autoptr(JsonParser) parser = json_parser_new();
+        if (!json_parser_load_from_data(parser, text, -1, NULL))
+            _exit(4);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VmlClient) c = vml_client_connect(socket, &error);
+        const char *answer = "connect-failed";
+        if (c) {
+            g_autoptr(JsonObject) r = vml_client_call(c, method,
+                json_node_get_object(json_parser_get_root(parser)), NULL, 0, NULL, NULL, &error);
+            answer = r ? "ok" : vml_error_name(error->code);
+        }
+        if (write(pipefd[1], answer, strlen(answer)) < 0)
+            _exit(3);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    char buf[128] = "";
+    ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
+    close(pipefd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    return g_strndup(buf, MAX(n, 0));
+}
+
+/* A lease-group member acts only for holders it registered, and registers
+ * only its own processes: a VM's lease cannot be released, taken over or
+ * read by it, nor can it hold a disk in pid 1's name. */
+static void
+test_holders_belong_to_their_uid(void)
+{
+    struct group *gr = getgrnam("nogroup");
+    g_assert_nonnull(gr);
+    VmlTestDaemon *d = vml_test_daemon_start("lease_group = \"nogroup\"\n");
+    g_assert_cmpint(chmod(d->root, 0755), ==, 0);
+    g_autofree char *lease = g_build_filename(d->root, "run", "vmleased.sock", NULL);
+    g_autofree char *img = vml_test_make_image(d, "vm-disk.img");
+    g_assert_cmpint(chmod(img, 0644), ==, 0);
+    VmlTestVm vm = vml_test_vm_new(UUID_A, "vm-a");
+    acquire_ok(vm.holder, vml_test_resources("exclusive", img, NULL));
+
+    g_autofree char *res = g_strdup_printf("[{\"path\":\"%s\"}]", img);
+    g_autofree char *rel = g_strdup_printf("{\"holder\":%" G_GINT64_FORMAT ",\"resources\":%s}",
+                                           vm.holder, res);
+    g_autofree char *acq = g_strdup_printf("{\"holder\":%" G_GINT64_FORMAT ",\"resources\":%s}",
+                                           vm.holder, res);
+    g_autofree char *inq = g_strdup_printf("{\"holder\":%" G_GINT64_FORMAT "}", vm.holder);
+    g_autofree char *again = g_strdup_printf("{\"uuid\":\"%s\",\"name\":\"x\",\"pid\":%d}",
+                                             UUID_A, (int)vm.pid);
+    const struct { const char *method, *params; } denied[] = {
+        { "io.vmlease.Lease.Release", rel },
+        { "io.vmlease.Lease.Release", inq },   /* all of it */
+        { "io.vmlease.Lease.Acquire", acq },
+        { "io.vmlease.Lease.Inquire", inq },
+        { "io.vmlease.Lease.Register", again },
+        { "io.vmlease.Lease.Register",
+          "{\"uuid\":\"" UUID_C "\",\"name\":\"init\",\"pid\":1}" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(denied); i++) {
+        g_autofree char *answer = call_as_with(65534, gr->gr_gid, lease, denied[i].method,
+                                               denied[i].params);
+        if (g_strcmp0(answer, "io.vmlease.PermissionDenied") != 0)
+            g_error("%s %s as uid 65534: %s", denied[i].method, denied[i].params, answer);
+        assert_sole_owner(img, vm.pid, "vm-a", "exclusive");
+    }
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
+    /* Its own process it may register. */
+    g_autofree char *own = call_as_with(65534, gr->gr_gid, lease, "io.vmlease.Lease.Register",
+                                        "{\"uuid\":\"" UUID_B "\",\"name\":\"mine\",\"pid\":%PID%}");
+    g_assert_cmpstr(own, ==, "ok");
+    vml_test_vm_free(&vm);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    vml_test_daemon_stop(d);
+}
+
 static void
 test_peer_credentials(void)
 {
@@ -369,5 +462,6 @@ main(int argc, char **argv)
     g_test_add_func("/lifetime/reexec-signal-storms", test_reexec_signal_storms);
     g_test_add_func("/lifetime/crash-right-after-a-change", test_crash_right_after_a_change);
     g_test_add_func("/lifetime/peer-credentials", test_peer_credentials);
+    g_test_add_func("/lifetime/holders-belong-to-their-uid", test_holders_belong_to_their_uid);
     return g_test_run();
 }
