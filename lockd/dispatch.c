@@ -138,6 +138,17 @@ is_uuid(const char *s)
 }
 
 /* Resolve an image path to its resource key: the canonical path. */
+/* PATH is DIR or below it (both canonical; DIR may be NULL). */
+static gboolean
+path_is_within(const char *path, const char *dir)
+{
+    g_autofree char *real_dir = dir ? realpath(dir, NULL) : NULL;
+    if (!real_dir)
+        return FALSE;
+    gsize n = strlen(real_dir);
+    return strncmp(path, real_dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
 static char *
 path_key(Call *call, const char *what, const char *path)
 {
@@ -146,8 +157,22 @@ path_key(Call *call, const char *what, const char *path)
         param_error(call, what, error->message);
         return NULL;
     }
+    /* /proc/self, /dev/fd and /proc/PID/fd name what the daemon has open
+     * (its own records), or another process's files by its rights. */
+    if (g_str_has_prefix(path, "/proc/") || g_str_has_prefix(path, "/dev/fd/") ||
+        g_str_equal(path, "/proc") || g_str_equal(path, "/dev/fd")) {
+        param_error(call, what, "names a file through /proc or /dev/fd: give the image's path");
+        return NULL;
+    }
     char *real = realpath(path, NULL);
     struct stat st;
+    if (real && (g_str_has_prefix(real, "/proc/") || path_is_within(real, call->d->cfg->lockspace_dir) ||
+                 path_is_within(real, call->d->cfg->state_dir) ||
+                 (call->d->cfg->lease_dir && path_is_within(real, call->d->cfg->lease_dir)))) {
+        free(real);
+        param_error(call, what, "resolves into /proc or into vmleased's own directories");
+        return NULL;
+    }
     if (!real || stat(real, &st) < 0) {
         int saved = errno;
         JsonObject *p = json_object_new();

@@ -28,9 +28,16 @@ vml_holder_watch_new(pid_t pid, guint64 start_time,
                      VmlHolderExitFunc func, gpointer data, GError **error)
 {
     int pidfd = syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0 && errno == ESRCH) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS, "no process with pid %d",
+                    (int)pid);
+        return NULL;
+    }
     if (pidfd < 0) {
-        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS,
-                    "no process with pid %d: %s", (int)pid, g_strerror(errno));
+        /* Out of fds (EMFILE, ENFILE) is ours, not the caller's pid. */
+        g_set_error(error, VML_ERROR, errno == EMFILE || errno == ENFILE ? VML_ERROR_LIMIT
+                                                                         : VML_ERROR_FAILED,
+                    "cannot watch pid %d: %s", (int)pid, g_strerror(errno));
         return NULL;
     }
     if (!vml_proc_is_same(pid, start_time)) {

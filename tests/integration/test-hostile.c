@@ -1501,6 +1501,32 @@ case_register_mailbox_hostile(void)
     assert_conn_serves(r);
 }
 
+/* Paths through /proc or /dev/fd name what the daemon has open, and the
+ * daemon's own directories hold its records: never a resource. */
+static void
+case_paths_into_the_daemon(void)
+{
+    g_autofree char *lockspace = g_build_filename(S.root, "lockspace", NULL);
+    g_autoptr(GDir) dir = g_dir_open(lockspace, 0, NULL);
+    g_assert_nonnull(dir);
+    g_autofree char *record = NULL;
+    for (const char *e; (e = g_dir_read_name(dir));) {
+        if (g_str_has_suffix(e, ".holder")) {
+            record = g_build_filename(lockspace, e, NULL);
+            break;
+        }
+    }
+    g_assert_nonnull(record);
+    g_autofree char *via_fd = g_strdup_printf("/proc/%d/fd/0", (int)S.daemon_pid);
+    g_autofree char *dotdot = g_strdup_printf("%s/../lockspace/%s", lockspace,
+                                              strrchr(record, '/') + 1);
+    const char *const paths[] = { "/proc/self/fd/3", "/dev/fd/3", via_fd, record, dotdot };
+    for (guint i = 0; i < G_N_ELEMENTS(paths); i++) {
+        g_autoptr(JsonObject) reply = acquire_path(paths[i]);
+        assert_invalid_parameter(reply, "path");
+    }
+}
+
 static void
 case_fds_with_status(void)
 {
@@ -1728,6 +1754,7 @@ static const Case cases[] = {
     { "/hostile/admin/interface-description-bad", case_interface_description_bad },
     { "/hostile/fds/with-status", case_fds_with_status },
     { "/hostile/fds/register-mailbox", case_register_mailbox_hostile },
+    { "/hostile/paths/into-the-daemon", case_paths_into_the_daemon },
     { "/hostile/fds/with-truncated-message", case_fds_with_truncated_message },
     { "/hostile/fds/flood", case_fd_flood },
     { "/hostile/connections/flood", case_connection_flood },
