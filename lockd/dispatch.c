@@ -474,7 +474,8 @@ method_open_image(Call *call)
         return;
     g_autoptr(GError) error = NULL;
     JsonObject *params = NULL;
-    int fd = vml_image_open_leased(call->d->table, h, key, mode, &params, &error);
+    int fd = vml_image_open_leased(call->d->table, h, key, mode, vml_conn_creds(call->conn),
+                                   &params, &error);
     reply_image_fd(call, fd, params, error);
 }
 
@@ -504,7 +505,7 @@ method_reopen(Call *call)
     JsonObject *params = NULL;
     const char *limit = NULL;
     int fd = vml_image_reopen(call->d->table, call->d->stash, h, key, old_fd, mode, name,
-                              vml_conn_uid(call->conn), &limit, &params, &error);
+                              vml_conn_creds(call->conn), &limit, &params, &error);
     if (limit) {
         stash_error(call, error, h->uuid, name, limit);
         return;

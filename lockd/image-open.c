@@ -6,11 +6,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Open KEY for MODE; blocking I/O as any image user expects. */
+/* Open KEY for MODE with CREDS' rights; blocking I/O as any image user
+ * expects. */
 static int
-open_for(const char *key, VmlMode mode, GError **error)
+open_for(const char *key, VmlMode mode, const VmlCreds *creds, GError **error)
 {
-    int fd = vml_image_open(key, mode == VML_MODE_EXCLUSIVE ? O_RDWR : O_RDONLY, error);
+    int fd = vml_open_as(key, mode == VML_MODE_EXCLUSIVE ? O_RDWR : O_RDONLY, creds, error);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
+                    "%s is not a regular file or block device", key);
+        close(fd);
+        return -1;
+    }
     if (fd >= 0)
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     return fd;
@@ -44,14 +52,14 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const char *key, gboolean had, Vml
 
 int
 vml_image_open_leased(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
-                      JsonObject **params, GError **error)
+                      const VmlCreds *creds, JsonObject **params, GError **error)
 {
     VmlLease *l = g_hash_table_lookup(h->leases, key);
     gboolean had = l != NULL;
     VmlMode prev = l ? l->mode : VML_MODE_SHARED;
     if (!change_lease(t, h, key, mode, TRUE, params, error))
         return -1;
-    int fd = open_for(key, mode, error);
+    int fd = open_for(key, mode, creds, error);
     if (fd < 0 && (!had || prev != mode))
         restore_lease(t, h, key, had, prev);
     return fd;
@@ -71,9 +79,10 @@ same_file(int fd, const char *key, GError **error)
 
 int
 vml_image_reopen(VmlLeaseTable *t, VmlStash *stash, VmlHolder *h, const char *key, int old_fd,
-                 VmlMode mode, const char *stash_name, uid_t uid, const char **limit,
-                 JsonObject **params, GError **error)
+                 VmlMode mode, const char *stash_name, const VmlCreds *creds,
+                 const char **limit, JsonObject **params, GError **error)
 {
+    uid_t uid = creds->uid;
     VmlLease *l = g_hash_table_lookup(h->leases, key);
     gboolean had = l != NULL;
     VmlMode prev = l ? l->mode : VML_MODE_SHARED;
@@ -90,14 +99,14 @@ vml_image_reopen(VmlLeaseTable *t, VmlStash *stash, VmlHolder *h, const char *ke
     if (mode == VML_MODE_EXCLUSIVE) {
         /* Never a read-write fd before the exclusive lease. */
         if (change_lease(t, h, key, mode, FALSE, params, error)) {
-            fd = open_for(key, mode, error);
+            fd = open_for(key, mode, creds, error);
             if (fd < 0)
                 restore_lease(t, h, key, had, prev);
         }
     } else {
         /* Open first: a downgrade could not be undone if another holder
          * took a shared lease in between. */
-        fd = open_for(key, mode, error);
+        fd = open_for(key, mode, creds, error);
         if (fd >= 0 && !change_lease(t, h, key, mode, FALSE, params, error)) {
             close(fd);
             fd = -1;

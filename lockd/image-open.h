@@ -9,16 +9,19 @@
 
 #include "fd-stash.h"
 #include "lease-table.h"
+#include "open-as.h"
 
 /* Lease KEY (a canonical image path) for H in MODE and open it to match;
  * a holder already holding it exclusively keeps that for a read-only open.
  * Returns the fd, or -1 (*PARAMS: a conflict's parameters, may be NULL). */
 int vml_image_open_leased(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
-                          JsonObject **params, GError **error);
+                          const VmlCreds *creds, JsonObject **params, GError **error);
 
 /* Reopen KEY, open as OLD_FD (consumed: it goes to the stash under
  * STASH_NAME for the holder's uuid, and stays there on success), in MODE.
- * UID is the caller's, for the stash; *LIMIT names the stash limit hit. */
+ * CREDS are the caller's: the file is opened with its rights, and its uid
+ * owns the stash entry; *LIMIT names the stash limit hit. */
 int vml_image_reopen(VmlLeaseTable *t, VmlStash *stash, VmlHolder *h, const char *key,
-                     int old_fd, VmlMode mode, const char *stash_name, uid_t uid,
-                     const char **limit, JsonObject **params, GError **error);
+                     int old_fd, VmlMode mode, const char *stash_name,
+                     const VmlCreds *creds, const char **limit, JsonObject **params,
+                     GError **error);

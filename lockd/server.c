@@ -26,6 +26,7 @@ struct _VmlConn {
     VmlAccess access;
     uid_t uid;
     pid_t pid;
+    VmlCreds creds;     /* for opening images with the peer's rights */
     VmlFrameReader *reader;
     GQueue out;
     guint in_source;
@@ -69,6 +70,12 @@ uid_t
 vml_conn_uid(VmlConn *c)
 {
     return c->uid;
+}
+
+const VmlCreds *
+vml_conn_creds(VmlConn *c)
+{
+    return &c->creds;
 }
 
 gboolean
@@ -348,6 +355,10 @@ conn_setup(VmlServer *s, int fd, gboolean lease_socket)
     c->lease_socket = lease_socket;
     c->uid = cr.uid;
     c->pid = cr.pid;
+    if (!vml_creds_of_peer(fd, &c->creds)) {
+        c->creds.uid = cr.uid;
+        c->creds.gid = cr.gid;
+    }
     c->reader = vml_frame_reader_new();
     g_queue_init(&c->out);
     g_hash_table_add(s->conns, c);

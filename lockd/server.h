@@ -3,6 +3,8 @@
  * dispatch.c's business. */
 #pragma once
 
+#include "open-as.h"
+
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include <sys/types.h>
@@ -34,6 +36,7 @@ void vml_server_adopt(VmlServer *server, JsonObject *state);
 
 VmlAccess vml_conn_access(VmlConn *conn);
 uid_t vml_conn_uid(VmlConn *conn);
+const VmlCreds *vml_conn_creds(VmlConn *conn);
 gboolean vml_conn_is_lease_socket(VmlConn *conn);
 
 /* Queue a reply. PARAMS is consumed (may be NULL); FDS (may be NULL) are

@@ -422,6 +422,91 @@ test_holders_belong_to_their_uid(void)
     vml_test_daemon_stop(d);
 }
 
+/* In a child running as UID with group GID: register itself, then
+ * OpenImage PATH in MODE; the varlink error name, or "ok". */
+static char *
+open_image_as(uid_t uid, gid_t gid, const char *socket, const char *path, const char *mode)
+{
+    int pipefd[2];
+    g_assert_cmpint(pipe(pipefd), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+            _exit(2);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VmlClient) c = vml_client_connect(socket, &error);
+        const char *answer = "connect-failed";
+        g_autoptr(JsonObject) reg = json_object_new();
+        json_object_set_string_member(reg, "uuid", UUID_B);
+        json_object_set_string_member(reg, "name", "tool");
+        json_object_set_int_member(reg, "pid", getpid());
+        g_autoptr(JsonObject) r = c ? vml_client_call(c, "io.vmlease.Lease.Register", reg, NULL, 0,
+                                                      NULL, NULL, &error) : NULL;
+        if (r) {
+            g_autoptr(JsonObject) p = json_object_new();
+            json_object_set_int_member(p, "holder", json_object_get_int_member(r, "holder"));
+            json_object_set_string_member(p, "path", path);
+            json_object_set_string_member(p, "mode", mode);
+            GArray *fds = NULL;
+            g_autoptr(JsonObject) o = vml_client_call(c, "io.vmlease.Lease.OpenImage", p, NULL, 0,
+                                                      &fds, NULL, &error);
+            answer = o && fds && fds->len == 1 ? "ok" : o ? "no-fd" : vml_error_name(error->code);
+        } else if (c) {
+            answer = vml_error_name(error->code);
+        }
+        if (write(pipefd[1], answer, strlen(answer)) < 0)
+            _exit(3);
+        _exit(0);
+    }
+    close(pipefd[1]);
+    char buf[128] = "";
+    ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
+    close(pipefd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    return g_strndup(buf, MAX(n, 0));
+}
+
+/* OpenImage opens with the caller's rights, not the daemon's: no fd on a
+ * root-only file for a lease-group member, and no lease left behind. */
+static void
+test_open_image_with_callers_rights(void)
+{
+    struct group *gr = getgrnam("nogroup");
+    g_assert_nonnull(gr);
+    VmlTestDaemon *d = vml_test_daemon_start("lease_group = \"nogroup\"\n");
+    g_assert_cmpint(chmod(d->root, 0755), ==, 0);
+    g_autofree char *lease = g_build_filename(d->root, "run", "vmleased.sock", NULL);
+    g_autofree char *secret_dir = g_build_filename(d->root, "private", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(secret_dir, 0700), ==, 0);
+    g_autofree char *secret = g_build_filename(secret_dir, "root-only.img", NULL);
+    g_assert_true(g_file_set_contents(secret, "x", 1, NULL));
+    g_assert_cmpint(chmod(secret, 0600), ==, 0);
+    g_autofree char *open_img = vml_test_make_image(d, "readable.img");
+    g_assert_cmpint(chmod(open_img, 0644), ==, 0);
+
+    /* The path cannot even be resolved by it. */
+    g_autofree char *a1 = open_image_as(65534, gr->gr_gid, lease, secret, "read-write");
+    g_assert_cmpstr(a1, !=, "ok");
+    g_autoptr(JsonArray) o1 = vml_test_owners(secret);
+    g_assert_cmpuint(json_array_get_length(o1), ==, 0);
+    /* Reachable but not writable by it: read-only yes, read-write no. */
+    g_assert_cmpint(chmod(secret_dir, 0755), ==, 0);
+    g_autofree char *a2 = open_image_as(65534, gr->gr_gid, lease, secret, "read-only");
+    g_assert_cmpstr(a2, ==, "io.vmlease.PermissionDenied");
+    g_autofree char *a3 = open_image_as(65534, gr->gr_gid, lease, open_img, "read-write");
+    g_assert_cmpstr(a3, ==, "io.vmlease.PermissionDenied");
+    g_autofree char *a4 = open_image_as(65534, gr->gr_gid, lease, open_img, "read-only");
+    g_assert_cmpstr(a4, ==, "ok");
+    g_autoptr(JsonArray) o2 = vml_test_owners(secret);
+    g_assert_cmpuint(json_array_get_length(o2), ==, 0);
+    vml_test_daemon_stop(d);
+}
+
 static void
 test_peer_credentials(void)
 {
@@ -463,5 +548,7 @@ main(int argc, char **argv)
     g_test_add_func("/lifetime/crash-right-after-a-change", test_crash_right_after_a_change);
     g_test_add_func("/lifetime/peer-credentials", test_peer_credentials);
     g_test_add_func("/lifetime/holders-belong-to-their-uid", test_holders_belong_to_their_uid);
+    g_test_add_func("/lifetime/open-image-with-callers-rights",
+                    test_open_image_with_callers_rights);
     return g_test_run();
 }
