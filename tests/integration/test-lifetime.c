@@ -291,10 +291,11 @@ test_crash_right_after_a_change(void)
     vml_test_daemon_stop(d);
 }
 
-/* In a child running as UID/GID (and GROUPS), call Status on SOCKET and
- * report the varlink error name, or "ok". */
+/* Run BODY(DATA) in a child running as UID/GID (and EXTRA_GROUP, unless
+ * -1); what it returns (a varlink error name, "ok", ...) comes back. */
 static char *
-call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
+answer_as(uid_t uid, gid_t gid, gid_t extra_group, const char *(*body)(gpointer),
+          gpointer data)
 {
     int pipefd[2];
     g_assert_cmpint(pipe(pipefd), ==, 0);
@@ -306,14 +307,7 @@ call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
         if (setgroups(extra_group == (gid_t)-1 ? 0 : 1, groups) < 0 ||
             setgid(gid) < 0 || setuid(uid) < 0)
             _exit(2);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VmlClient) c = vml_client_connect(socket, &error);
-        const char *answer = "connect-failed";
-        if (c) {
-            g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Admin.Status", NULL,
-                                                      NULL, 0, NULL, NULL, &error);
-            answer = r ? "ok" : vml_error_name(error->code);
-        }
+        const char *answer = body(data);
         if (write(pipefd[1], answer, strlen(answer)) < 0)
             _exit(3);
         _exit(0);
@@ -329,47 +323,45 @@ call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
     return g_strndup(buf, MAX(n, 0));
 }
 
-/* In a child running as UID with group GID, call METHOD with PARAMS (JSON
- * text; "%PID%" becomes the child's own pid) on SOCKET; the varlink error
- * name, or "ok". */
+typedef struct {
+    const char *socket, *method, *params;
+} CallArgs;
+
+/* Call ARGS' method with its params (JSON text; "%PID%" becomes the
+ * caller's own pid) on its socket. */
+static const char *
+call_body(gpointer data)
+{
+    const CallArgs *a = data;
+    g_autofree char *own = g_strdup_printf("%d", (int)getpid());
+    g_auto(GStrv) parts = g_strsplit(a->params ? a->params : "{}", "%PID%", -1);
+    g_autofree char *text = g_strjoinv(own, parts);
+    g_autoptr(JsonParser) parser = json_parser_new();
+    if (!json_parser_load_from_data(parser, text, -1, NULL))
+        return "bad-params";
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) c = vml_client_connect(a->socket, &error);
+    if (!c)
+        return "connect-failed";
+    g_autoptr(JsonObject) r = vml_client_call(c, a->method,
+        json_node_get_object(json_parser_get_root(parser)), NULL, 0, NULL, NULL, &error);
+    return r ? "ok" : vml_error_name(error->code);
+}
+
+/* As UID/GID (and EXTRA_GROUP), call Status on SOCKET. */
+static char *
+call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
+{
+    CallArgs a = { socket, "io.vmlease.Admin.Status", NULL };
+    return answer_as(uid, gid, extra_group, call_body, &a);
+}
+
+/* As UID with group GID, call METHOD with PARAMS (see call_body) on SOCKET. */
 static char *
 call_as_with(uid_t uid, gid_t gid, const char *socket, const char *method, const char *params)
 {
-    int pipefd[2];
-    g_assert_cmpint(pipe(pipefd), ==, 0);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        close(pipefd[0]);
-        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
-            _exit(2);
-        g_autofree char *own = g_strdup_printf("%d", (int)getpid());
-        g_auto(GStrv) parts = g_strsplit(params, "%PID%", -1);
-        g_autofree char *text = g_strjoinv(own, parts);
-        g_autoptr(JsonParser) parser = json_parser_new();
-        if (!json_parser_load_from_data(parser, text, -1, NULL))
-            _exit(4);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VmlClient) c = vml_client_connect(socket, &error);
-        const char *answer = "connect-failed";
-        if (c) {
-            g_autoptr(JsonObject) r = vml_client_call(c, method,
-                json_node_get_object(json_parser_get_root(parser)), NULL, 0, NULL, NULL, &error);
-            answer = r ? "ok" : vml_error_name(error->code);
-        }
-        if (write(pipefd[1], answer, strlen(answer)) < 0)
-            _exit(3);
-        _exit(0);
-    }
-    close(pipefd[1]);
-    char buf[128] = "";
-    ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
-    close(pipefd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
-    return g_strndup(buf, MAX(n, 0));
+    CallArgs a = { socket, method, params };
+    return answer_as(uid, gid, (gid_t)-1, call_body, &a);
 }
 
 /* A lease-group member acts only for holders it registered, and registers
@@ -422,53 +414,43 @@ test_holders_belong_to_their_uid(void)
     vml_test_daemon_stop(d);
 }
 
-/* In a child running as UID with group GID: register itself, then
- * OpenImage PATH in MODE; the varlink error name, or "ok". */
+typedef struct {
+    const char *socket, *path, *mode;
+} OpenArgs;
+
+/* Register the calling process, then OpenImage ARGS' path in its mode. */
+static const char *
+open_image_body(gpointer data)
+{
+    const OpenArgs *a = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) c = vml_client_connect(a->socket, &error);
+    if (!c)
+        return "connect-failed";
+    g_autoptr(JsonObject) reg = json_object_new();
+    json_object_set_string_member(reg, "uuid", UUID_B);
+    json_object_set_string_member(reg, "name", "tool");
+    json_object_set_int_member(reg, "pid", getpid());
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", reg, NULL, 0,
+                                              NULL, NULL, &error);
+    if (!r)
+        return vml_error_name(error->code);
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", json_object_get_int_member(r, "holder"));
+    json_object_set_string_member(p, "path", a->path);
+    json_object_set_string_member(p, "mode", a->mode);
+    GArray *fds = NULL;
+    g_autoptr(JsonObject) o = vml_client_call(c, "io.vmlease.Lease.OpenImage", p, NULL, 0,
+                                              &fds, NULL, &error);
+    return o && fds && fds->len == 1 ? "ok" : o ? "no-fd" : vml_error_name(error->code);
+}
+
+/* As UID with group GID: register itself, then OpenImage PATH in MODE. */
 static char *
 open_image_as(uid_t uid, gid_t gid, const char *socket, const char *path, const char *mode)
 {
-    int pipefd[2];
-    g_assert_cmpint(pipe(pipefd), ==, 0);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        close(pipefd[0]);
-        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
-            _exit(2);
-        g_autoptr(GError) error = NULL;
-        g_autoptr(VmlClient) c = vml_client_connect(socket, &error);
-        const char *answer = "connect-failed";
-        g_autoptr(JsonObject) reg = json_object_new();
-        json_object_set_string_member(reg, "uuid", UUID_B);
-        json_object_set_string_member(reg, "name", "tool");
-        json_object_set_int_member(reg, "pid", getpid());
-        g_autoptr(JsonObject) r = c ? vml_client_call(c, "io.vmlease.Lease.Register", reg, NULL, 0,
-                                                      NULL, NULL, &error) : NULL;
-        if (r) {
-            g_autoptr(JsonObject) p = json_object_new();
-            json_object_set_int_member(p, "holder", json_object_get_int_member(r, "holder"));
-            json_object_set_string_member(p, "path", path);
-            json_object_set_string_member(p, "mode", mode);
-            GArray *fds = NULL;
-            g_autoptr(JsonObject) o = vml_client_call(c, "io.vmlease.Lease.OpenImage", p, NULL, 0,
-                                                      &fds, NULL, &error);
-            answer = o && fds && fds->len == 1 ? "ok" : o ? "no-fd" : vml_error_name(error->code);
-        } else if (c) {
-            answer = vml_error_name(error->code);
-        }
-        if (write(pipefd[1], answer, strlen(answer)) < 0)
-            _exit(3);
-        _exit(0);
-    }
-    close(pipefd[1]);
-    char buf[128] = "";
-    ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
-    close(pipefd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
-    return g_strndup(buf, MAX(n, 0));
+    OpenArgs a = { socket, path, mode };
+    return answer_as(uid, gid, (gid_t)-1, open_image_body, &a);
 }
 
 /* OpenImage opens with the caller's rights, not the daemon's: no fd on a
