@@ -51,6 +51,15 @@ dom_disk(Dom *d, const char *path, unsigned int flags)
                     ==, 0);
 }
 
+/* A domain whose one disk is PATH. */
+static void
+dom_on_disk(Dom *d, const unsigned char uuid[16], const char *name, pid_t pid, const char *path,
+            unsigned int flags)
+{
+    dom_new(d, uuid, name, pid);
+    dom_disk(d, path, flags);
+}
+
 /* Like libvirt starting QEMU: fork, Acquire in the child, exec "sleep".
  * Returns the "QEMU" pid once it runs, or -1 if Acquire failed. */
 static pid_t
@@ -139,8 +148,7 @@ test_start_takes_exclusive_and_survives_exec(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "a.qcow2");
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&a, img, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", 0, img, 0);
     pid_t qemu = start_qemu(&a, NULL);
     g_assert_cmpint(qemu, >, 0);
 
@@ -158,8 +166,7 @@ test_start_takes_exclusive_and_survives_exec(void)
     /* Domain B on the same disk: refused, naming the image and dom-a. */
     pid_t other = vml_test_child_spawn();
     Dom b;
-    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", other);
-    dom_disk(&b, img, 0);
+    dom_on_disk(&b, (const unsigned char[])UUID_B, "dom-b", other, img, 0);
     int rc;
     g_autofree char *err = capture_stderr(acquire_in_libvirtd, &b, &rc);
     g_assert_cmpint(rc, ==, -1);
@@ -231,8 +238,7 @@ test_pause_parks_for_the_domain(void)
     g_autofree char *img = vml_test_make_image(daemon_, "pause.img");
     pid_t qemu = vml_test_child_spawn();
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&a, img, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", qemu, img, 0);
     g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
 
     char *state = NULL;
@@ -257,8 +263,7 @@ test_pause_parks_for_the_domain(void)
     /* Nobody else can take it, and is told why. */
     pid_t intruder = vml_test_child_spawn();
     Dom b;
-    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", intruder);
-    dom_disk(&b, img, 0);
+    dom_on_disk(&b, (const unsigned char[])UUID_B, "dom-b", intruder, img, 0);
     int rc;
     g_autofree char *err = capture_stderr(acquire_in_libvirtd, &b, &rc);
     g_assert_cmpint(rc, ==, -1);
@@ -292,8 +297,7 @@ state_of_paused_and_gone(const char *img)
 {
     pid_t q = vml_test_child_spawn();
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", q);
-    dom_disk(&a, img, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", q, img, 0);
     g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
     char *state = NULL;
     g_assert_cmpint(drv->drvRelease(&a.man, &state, 0), ==, 0);
@@ -314,15 +318,13 @@ test_resume_refused_after_foreign_write(void)
 
     pid_t intruder = vml_test_child_spawn();
     Dom b;
-    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", intruder);
-    dom_disk(&b, img, 0);
+    dom_on_disk(&b, (const unsigned char[])UUID_B, "dom-b", intruder, img, 0);
     g_assert_cmpint(drv->drvAcquire(&b.man, NULL, 0, 0, NULL), ==, 0);
     g_assert_cmpint(drv->drvRelease(&b.man, NULL, 0), ==, 0);
 
     pid_t q2 = vml_test_child_spawn();
     Dom a2;
-    dom_new(&a2, (const unsigned char[])UUID_A, "dom-a", q2);
-    dom_disk(&a2, img, 0);
+    dom_on_disk(&a2, (const unsigned char[])UUID_A, "dom-a", q2, img, 0);
     g_assert_cmpint(drv->drvAcquire(&a2.man, state, 0, 0, NULL), ==, -1);
     g_autoptr(JsonArray) owners = vml_test_owners(img);
     g_assert_cmpuint(json_array_get_length(owners), ==, 0);
@@ -344,8 +346,7 @@ test_stale_state_never_blocks_cold_start(void)
     for (int i = 0; i < 2; i++) {   /* the generation moves on */
         pid_t other = vml_test_child_spawn();
         Dom b;
-        dom_new(&b, (const unsigned char[])UUID_B, "dom-b", other);
-        dom_disk(&b, img, 0);
+        dom_on_disk(&b, (const unsigned char[])UUID_B, "dom-b", other, img, 0);
         g_assert_cmpint(drv->drvAcquire(&b.man, NULL, 0, 0, NULL), ==, 0);
         vml_test_child_kill(other, SIGKILL);
         g_assert_true(vml_test_wait_owners(img, 0, 1000));
@@ -354,13 +355,11 @@ test_stale_state_never_blocks_cold_start(void)
     /* Cold start: the child takes the lease, then the resume brings the
      * stale state. */
     Dom a2;
-    dom_new(&a2, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&a2, img, 0);
+    dom_on_disk(&a2, (const unsigned char[])UUID_A, "dom-a", 0, img, 0);
     pid_t q2 = start_qemu(&a2, NULL);
     g_assert_cmpint(q2, >, 0);
     Dom ctl;
-    dom_new(&ctl, (const unsigned char[])UUID_A, "dom-a", q2);
-    dom_disk(&ctl, img, 0);
+    dom_on_disk(&ctl, (const unsigned char[])UUID_A, "dom-a", q2, img, 0);
     g_assert_cmpint(drv->drvAcquire(&ctl.man, stale, 0, 0, NULL), ==, 0);
     g_autoptr(JsonArray) keep = NULL;
     JsonObject *o = only_owner(img, &keep);
@@ -383,13 +382,11 @@ test_libvirtd_leases_survive_sigkill(void)
     g_autofree char *boot = vml_test_make_image(daemon_, "mbox-boot.img");
     g_autofree char *hot = vml_test_make_image(daemon_, "mbox-hot.img");
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&a, boot, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", 0, boot, 0);
     pid_t qemu = start_qemu(&a, NULL);
     g_assert_cmpint(qemu, >, 0);
     Dom plug;
-    dom_new(&plug, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&plug, hot, 0);
+    dom_on_disk(&plug, (const unsigned char[])UUID_A, "dom-a", qemu, hot, 0);
     g_assert_cmpint(drv->drvAcquire(&plug.man, NULL, 0, 0, NULL), ==, 0);
     /* Not in QEMU's fd table: in its mailbox. */
     g_assert_false(holds_lock_fd(qemu, hot));
@@ -483,8 +480,7 @@ test_reconcile_follows_the_chain(void)
         " && qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'", base, base, top, top, snap);
     g_assert_cmpint(system(cmd), ==, 0);
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&a, top, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", 0, top, 0);
     dom_disk(&a, cd, VML_LOCK_RESOURCE_READONLY);
     const char *reading[] = { top, base, NULL };
     pid_t qemu = start_qemu_reading(&a, reading);
@@ -503,8 +499,7 @@ test_reconcile_follows_the_chain(void)
 
     /* --eject: the medium named and closed: it goes, nothing else. */
     Dom eject;
-    dom_new(&eject, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&eject, cd, VML_LOCK_RESOURCE_READONLY);
+    dom_on_disk(&eject, (const unsigned char[])UUID_A, "dom-a", qemu, cd, VML_LOCK_RESOURCE_READONLY);
     g_assert_cmpint(drv->drvRelease(&eject.man, NULL, 0), ==, 0);
     g_assert_cmpstr(mode_of(cd), ==, "none");
     g_assert_cmpstr(mode_of(top), ==, "exclusive");
@@ -513,27 +508,23 @@ test_reconcile_follows_the_chain(void)
      * top let go, though the VM reads it as the overlay's backing image:
      * it stays, shared, and nobody can write it. */
     Dom over;
-    dom_new(&over, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&over, snap, 0);
+    dom_on_disk(&over, (const unsigned char[])UUID_A, "dom-a", qemu, snap, 0);
     g_assert_cmpint(drv->drvAcquire(&over.man, NULL, 0, 0, NULL), ==, 0);
     Dom old;
-    dom_new(&old, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&old, top, 0);
+    dom_on_disk(&old, (const unsigned char[])UUID_A, "dom-a", qemu, top, 0);
     g_assert_cmpint(drv->drvRelease(&old.man, NULL, 0), ==, 0);
     g_assert_cmpstr(mode_of(snap), ==, "exclusive");
     g_assert_cmpstr(mode_of(top), ==, "shared");
     g_assert_cmpstr(mode_of(base), ==, "shared");
     g_assert_cmpint(vml_test_lock_state(daemon_, top), ==, F_RDLCK);
     Dom b;
-    dom_new(&b, (const unsigned char[])UUID_B, "dom-b", 0);
-    dom_disk(&b, top, 0);
+    dom_on_disk(&b, (const unsigned char[])UUID_B, "dom-b", 0, top, 0);
     g_assert_cmpint(start_qemu(&b, NULL), ==, -1);
 
     /* A pause and resume name the new top only; the chain stays. */
     char *state = NULL;
     Dom all;
-    dom_new(&all, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&all, snap, 0);
+    dom_on_disk(&all, (const unsigned char[])UUID_A, "dom-a", qemu, snap, 0);
     g_assert_cmpint(drv->drvRelease(&all.man, &state, 0), ==, 0);
     g_assert_cmpint(drv->drvAcquire(&all.man, state, 0, 0, NULL), ==, 0);
     g_free(state);
@@ -562,8 +553,7 @@ test_reconcile_releases_what_left(void)
     g_assert_cmpint(system(cmd), ==, 0);
     pid_t qemu = vml_test_child_spawn();
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&a, top, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", qemu, top, 0);
     g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
     g_assert_cmpstr(mode_of(mid), ==, "shared");
     g_assert_cmpstr(mode_of(base), ==, "shared");
@@ -571,8 +561,7 @@ test_reconcile_releases_what_left(void)
     g_autofree char *pull = g_strdup_printf("qemu-img rebase -q -u -b '' '%s'", top);
     g_assert_cmpint(system(pull), ==, 0);
     Dom job;
-    dom_new(&job, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&job, mid, VML_LOCK_RESOURCE_READONLY);
+    dom_on_disk(&job, (const unsigned char[])UUID_A, "dom-a", qemu, mid, VML_LOCK_RESOURCE_READONLY);
     g_assert_cmpint(drv->drvRelease(&job.man, NULL, 0), ==, 0);
     g_assert_cmpstr(mode_of(mid), ==, "none");
     g_assert_cmpstr(mode_of(base), ==, "none");
@@ -613,8 +602,7 @@ test_marks_cleared_for_vm_gone_while_down(void)
     g_autofree char *cmd = g_strdup_printf("qemu-img create -q -f qcow2 '%s' 1M", img);
     g_assert_cmpint(system(cmd), ==, 0);
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&a, img, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", 0, img, 0);
     pid_t qemu = start_qemu(&a, NULL);
     g_assert_cmpint(qemu, >, 0);
     guint32 pid = 0;
@@ -647,8 +635,7 @@ test_parked_leases_follow_a_resume_libvirt_does_not_report(void)
         "  <job type='none' async='migration out' phase='perform3'/>\n</domstatus>\n", -1, NULL));
     pid_t qemu = vml_test_child_spawn();
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&a, img, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", qemu, img, 0);
     g_assert_cmpint(drv->drvAcquire(&a.man, NULL, 0, 0, NULL), ==, 0);
     char *state = NULL;
     g_assert_cmpint(drv->drvRelease(&a.man, &state, 0), ==, 0);
@@ -694,8 +681,7 @@ test_lockspace_must_match(void)
     g_autofree char *img = vml_test_make_image(daemon_, "ls.img");
     pid_t qemu = vml_test_child_spawn();
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&a, img, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", qemu, img, 0);
     int rc;
     g_autofree char *err = capture_stderr(acquire_in_libvirtd, &a, &rc);
     g_assert_cmpint(rc, ==, -1);
@@ -718,19 +704,16 @@ test_incoming_migration(void)
 {
     g_autofree char *img = vml_test_make_image(daemon_, "migrate.img");
     Dom src;
-    dom_new(&src, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&src, img, 0);
+    dom_on_disk(&src, (const unsigned char[])UUID_A, "dom-a", 0, img, 0);
     pid_t qsrc = start_qemu(&src, NULL);
     g_assert_cmpint(qsrc, >, 0);
     Dom src_ctl;    /* libvirtd's context for the running source */
-    dom_new(&src_ctl, (const unsigned char[])UUID_A, "dom-a", qsrc);
-    dom_disk(&src_ctl, img, 0);
+    dom_on_disk(&src_ctl, (const unsigned char[])UUID_A, "dom-a", qsrc, img, 0);
 
     /* A second start of the same domain that is no incoming migration
      * (a cold start on another host): refused. */
     Dom again;
-    dom_new(&again, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&again, img, 0);
+    dom_on_disk(&again, (const unsigned char[])UUID_A, "dom-a", 0, img, 0);
     g_assert_cmpint(start_qemu(&again, NULL), ==, -1);
     drv->drvFree(&again.man);
 
@@ -742,8 +725,7 @@ test_incoming_migration(void)
         "  <job type='none' async='migration in' phase='prepare' flags='0x0'/>\n"
         "  <domain type='kvm'><name>dom-a</name></domain>\n</domstatus>\n", -1, NULL));
     Dom dst;
-    dom_new(&dst, (const unsigned char[])UUID_A, "dom-a", 0);
-    dom_disk(&dst, img, 0);
+    dom_on_disk(&dst, (const unsigned char[])UUID_A, "dom-a", 0, img, 0);
     int pipefd[2];
     g_assert_cmpint(pipe2(pipefd, O_CLOEXEC), ==, 0);
     pid_t qdst = fork();
@@ -772,13 +754,11 @@ test_incoming_migration(void)
     g_assert_cmpstr(json_object_get_string_member_with_default(parked, "parked", ""), ==, "paused");
     /* ... which a different domain cannot take... */
     Dom other;
-    dom_new(&other, (const unsigned char[])UUID_B, "dom-b", 0);
-    dom_disk(&other, img, 0);
+    dom_on_disk(&other, (const unsigned char[])UUID_B, "dom-b", 0, img, 0);
     g_assert_cmpint(start_qemu(&other, NULL), ==, -1);
     /* ... and the destination claims with its state. */
     Dom dst_ctl;
-    dom_new(&dst_ctl, (const unsigned char[])UUID_A, "dom-a", qdst);
-    dom_disk(&dst_ctl, img, 0);
+    dom_on_disk(&dst_ctl, (const unsigned char[])UUID_A, "dom-a", qdst, img, 0);
     g_assert_cmpint(drv->drvAcquire(&dst_ctl.man, state, 0, 0, NULL), ==, 0);
     g_autoptr(JsonArray) o2 = vml_test_owners(img);
     g_assert_cmpuint(json_array_get_length(o2), ==, 2);
@@ -820,8 +800,7 @@ test_resume_keeps_block_job_exclusive(void)
     g_assert_cmpint(system(cmd), ==, 0);
     pid_t qemu = vml_test_child_spawn();
     Dom dom, job;
-    dom_new(&dom, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&dom, top, 0);
+    dom_on_disk(&dom, (const unsigned char[])UUID_A, "dom-a", qemu, top, 0);
     g_assert_cmpint(drv->drvAcquire(&dom.man, NULL, 0, 0, NULL), ==, 0);
     g_autoptr(JsonArray) o1 = vml_test_owners(base);
     g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(o1, 0), "mode"),
@@ -852,8 +831,7 @@ test_register_only_and_restrict(void)
     g_autofree char *img = vml_test_make_image(daemon_, "reg.img");
     pid_t qemu = vml_test_child_spawn();
     Dom a;
-    dom_new(&a, (const unsigned char[])UUID_A, "dom-a", qemu);
-    dom_disk(&a, img, 0);
+    dom_on_disk(&a, (const unsigned char[])UUID_A, "dom-a", qemu, img, 0);
     g_assert_cmpint(drv->drvAcquire(&a.man, NULL, VML_LOCK_ACQUIRE_REGISTER_ONLY,
                                     VML_LOCK_FAILURE_PAUSE, NULL), ==, 0);
     g_autoptr(JsonArray) owners = vml_test_owners(img);
