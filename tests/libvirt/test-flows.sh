@@ -624,45 +624,9 @@ flow_save() {   # managedsave | save
 # the records and the mailbox), must be refused on every image the VM uses.
 # Restarted, vmleased shows them all held again, in the same modes.
 
-# lockfile_attack LOCKSPACE IMG...: one token per image (named as in
-# leases): "NAME=posix:R,ofd:R", R the outcome of a non-blocking F_WRLCK
-# over the whole of <LOCKSPACE>/<sha256 of IMG's canonical path>.lock, as a
-# classic (lockf) and as an OFD lock: "refused" (EAGAIN/EACCES), "GOT" (then
-# let go at once), another errno name; "NAME=nofile:ERRNO" if it cannot be
-# opened (nothing is created).
-LOCKFILE_PY='
-import errno, fcntl, hashlib, os, struct, sys
-lockspace = sys.argv[1]
-def outcome(fn):
-    try:
-        fn()
-        return "GOT"
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            return "refused"
-        return errno.errorcode.get(e.errno, str(e.errno))
-out = []
-for p in sys.argv[2:]:
-    name = os.path.basename(p)
-    for ext in (".qcow2", ".iso"):
-        if name.endswith(ext):
-            name = name[:-len(ext)]
-    path = os.path.join(lockspace, hashlib.sha256(os.path.realpath(p).encode()).hexdigest() + ".lock")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        out.append("%s=nofile:%s" % (name, errno.errorcode.get(e.errno, str(e.errno))))
-        continue
-    def posix():
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0, os.SEEK_SET)
-        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, os.SEEK_SET)
-    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD)
-    def ofd():
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
-    out.append("%s=posix:%s,ofd:%s" % (name, outcome(posix), outcome(ofd)))
-    os.close(fd)
-print(" ".join(out))'
+# A plain whole-file fcntl write lock on each image's lock file: see
+# tests/lockfile-attack.py.
+LOCKFILE_ATTACK="$(cd "$(dirname "$0")/.." && pwd)/lockfile-attack.py"
 
 # other_vmleased VAR ROOT [HOSTNAME]: a second vmleased with VMLEASE_ROOT
 # ROOT (its own run/ and state/) on our lockspace, in a UTS namespace of its
@@ -773,7 +737,7 @@ flow_vmleased_killed() {
     # --- while it is down: the kernel's locks alone
     local lockspace=$VMLEASE_ROOT/lockspace got i f
     want=$(for i in "${all[@]}"; do f=${i##*/}; printf '%s=posix:refused,ofd:refused ' "${f%.qcow2}"; done | sed 's/ $//')
-    got=$(python3 -c "$LOCKFILE_PY" "$lockspace" "${all[@]}" 2>&1)
+    got=$(python3 "$LOCKFILE_ATTACK" "$lockspace" "${all[@]}" 2>&1)
     if [ "$got" = "$want" ]; then
         ok "killed vmleased, down: a whole-file fcntl write lock on each lock file is refused: $got"
     else
@@ -815,7 +779,7 @@ flow_vmleased_killed() {
         not_ok "killed vmleased: the second vmleaseds stopped" "pids $other_pid $same_pid"
     fi
     # the second ones are gone: the locks are still there
-    got=$(python3 -c "$LOCKFILE_PY" "$lockspace" "${all[@]}" 2>&1)
+    got=$(python3 "$LOCKFILE_ATTACK" "$lockspace" "${all[@]}" 2>&1)
     if [ "$got" = "$want" ]; then
         ok "killed vmleased, down, the second vmleaseds stopped: every fcntl write lock still refused"
     else

@@ -410,46 +410,9 @@ vsh 1 destroy A >/dev/null 2>&1
 # SIGKILLed. From host1 (sharing the lockspace) nobody may take them while
 # it is down; restarted, it shows them again.
 
-# lockfile_attack IMG...: "NAME=posix:R,ofd:R" per image (NAME without
-# .qcow2): the outcome R of a non-blocking F_WRLCK over the whole of
-# $MG_LOCKSPACE/<sha256 of IMG's canonical path>.lock as a classic (lockf)
-# and as an OFD lock: "refused" (EAGAIN/EACCES), "GOT" (let go at once), or
-# an errno name; "NAME=nofile:ERRNO" if it cannot be opened (nothing is
-# created). A short-lived process of its own.
+# lockfile_attack IMG...: tests/lockfile-attack.py on $MG_LOCKSPACE.
 lockfile_attack() {
-    python3 - "$MG_LOCKSPACE" "$@" <<'PY'
-import errno, fcntl, hashlib, os, struct, sys
-lockspace = sys.argv[1]
-def outcome(fn):
-    try:
-        fn()
-        return "GOT"
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            return "refused"
-        return errno.errorcode.get(e.errno, str(e.errno))
-out = []
-for p in sys.argv[2:]:
-    name = os.path.basename(p)
-    if name.endswith(".qcow2"):
-        name = name[:-6]
-    path = os.path.join(lockspace, hashlib.sha256(os.path.realpath(p).encode()).hexdigest() + ".lock")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as e:
-        out.append("%s=nofile:%s" % (name, errno.errorcode.get(e.errno, str(e.errno))))
-        continue
-    def posix():
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0, os.SEEK_SET)
-        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0, os.SEEK_SET)
-    # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD)
-    def ofd():
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_UNLCK, os.SEEK_SET, 0, 0, 0))
-    out.append("%s=posix:%s,ofd:%s" % (name, outcome(posix), outcome(ofd)))
-    os.close(fd)
-print(" ".join(out))
-PY
+    python3 "$here/../lockfile-attack.py" "$MG_LOCKSPACE" "$@"
 }
 
 case_g() {
