@@ -20,6 +20,8 @@ typedef struct {
     VmlStash *stash;
     VmlStateFile *state;
     VmlServer *server;
+    GStrv own_dirs;          /* our lockspace, state and lease directories,
+                                canonical: never a resource */
     GMainLoop *loop;
     gint64 started;
     gint64 reexecs;          /* times this daemon re-executed itself */

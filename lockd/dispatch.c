@@ -138,15 +138,16 @@ is_uuid(const char *s)
 }
 
 /* Resolve an image path to its resource key: the canonical path. */
-/* PATH is DIR or below it (both canonical; DIR may be NULL). */
+/* PATH (canonical) is one of the daemon's own directories or below one. */
 static gboolean
-path_is_within(const char *path, const char *dir)
+path_is_ours(Call *call, const char *path)
 {
-    g_autofree char *real_dir = dir ? realpath(dir, NULL) : NULL;
-    if (!real_dir)
-        return FALSE;
-    gsize n = strlen(real_dir);
-    return strncmp(path, real_dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+    for (char **dir = call->d->own_dirs; dir && *dir; dir++) {
+        gsize n = strlen(*dir);
+        if (strncmp(path, *dir, n) == 0 && (path[n] == '/' || path[n] == '\0'))
+            return TRUE;
+    }
+    return FALSE;
 }
 
 static char *
@@ -166,9 +167,7 @@ path_key(Call *call, const char *what, const char *path)
     }
     char *real = realpath(path, NULL);
     struct stat st;
-    if (real && (g_str_has_prefix(real, "/proc/") || path_is_within(real, call->d->cfg->lockspace_dir) ||
-                 path_is_within(real, call->d->cfg->state_dir) ||
-                 (call->d->cfg->lease_dir && path_is_within(real, call->d->cfg->lease_dir)))) {
+    if (real && (g_str_has_prefix(real, "/proc/") || path_is_ours(call, real))) {
         free(real);
         param_error(call, what, "resolves into /proc or into vmleased's own directories");
         return NULL;

@@ -234,6 +234,16 @@ main(int argc, char **argv)
     d.state = vml_state_file_new(d.cfg->state_dir, d.table, &error);
     if (!d.state)
         return startup_failed(config_path, error);
+    /* Canonical once, here (the backend and the state file made them): checked per request. */
+    g_autoptr(GStrvBuilder) dirs = g_strv_builder_new();
+    const char *const own[] = { d.cfg->lockspace_dir, d.cfg->state_dir, d.cfg->lease_dir };
+    for (guint i = 0; i < G_N_ELEMENTS(own); i++) {
+        char *real = own[i] ? realpath(own[i], NULL) : NULL;
+        if (real)
+            g_strv_builder_add(dirs, real);
+        free(real);
+    }
+    d.own_dirs = g_strv_builder_end(dirs);
 
     g_autoptr(JsonObject) state = NULL;
     int lease_fd = -1, admin_fd = -1;
@@ -304,6 +314,7 @@ main(int argc, char **argv)
     d.backend->ops->close(d.backend);
     g_main_loop_unref(d.loop);
     g_free(d.exe);
+    g_strfreev(d.own_dirs);
     vml_daemon_config_free(d.cfg);
     return 0;
 }
