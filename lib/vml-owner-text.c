@@ -44,6 +44,14 @@ member_int(JsonObject *o, const char *name)
 char *
 vml_owner_text(JsonObject *owner)
 {
+    if (json_object_get_boolean_member_with_default(owner, "unregistered", FALSE)) {
+        g_autofree char *program = member(owner, "program");
+        g_autofree char *host = member(owner, "host");
+        g_autofree char *mode = member(owner, "mode");
+        return g_strdup_printf("process \"%s\" (pid %" G_GINT64_FORMAT " on host %s, a lock "
+                               "held %s that no VM registered with vmleased)", program,
+                               member_int(owner, "pid"), host, mode);
+    }
     g_autofree char *name = member(owner, "name");
     g_autofree char *uuid = member(owner, "uuid");
     g_autofree char *host = member(owner, "host");

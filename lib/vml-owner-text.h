@@ -15,5 +15,7 @@ char *vml_text_time(gint64 unix_time);
 
 /* An owner as the protocol's Owner object has it:
  * VM "NAME" (uuid U, pid P on host H, MODE since T[, parked for the
- * domain (REASON) since T]). */
+ * domain (REASON) since T]); a lock nobody registered is
+ * process "PROGRAM" (pid P on host H, a lock held MODE that no VM
+ * registered with vmleased). */
 char *vml_owner_text(JsonObject *owner);

@@ -626,7 +626,20 @@ vml_lease_table_owners(VmlLeaseTable *t, const char *key)
     for (VmlLease *l = g_hash_table_lookup(t->by_resource, key); l; l = l->next)
         g_ptr_array_add(out, lease_owner(l));
     record_owners(t, key, out);
+    /* Nobody to name, yet it may be locked: name whoever keeps the lock. */
+    if (out->len == 0) {
+        g_ptr_array_unref(out);
+        return vml_lease_table_lockers(t, key);
+    }
     return out;
+}
+
+GPtrArray *
+vml_lease_table_lockers(VmlLeaseTable *t, const char *key)
+{
+    if (t->backend->ops->lockers)
+        return t->backend->ops->lockers(t->backend, key);
+    return g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
 }
 
 GHashTable *

@@ -133,6 +133,9 @@ gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,
 /* Current owners of KEY: this daemon's holders, and the records of others
  * (other hosts, leases not yet recovered). */
 GPtrArray *vml_lease_table_owners(VmlLeaseTable *t, const char *key);
+/* Processes keeping a lock on KEY that no holder or record names (see
+ * VmlBackendOps.lockers); slow, for when nobody else can be named. */
+GPtrArray *vml_lease_table_lockers(VmlLeaseTable *t, const char *key);
 /* The owners of every resource held here or recorded in the lockspace:
  * key -> GPtrArray of VmlOwner. */
 GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t);

@@ -47,6 +47,7 @@ vml_owner_free(VmlOwner *o)
     g_free(o->uuid);
     g_free(o->name);
     g_free(o->parked);
+    g_free(o->program);
     g_free(o);
 }
 
@@ -64,6 +65,10 @@ vml_owner_to_json(const VmlOwner *o)
     if (o->parked) {
         json_object_set_string_member(j, "parked", o->parked);
         json_object_set_int_member(j, "parked_since", o->parked_since);
+    }
+    if (o->unregistered) {
+        json_object_set_boolean_member(j, "unregistered", TRUE);
+        json_object_set_string_member(j, "program", o->program ? o->program : "?");
     }
     return j;
 }

@@ -30,6 +30,9 @@ typedef struct {
                            ("paused", "migrating"), NULL while in use */
     gint64 parked_since;
     gboolean derived;   /* holder records only: see VmlLease */
+    gboolean unregistered;  /* a process keeping a lock that no holder of
+                               any daemon names (see VmlBackendOps.lockers) */
+    char *program;      /* unregistered: its command name */
 } VmlOwner;
 
 VmlOwner *vml_owner_copy(const VmlOwner *owner);

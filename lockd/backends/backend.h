@@ -74,6 +74,13 @@ typedef struct {
     /* Every record's text (GBytes), every host's. */
     GPtrArray *(*records)(VmlBackend *be, GError **error);
     void (*record_remove)(VmlBackend *be, const char *tag);
+    /* Processes on this host that keep a lock on KEY though no holder or
+     * record names them (a VM's child that inherited its lock fd, the VM
+     * having exited while vmleased was down): unregistered VmlOwners with
+     * pid, program and mode. Slow (a /proc walk once KEY is locked): only
+     * for naming someone when nobody else can be named. NULL op: the
+     * backend cannot see such locks. */
+    GPtrArray *(*lockers)(VmlBackend *be, const char *key);
 
     /* Backends shared by several hosts (NULL otherwise): the hosts
      * [{host_id, host, machine_id, state, generation, timestamp, this_host}],

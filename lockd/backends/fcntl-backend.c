@@ -12,7 +12,9 @@
 #include "backend.h"
 #include "record-dir.h"
 #include "vml-error.h"
+#include "vml-lock-holders.h"
 #include "vml-paths.h"
+#include "vml-proc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -438,6 +440,43 @@ fcntl_records(VmlBackend *parent, GError **error)
     return vml_record_dir_all(&((FcntlBackend *)parent)->records, error);
 }
 
+/* Processes keeping a lock on KEY's lock file that the caller knows
+ * nothing of: a cheap probe first, the /proc walk only if it is locked. */
+static GPtrArray *
+fcntl_lockers(VmlBackend *parent, const char *key)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
+    g_autofree char *name = lock_name(key);
+    int fd = openat(be->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return out;
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+    int rc = fcntl(fd, F_OFD_GETLK, &fl);
+    close(fd);
+    if (rc < 0 || fl.l_type == F_UNLCK)
+        return out;
+    g_autofree char *path = g_build_filename(be->dir, name, NULL);
+    g_autoptr(GPtrArray) found = vml_lock_holders_of(path, getpid());
+    for (guint i = 0; i < found->len; i++) {
+        const VmlLockHolder *lh = found->pdata[i];
+        VmlOwner *o = g_new0(VmlOwner, 1);
+        o->resource = g_strdup(key);
+        o->host = g_strdup(vml_host_name());
+        o->machine_id = g_strdup(vml_host_machine_id());
+        o->boot_id = g_strdup(vml_host_boot_id());
+        o->uuid = g_strdup("");
+        o->name = g_strdup(lh->program);
+        o->program = g_strdup(lh->program);
+        o->pid = lh->pid;
+        vml_proc_start_time(lh->pid, &o->start_time, NULL);
+        o->mode = lh->write ? VML_MODE_EXCLUSIVE : VML_MODE_SHARED;
+        o->unregistered = TRUE;
+        g_ptr_array_add(out, o);
+    }
+    return out;
+}
+
 static void
 fcntl_record_remove(VmlBackend *parent, const char *tag)
 {
@@ -464,4 +503,5 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .record_close = fcntl_record_close,
     .records = fcntl_records,
     .record_remove = fcntl_record_remove,
+    .lockers = fcntl_lockers,
 };

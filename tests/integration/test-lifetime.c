@@ -291,6 +291,157 @@ test_crash_right_after_a_change(void)
     vml_test_daemon_stop(d);
 }
 
+typedef struct {
+    gint64 holder;
+    pid_t keeper;   /* a child that inherited the lock fds, or 0 */
+} ScriptedVm;
+
+/* One call from inside a scripted VM; FALSE unless it succeeded. */
+static gboolean
+scripted_call(VmlClient *c, const char *method, gint64 holder, const char *path)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", holder);
+    json_object_set_array_member(p, "resources", vml_test_resources("exclusive", path, NULL));
+    gboolean with_fds = g_str_has_suffix(method, "Acquire");
+    if (with_fds)
+        json_object_set_boolean_member(p, "fds", TRUE);
+    GArray *fds = NULL;   /* kept open for the life of the process, as in a VM */
+    g_autoptr(JsonObject) r = vml_client_call(c, method, p, NULL, 0, with_fds ? &fds : NULL,
+                                              NULL, NULL);
+    return r != NULL && (!with_fds || (fds && fds->len == 1));
+}
+
+/* A VM process that registers itself and runs SCRIPT on PATH, keeping
+ * every fd it is given: 'a' acquires exclusively with fds, 'r' releases,
+ * 'f' forks a child that inherits the fds and just sleeps. */
+static pid_t
+spawn_scripted_vm(const char *uuid, const char *name, const char *path, const char *script,
+                  ScriptedVm *out)
+{
+    static int lifeline[2] = { -1, -1 };
+    if (lifeline[0] < 0)
+        g_assert_cmpint(pipe2(lifeline, O_CLOEXEC), ==, 0);
+    int pipefd[2];
+    g_assert_cmpint(pipe(pipefd), ==, 0);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        ScriptedVm vm = { 0 };
+        g_autoptr(VmlClient) c = vml_client_connect_lease(NULL);
+        g_autoptr(JsonObject) p = json_object_new();
+        json_object_set_string_member(p, "uuid", uuid);
+        json_object_set_string_member(p, "name", name);
+        json_object_set_int_member(p, "pid", getpid());
+        g_autoptr(JsonObject) r = c ? vml_client_call(c, "io.vmlease.Lease.Register", p,
+                                                      NULL, 0, NULL, NULL, NULL) : NULL;
+        vm.holder = r ? json_object_get_int_member(r, "holder") : -1;
+        for (const char *s = script; vm.holder > 0 && *s; s++) {
+            gboolean ok = TRUE;
+            if (*s == 'a')
+                ok = scripted_call(c, "io.vmlease.Lease.Acquire", vm.holder, path);
+            else if (*s == 'r')
+                ok = scripted_call(c, "io.vmlease.Lease.Release", vm.holder, path);
+            else if (*s == 'f' && (vm.keeper = fork()) == 0) {
+                /* Outlives the VM, never the test (EOF on the lifeline). */
+                close(pipefd[1]);
+                close(lifeline[1]);
+                int null = open("/dev/null", O_RDWR);
+                dup2(null, 1);
+                dup2(null, 2);
+                char c;
+                while (read(lifeline[0], &c, 1) < 0)
+                    ;
+                _exit(0);
+            }
+            if (!ok)
+                vm.holder = -1;
+        }
+        if (write(pipefd[1], &vm, sizeof(vm)) != sizeof(vm))
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(pipefd[1]);
+    g_assert_cmpint(read(pipefd[0], out, sizeof(*out)), ==, sizeof(*out));
+    close(pipefd[0]);
+    g_assert_cmpint(out->holder, >, 0);
+    return pid;
+}
+
+/* A VM that took X, let it go and took it again keeps two fds on X's lock
+ * file, only the second of which holds the lock: recovery adopts that one,
+ * so the lease is listed, refuses others and is released by its holder. */
+static void
+test_recovery_picks_the_locked_fd(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *x = vml_test_make_image(d, "x.img");
+    for (int round = 0; round < 10; round++) {
+        ScriptedVm vm;
+        pid_t pid = spawn_scripted_vm(UUID_A, "vm-a", x, "ara", &vm);
+        vml_test_daemon_kill(d, SIGKILL);
+        vml_test_daemon_restart(d);
+        assert_sole_owner(x, pid, "vm-a", "exclusive");
+        pid_t other;
+        g_autoptr(JsonArray) owners = try_exclusive(x, &other);
+        g_assert_nonnull(owners);
+        g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(owners, 0),
+                                                   "pid"), ==, pid);
+        vml_test_child_kill(other, SIGKILL);
+        release_ok(vm.holder, x);
+        g_assert_true(vml_test_wait_owners(x, 0, 0));
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_UNLCK);
+        vml_test_child_kill(pid, SIGKILL);
+    }
+    vml_test_daemon_stop(d);
+}
+
+/* A VM forked a child that inherited its lock fd, then exited while
+ * vmleased was down: the lock lives on in the child. It is no lease of
+ * anyone's, but whoever runs into it is told which process keeps it. */
+static void
+test_inherited_lock_names_its_process(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *x = vml_test_make_image(d, "x.img");
+    for (int round = 0; round < 3; round++) {
+        ScriptedVm vm;
+        pid_t pid = spawn_scripted_vm(UUID_A, "vm-a", x, "af", &vm);
+        g_assert_cmpint(vm.keeper, >, 0);
+        vml_test_daemon_kill(d, SIGKILL);
+        vml_test_child_kill(pid, SIGKILL);
+        vml_test_daemon_restart(d);
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_WRLCK);
+
+        pid_t other;
+        g_autoptr(JsonArray) owners = try_exclusive(x, &other);
+        vml_test_child_kill(other, SIGKILL);
+        g_assert_nonnull(owners);
+        g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+        JsonObject *o = json_array_get_object_element(owners, 0);
+        g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, vm.keeper);
+        g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "exclusive");
+        g_assert_true(json_object_get_boolean_member_with_default(o, "unregistered", FALSE));
+        g_assert_nonnull(json_object_get_string_member_with_default(o, "program", NULL));
+
+        g_autoptr(JsonArray) listed = vml_test_owners(x);
+        g_assert_cmpuint(json_array_get_length(listed), ==, 1);
+        JsonObject *lo = json_array_get_object_element(listed, 0);
+        g_assert_cmpint(json_object_get_int_member(lo, "pid"), ==, vm.keeper);
+        g_assert_true(json_object_get_boolean_member_with_default(lo, "unregistered", FALSE));
+
+        /* Once that process is gone, so is the lock. */
+        kill(vm.keeper, SIGKILL);   /* not our child: the VM was its parent */
+        for (int i = 0; i < 200 && vml_test_lock_state(d, x) != F_UNLCK; i++)
+            g_usleep(10 * 1000);
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_UNLCK);
+        g_assert_true(vml_test_wait_owners(x, 0, 0));
+    }
+    vml_test_daemon_stop(d);
+}
+
 /* Run BODY(DATA) in a child running as UID/GID (and EXTRA_GROUP, unless
  * -1); what it returns (a varlink error name, "ok", ...) comes back. */
 static char *
@@ -313,7 +464,7 @@ answer_as(uid_t uid, gid_t gid, gid_t extra_group, const char *(*body)(gpointer)
         _exit(0);
     }
     close(pipefd[1]);
-    char buf[128] = "";
+    char buf[1024] = "";
     ssize_t n = read(pipefd[0], buf, sizeof(buf) - 1);
     close(pipefd[0]);
     int status;
@@ -325,6 +476,7 @@ answer_as(uid_t uid, gid_t gid, gid_t extra_group, const char *(*body)(gpointer)
 
 typedef struct {
     const char *socket, *method, *params;
+    gboolean detail;    /* answer "ErrorName|message", not the name alone */
 } CallArgs;
 
 /* Call ARGS' method with its params (JSON text; "%PID%" becomes the
@@ -345,14 +497,21 @@ call_body(gpointer data)
         return "connect-failed";
     g_autoptr(JsonObject) r = vml_client_call(c, a->method,
         json_node_get_object(json_parser_get_root(parser)), NULL, 0, NULL, NULL, &error);
-    return r ? "ok" : vml_error_name(error->code);
+    if (r)
+        return "ok";
+    if (!a->detail)
+        return vml_error_name(error->code);
+    /* Kept until the child exits, which is right after the answer. */
+    static char answer[900];
+    g_snprintf(answer, sizeof(answer), "%s|%s", vml_error_name(error->code), error->message);
+    return answer;
 }
 
 /* As UID/GID (and EXTRA_GROUP), call Status on SOCKET. */
 static char *
 call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
 {
-    CallArgs a = { socket, "io.vmlease.Admin.Status", NULL };
+    CallArgs a = { socket, "io.vmlease.Admin.Status", NULL, FALSE };
     return answer_as(uid, gid, extra_group, call_body, &a);
 }
 
@@ -360,8 +519,61 @@ call_as(uid_t uid, gid_t gid, gid_t extra_group, const char *socket)
 static char *
 call_as_with(uid_t uid, gid_t gid, const char *socket, const char *method, const char *params)
 {
-    CallArgs a = { socket, method, params };
+    CallArgs a = { socket, method, params, FALSE };
     return answer_as(uid, gid, (gid_t)-1, call_body, &a);
+}
+
+/* Admin.Owners of PATH as UID with group GID: "ok" or "ErrorName|message"
+ * with PATH in it replaced by "PATH". */
+static char *
+owners_as(uid_t uid, gid_t gid, const char *socket, const char *path)
+{
+    g_autofree char *params = g_strdup_printf("{\"paths\":[\"%s\"]}", path);
+    CallArgs a = { socket, "io.vmlease.Admin.Owners", params, TRUE };
+    g_autofree char *answer = answer_as(uid, gid, (gid_t)-1, call_body, &a);
+    g_auto(GStrv) parts = g_strsplit(answer, path, -1);
+    return g_strjoinv("PATH", parts);
+}
+
+/* An admin-group member learns nothing through Admin.Owners about a
+ * directory it cannot search: a file there and a missing one get the same
+ * answer, while root is told which is which. */
+static void
+test_owners_tell_only_what_the_caller_may_see(void)
+{
+    struct group *gr = getgrnam("nogroup");
+    g_assert_nonnull(gr);
+    VmlTestDaemon *d = vml_test_daemon_start("admin_group = \"nogroup\"\n");
+    g_assert_cmpint(chmod(d->root, 0755), ==, 0);
+    g_autofree char *admin = g_build_filename(d->root, "run", "vmleased-admin.sock", NULL);
+    g_autofree char *secret = g_build_filename(d->root, "secret", NULL);
+    g_assert_cmpint(mkdir(secret, 0700), ==, 0);
+    g_autofree char *there = g_build_filename(secret, "there.img", NULL);
+    g_autofree char *missing = g_build_filename(secret, "missing.img", NULL);
+    g_assert_true(g_file_set_contents(there, "", 0, NULL));
+    g_autofree char *open_dir = g_build_filename(d->root, "open", NULL);
+    g_assert_cmpint(mkdir(open_dir, 0755), ==, 0);
+    g_autofree char *visible = g_build_filename(open_dir, "visible.img", NULL);
+    g_assert_true(g_file_set_contents(visible, "", 0, NULL));
+
+    g_autofree char *a_there = owners_as(65534, gr->gr_gid, admin, there);
+    g_autofree char *a_missing = owners_as(65534, gr->gr_gid, admin, missing);
+    g_assert_true(g_str_has_prefix(a_there, "io.vmlease.PermissionDenied|"));
+    g_assert_cmpstr(a_there, ==, a_missing);
+    /* Where it may look, it is answered. */
+    g_autofree char *a_visible = owners_as(65534, gr->gr_gid, admin, visible);
+    g_assert_cmpstr(a_visible, ==, "ok");
+    /* Root is told the truth about both. */
+    g_autoptr(JsonArray) o = vml_test_owners(there);
+    g_assert_cmpuint(json_array_get_length(o), ==, 0);
+    g_autoptr(JsonObject) p = json_object_new();
+    JsonArray *paths = json_array_new();
+    json_array_add_string_element(paths, missing);
+    json_object_set_array_member(p, "paths", paths);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Owners", p, NULL, NULL, &error);
+    g_assert_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE);
+    vml_test_daemon_stop(d);
 }
 
 /* A lease-group member acts only for holders it registered, and registers
@@ -528,6 +740,11 @@ main(int argc, char **argv)
     g_test_add_func("/lifetime/reexec-keeps-every-lease", test_reexec_keeps_every_lease);
     g_test_add_func("/lifetime/reexec-signal-storms", test_reexec_signal_storms);
     g_test_add_func("/lifetime/crash-right-after-a-change", test_crash_right_after_a_change);
+    g_test_add_func("/lifetime/recovery-picks-the-locked-fd", test_recovery_picks_the_locked_fd);
+    g_test_add_func("/lifetime/inherited-lock-names-its-process",
+                    test_inherited_lock_names_its_process);
+    g_test_add_func("/lifetime/owners-tell-only-what-the-caller-may-see",
+                    test_owners_tell_only_what_the_caller_may_see);
     g_test_add_func("/lifetime/peer-credentials", test_peer_credentials);
     g_test_add_func("/lifetime/holders-belong-to-their-uid", test_holders_belong_to_their_uid);
     g_test_add_func("/lifetime/open-image-with-callers-rights",
