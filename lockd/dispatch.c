@@ -165,8 +165,34 @@ path_key(Call *call, const char *what, const char *path)
         param_error(call, what, "names a file through /proc or /dev/fd: give the image's path");
         return NULL;
     }
+    /* Resolved first as the caller would: a directory it cannot search
+     * answers "permission denied" whether or not the file exists there. */
+    const VmlCreds *creds = vml_conn_creds(call->conn);
+    int seen = -1;
+    if (creds->uid != 0 && (seen = vml_open_path_as(path, creds, &error)) < 0) {
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "path", path);
+        vml_conn_error(call->conn, error->code, p, "cannot resolve image %s as uid %u: %s",
+                       path, (unsigned)creds->uid,
+                       error->code == VML_ERROR_PERMISSION_DENIED ? "permission denied"
+                                                                  : "no such file");
+        return NULL;
+    }
     char *real = realpath(path, NULL);
-    struct stat st;
+    struct stat st, seen_st;
+    gboolean moved = seen >= 0 && real &&
+        (stat(real, &st) < 0 || fstat(seen, &seen_st) < 0 ||
+         st.st_dev != seen_st.st_dev || st.st_ino != seen_st.st_ino);
+    if (seen >= 0)
+        close(seen);
+    if (moved) {
+        free(real);
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "path", path);
+        vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
+                       "image %s changed while it was being resolved", path);
+        return NULL;
+    }
     if (real && (g_str_has_prefix(real, "/proc/") || path_is_ours(call, real))) {
         free(real);
         param_error(call, what, "resolves into /proc or into vmleased's own directories");
@@ -633,6 +659,17 @@ method_owners(Call *call)
         }
     }
     owners_of = vml_lease_table_all_owners(call->d->table);
+    /* A path asked for with no lease or record on it may still be locked
+     * by a process nobody registered: name that process. */
+    for (guint i = 0; paths && i < keys->len; i++) {
+        if (g_hash_table_contains(owners_of, keys->pdata[i]))
+            continue;
+        GPtrArray *lockers = vml_lease_table_lockers(call->d->table, keys->pdata[i]);
+        if (lockers->len)
+            g_hash_table_insert(owners_of, g_strdup(keys->pdata[i]), lockers);
+        else
+            g_ptr_array_unref(lockers);
+    }
     if (!keys) {
         keys = g_ptr_array_new_with_free_func(g_free);
         GHashTableIter it;

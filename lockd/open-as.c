@@ -49,11 +49,19 @@ open_error(GError **error, const char *path, int err)
     return -1;
 }
 
-int
-vml_open_as(const char *path, int flags, const VmlCreds *creds, GError **error)
+/* A user's name of a file: its symlinks are the user's to have. */
+static int
+open_following(const char *path, G_GNUC_UNUSED int flags)
+{
+    return open(path, O_PATH | O_CLOEXEC);
+}
+
+static int
+open_as(const char *path, int flags, int (*opener)(const char *, int), const VmlCreds *creds,
+        GError **error)
 {
     if (!creds || creds->uid == 0) {
-        int fd = open_no_symlinks(path, flags);
+        int fd = opener(path, flags);
         return fd >= 0 ? fd : open_error(error, path, errno);
     }
     int sv[2];
@@ -73,7 +81,7 @@ vml_open_as(const char *path, int flags, const VmlCreds *creds, GError **error)
             setresgid(creds->gid, creds->gid, creds->gid) < 0 ||
             setresuid(creds->uid, creds->uid, creds->uid) < 0)
             err = errno;
-        else if ((fd = open_no_symlinks(path, flags)) < 0)
+        else if ((fd = opener(path, flags)) < 0)
             err = errno;
         struct iovec iov = { .iov_base = &err, .iov_len = sizeof(err) };
         VmlFdControl control;
@@ -106,4 +114,16 @@ vml_open_as(const char *path, int flags, const VmlCreds *creds, GError **error)
     if (fd >= 0)
         return fd;
     return open_error(error, path, n == (ssize_t)sizeof(err) && err ? err : EIO);
+}
+
+int
+vml_open_as(const char *path, int flags, const VmlCreds *creds, GError **error)
+{
+    return open_as(path, flags, open_no_symlinks, creds, error);
+}
+
+int
+vml_open_path_as(const char *path, const VmlCreds *creds, GError **error)
+{
+    return open_as(path, 0, open_following, creds, error);
 }

@@ -25,3 +25,8 @@ gboolean vml_creds_of_peer(int fd, VmlCreds *creds);
  * on CREDS, the fd passed back. -1 with ERROR (VML_ERROR_PERMISSION_DENIED
  * for EACCES/EPERM, VML_ERROR_NO_SUCH_IMAGE otherwise). */
 int vml_open_as(const char *path, int flags, const VmlCreds *creds, GError **error);
+
+/* An O_PATH fd on PATH (symlinks followed) as CREDS resolve it: fails
+ * where CREDS may not look (a directory it cannot search), so nobody
+ * learns through vmleased what exists there. Errors as vml_open_as. */
+int vml_open_path_as(const char *path, const VmlCreds *creds, GError **error);
