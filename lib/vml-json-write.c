@@ -1,5 +1,8 @@
 #include "vml-json-write.h"
 
+#include <math.h>
+#include <string.h>
+
 void
 vml_json_write_string(GString *out, const char *str)
 {
@@ -42,4 +45,140 @@ vml_json_write_member_int(GString *out, gboolean first, const char *key, gint64 
         g_string_append_c(out, ',');
     vml_json_write_string(out, key);
     g_string_append_printf(out, ":%" G_GINT64_FORMAT, value);
+}
+
+/* ---- strict writer ------------------------------------------------------- */
+
+/* What U+FFFD is in UTF-8: stands for each byte that is not UTF-8. */
+#define REPLACEMENT "\xef\xbf\xbd"
+
+void
+vml_json_write_strict_string(GString *out, const char *str)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *p = str ? str : "";
+
+    g_string_append_c(out, '"');
+    while (*p) {
+        /* Plain printable ASCII goes out in one piece. */
+        const char *run = p;
+        while ((guchar)*p >= 0x20 && (guchar)*p < 0x7f && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            g_string_append_len(out, run, p - run);
+        guchar c = (guchar)*p;
+        if (c == '\0')
+            break;
+        if (c >= 0x80) {
+            /* Rejects truncated and overlong sequences, surrogates (what
+             * json-glib makes of a lone \ud800) and anything past U+10FFFF. */
+            gunichar u = g_utf8_get_char_validated(p, -1);
+            if (u == (gunichar)-1 || u == (gunichar)-2) {
+                g_string_append(out, REPLACEMENT);
+                p++;
+            } else {
+                const char *next = g_utf8_next_char(p);
+                g_string_append_len(out, p, next - p);
+                p = next;
+            }
+            continue;
+        }
+        switch (c) {
+        case '"': g_string_append(out, "\\\""); break;
+        case '\\': g_string_append(out, "\\\\"); break;
+        case '\b': g_string_append(out, "\\b"); break;
+        case '\f': g_string_append(out, "\\f"); break;
+        case '\n': g_string_append(out, "\\n"); break;
+        case '\r': g_string_append(out, "\\r"); break;
+        case '\t': g_string_append(out, "\\t"); break;
+        default:   /* the rest of U+0000-U+001F, and U+007F */
+            g_string_append(out, "\\u00");
+            g_string_append_c(out, hex[c >> 4]);
+            g_string_append_c(out, hex[c & 15]);
+        }
+        p++;
+    }
+    g_string_append_c(out, '"');
+}
+
+static void
+write_double(GString *out, double v)
+{
+    if (!isfinite(v)) {
+        g_string_append(out, "null");   /* JSON has no NaN or infinity */
+        return;
+    }
+    char buf[G_ASCII_DTOSTR_BUF_SIZE];
+    g_ascii_dtostr(buf, sizeof(buf), v);
+    g_string_append(out, buf);
+    /* Keep it a double for whoever reads it back, as json-glib does. */
+    if (!strpbrk(buf, ".eE"))
+        g_string_append(out, ".0");
+}
+
+static void
+write_value(GString *out, JsonNode *node)
+{
+    switch (json_node_get_value_type(node)) {
+    case G_TYPE_INT64:
+        g_string_append_printf(out, "%" G_GINT64_FORMAT, json_node_get_int(node));
+        break;
+    case G_TYPE_DOUBLE:
+        write_double(out, json_node_get_double(node));
+        break;
+    case G_TYPE_BOOLEAN:
+        g_string_append(out, json_node_get_boolean(node) ? "true" : "false");
+        break;
+    case G_TYPE_STRING: {
+        const char *s = json_node_get_string(node);
+        if (s)
+            vml_json_write_strict_string(out, s);
+        else
+            g_string_append(out, "null");
+        break;
+    }
+    default:
+        g_string_append(out, "null");
+    }
+}
+
+void
+vml_json_write_node(GString *out, JsonNode *node)
+{
+    switch (node ? JSON_NODE_TYPE(node) : JSON_NODE_NULL) {
+    case JSON_NODE_OBJECT: {
+        JsonObject *o = json_node_get_object(node);
+        g_string_append_c(out, '{');
+        if (o) {
+            /* Members in the order they were set, as json-glib writes them. */
+            g_autoptr(GList) names = json_object_get_members(o);
+            for (GList *l = names; l; l = l->next) {
+                if (l != names)
+                    g_string_append_c(out, ',');
+                vml_json_write_strict_string(out, l->data);
+                g_string_append_c(out, ':');
+                vml_json_write_node(out, json_object_get_member(o, l->data));
+            }
+        }
+        g_string_append_c(out, '}');
+        break;
+    }
+    case JSON_NODE_ARRAY: {
+        JsonArray *a = json_node_get_array(node);
+        g_string_append_c(out, '[');
+        for (guint i = 0; a && i < json_array_get_length(a); i++) {
+            if (i > 0)
+                g_string_append_c(out, ',');
+            vml_json_write_node(out, json_array_get_element(a, i));
+        }
+        g_string_append_c(out, ']');
+        break;
+    }
+    case JSON_NODE_VALUE:
+        write_value(out, node);
+        break;
+    case JSON_NODE_NULL:
+    default:
+        g_string_append(out, "null");
+    }
 }

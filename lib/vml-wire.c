@@ -1,5 +1,6 @@
 #include "vml-wire.h"
 #include "vml-error.h"
+#include "vml-json-write.h"
 
 #include <errno.h>
 #include <string.h>
@@ -19,11 +20,16 @@ struct _VmlFrameReader {
 char *
 vml_json_to_string(JsonObject *object, gsize *len)
 {
+    /* Not json-glib's generator: it sends invalid UTF-8 and U+001F in a
+     * string as they are, and a client's bytes (an unknown method's name)
+     * come back in replies. */
     g_autoptr(JsonNode) node = json_node_new(JSON_NODE_OBJECT);
     json_node_set_object(node, object);
-    g_autoptr(JsonGenerator) gen = json_generator_new();
-    json_generator_set_root(gen, node);
-    return json_generator_to_data(gen, len);
+    GString *out = g_string_sized_new(256);
+    vml_json_write_node(out, node);
+    if (len)
+        *len = out->len;
+    return g_string_free(out, FALSE);
 }
 
 void

@@ -19,7 +19,9 @@ typedef union {
 void vml_wire_attach_fds(struct msghdr *mh, VmlFdControl *control,
                          const int *fds, guint n_fds);
 
-/* Serialise an object to compact JSON (newly allocated, no NUL counted). */
+/* Serialise an object to compact, strict JSON (RFC 8259: valid UTF-8, control
+ * characters escaped) whatever its strings hold; newly allocated, LEN (may
+ * be NULL) excludes the NUL. */
 char *vml_json_to_string(JsonObject *object, gsize *len);
 
 /* Send the whole message (json plus its NUL terminator) on a blocking socket,

@@ -8,6 +8,7 @@
  * kills the daemon, the run records the failure and starts a fresh one.
  * The daemon runs with the soft fd limit a systemd service gets (1024). */
 #include "harness.h"
+#include "vml-json-strict.h"
 #include "vml-paths.h"
 #include "vml-wire.h"
 
@@ -160,7 +161,7 @@ typedef enum {
     RAW_EOF,        /* the daemon closed the connection (read returned 0) */
     RAW_RESET,      /* closed with our bytes unread (ECONNRESET) */
     RAW_TIMEOUT,    /* nothing within IO_TIMEOUT_S */
-    RAW_BAD,        /* a reply that is not a JSON object, or another error */
+    RAW_BAD,        /* a reply that is not a strict JSON object, or another error */
 } RawResult;
 
 static const char *
@@ -183,6 +184,12 @@ raw_recv(Raw *r, JsonObject **reply)
         guint8 *nul = r->in->len ? memchr(r->in->data, 0, r->in->len) : NULL;
         if (nul) {
             gsize len = nul - r->in->data;
+            /* Every reply strict JSON (json-glib would take more). */
+            g_autoptr(GError) strict_error = NULL;
+            if (!vml_json_strict_check((const char *)r->in->data, len, &strict_error)) {
+                g_test_message("reply: %s", strict_error->message);
+                return RAW_BAD;
+            }
             g_autoptr(JsonParser) parser = json_parser_new_immutable();
             gboolean ok = json_parser_load_from_data(parser, (const char *)r->in->data, len, NULL);
             g_byte_array_remove_range(r->in, 0, len + 1);
@@ -814,6 +821,54 @@ case_invalid_utf8(void)
     expect_invalid_message(in_param, sizeof(in_param) - 1);
     expect_invalid_message(in_method, sizeof(in_method) - 1);
     expect_invalid_message(overlong, sizeof(overlong) - 1);
+}
+
+/* A method name with control characters, terminal escapes or bytes that
+ * are not UTF-8: the reply, which names the method back, is strict JSON all
+ * the same (raw_read checks), says MethodNotFound or InvalidMessage, and the
+ * connection and the daemon go on serving. */
+static void
+case_method_control_chars(void)
+{
+    GString *every = g_string_new("{\"method\":\"io.vmlease.Admin.");
+    for (guint c = 1; c < 0x20; c++)
+        g_string_append_printf(every, "\\u%04x", c);
+    g_string_append(every, "\\u007f\"}");
+    GString *long_name = g_string_new("{\"method\":\"");
+    for (guint i = 0; i < 150; i++)
+        g_string_append(long_name, "\xc3\xa9\\u001f");   /* cut at 200 bytes somewhere */
+    g_string_append(long_name, "\"}");
+    const char *const msgs[] = {
+        "{\"method\":\"io.vmlease.Admin.Sta\\u001ftus\"}",
+        every->str,
+        "{\"method\":\"\\u001b[2J\\u001b]0;owned\\u0007\\r\\n\"}",
+        long_name->str,
+        "{\"method\":\"io.vmlease.Admin.Sta\x1ftus\"}",             /* raw, not escaped */
+        "{\"method\":\"io.vmlease.Admin.\xc3\x28\xed\xa0\x80\"}",    /* not UTF-8 */
+        "{\"method\":\"io.vmlease.Admin.\xff\\u001f\"}",
+        "{\"method\":\"io.vmlease.Admin.\\ud800x\\u001f\"}",        /* lone surrogate */
+        "{\"method\":\"io.vmlease.Admin.\\udc00\"}",
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(msgs); i++) {
+        g_autoptr(Raw) r = raw_connect(FALSE);
+        raw_send_msg(r, msgs[i]);
+        g_autoptr(JsonObject) reply = raw_read(r);
+        const char *err = member_string(reply, "error");
+        if (g_strcmp0(err, METHOD_NOT_FOUND) != 0)
+            err = INVALID_MESSAGE;
+        JsonObject *p = assert_error(reply, err);
+        if (g_str_equal(err, METHOD_NOT_FOUND)) {
+            /* The name comes back as the client sent it. */
+            g_autoptr(JsonParser) parser = json_parser_new();
+            g_assert_true(json_parser_load_from_data(parser, msgs[i], -1, NULL));
+            const char *sent = json_object_get_string_member(
+                json_node_get_object(json_parser_get_root(parser)), "method");
+            g_assert_cmpstr(member_string(p, "method"), ==, sent);
+        }
+        assert_conn_serves(r);
+    }
+    g_string_free(every, TRUE);
+    g_string_free(long_name, TRUE);
 }
 
 static void
@@ -1710,6 +1765,7 @@ static const Case cases[] = {
     { "/hostile/message/unknown-method", case_unknown_method },
     { "/hostile/message/huge-method-name", case_huge_method_name },
     { "/hostile/message/invalid-utf8", case_invalid_utf8 },
+    { "/hostile/message/method-control-chars", case_method_control_chars },
     { "/hostile/message/path-nul-escape", case_path_nul_escape },
     { "/hostile/message/deep-nesting", case_deep_nesting_bare },
     { "/hostile/message/deep-nesting-in-parameters", case_deep_nesting_in_parameters },
