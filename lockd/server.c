@@ -517,6 +517,12 @@ vml_server_hand_over(VmlServer *s, GString *json, GArray *fds)
 }
 
 void
+vml_server_add_connection(VmlServer *s, int fd, gboolean lease_socket)
+{
+    conn_setup(s, fd, lease_socket);
+}
+
+void
 vml_server_adopt(VmlServer *s, JsonObject *state)
 {
     JsonNode *n = json_object_get_member(state, "connections");

@@ -31,6 +31,10 @@ void vml_server_listen_fds(VmlServer *server, int *lease_fd, int *admin_fd);
  * client connections that sit between messages, adding their fds to FDS
  * (CLOEXEC left to the caller); a connection caught mid-message is closed. */
 void vml_server_hand_over(VmlServer *server, GString *json, GArray *fds);
+/* Serve FD (a connected AF_UNIX stream socket, non-blocking, CLOEXEC; ours
+ * now) as a client of the lease socket (LEASE_SOCKET) or the admin socket,
+ * exactly as if accepted there (tests/fuzz/fuzz-wire.c). */
+void vml_server_add_connection(VmlServer *server, int fd, gboolean lease_socket);
 /* After re-exec: serve the connections handed over in STATE. */
 void vml_server_adopt(VmlServer *server, JsonObject *state);
 

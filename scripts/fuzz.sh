@@ -5,9 +5,13 @@
 #                      (tests/fuzz/make-corpus.sh) and tests/fuzz/regressions;
 #   fuzz-domain-xml    the domain XML parser and chain write-back, from
 #                      tests/fuzz/domain-seeds (and tests/fuzz/domain-regressions)
-#                      with tests/fuzz/domain-xml.dict.
+#                      with tests/fuzz/domain-xml.dict;
+#   fuzz-wire          the daemon's server and dispatch in-process through a
+#                      socketpair, every reply held to strict JSON, from
+#                      tests/fuzz/wire-seeds (and tests/fuzz/wire-regressions)
+#                      with tests/fuzz/wire.dict (needs root, as this script).
 # Ends with one line per target, "TARGET: N execs in S s, C crashes"; exits 1
-# when either target crashed or did not run. Crash inputs are left in
+# when any target crashed or did not run. Crash inputs are left in
 # build-fuzz/fuzz-artifacts/TARGET/, libFuzzer's output in
 # build-fuzz/fuzz-TARGET.log. The outcome is also left in
 # build-fuzz/testlog.json, one line per target in meson's format, for
@@ -27,9 +31,10 @@ if [ ! -f build-fuzz/build.ninja ]; then
     CC=clang meson setup build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined \
         -Db_lundef=false -Dwerror=true >/dev/null || exit 1
 fi
-ninja -C build-fuzz tests/fuzz/fuzz-qcow2-header tests/fuzz/fuzz-domain-xml >/dev/null || exit 1
+ninja -C build-fuzz tests/fuzz/fuzz-qcow2-header tests/fuzz/fuzz-domain-xml \
+    tests/fuzz/fuzz-wire >/dev/null || exit 1
 rm -rf build-fuzz/fuzz-seeds build-fuzz/fuzz-corpus build-fuzz/fuzz-corpus-xml \
-    build-fuzz/fuzz-artifacts
+    build-fuzz/fuzz-corpus-wire build-fuzz/fuzz-artifacts
 bash tests/fuzz/make-corpus.sh build-fuzz/fuzz-seeds >/dev/null || exit 1
 
 # TARGET CORPUS OPTIONS... -- SEED-DIRS...: run TARGET, print its line.
@@ -65,4 +70,6 @@ fuzz fuzz-qcow2-header build-fuzz/fuzz-corpus -max_len=70000 \
     -- build-fuzz/fuzz-seeds tests/fuzz/regressions || status=1
 fuzz fuzz-domain-xml build-fuzz/fuzz-corpus-xml -max_len=65536 -dict=tests/fuzz/domain-xml.dict \
     -- tests/fuzz/domain-seeds tests/fuzz/domain-regressions || status=1
+fuzz fuzz-wire build-fuzz/fuzz-corpus-wire -max_len=65536 -dict=tests/fuzz/wire.dict \
+    -- tests/fuzz/wire-seeds tests/fuzz/wire-regressions || status=1
 exit $status

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install dependencies, build, run every test twice (a plain build, then one
 # under AddressSanitizer + UBSan where a daemon that trips them fails its
-# test), fuzz the qcow2 header parser; end with "N passed, N failed"
+# test), fuzz the qcow2 header parser, the domain XML parser and the wire
+# (scripts/fuzz.sh); end with "N passed, N failed"
 # counting each TAP test case.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,8 @@ ninja -C build-sanitize >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     meson test -C build-sanitize --print-errorlogs --no-suite libvirt "$@" || rc=1
 
-# The qcow2 header parser under libFuzzer (ASan + UBSan), 60 s by default.
+# libFuzzer (ASan + UBSan) on the qcow2 header parser, the domain XML parser
+# and the daemon's wire, 45 s each by default (FUZZ_SECONDS).
 bash scripts/fuzz.sh || rc=1
 [ -f build-fuzz/testlog.json ] || echo '{"name": "fuzz-qcow2-header", "result": "FAIL"}' \
     > build-fuzz/testlog.json
