@@ -111,6 +111,8 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
+        if (l->leaving)
+            continue;
         if (!first)
             g_string_append_c(out, ',');
         first = FALSE;
@@ -159,22 +161,39 @@ holder_fill_mailbox(VmlHolder *h)
                   h->name, (int)h->pid, error->message);
 }
 
-/* Publish the holder's current leases: into its mailbox, then its
- * record. A record that cannot be written costs admins a name, not the
- * lease: the lock is what enforces. */
-static void
-holder_publish(VmlHolder *h)
+/* Write the holder's record: what a restart after a crash recovers, so
+ * a grant is recorded before it is answered and a release before its
+ * lock goes. */
+static gboolean
+holder_write_record(VmlHolder *h, GError **error)
 {
     VmlBackend *be = h->table->backend;
     g_autoptr(GString) s = g_string_sized_new(512);
-    g_autoptr(GError) error = NULL;
-
-    holder_fill_mailbox(h);
     if (!h->record)
-        return;
+        return TRUE;
     write_holder_json(s, h, be, NULL);
-    if (!be->ops->record_write(be, h->record, s->str, s->len, &error))
+    return be->ops->record_write(be, h->record, s->str, s->len, error);
+}
+
+/* Publish the holder's current leases: into its mailbox, then its
+ * record. For changes that are no grant or release (parking, names),
+ * where the lock stays what it was: a failed write is only said. */
+static void
+holder_publish(VmlHolder *h)
+{
+    g_autoptr(GError) error = NULL;
+    holder_fill_mailbox(h);
+    if (!holder_write_record(h, &error))
         g_warning("%s", error->message);
+}
+
+/* The record could not be written: the change is refused, and why. */
+static void
+record_refusal(GError **error, VmlHolder *h, const char *what, GError *cause)
+{
+    g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                "VM %s (pid %d): %s refused, as it cannot be recorded: %s", h->name,
+                (int)h->pid, what, cause->message);
 }
 
 /* ---- leases and the resource index ---------------------------------------- */
@@ -833,9 +852,40 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         }
     }
 
+    /* Named wins: a backing image libvirt names (a commit's base) is the
+     * holder's until libvirt lets it go. */
+    gboolean roles_changed = FALSE;
+    g_autoptr(GArray) was_derived = g_array_sized_new(FALSE, FALSE, sizeof(gboolean), n_reqs);
+    for (guint i = 0; i < n_reqs; i++) {
+        VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
+        gboolean taken = l->grant == VML_GRANT_NEW || l->grant == VML_GRANT_CLAIMED;
+        gboolean derived = reqs[i].derived && (taken || l->derived);
+        roles_changed = roles_changed || derived != l->derived;
+        g_array_append_val(was_derived, l->derived);
+        l->derived = derived;
+    }
+    /* Recorded before it is answered (and before any mark): a crash
+     * from here on brings back what the caller is about to be told. */
+    if (steps->len || roles_changed) {
+        holder_fill_mailbox(h);
+        g_autoptr(GError) local = NULL;
+        if (!holder_write_record(h, &local)) {
+            for (guint i = 0; i < n_reqs; i++) {
+                VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
+                l->derived = g_array_index(was_derived, gboolean, i);
+            }
+            rollback(t, h, steps);
+            holder_fill_mailbox(h);
+            record_refusal(error, h, "the lease", local);
+            return NULL;
+        }
+    }
+
+    gboolean unparked = FALSE;
     for (guint i = 0; i < steps->len; i++) {
         const AcquireStep *s = &g_array_index(steps, AcquireStep, i);
         if (s->unparked) {
+            unparked = TRUE;
             g_info("VM %s (pid %d) took back its parked lease on %s", h->name, (int)h->pid,
                    s->lease->key);
             g_clear_pointer(&s->lease->parked, g_free);
@@ -852,23 +902,13 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
             holder_unmark(h, s->lease->key);   /* downgraded */
     }
 
-    /* Named wins: a backing image libvirt names (a commit's base) is the
-     * holder's until libvirt lets it go. */
-    gboolean roles_changed = FALSE;
-    for (guint i = 0; i < n_reqs; i++) {
-        VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
-        gboolean taken = l->grant == VML_GRANT_NEW || l->grant == VML_GRANT_CLAIMED;
-        gboolean derived = reqs[i].derived && (taken || l->derived);
-        roles_changed = roles_changed || derived != l->derived;
-        l->derived = derived;
-    }
     GPtrArray *out = g_ptr_array_sized_new(n_reqs);
     for (guint i = 0; i < n_reqs; i++)
         g_ptr_array_add(out, g_hash_table_lookup(h->leases, reqs[i].key));
-    if (steps->len || roles_changed) {
-        holder_publish(h);
+    if (unparked)
+        holder_publish(h);   /* no longer parked: the lock says so already */
+    if (steps->len || roles_changed)
         changed(t);
-    }
     return out;
 }
 
@@ -877,18 +917,38 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
                         guint n_keys, guint *released, GError **error)
 {
     *released = 0;
+    for (guint i = 0; keys && i < n_keys; i++) {
+        if (!g_hash_table_contains(h->leases, keys[i])) {
+            g_set_error(error, VML_ERROR, VML_ERROR_NOT_HELD,
+                        "holder %" G_GINT64_FORMAT " (VM %s) holds no lease on %s",
+                        h->id, h->name, keys[i]);
+            return FALSE;
+        }
+    }
+    if (!keys && g_hash_table_size(h->leases) == 0)
+        return TRUE;
+    /* Recorded gone before the locks go: a crash between must not bring
+     * back a lease whose release the caller may have been told of. */
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value))
+        ((VmlLease *)value)->leaving = !keys;
+    for (guint i = 0; keys && i < n_keys; i++)
+        ((VmlLease *)g_hash_table_lookup(h->leases, keys[i]))->leaving = TRUE;
+    g_autoptr(GError) local = NULL;
+    gboolean recorded = holder_write_record(h, &local);
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value))
+        ((VmlLease *)value)->leaving = FALSE;
+    if (!recorded) {
+        record_refusal(error, h, "the release", local);
+        return FALSE;
+    }
     if (!keys) {
         *released = g_hash_table_size(h->leases);
         holder_drop_leases(h);
     } else {
-        for (guint i = 0; i < n_keys; i++) {
-            if (!g_hash_table_contains(h->leases, keys[i])) {
-                g_set_error(error, VML_ERROR, VML_ERROR_NOT_HELD,
-                            "holder %" G_GINT64_FORMAT " (VM %s) holds no lease on %s",
-                            h->id, h->name, keys[i]);
-                return FALSE;
-            }
-        }
         for (guint i = 0; i < n_keys; i++) {
             VmlLease *l = g_hash_table_lookup(h->leases, keys[i]);
             if (!l)
@@ -900,7 +960,7 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
         }
     }
     if (*released) {
-        holder_publish(h);
+        holder_fill_mailbox(h);
         changed(t);
     }
     return TRUE;

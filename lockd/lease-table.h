@@ -41,6 +41,8 @@ struct _VmlLease {
     gboolean derived;     /* kept because the holder's images need it (a
                              backing image, or one its process still has
                              open), not because libvirt named it */
+    gboolean leaving;     /* being released: left out of the record that
+                             must be written before the lock goes */
     VmlLease *next;       /* next lease on the same resource */
 };
 

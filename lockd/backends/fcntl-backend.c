@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -50,6 +51,17 @@ fcntl_open(const VmlDaemonConfig *cfg, GError **error)
     if (dirfd < 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
                     "cannot open lockspace %s: %s", cfg->lockspace_dir, g_strerror(errno));
+        return NULL;
+    }
+    /* Recovery must be able to lock exclusively again and every change
+     * must be recorded: a read-only lockspace would lose live leases. */
+    struct statvfs sv;
+    if (fstatvfs(dirfd, &sv) == 0 && (sv.f_flag & ST_RDONLY)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                    "lockspace %s is on a read-only file system: vmleased could neither "
+                    "take back the leases of running VMs nor record new ones; it starts once "
+                    "the lockspace is writable again", cfg->lockspace_dir);
+        close(dirfd);
         return NULL;
     }
     FcntlBackend *be = g_new0(FcntlBackend, 1);

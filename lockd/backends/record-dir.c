@@ -78,10 +78,19 @@ vml_record_dir_write(VmlRecordDir *be, VmlRecord *r, const char *data, gsize len
         data = padded;
         total = r->len;
     }
-    if (pwrite(r->fd, data, total, 0) != (ssize_t)total ||
-        (total < r->len && ftruncate(r->fd, total) < 0)) {
-        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write holder record %s/%s: %s",
+    /* Room first: a write cut short by a full disk would leave a record
+     * that parses as nothing, and its holder unknown after a crash. */
+    if (total > r->len && fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)total) < 0 &&
+        errno != EOPNOTSUPP) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot grow holder record %s/%s: %s",
                     be->dir, r->name, g_strerror(errno));
+        return FALSE;
+    }
+    ssize_t n = pwrite(r->fd, data, total, 0);
+    if (n != (ssize_t)total || (total < r->len && ftruncate(r->fd, total) < 0)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write holder record %s/%s: %s",
+                    be->dir, r->name, n >= 0 && n < (ssize_t)total ? "short write"
+                                                                 : g_strerror(errno));
         return FALSE;
     }
     r->len = total;
