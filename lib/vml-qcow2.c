@@ -3,6 +3,7 @@
 #include "vml-error.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -409,6 +410,228 @@ vml_qcow2_serialize(const VmlQcow2Header *h, GError **error)
     return g_bytes_new_take(out, total);
 }
 
+
+/* ---- Rewriting the header in place ----
+ *
+ * qcow2 has one copy of its header, so a rewrite cannot be atomic; what it
+ * can be is safe for the backing chain at every step, and undone when a
+ * step fails. The plan is a list of steps, each a few pieces (runs of bytes
+ * that differ from what the file holds; equal bytes are not written again,
+ * so an unchanged page that is a hole stays one), with an fdatasync after
+ * each step:
+ *
+ *  1. when the backing file name moves, a copy of it goes where neither the
+ *     old nor the new header area reaches ("parked"; the name's new place
+ *     itself when that lies past the old area), then the backing file
+ *     offset alone is pointed at that copy. QEMU still reads the old
+ *     extensions (up to their end marker) and the same backing file;
+ *  2. everything after the backing file offset and size: the feature bits
+ *     with the extensions, end marker and name, so that a reader sees the
+ *     in-use bit and the owner extension come and go together;
+ *  3. the backing file offset (and size), pointing at the name's new place;
+ *  4. the parked copy, if it was not the name's new place, back to the
+ *     bytes that were there.
+ * Where the first cluster has no room for the copy, or no space can be
+ * allocated for it, the name is rewritten in place with step 2.
+ *
+ * Before the first write every piece's bytes are allocated (fallocate,
+ * or, where the file system has none, the old bytes written back), so a
+ * full file system fails the rewrite while nothing has changed. A write or
+ * fdatasync that fails later puts back the old bytes of every piece,
+ * newest first, step by step. */
+
+#define PIECE_GAP 512   /* this many equal bytes end a piece */
+/* The fixed fields up to here (magic, version, backing file offset and
+ * size) are written last: they say where the name is. */
+#define POINTERS_END (OFF_BACKING_SIZE + 4)
+
+typedef struct {
+    gsize off;
+    gsize len;
+    guint8 *bytes;      /* the new bytes */
+    guint8 *before;     /* what the file held there just before */
+    gsize written;      /* how many of BYTES reached the file */
+    gboolean step_end;  /* fdatasync after this piece */
+} Piece;
+
+static void
+piece_clear(gpointer p)
+{
+    Piece *pc = p;
+    g_free(pc->bytes);
+    g_free(pc->before);
+}
+
+/* Add a step making [OFF, OFF + LEN) of CUR (the file as the plan has left
+ * it) hold WANT. */
+static void
+plan_step(GArray *plan, guint8 *cur, gsize off, const guint8 *want, gsize len)
+{
+    guint first = plan->len;
+    guint8 *at = cur + off;
+
+    for (gsize i = 0; i < len;) {
+        if (at[i] == want[i]) {
+            i++;
+            continue;
+        }
+        gsize end = i + 1;
+        for (gsize j = end; j < len && j - end < PIECE_GAP; j++) {
+            if (at[j] != want[j])
+                end = j + 1;
+        }
+        Piece pc = { .off = off + i, .len = end - i };
+        pc.before = g_memdup2(at + i, pc.len);
+        pc.bytes = g_memdup2(want + i, pc.len);
+        memcpy(at + i, want + i, pc.len);
+        g_array_append_val(plan, pc);
+        i = end;
+    }
+    if (plan->len > first)
+        g_array_index(plan, Piece, plan->len - 1).step_end = TRUE;
+}
+
+/* pwrite all of BUF; 0 or an errno. *DONE counts the bytes that got there,
+ * short writes included. */
+static int
+write_all(int fd, const guint8 *buf, gsize len, gsize off, gsize *done)
+{
+    *done = 0;
+    while (*done < len) {
+        ssize_t n = pwrite(fd, buf + *done, len - *done, (off_t)(off + *done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EIO;
+        *done += (gsize)n;
+    }
+    return 0;
+}
+
+static int
+sync_fd(int fd)
+{
+    while (fdatasync(fd) < 0) {
+        if (errno != EINTR)
+            return errno;
+    }
+    return 0;
+}
+
+static gboolean
+no_fallocate(int err)
+{
+    return err == EOPNOTSUPP || err == ENOSYS || err == ENODEV || err == EINVAL;
+}
+
+/* Make sure writing [OFF, OFF + LEN) needs no new space: allocate it (and
+ * unshare reflinked blocks where the file system can), or where fallocate
+ * is not there write back OLD, the bytes the file holds, which changes
+ * nothing even if it stops half-way. *MODE carries what worked between
+ * calls (-1: no fallocate). 0 or an errno. */
+static int
+reserve(int fd, gsize off, gsize len, const guint8 *old, int *mode)
+{
+    while (*mode >= 0) {
+        if (fallocate(fd, *mode, (off_t)off, (off_t)len) == 0)
+            return 0;
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        if (!no_fallocate(err))
+            return err;
+#ifdef FALLOC_FL_UNSHARE_RANGE
+        if (*mode & FALLOC_FL_UNSHARE_RANGE) {
+            *mode = FALLOC_FL_KEEP_SIZE;
+            continue;
+        }
+#endif
+        *mode = -1;
+    }
+    gsize done;
+    return write_all(fd, old, len, off, &done);
+}
+
+/* Put back the old bytes of pieces [0, UPTO), newest first, an fdatasync
+ * between steps. Stops at the first failure: every state on the way back
+ * is one the way forward went through. 0 or an errno. */
+static int
+undo(int fd, GArray *plan, guint upto)
+{
+    gboolean dirty = FALSE;
+    for (guint i = upto; i-- > 0;) {
+        Piece *pc = &g_array_index(plan, Piece, i);
+        if (pc->step_end && dirty) {
+            int err = sync_fd(fd);
+            if (err)
+                return err;
+            dirty = FALSE;
+        }
+        if (!pc->written)
+            continue;
+        gsize done;
+        int err = write_all(fd, pc->before, pc->written, pc->off, &done);
+        if (err)
+            return err;
+        dirty = TRUE;
+    }
+    return dirty ? sync_fd(fd) : 0;
+}
+
+static guint64
+fd_size(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        return (guint64)st.st_size;
+    off_t end = lseek(fd, 0, SEEK_END);
+    return end < 0 ? 0 : (guint64)end;
+}
+
+/* The steps of a rewrite from ORIG (the file's first SPAN bytes) to WANT
+ * (TOTAL bytes; the backing file name of NAME_LEN bytes at NEW_OFF), the
+ * name parked at PARK on the way (0: not). */
+static GArray *
+make_plan(const guint8 *orig, gsize span, const guint8 *want, gsize total, gsize name_len,
+          guint64 new_off, gsize park)
+{
+    GArray *plan = g_array_new(FALSE, TRUE, sizeof(Piece));
+    g_array_set_clear_func(plan, piece_clear);
+    g_autofree guint8 *cur = g_memdup2(orig, span);
+    if (park) {
+        guint8 be[12];
+        plan_step(plan, cur, park, want + new_off, name_len);
+        vml_put_be64(be, park);
+        vml_put_be32(be + 8, (guint32)name_len);
+        plan_step(plan, cur, OFF_BACKING_OFFSET, be, sizeof(be));
+    }
+    plan_step(plan, cur, POINTERS_END, want + POINTERS_END, total - POINTERS_END);
+    plan_step(plan, cur, 0, want, POINTERS_END);
+    if (park && park != new_off)
+        plan_step(plan, cur, park, orig + park, name_len);
+    return plan;
+}
+
+/* Reserve every piece of PLAN; NULL, or what failed. */
+static char *
+reserve_plan(int fd, GArray *plan, const guint8 *orig)
+{
+    int mode = FALLOC_FL_KEEP_SIZE;
+#ifdef FALLOC_FL_UNSHARE_RANGE
+    mode |= FALLOC_FL_UNSHARE_RANGE;
+#endif
+    for (guint i = 0; i < plan->len; i++) {
+        const Piece *pc = &g_array_index(plan, Piece, i);
+        int err = reserve(fd, pc->off, pc->len, orig + pc->off, &mode);
+        if (err)
+            return g_strdup_printf("no room for bytes %zu-%zu: %s", pc->off,
+                                   pc->off + pc->len - 1, g_strerror(err));
+    }
+    return NULL;
+}
+
 gboolean
 vml_qcow2_write(int fd, const char *name, const VmlQcow2Header *h, GError **error)
 {
@@ -418,12 +641,102 @@ vml_qcow2_write(int fd, const char *name, const VmlQcow2Header *h, GError **erro
         g_set_error(error, VML_ERROR, local->code, "%s: %s", name, local->message);
         return FALSE;
     }
-    gsize n;
-    const guint8 *data = g_bytes_get_data(area, &n);
-    ssize_t done = pwrite(fd, data, n, 0);
-    if (done != (ssize_t)n || fdatasync(fd) < 0) {
-        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "%s: cannot write the qcow2 header: %s",
-                    name, done < 0 || done == (ssize_t)n ? g_strerror(errno) : "short write");
+    /* The plan starts from what the file holds now, not from what H was
+     * read from: the first cluster, parsed again. */
+    guint64 size = fd_size(fd);
+    gsize len = (gsize)MIN(h->cluster_size, size);
+    g_autofree guint8 *orig = g_malloc(len);
+    gsize got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, orig + got, len - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                        "%s: cannot read the qcow2 header before rewriting it: %s", name,
+                        n < 0 ? g_strerror(errno) : "the file got shorter");
+            return FALSE;
+        }
+        got += (gsize)n;
+    }
+    g_autoptr(VmlQcow2Header) now = vml_qcow2_parse(orig, len, size, &local);
+    if (!now) {
+        g_set_error(error, VML_ERROR, local->code,
+                    "%s: cannot write the qcow2 header: it changed since it was read: %s",
+                    name, local->message);
+        return FALSE;
+    }
+
+    /* The new area, zero-filled over whatever the old one used. */
+    gsize total = MAX(g_bytes_get_size(area), now->area_end);
+    g_autofree guint8 *want = g_malloc0(total);
+    memcpy(want, g_bytes_get_data(area, NULL), g_bytes_get_size(area));
+    gsize name_len = h->backing_file ? h->backing_length : 0;
+    guint64 new_off = vml_be64(want + OFF_BACKING_OFFSET);
+
+    /* Where the backing file name waits while the extensions change: its
+     * new place when that lies past the old area, else past both areas.
+     * Only behind an end marker: without one, QEMU would go on to read
+     * the old name as an extension once the offset points further. */
+    gsize park = 0;
+    if (name_len && now->backing_file && new_off != now->backing_offset && now->end_marker) {
+        if (new_off >= now->area_end)
+            park = (gsize)new_off;
+        else if (align8(total) + name_len <= len)
+            park = (gsize)align8(total);
+    }
+    gsize span = park ? MAX(total, park + name_len) : total;
+    if (span > len) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BAD_IMAGE,
+                    "%s: cannot write the qcow2 header: its %zu bytes run past the end of "
+                    "the file (%" G_GUINT64_FORMAT " bytes)", name, span, size);
+        return FALSE;
+    }
+
+    g_autoptr(GArray) plan = NULL;
+    g_autofree char *no_room = NULL;
+    for (;;) {
+        plan = make_plan(orig, span, want, total, name_len, new_off, park);
+        no_room = reserve_plan(fd, plan, orig);
+        if (!no_room)
+            break;
+        /* No room for the copy (in a hole, on a full file system): the
+         * name is rewritten in place rather than fail a rewrite that
+         * needs no new space. */
+        if (!park || park == new_off)
+            break;
+        park = 0;
+        g_clear_pointer(&plan, g_array_unref);
+        g_clear_pointer(&no_room, g_free);
+    }
+    if (no_room) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                    "%s: cannot write the qcow2 header: %s (the header was not changed)",
+                    name, no_room);
+        return FALSE;
+    }
+
+    for (guint i = 0; i < plan->len; i++) {
+        Piece *pc = &g_array_index(plan, Piece, i);
+        int err = write_all(fd, pc->bytes, pc->len, pc->off, &pc->written);
+        g_autofree char *what = NULL;
+        if (err)
+            what = g_strdup_printf("bytes %zu-%zu: %s", pc->off, pc->off + pc->len - 1,
+                                   g_strerror(err));
+        else if (pc->step_end && (err = sync_fd(fd)))
+            what = g_strdup_printf("fdatasync: %s", g_strerror(err));
+        if (!what)
+            continue;
+        int undo_err = undo(fd, plan, i + 1);
+        if (undo_err)
+            g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                        "%s: cannot write the qcow2 header: %s; putting its old bytes back "
+                        "failed too: %s (the header may be damaged: run qemu-img check)",
+                        name, what, g_strerror(undo_err));
+        else
+            g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                        "%s: cannot write the qcow2 header: %s (its old bytes were put back)",
+                        name, what);
         return FALSE;
     }
     return TRUE;

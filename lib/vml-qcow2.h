@@ -97,7 +97,11 @@ gboolean vml_qcow2_remove_ext(VmlQcow2Header *h, guint32 type);
  * the first cluster. */
 GBytes *vml_qcow2_serialize(const VmlQcow2Header *h, GError **error);
 
-/* Write the serialized header to FD at offset 0 in one write, then
- * fdatasync. NAME is used in error messages. */
+/* Write the serialized header to FD: only the bytes that differ from the
+ * file's, in steps with an fdatasync after each, so that the backing file
+ * offset always points at the name (see docs/image-format.md). Every byte
+ * range is allocated before the first write, so a full file system fails
+ * with nothing changed; a failed or short write or fdatasync puts the old
+ * bytes back. NAME (and the errno text) are in error messages. */
 gboolean vml_qcow2_write(int fd, const char *name, const VmlQcow2Header *h,
                          GError **error);
