@@ -1307,6 +1307,12 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
         else if (fd >= 0)
             close(fd);
     }
+    if (h && !with_fds && t->backend->ops->drop_strays) {
+        g_autofree const char **keys = (const char **)g_hash_table_get_keys_as_array(h->leases,
+                                                                                  NULL);
+        t->backend->ops->drop_strays(t->backend, h->pid, vml_holder_watch_pidfd(h->watch),
+                                     candidates, keys, g_hash_table_size(h->leases));
+    }
     for (guint i = 0; candidates && i < candidates->len; i++)
         close(g_array_index(candidates, int, i));
     /* Still parked after the restart: watch for the domain running again. */

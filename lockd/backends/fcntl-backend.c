@@ -341,6 +341,62 @@ fcntl_recover(VmlBackend *parent, const char *key, VmlMode *mode, gboolean *park
     return lock_new(fd, BOTH);
 }
 
+/* Is FD (ours) on one of the lease lock files of the lockspace but not
+ * on one of KEEP (full paths)? */
+static gboolean
+is_stray_lock_file(FcntlBackend *be, const char *target, GHashTable *keep)
+{
+    g_autofree char *dir = target ? g_path_get_dirname(target) : NULL;
+    return target && g_str_equal(dir, be->dir) && g_str_has_suffix(target, ".lock") &&
+           !g_hash_table_contains(keep, target);
+}
+
+static void
+drop_stray(int fd, const char *target, pid_t pid)
+{
+    guint bytes;
+    VmlMode mode;
+    if (!described_lock(fd, &bytes, &mode))
+        return;
+    unlock_all(fd);
+    g_warning("released a %s lock on %s that process %d kept but no record of it names "
+              "(a grant or release cut short by a crash, never answered)",
+              vml_mode_name(mode), target, (int)pid);
+}
+
+static void
+fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
+                  const char *const *keys, guint n_keys)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    g_autoptr(GHashTable) keep = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (guint i = 0; i < n_keys; i++) {
+        g_autofree char *name = lock_name(keys[i]);
+        g_hash_table_add(keep, g_build_filename(be->dir, name, NULL));
+    }
+    g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
+    g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
+    const char *ent;
+    while (d && (ent = g_dir_read_name(d))) {
+        g_autofree char *link = g_build_filename(fddir, ent, NULL);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        if (!is_stray_lock_file(be, target, keep))
+            continue;
+        int fd = syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
+        if (fd < 0)
+            continue;
+        drop_stray(fd, target, pid);
+        close(fd);
+    }
+    for (guint i = 0; candidates && i < candidates->len; i++) {
+        int fd = g_array_index(candidates, int, i);
+        g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        if (is_stray_lock_file(be, target, keep))
+            drop_stray(fd, target, pid);
+    }
+}
+
 static gboolean
 fcntl_change_mode(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
                   guint64 *generation, GError **error)
@@ -503,6 +559,7 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .acquire = fcntl_acquire,
     .adopt = fcntl_adopt,
     .recover = fcntl_recover,
+    .drop_strays = fcntl_drop_strays,
     .change_mode = fcntl_change_mode,
     .park = fcntl_park,
     .unpark = fcntl_unpark,

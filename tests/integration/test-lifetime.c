@@ -4,6 +4,7 @@
 #include "harness.h"
 #include "vml-client.h"
 #include "vml-error.h"
+#include "vml-paths.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -312,9 +313,23 @@ scripted_call(VmlClient *c, const char *method, gint64 holder, const char *path)
     return r != NULL && (!with_fds || (fds && fds->len == 1));
 }
 
+/* Lock PATH's lock file in the lockspace of $VMLEASE_ROOT directly, as
+ * a grant cut short by a crash (locked, never recorded) leaves it. */
+static gboolean
+lock_directly(const char *path)
+{
+    g_autofree char *hash = vml_key_hash(path);
+    g_autofree char *name = g_strdup_printf("%s.lock", hash);
+    g_autofree char *lock = g_build_filename(g_getenv("VMLEASE_ROOT"), "lockspace", name, NULL);
+    int fd = open(lock, O_RDWR | O_CREAT, 0600);   /* kept, as a VM keeps its lock fds */
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 2 };
+    return fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0;
+}
+
 /* A VM process that registers itself and runs SCRIPT on PATH, keeping
  * every fd it is given: 'a' acquires exclusively with fds, 'r' releases,
- * 'f' forks a child that inherits the fds and just sleeps. */
+ * 'l' locks PATH's lock file without vmleased, 'f' forks a child that
+ * inherits the fds and just sleeps. */
 static pid_t
 spawn_scripted_vm(const char *uuid, const char *name, const char *path, const char *script,
                   ScriptedVm *out)
@@ -343,6 +358,8 @@ spawn_scripted_vm(const char *uuid, const char *name, const char *path, const ch
                 ok = scripted_call(c, "io.vmlease.Lease.Acquire", vm.holder, path);
             else if (*s == 'r')
                 ok = scripted_call(c, "io.vmlease.Lease.Release", vm.holder, path);
+            else if (*s == 'l')
+                ok = lock_directly(path);
             else if (*s == 'f' && (vm.keeper = fork()) == 0) {
                 /* Outlives the VM, never the test (EOF on the lifeline). */
                 close(pipefd[1]);
@@ -394,6 +411,34 @@ test_recovery_picks_the_locked_fd(void)
         g_assert_true(vml_test_wait_owners(x, 0, 0));
         g_assert_cmpint(vml_test_lock_state(d, x), ==, F_UNLCK);
         vml_test_child_kill(pid, SIGKILL);
+    }
+    vml_test_daemon_stop(d);
+}
+
+/* A crash between taking a lock for a VM and recording it leaves the VM
+ * with a lock that nobody was told of: the restart lets it go, and keeps
+ * what the record names. */
+static void
+test_recovery_drops_an_unrecorded_lock(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *x = vml_test_make_image(d, "x.img");
+    g_autofree char *y = vml_test_make_image(d, "y.img");
+    for (int round = 0; round < 5; round++) {
+        ScriptedVm vm;
+        pid_t pid = spawn_scripted_vm(UUID_A, "vm-a", x, "a", &vm);
+        ScriptedVm stray;
+        pid_t spid = spawn_scripted_vm(UUID_B, "vm-b", y, "l", &stray);
+        g_assert_cmpint(vml_test_lock_state(d, y), ==, F_WRLCK);
+        vml_test_daemon_kill(d, SIGKILL);
+        vml_test_daemon_restart(d);
+        assert_sole_owner(x, pid, "vm-a", "exclusive");
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_WRLCK);
+        g_assert_cmpint(vml_test_lock_state(d, y), ==, F_UNLCK);
+        g_assert_true(vml_test_wait_owners(y, 0, 0));
+        vml_test_child_kill(spid, SIGKILL);
+        vml_test_child_kill(pid, SIGKILL);
+        g_assert_true(vml_test_wait_owners(x, 0, 1000));
     }
     vml_test_daemon_stop(d);
 }
@@ -741,6 +786,8 @@ main(int argc, char **argv)
     g_test_add_func("/lifetime/reexec-signal-storms", test_reexec_signal_storms);
     g_test_add_func("/lifetime/crash-right-after-a-change", test_crash_right_after_a_change);
     g_test_add_func("/lifetime/recovery-picks-the-locked-fd", test_recovery_picks_the_locked_fd);
+    g_test_add_func("/lifetime/recovery-drops-an-unrecorded-lock",
+                    test_recovery_drops_an_unrecorded_lock);
     g_test_add_func("/lifetime/inherited-lock-names-its-process",
                     test_inherited_lock_names_its_process);
     g_test_add_func("/lifetime/owners-tell-only-what-the-caller-may-see",
