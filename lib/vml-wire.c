@@ -3,6 +3,7 @@
 #include "vml-json-write.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@ struct _VmlFrameReader {
     gsize start;     /* bytes of buf already handed out as messages */
     gsize scanned;   /* buf[start, scanned) is known to hold no NUL */
     GArray *fds;     /* fds received, waiting for their message */
+    int error_errno; /* behind the last VML_FILL_ERROR; 0: framing */
 };
 
 char *
@@ -128,6 +130,12 @@ vml_frame_reader_pending(VmlFrameReader *r)
     return r->buf->len - r->start;
 }
 
+int
+vml_frame_reader_errno(VmlFrameReader *r)
+{
+    return r->error_errno;
+}
+
 /* Offset of the first NUL at or after scanned, or buf->len; each byte is
  * looked at once however the message arrives. */
 static gsize
@@ -138,11 +146,45 @@ find_nul(VmlFrameReader *r)
     return r->scanned;
 }
 
+gboolean
+vml_frame_reader_has_message(VmlFrameReader *r)
+{
+    return find_nul(r) < r->buf->len;
+}
+
+/* The kernel set MSG_CTRUNC although CONTROL had room for SCM_MAX_FD fds,
+ * all one message can carry: it could not install them here. Say why. */
+static void
+set_fds_lost_error(VmlFrameReader *r, GError **error)
+{
+    int probe = fcntl(0, F_DUPFD_CLOEXEC, 0);
+    int err = probe < 0 ? errno : 0;
+    if (probe >= 0)
+        close(probe);
+    if (err == EMFILE || err == ENFILE) {
+        r->error_errno = err;
+        g_set_error(error, VML_ERROR, VML_ERROR_LIMIT,
+                    "out of file descriptors (%s): the ones sent with the message "
+                    "could not be received", g_strerror(err));
+        return;
+    }
+    r->error_errno = 0;
+    g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                "the file descriptors sent with the message could not be received "
+                "(refused by the kernel's security policy?)");
+}
+
 VmlFillResult
 vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
 {
+    return vml_frame_reader_fill_max(r, sock, READ_CHUNK, error);
+}
+
+VmlFillResult
+vml_frame_reader_fill_max(VmlFrameReader *r, int sock, gsize max, GError **error)
+{
     guint8 chunk[READ_CHUNK];
-    struct iovec iov = { .iov_base = chunk, .iov_len = sizeof(chunk) };
+    struct iovec iov = { .iov_base = chunk, .iov_len = CLAMP(max, 1, sizeof(chunk)) };
     VmlFdControl control;
     struct msghdr mh = {
         .msg_iov = &iov, .msg_iovlen = 1,
@@ -154,10 +196,13 @@ vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
         n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
 
+    r->error_errno = 0;
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return VML_FILL_AGAIN;
-        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+        r->error_errno = errno;
+        gboolean short_of = errno == ENOMEM || errno == ENOBUFS;
+        g_set_error(error, VML_ERROR, short_of ? VML_ERROR_LIMIT : VML_ERROR_PROTOCOL,
                     "cannot read message: %s", g_strerror(errno));
         return VML_FILL_ERROR;
     }
@@ -173,8 +218,7 @@ vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
         }
     }
     if (mh.msg_flags & MSG_CTRUNC) {
-        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
-                    "too many file descriptors in one message");
+        set_fds_lost_error(r, error);
         return VML_FILL_ERROR;
     }
     if (n == 0)

@@ -45,16 +45,30 @@ typedef enum {
 
 /* One recvmsg() into the buffer; received fds are queued (CLOEXEC). Pop
  * every whole message before calling it again: the size limit is checked
- * on the first message in the buffer. */
+ * on the first message in the buffer. Errors are VML_ERROR_PROTOCOL (broken
+ * framing, or the socket failed), or VML_ERROR_LIMIT when this process ran
+ * out of something (fds for the ones sent along, kernel memory); see
+ * vml_frame_reader_errno(). */
 VmlFillResult vml_frame_reader_fill(VmlFrameReader *reader, int sock, GError **error);
+/* The same, reading at most MAX bytes (1 or more; at most 64 KiB are read
+ * in any case), for a caller that budgets the bytes it holds. */
+VmlFillResult vml_frame_reader_fill_max(VmlFrameReader *reader, int sock, gsize max,
+                                        GError **error);
+/* After VML_FILL_ERROR: the errno behind it (EMFILE when the fds sent along
+ * could not be taken for want of fds, ECONNRESET, ...), or 0 when the peer
+ * broke the framing. */
+int vml_frame_reader_errno(VmlFrameReader *reader);
 
 /* Pop one complete message, if any: *msg is NUL-terminated, *len excludes the
  * NUL. Queued fds go with it into *fds (an int GArray, may be empty); the
  * caller owns and must close them. Returns FALSE when no message is complete. */
 gboolean vml_frame_reader_pop(VmlFrameReader *reader, char **msg, gsize *len, GArray **fds);
 
-/* Bytes buffered but not yet part of a complete message. */
+/* Bytes buffered and not yet popped: complete messages and the start of
+ * the next one. */
 gsize vml_frame_reader_pending(VmlFrameReader *reader);
+/* A complete message waits to be popped. */
+gboolean vml_frame_reader_has_message(VmlFrameReader *reader);
 
 /* Close every fd in an int GArray and free it. */
 void vml_fds_close(GArray *fds);
