@@ -2,25 +2,32 @@
 #include "vml-conf.h"
 #include "vml-error.h"
 #include "vml-paths.h"
+#include "vml-wire.h"
 
 #include <grp.h>
 #include <string.h>
 
 static const char *const known_keys[] = {
     "lockspace_dir", "state_dir", "socket_dir", "backend",
-    "lease_group", "admin_group", "max_clients", "max_holders",
+    "lease_group", "admin_group", "max_clients", "max_clients_per_uid",
+    "reserved_clients", "max_pending_request_bytes", "max_holders",
     "max_leases_per_holder", "max_resources_per_call", "max_stash_per_owner",
     "max_stash_total", "log_level", "host_id", "lockspace_name", "lockspace_path",
     "lease_dir", "io_timeout",
     NULL,
 };
 
+/* KEY, if set, into *OUT, checked to be within [MIN, MAX]; *SET (may be
+ * NULL) says whether it was set. */
 static gboolean
-get_limit(VmlConf *conf, const char *key, guint *out, guint max, GError **error)
+get_limit_in(VmlConf *conf, const char *key, guint *out, guint min, guint max,
+             gboolean *set, GError **error)
 {
     gint64 v;
     g_autoptr(GError) local = NULL;
 
+    if (set)
+        *set = FALSE;
     if (!vml_conf_get_int(conf, key, &v, &local)) {
         if (local) {
             g_propagate_error(error, g_steal_pointer(&local));
@@ -28,12 +35,46 @@ get_limit(VmlConf *conf, const char *key, guint *out, guint max, GError **error)
         }
         return TRUE;
     }
-    if (v < 1 || v > (gint64)max) {
+    if (v < (gint64)min || v > (gint64)max) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s must be between 1 and %u, not %" G_GINT64_FORMAT, key, max, v);
+                    "%s must be between %u and %u, not %" G_GINT64_FORMAT, key, min, max, v);
         return FALSE;
     }
     *out = (guint)v;
+    if (set)
+        *set = TRUE;
+    return TRUE;
+}
+
+static gboolean
+get_limit(VmlConf *conf, const char *key, guint *out, guint max, GError **error)
+{
+    return get_limit_in(conf, key, out, 1, max, NULL, error);
+}
+
+/* The connection limits: reserved_clients defaults to an eighth of
+ * max_clients, at most 64, and must leave the admin socket's non-root
+ * clients some room (max_clients - 2 * reserved_clients of it). */
+static gboolean
+get_client_limits(VmlConf *conf, VmlDaemonConfig *cfg, GError **error)
+{
+    gboolean reserved_set;
+    if (!get_limit(conf, "max_clients", &cfg->max_clients, 65536, error) ||
+        !get_limit(conf, "max_clients_per_uid", &cfg->max_clients_per_uid, 65536, error) ||
+        !get_limit_in(conf, "reserved_clients", &cfg->reserved_clients, 0, 32767,
+                      &reserved_set, error) ||
+        !get_limit_in(conf, "max_pending_request_bytes", &cfg->max_pending_request_bytes,
+                      2 * VML_MSG_MAX, 1u << 30, NULL, error))
+        return FALSE;
+    if (!reserved_set)
+        cfg->reserved_clients = MIN(64, cfg->max_clients / 8);
+    if (2 * cfg->reserved_clients >= cfg->max_clients) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "reserved_clients = %u leaves no room under max_clients = %u: non-root "
+                    "clients of the admin socket may use max_clients - 2 * reserved_clients",
+                    cfg->reserved_clients, cfg->max_clients);
+        return FALSE;
+    }
     return TRUE;
 }
 
@@ -117,6 +158,9 @@ vml_daemon_config_load(const char *path, GError **error)
     cfg->lease_gid = (gid_t)-1;
     cfg->admin_gid = (gid_t)-1;
     cfg->max_clients = 1024;
+    cfg->max_clients_per_uid = 64;
+    cfg->reserved_clients = 64;
+    cfg->max_pending_request_bytes = 16 * 1024 * 1024;
     cfg->max_holders = 65536;
     cfg->max_leases_per_holder = 16384;
     cfg->max_resources_per_call = 1024;
@@ -140,7 +184,7 @@ vml_daemon_config_load(const char *path, GError **error)
             !get_dir(conf, "socket_dir", &cfg->run_dir, error) ||
             !get_group(conf, "lease_group", &cfg->lease_gid, error) ||
             !get_group(conf, "admin_group", &cfg->admin_gid, error) ||
-            !get_limit(conf, "max_clients", &cfg->max_clients, 65536, error) ||
+            !get_client_limits(conf, cfg, error) ||
             !get_limit(conf, "max_holders", &cfg->max_holders, 1 << 20, error) ||
             !get_limit(conf, "max_leases_per_holder", &cfg->max_leases_per_holder, 1 << 20, error) ||
             !get_limit(conf, "max_resources_per_call", &cfg->max_resources_per_call, 1 << 16, error) ||

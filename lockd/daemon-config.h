@@ -13,7 +13,12 @@ typedef struct {
     char *backend;            /* "fcntl" */
     gid_t lease_gid;          /* (gid_t)-1: root only */
     gid_t admin_gid;          /* (gid_t)-1: root only */
-    guint max_clients;
+    guint max_clients;        /* connections of all clients together */
+    guint max_clients_per_uid;  /* of one non-root uid, on each socket */
+    guint reserved_clients;   /* non-root stop this short of max_clients, and
+                                 on the admin socket twice this short */
+    guint max_pending_request_bytes;  /* unfinished requests of non-root
+                                         clients, all together */
     guint max_holders;
     guint max_leases_per_holder;
     guint max_resources_per_call;
