@@ -10,10 +10,11 @@ typedef struct {
     int fd;
     gboolean keep;
     gint64 since;
+    uid_t uid;             /* who gave it: only that uid and root see it */
 } Entry;
 
 typedef struct {
-    uid_t uid;             /* who may use this owner (besides root) */
+    uid_t uid;             /* who may give to this owner (besides root) */
     GHashTable *entries;   /* name -> Entry* */
 } Owner;
 
@@ -101,6 +102,10 @@ entry_get(VmlStash *s, const char *owner, const char *name, uid_t uid, Owner **o
     if (!o)
         return NULL;
     Entry *e = g_hash_table_lookup(o->entries, name);
+    /* Root's fds in an owner a lease-group member made first (it can
+     * learn any VM's uuid) are not that member's: as if not there. */
+    if (e && uid != 0 && e->uid != uid)
+        e = NULL;
     if (!e)
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_FD, "owner %s has no fd named \"%s\"",
                     owner, name);
@@ -150,6 +155,7 @@ vml_stash_give(VmlStash *s, const char *owner, const char *name, int fd, gboolea
     e->fd = fd;
     e->keep = keep;
     e->since = g_get_real_time() / G_USEC_PER_SEC;
+    e->uid = uid;
     g_hash_table_insert(o->entries, g_strdup(name), e);
     s->total++;
     return TRUE;
@@ -218,12 +224,14 @@ compare_keys(gconstpointer a, gconstpointer b)
 }
 
 static void
-list_owner(JsonArray *out, const char *owner, Owner *o)
+list_owner(JsonArray *out, const char *owner, Owner *o, uid_t uid)
 {
     GList *names = g_list_sort(g_hash_table_get_keys(o->entries), compare_keys);
-    for (GList *l = names; l; l = l->next)
-        json_array_add_object_element(out, entry_json(owner, l->data,
-                                                      g_hash_table_lookup(o->entries, l->data)));
+    for (GList *l = names; l; l = l->next) {
+        const Entry *e = g_hash_table_lookup(o->entries, l->data);
+        if (uid == 0 || e->uid == uid)
+            json_array_add_object_element(out, entry_json(owner, l->data, e));
+    }
     g_list_free(names);
 }
 
@@ -240,14 +248,14 @@ vml_stash_list(VmlStash *s, const char *owner, uid_t uid, GError **error)
             return NULL;
         }
         if (o)
-            list_owner(out, owner, o);
+            list_owner(out, owner, o, uid);
         return out;
     }
     GList *owners = g_list_sort(g_hash_table_get_keys(s->owners), compare_keys);
     for (GList *l = owners; l; l = l->next) {
         Owner *o = g_hash_table_lookup(s->owners, l->data);
         if (uid == 0 || o->uid == uid)
-            list_owner(out, l->data, o);
+            list_owner(out, l->data, o, uid);
     }
     g_list_free(owners);
     return out;
@@ -296,6 +304,7 @@ vml_stash_save(VmlStash *s, GString *json, GArray *fds)
             vml_json_write_member_string(json, TRUE, "owner", owner);
             vml_json_write_member_string(json, FALSE, "name", name);
             vml_json_write_member_int(json, FALSE, "uid", o->uid);
+            vml_json_write_member_int(json, FALSE, "given_by", en->uid);
             vml_json_write_member_int(json, FALSE, "fd", en->fd);
             vml_json_write_member_int(json, FALSE, "since", en->since);
             g_string_append_printf(json, ",\"keep\":%s}", en->keep ? "true" : "false");
@@ -325,6 +334,7 @@ vml_stash_restore(VmlStash *s, JsonObject *state)
         e->fd = fd;
         e->keep = json_object_get_boolean_member_with_default(j, "keep", FALSE);
         e->since = json_object_get_int_member_with_default(j, "since", 0);
+        e->uid = (uid_t)json_object_get_int_member_with_default(j, "given_by", o->uid);
         g_hash_table_insert(o->entries, g_strdup(name), e);
         s->total++;
     }

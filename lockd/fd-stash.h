@@ -3,7 +3,9 @@
  * fall back to the old fd whatever happens to it meanwhile.
  *
  * An owner belongs to the uid that first gave it an fd; only that uid and
- * root may use it. Entries outlive the connection that gave them and a
+ * root may give to it. Each fd is seen (listed, peeked, taken, dropped)
+ * only by the uid that gave it and by root: root's fds for a VM stay
+ * root's even in an owner a lease-group member made first. Entries outlive the connection that gave them and a
  * re-exec; without "keep" they go when the owner's last holder process
  * exits. */
 #pragma once

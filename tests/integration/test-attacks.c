@@ -1202,7 +1202,7 @@ test_stash_owner_squatting(void)
     /* The verdict: no fd of the VM's disk reached uid 65534, and whatever
      * root stashed is still root's. */
     if (strstr(taken, "fd=victim") || root_left != root_gave) {
-        g_test_incomplete_printf(
+        g_test_fail_printf(
             "stash owner squatting: uid %d called io.vmlease.Stash.Give {owner: the VM's "
             "uuid, name: \"planted\", keep: true} before root had stashed anything for that "
             "uuid (%s); root's Stash.Give {owner: the VM's uuid, name: \"disk\"} of a "
