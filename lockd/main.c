@@ -160,9 +160,10 @@ daemonize(void)
 }
 
 /* SIGUSR1 asks for a re-exec and must never find us without a handler
- * (its default ends the process): blocked before main() runs, and across
- * the exec of a re-exec, it waits until the handler is in place. Only the
- * instant between exec and here is left, while the loader runs. */
+ * (its default ends the process): blocked by the vmleased launcher from
+ * its first instruction on and so while our loader runs (launcher.c),
+ * blocked here again for a daemon started without it, and across the exec
+ * of a re-exec, it waits until the handler is in place. */
 __attribute__((constructor)) static void
 block_reexec_signal(void)
 {
