@@ -5,6 +5,7 @@
 #include "image-open.h"
 #include "lease-reconcile.h"
 #include "vml-config.h"
+#include "vml-owner-text.h"
 #include "vml-paths.h"
 #include "vml-proc.h"
 #include "vml-wire.h"
@@ -1236,8 +1237,11 @@ dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray
     }
     JsonObject *p = json_object_new();
     json_object_set_string_member(p, "method", name);
-    vml_conn_error(conn, VML_ERROR_METHOD_NOT_FOUND, p, "no method '%.*s'",
-                   utf8_prefix_len(name, 200), name);
+    /* The message is for people: no control character of the caller's
+     * reaches a terminal through it ("method" keeps the exact name). */
+    g_autofree char *shown = g_strndup(name, utf8_prefix_len(name, 200));
+    g_autofree char *safe = vml_text_sanitize(shown);
+    vml_conn_error(conn, VML_ERROR_METHOD_NOT_FOUND, p, "no method '%s'", safe);
 }
 
 void

@@ -864,6 +864,9 @@ case_method_control_chars(void)
             const char *sent = json_object_get_string_member(
                 json_node_get_object(json_parser_get_root(parser)), "method");
             g_assert_cmpstr(member_string(p, "method"), ==, sent);
+            /* The human message carries none of its control characters. */
+            for (const char *m = member_string(p, "message"); *m; m++)
+                g_assert_true((guchar)*m >= 0x20 && *m != 0x7f);
         }
         assert_conn_serves(r);
     }
