@@ -3,16 +3,21 @@
  * re-executed with SIGUSR1, at random moments while 12-24 holder processes
  * of every kind acquire, upgrade, downgrade, release and hand images over,
  * exit, are killed and fork. After every event the holders are quiesced,
- * requests whose reply was lost are resolved from Inquire, and an invariant
- * is checked against what the daemon reports and against the kernel's OFD
- * locks on the lock files:
+ * requests whose reply was lost are resolved from Inquire (either outcome
+ * is accepted, and the one found is recorded), and an invariant is checked
+ * against what the daemon reports and against the kernel's OFD locks on
+ * the lock files:
  *
  *  - every holder holds exactly the leases it was granted and did not
  *    release, each in its mode (Inquire, Admin.List and Admin.Owners);
  *  - an image held exclusively is write-locked on bytes 0 and 1 of its
  *    lock file, one held shared only is read-locked, a free one unlocked;
  *  - no two live holders hold conflicting grants, a released lease never
- *    comes back, and no lock is held without an owner listed.
+ *    comes back, and no lock is held without an owner listed;
+ *  - besides: each lease of a holder that keeps its fds is locked through
+ *    a description it shares with vmleased (and is still locked while
+ *    vmleased is dead), vmleased keeps one description per lease, and a
+ *    holder id is never given to two processes.
  *
  * Each holder is its own process, driven over a socketpair: the test
  * knows which replies each one received. Holder kinds: leases kept by the
@@ -20,12 +25,19 @@
  * keep them (fds=true, sometimes holder_fds=true), holders with a mailbox,
  * and holders forked from another holder (inheriting its fds) that
  * register themselves; holders also fork children that just keep what they
- * inherited. A control run without any signal must find no violation.
+ * inherited. A control run without any signal comes first.
+ *
+ * A violation is printed with the event, what happened before it to the
+ * holder and the image, and the open descriptions of the lock file. One
+ * whose circumstances match a known cause (known_causes[], each naming the
+ * code it comes from) is counted under it and reported as a TAP TODO; the
+ * holders involved are then killed, so that the storm goes on from a sane
+ * state. Any other violation fails the test.
  *
  * VMLEASE_STORM_EVENTS (default 60) and VMLEASE_STORM_SEED override the
  * size and the seed; VMLEASE_STORM_CONTROL the control run's checkpoints
  * (default 12); VMLEASE_STORM_KEEP=1 keeps the daemon's root (and log);
- * VMLEASE_STORM_VERBOSE=1 prints what happened around every event. */
+ * VMLEASE_STORM_VERBOSE=1 prints everything that happened. */
 #include "harness.h"
 #include "vml-client.h"
 #include "vml-error.h"
@@ -362,6 +374,7 @@ struct _Holder {
     Pending *unresolved;      /* its reply was lost */
     guint holder_fds_at[N_IMAGES]; /* 1 + the event of its last acquire with
                                       holder_fds naming the image, 0: none */
+    int event_mode[N_IMAGES]; /* what it held when vmleased got the last signal */
 };
 
 typedef struct {
@@ -511,8 +524,10 @@ static KnownCause known_causes[] = {
       "Acquire with holder_fds=true locks the first description of the lock file that the "
       "holder process has open, whoever's it is: one inherited over fork() from another "
       "holder is that holder's lease lock already (OFD locks never conflict with their own "
-      "description), so two leases share it and letting go of either unlocks both "
-      "(lockd/backends/fcntl-backend.c holder_lock_fd with locked=FALSE, from fcntl_acquire)",
+      "description), so two leases share it, conflicting modes included, and letting go of "
+      "either (a release, or the rollback of an acquire that failed on another image) "
+      "unlocks the other (lockd/backends/fcntl-backend.c holder_lock_fd with locked=FALSE, "
+      "from fcntl_acquire)",
       0 },
     { "recovery-description",
       "after a SIGKILL the restart takes each lease back from the first description in the "
@@ -854,6 +869,8 @@ op_inquire(Storm *s, Holder *h)
     send_call(s, h, p, "io.vmlease.Lease.Inquire", params);
 }
 
+static guint pump(Storm *s, int timeout_ms);
+
 static void
 op_fork(Storm *s, Holder *h, gboolean keeper)
 {
@@ -883,6 +900,10 @@ op_fork(Storm *s, Holder *h, gboolean keeper)
         close(child->chan);
         child->chan = -1;
     }
+    /* Wait for the answer (no daemon in it: it comes at once), so that
+     * no forked process can be left that the test does not know of. */
+    for (int i = 0; i < 100 && h->pending && h->pending->op == OP_FORK; i++)
+        pump(s, 100);
 }
 
 /* ---- replies ---------------------------------------------------------------- */
@@ -1147,21 +1168,26 @@ static void drop_pending(Holder *h);
 
 static Holder *stray_dropped(Storm *s, int img, Holder **other);
 
-/* A lease's lock went while OTHER, a holder holding nothing on IMG, had
- * its description open too (over fork()): which way? OTHER asked for IMG
- * with holder_fds since the last check and let go again (the rollback of
- * an acquire that failed on another image unlocks the description it
- * borrowed): that cause; else a restart or re-exec since the last check
- * dropped it as OTHER's stray; else no known cause. */
+/* H's lease lost its lock while OTHER, a holder holding nothing on IMG,
+ * had its description open too (over fork()): which way? One of them
+ * asked for IMG with holder_fds since the last check: H took OTHER's
+ * description (then OTHER let go of it), or OTHER took H's and let go
+ * again (the rollback of an acquire that failed on another image
+ * unlocks the description it borrowed): that cause. Else a restart or
+ * re-exec since the last check dropped it as OTHER's stray; else no
+ * known cause. */
 static const char *
-unlock_cause(Storm *s, const Holder *other, int img)
+unlock_cause(Storm *s, const Holder *h, const Holder *other, int img)
 {
     if (!other)
         return NULL;
-    if (other->holder_fds_at[img] == s->event + 1)
+    guint now = s->event + 1;
+    if (other->holder_fds_at[img] == now)
         return "holder-fds-description";
     if (s->event_desc && !g_str_has_prefix(s->event_desc, "checkpoint"))
         return "stray-inherited";
+    if (h && h->holder_fds_at[img] == now)
+        return "holder-fds-description";
     return NULL;
 }
 
@@ -1185,7 +1211,7 @@ check_grant(Storm *s, Holder *h, const Pending *p, guint shared, GPtrArray *kill
             g_autofree char *descs = descriptions_text(s, img);
             Holder *g = NULL;
             const char *known = shared & (1u << img) ? "holder-fds-description"
-                              : stray_dropped(s, img, &g) == o ? unlock_cause(s, g, img) : NULL;
+                              : stray_dropped(s, img, &g) == o ? unlock_cause(s, o, g, img) : NULL;
             violation(s, "conflicting grant", known, h, img,
                       "%s was granted %s %s (%s) while %s holds it %s%s; descriptions: %s",
                       hn, img_name(img), mode_names[p->want[img]], p->desc, on, mode_names[m],
@@ -2061,7 +2087,8 @@ stray_dropped(Storm *s, int img, Holder **other)
             for (guint j = 0; j < all->len; j++) {
                 FdRef *y = &g_array_index(all, FdRef, j);
                 Holder *o = y->group == g ? holder_of_pid(s, y->pid) : NULL;
-                if (o && o != h && !o->dead && o->registered && !o->mode[img]) {
+                if (o && o != h && !o->dead && o->registered &&
+                    (!o->mode[img] || !o->event_mode[img])) {
                     *other = o;
                     return h;
                 }
@@ -2086,7 +2113,7 @@ unlocked_sharer(Storm *s, GArray *all, int groups, const Holder *h, int img)
             mine = mine || x->pid == h->pid;
             locked = locked || x->lock != '-';
             Holder *o = holder_of_pid(s, x->pid);
-            if (o && o != h && !o->dead && o->registered && !o->mode[img])
+            if (o && o != h && !o->dead && o->registered && (!o->mode[img] || !o->event_mode[img]))
                 other = o;
         }
         if (mine && !locked && other)
@@ -2136,7 +2163,7 @@ check_lease_descriptions(Storm *s, GPtrArray *kill)
                 ? g_strdup_printf(" (h%d, which shares one of its descriptions over fork(), "
                                   "holds nothing there)", other->slot)
                 : g_strdup("");
-            violation(s, "lease without its lock", unlock_cause(s, other, img), h, img,
+            violation(s, "lease without its lock", unlock_cause(s, h, other, img), h, img,
                       "%s, %s %s: %s%s; descriptions: %s", hn, img_name(img),
                       mode_names[h->mode[img]],
                       !lock ? "vmleased alone carries it now, the holder's fds do not"
@@ -2377,7 +2404,7 @@ check(Storm *s)
             why = g_strdup_printf(" (the description of h%d's lease is open in h%d too, over "
                                   "fork(), which holds nothing there)", unlocked->slot, forked->slot);
         }
-        violation(s, "kernel lock", orphaner ? "orphan-after-down" : unlocked ? unlock_cause(s, forked, img) : NULL,
+        violation(s, "kernel lock", orphaner ? "orphan-after-down" : unlocked ? unlock_cause(s, unlocked, forked, img) : NULL,
                   orphaner ? orphaner : unlocked, img,
                   "%s: %s: byte 0 %s, byte 1 %s; granted are [%s]%s%s; descriptions: %s",
                   img_name(img), what, lock_name(b0), lock_name(b1),
@@ -2416,7 +2443,7 @@ check_while_down(Storm *s)
             int groups;
             g_autoptr(GArray) all = scan_descriptions(s, img, &groups);
             Holder *other = unlocked_sharer(s, all, groups, h, img);
-            violation(s, "lock lost with vmleased", unlock_cause(s, other, img), h, img,
+            violation(s, "lock lost with vmleased", unlock_cause(s, h, other, img), h, img,
                       "%s, %s %s (kept by its %s): with vmleased killed, byte 0 %s, byte 1 %s", hn,
                       img_name(img), mode_names[h->mode[img]],
                       h->kind == K_MAILBOX ? "mailbox" : "fds", lock_name(b0), lock_name(b1));
@@ -2512,7 +2539,8 @@ burst(Storm *s)
     g_usleep(rnd(s, 2000));
 }
 
-/* Holders that died since the last check may die unseen by vmleased. */
+/* Holders that died since the last check may die unseen by vmleased;
+ * and what every holder holds as the signal goes. */
 static void
 mark_unseen(Storm *s)
 {
@@ -2520,6 +2548,7 @@ mark_unseen(Storm *s)
         Holder *h = s->holders->pdata[i];
         if (h->dead && h->died_event == s->event)
             h->died_unseen = TRUE;
+        memcpy(h->event_mode, h->mode, sizeof(h->mode));
     }
 }
 
@@ -2675,12 +2704,32 @@ storm_run(Storm *s, guint n_events)
 static guint32 seed_;
 static guint n_events_ = 60, n_control_ = 12;
 static guint unknown_control_, unknown_storm_;
+static gboolean no_kcmp_;
+
+/* The checker tells descriptions apart with kcmp(KCMP_FILE). */
+static gboolean
+kcmp_works(void)
+{
+    int a = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int b = fcntl(a, F_DUPFD_CLOEXEC, 0), c = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    gboolean ok = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, b) == 0 &&
+                  syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, a, c) > 0;
+    close(a);
+    close(b);
+    close(c);
+    return ok;
+}
 
 /* Both runs first (GLib stops at the first failed case, and the known
  * causes are to be reported either way); the verdicts come after. */
 static void
 test_runs(void)
 {
+    if (!kcmp_works()) {
+        no_kcmp_ = TRUE;
+        g_test_skip("kcmp(KCMP_FILE) does not work here: lock descriptions cannot be told apart");
+        return;
+    }
     Storm *s = storm_new(TRUE, seed_ ^ 0x5eed);
     storm_run(s, n_control_);
     unknown_control_ = n_unknown(s);
@@ -2694,14 +2743,18 @@ test_runs(void)
 static void
 test_control(void)
 {
-    if (unknown_control_)
+    if (no_kcmp_)
+        g_test_skip("no storm ran");
+    else if (unknown_control_)
         g_test_fail_printf("control run: %u violations without a kill", unknown_control_);
 }
 
 static void
 test_storm(void)
 {
-    if (unknown_storm_)
+    if (no_kcmp_)
+        g_test_skip("no storm ran");
+    else if (unknown_storm_)
         g_test_fail_printf("%u violations of the crash-consistency invariant", unknown_storm_);
 }
 
