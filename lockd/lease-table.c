@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -1253,7 +1254,7 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd, GArray 
 
 /* Restore one record (from the state file or the lockspace). */
 static void
-restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
+restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GPtrArray *gone_keys)
 {
     g_autoptr(GPtrArray) owners = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
@@ -1292,6 +1293,8 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
         }
         g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);
         t->backend->ops->record_remove(t->backend, tag);
+        for (guint i = 0; i < owners->len; i++)
+            g_ptr_array_add(gone_keys, g_strdup(((VmlOwner *)owners->pdata[i])->resource));
     }
     /* The VM process's mailbox holds the locks taken for it from libvirtd. */
     g_autoptr(GArray) candidates = NULL;
@@ -1302,16 +1305,19 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
         candidates = vml_mailbox_contents(h->mailbox, NULL);
     for (guint i = 0; i < owners->len; i++) {
         int fd = with_fds ? g_array_index(fds, int, i) : -1;
-        if (h)
+        if (h) {
             restore_lease(t, h, owners->pdata[i], fd, candidates);
-        else if (fd >= 0)
-            close(fd);
-    }
-    if (h && !with_fds && t->backend->ops->drop_strays) {
-        g_autofree const char **keys = (const char **)g_hash_table_get_keys_as_array(h->leases,
-                                                                                  NULL);
-        t->backend->ops->drop_strays(t->backend, h->pid, vml_holder_watch_pidfd(h->watch),
-                                     candidates, keys, g_hash_table_size(h->leases));
+        } else if (fd >= 0) {
+            /* Handed over by a re-exec for a holder that died meanwhile:
+             * its lease goes as it would have with us running. */
+            const VmlOwner *o = owners->pdata[i];
+            VmlMode mode = o->mode;
+            gboolean parked = FALSE;
+            VmlLock *lock = t->backend->ops->adopt(t->backend, o->resource, &mode, &parked,
+                                                   fd, NULL);
+            if (lock)
+                t->backend->ops->release(t->backend, lock);
+        }
     }
     for (guint i = 0; candidates && i < candidates->len; i++)
         close(g_array_index(candidates, int, i));
@@ -1329,9 +1335,42 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds)
     }
 }
 
+/* Once every record is back: what the locks say beyond the records.
+ * A live holder's fds may carry a lock its record does not name (a grant
+ * or release cut short between lock and record); a holder that died
+ * unseen may have left its lock in a process it forked. Both go, as they
+ * would have with vmleased running, unless some holder now holds the
+ * resource (a description can be shared over fork: never unlock one
+ * that may be another holder's). */
+static void
+restore_sweep(VmlLeaseTable *t, GPtrArray *gone_keys)
+{
+    VmlBackend *be = t->backend;
+    g_autofree const char **held = (const char **)g_hash_table_get_keys_as_array(
+        t->by_resource, NULL);
+    guint n_held = g_hash_table_size(t->by_resource);
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, t->holders);
+    while (be->ops->drop_strays && g_hash_table_iter_next(&it, NULL, &value)) {
+        VmlHolder *h = value;
+        g_autoptr(GArray) candidates = h->mailbox ? vml_mailbox_contents(h->mailbox, NULL)
+                                                  : NULL;
+        be->ops->drop_strays(be, h->pid, vml_holder_watch_pidfd(h->watch), candidates, held,
+                             n_held);
+        for (guint i = 0; candidates && i < candidates->len; i++)
+            close(g_array_index(candidates, int, i));
+    }
+    for (guint i = 0; be->ops->release_orphans && i < gone_keys->len; i++) {
+        if (!g_hash_table_contains(t->by_resource, gone_keys->pdata[i]))
+            be->ops->release_orphans(be, gone_keys->pdata[i]);
+    }
+}
+
 void
 vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
 {
+    g_autoptr(GPtrArray) gone_keys = g_ptr_array_new_with_free_func(g_free);
     if (state && g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
                            vml_host_boot_id()) == 0) {
         t->next_id = MAX(t->next_id,
@@ -1345,21 +1384,34 @@ vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
         for (guint i = 0; holders && i < json_array_get_length(holders); i++) {
             JsonNode *n = json_array_get_element(holders, i);
             if (JSON_NODE_HOLDS_OBJECT(n))
-                restore_record(t, json_node_get_object(n), reexec);
+                restore_record(t, json_node_get_object(n), reexec, gone_keys);
         }
     }
 
+    /* After a crash the state file's next id may be older than the last
+     * registration, and a holder that has exited left no record: start
+     * past any id this boot can have seen (one per microsecond at most),
+     * so no client's stale id names a new holder. */
+    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
+    gboolean ran_before = (records && records->len) ||
+        (state && g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
+                            vml_host_boot_id()) == 0);
+    if (!reexec && ran_before) {
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        t->next_id = MAX(t->next_id, (gint64)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    }
     /* The records are written at every change, so they also cover what
      * came after the last state save; they show dead holders too. */
-    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
     for (guint i = 0; records && i < records->len; i++) {
         gsize len;
         const char *data = g_bytes_get_data(records->pdata[i], &len);
         g_autoptr(JsonParser) p = json_parser_new_immutable();
         if (json_parser_load_from_data(p, data, len, NULL) &&
             JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p)))
-            restore_record(t, json_node_get_object(json_parser_get_root(p)), FALSE);
+            restore_record(t, json_node_get_object(json_parser_get_root(p)), FALSE, gone_keys);
     }
+    restore_sweep(t, gone_keys);
 
     GHashTableIter it;
     gpointer value;

@@ -38,13 +38,18 @@ typedef struct {
     VmlLock *(*recover)(VmlBackend *be, const char *key, VmlMode *mode, gboolean *parked,
                         pid_t pid, int pidfd, GArray *candidates, guint64 *generation,
                         GError **error);
-    /* After a crash, once the live holder PID's recorded leases (KEYS) are
-     * back: unlock whatever else its fds (PIDFD) or mailbox (CANDIDATES)
-     * lock, the leftover of a grant or release that the crash cut short
-     * between the lock and the record, which nobody was told of. NULL:
-     * the backend's locks cannot outlive the daemon that way. */
+    /* At a restart, once every record is back: unlock whatever the live
+     * holder PID's fds (PIDFD) or mailbox (CANDIDATES) lock on a resource
+     * none of KEYS (everything any holder holds), the leftover of a grant
+     * or release that a crash cut short between the lock and the record,
+     * which nobody was told of. NULL: the backend's locks cannot outlive
+     * the daemon that way. */
     void (*drop_strays)(VmlBackend *be, pid_t pid, int pidfd, GArray *candidates,
                         const char *const *keys, guint n_keys);
+    /* KEY was a holder's that died while vmleased was down, and no holder
+     * holds it now: unlock it wherever a process it forked still keeps
+     * the lock (its exit would have unlocked it with vmleased running). */
+    void (*release_orphans)(VmlBackend *be, const char *key);
 
     /* Parking: libvirt paused the VM or is migrating it, and its domain's
      * next process (the resumed one, or the migration's destination on

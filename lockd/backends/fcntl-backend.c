@@ -397,6 +397,43 @@ fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
     }
 }
 
+static void
+fcntl_release_orphans(VmlBackend *parent, const char *key)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    g_autofree char *name = lock_name(key);
+    g_autofree char *path = g_build_filename(be->dir, name, NULL);
+    g_autoptr(GPtrArray) keepers = vml_lock_holders_of(path, getpid());
+    for (guint i = 0; i < keepers->len; i++) {
+        const VmlLockHolder *k = keepers->pdata[i];
+        int pidfd = (int)syscall(SYS_pidfd_open, k->pid, 0);
+        if (pidfd < 0)
+            continue;
+        g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)k->pid);
+        g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
+        const char *ent;
+        while (d && (ent = g_dir_read_name(d))) {
+            g_autofree char *link = g_build_filename(fddir, ent, NULL);
+            g_autofree char *target = g_file_read_link(link, NULL);
+            if (g_strcmp0(target, path) != 0)
+                continue;
+            int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
+            if (fd < 0)
+                continue;
+            guint bytes;
+            VmlMode mode;
+            if (described_lock(fd, &bytes, &mode)) {
+                unlock_all(fd);
+                g_warning("%s: released the %s lock that process %d (%s) kept after its VM "
+                          "exited while vmleased was down", key, vml_mode_name(mode),
+                          (int)k->pid, k->program);
+            }
+            close(fd);
+        }
+        close(pidfd);
+    }
+}
+
 static gboolean
 fcntl_change_mode(G_GNUC_UNUSED VmlBackend *parent, VmlLock *l, const char *key, VmlMode mode,
                   guint64 *generation, GError **error)
@@ -560,6 +597,7 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .adopt = fcntl_adopt,
     .recover = fcntl_recover,
     .drop_strays = fcntl_drop_strays,
+    .release_orphans = fcntl_release_orphans,
     .change_mode = fcntl_change_mode,
     .park = fcntl_park,
     .unpark = fcntl_unpark,

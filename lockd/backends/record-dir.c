@@ -71,7 +71,10 @@ vml_record_dir_write(VmlRecordDir *be, VmlRecord *r, const char *data, gsize len
     gsize total = len;
     g_autofree char *padded = NULL;
 
-    if (len < r->len && len * 2 >= r->len) {
+    /* Spaces over all of the old content, even when the file is cut
+     * afterwards: a crash before the cut leaves JSON and blanks, never
+     * the new text followed by the old one's tail. */
+    if (len < r->len) {
         padded = g_malloc(r->len);
         memcpy(padded, data, len);
         memset(padded + len, ' ', r->len - len);
@@ -86,14 +89,15 @@ vml_record_dir_write(VmlRecordDir *be, VmlRecord *r, const char *data, gsize len
                     be->dir, r->name, g_strerror(errno));
         return FALSE;
     }
+    gsize keep = len < r->len && len * 2 >= r->len ? r->len : len;
     ssize_t n = pwrite(r->fd, data, total, 0);
-    if (n != (ssize_t)total || (total < r->len && ftruncate(r->fd, total) < 0)) {
+    if (n != (ssize_t)total || (keep < total && ftruncate(r->fd, keep) < 0)) {
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write holder record %s/%s: %s",
                     be->dir, r->name, n >= 0 && n < (ssize_t)total ? "short write"
                                                                  : g_strerror(errno));
         return FALSE;
     }
-    r->len = total;
+    r->len = keep;
     return TRUE;
 }
 

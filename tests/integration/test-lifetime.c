@@ -444,10 +444,11 @@ test_recovery_drops_an_unrecorded_lock(void)
 }
 
 /* A VM forked a child that inherited its lock fd, then exited while
- * vmleased was down: the lock lives on in the child. It is no lease of
- * anyone's, but whoever runs into it is told which process keeps it. */
+ * vmleased was down: with vmleased running, the VM's exit would have
+ * unlocked that description, so the restart does it, and the image is
+ * free for the next VM. */
 static void
-test_inherited_lock_names_its_process(void)
+test_inherited_lock_goes_with_its_vm(void)
 {
     VmlTestDaemon *d = vml_test_daemon_start(NULL);
     g_autofree char *x = vml_test_make_image(d, "x.img");
@@ -457,33 +458,52 @@ test_inherited_lock_names_its_process(void)
         g_assert_cmpint(vm.keeper, >, 0);
         vml_test_daemon_kill(d, SIGKILL);
         vml_test_child_kill(pid, SIGKILL);
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_WRLCK);   /* the keeper's */
         vml_test_daemon_restart(d);
-        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_WRLCK);
-
-        pid_t other;
-        g_autoptr(JsonArray) owners = try_exclusive(x, &other);
-        vml_test_child_kill(other, SIGKILL);
-        g_assert_nonnull(owners);
-        g_assert_cmpuint(json_array_get_length(owners), ==, 1);
-        JsonObject *o = json_array_get_object_element(owners, 0);
-        g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, vm.keeper);
-        g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "exclusive");
-        g_assert_true(json_object_get_boolean_member_with_default(o, "unregistered", FALSE));
-        g_assert_nonnull(json_object_get_string_member_with_default(o, "program", NULL));
-
-        g_autoptr(JsonArray) listed = vml_test_owners(x);
-        g_assert_cmpuint(json_array_get_length(listed), ==, 1);
-        JsonObject *lo = json_array_get_object_element(listed, 0);
-        g_assert_cmpint(json_object_get_int_member(lo, "pid"), ==, vm.keeper);
-        g_assert_true(json_object_get_boolean_member_with_default(lo, "unregistered", FALSE));
-
-        /* Once that process is gone, so is the lock. */
-        kill(vm.keeper, SIGKILL);   /* not our child: the VM was its parent */
-        for (int i = 0; i < 200 && vml_test_lock_state(d, x) != F_UNLCK; i++)
-            g_usleep(10 * 1000);
         g_assert_cmpint(vml_test_lock_state(d, x), ==, F_UNLCK);
         g_assert_true(vml_test_wait_owners(x, 0, 0));
+        pid_t other;
+        g_autoptr(JsonArray) owners = try_exclusive(x, &other);
+        g_assert_null(owners);
+        vml_test_child_kill(other, SIGKILL);
+        g_assert_true(vml_test_wait_owners(x, 0, 1000));
+        kill(vm.keeper, SIGKILL);   /* not our child: the VM was its parent */
     }
+    vml_test_daemon_stop(d);
+}
+
+/* A lock on a lease's lock file that no lease of vmleased's explains (a
+ * process locked it itself): whoever runs into it is told which process
+ * keeps it, in Conflict and in Owners. */
+static void
+test_unregistered_lock_names_its_process(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *x = vml_test_make_image(d, "x.img");
+    ScriptedVm vm;
+    pid_t pid = spawn_scripted_vm(UUID_A, "vm-a", x, "l", &vm);
+    g_assert_cmpint(vml_test_lock_state(d, x), ==, F_WRLCK);
+
+    pid_t other;
+    g_autoptr(JsonArray) owners = try_exclusive(x, &other);
+    vml_test_child_kill(other, SIGKILL);
+    g_assert_nonnull(owners);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    JsonObject *o = json_array_get_object_element(owners, 0);
+    g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, pid);
+    g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "exclusive");
+    g_assert_true(json_object_get_boolean_member_with_default(o, "unregistered", FALSE));
+    g_assert_cmpstr(json_object_get_string_member(o, "program"), ==, "test-lifetime");
+
+    g_autoptr(JsonArray) listed = vml_test_owners(x);
+    g_assert_cmpuint(json_array_get_length(listed), ==, 1);
+    JsonObject *lo = json_array_get_object_element(listed, 0);
+    g_assert_cmpint(json_object_get_int_member(lo, "pid"), ==, pid);
+    g_assert_true(json_object_get_boolean_member_with_default(lo, "unregistered", FALSE));
+
+    vml_test_child_kill(pid, SIGKILL);
+    g_assert_cmpint(vml_test_lock_state(d, x), ==, F_UNLCK);
+    g_assert_true(vml_test_wait_owners(x, 0, 0));
     vml_test_daemon_stop(d);
 }
 
@@ -788,8 +808,10 @@ main(int argc, char **argv)
     g_test_add_func("/lifetime/recovery-picks-the-locked-fd", test_recovery_picks_the_locked_fd);
     g_test_add_func("/lifetime/recovery-drops-an-unrecorded-lock",
                     test_recovery_drops_an_unrecorded_lock);
-    g_test_add_func("/lifetime/inherited-lock-names-its-process",
-                    test_inherited_lock_names_its_process);
+    g_test_add_func("/lifetime/inherited-lock-goes-with-its-vm",
+                    test_inherited_lock_goes_with_its_vm);
+    g_test_add_func("/lifetime/unregistered-lock-names-its-process",
+                    test_unregistered_lock_names_its_process);
     g_test_add_func("/lifetime/owners-tell-only-what-the-caller-may-see",
                     test_owners_tell_only_what_the_caller_may_see);
     g_test_add_func("/lifetime/peer-credentials", test_peer_credentials);
