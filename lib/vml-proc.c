@@ -66,7 +66,13 @@ gboolean
 vml_proc_is_same(pid_t pid, guint64 start_time)
 {
     guint64 now;
-    return vml_proc_start_time(pid, &now, NULL) && now == start_time;
+    if (!vml_proc_start_time(pid, &now, NULL) || now != start_time)
+        return FALSE;
+    /* A zombie has exited: nothing of it uses an image any more. */
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *data = NULL;
+    const char *p = g_file_get_contents(path, &data, NULL, NULL) ? strrchr(data, ')') : NULL;
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
 static char *

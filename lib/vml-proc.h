@@ -11,7 +11,7 @@ gboolean vml_proc_start_time(pid_t pid, guint64 *start_time, GError **error);
 /* The real uid PID runs as (the Uid: line of /proc/PID/status). */
 gboolean vml_proc_uid(pid_t pid, uid_t *uid, GError **error);
 
-/* TRUE when PID is alive and still started at START_TIME. */
+/* TRUE when PID is alive (not a zombie) and still started at START_TIME. */
 gboolean vml_proc_is_same(pid_t pid, guint64 start_time);
 
 const char *vml_host_name(void);

@@ -81,6 +81,27 @@ vml_mailbox_find(pid_t pid, int pidfd, guint64 ino)
     return fd >= 0 ? vml_mailbox_new(fd, NULL) : NULL;
 }
 
+VmlMailbox *
+vml_mailbox_find_anywhere(guint64 ino)
+{
+    g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+    const char *ent;
+    while (proc && (ent = g_dir_read_name(proc))) {
+        char *end;
+        long pid = strtol(ent, &end, 10);
+        if (*end || pid <= 0 || pid == getpid() || fd_of_socket((pid_t)pid, ino) < 0)
+            continue;
+        int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+        if (pidfd < 0)
+            continue;
+        VmlMailbox *m = vml_mailbox_find((pid_t)pid, pidfd, ino);
+        close(pidfd);
+        if (m)
+            return m;
+    }
+    return NULL;
+}
+
 gboolean
 vml_mailbox_is_kept_by(VmlMailbox *m, pid_t pid)
 {

@@ -20,7 +20,11 @@ typedef struct _VmlMailbox VmlMailbox;
 VmlMailbox *vml_mailbox_new(int fd, GError **error);
 /* The mailbox PID keeps as the socket with inode INO, through PIDFD. */
 VmlMailbox *vml_mailbox_find(pid_t pid, int pidfd, guint64 ino);
+/* The mailbox with inode INO in whatever process keeps it (a holder that
+ * died left it to a process it forked); a /proc walk. */
+VmlMailbox *vml_mailbox_find_anywhere(guint64 ino);
 void vml_mailbox_free(VmlMailbox *m);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlMailbox, vml_mailbox_free)
 /* PID has the mailbox's socket open. */
 gboolean vml_mailbox_is_kept_by(VmlMailbox *m, pid_t pid);
 

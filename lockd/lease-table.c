@@ -1252,9 +1252,15 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd, GArray 
     }
 }
 
+static void
+close_fd_at(gpointer p)
+{
+    close(*(int *)p);
+}
+
 /* Restore one record (from the state file or the lockspace). */
 static void
-restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GPtrArray *gone_keys)
+restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTable *gone_keys)
 {
     g_autoptr(GPtrArray) owners = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
@@ -1293,8 +1299,20 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GPtrArra
         }
         g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);
         t->backend->ops->record_remove(t->backend, tag);
-        for (guint i = 0; i < owners->len; i++)
-            g_ptr_array_add(gone_keys, g_strdup(((VmlOwner *)owners->pdata[i])->resource));
+        /* A process it forked may keep its mailbox, and so its locks. */
+        gint64 gone_ino = json_object_get_int_member_with_default(record, "mailbox_ino", 0);
+        g_autoptr(VmlMailbox) kept = gone_ino > 0 ? vml_mailbox_find_anywhere((guint64)gone_ino)
+                                                  : NULL;
+        GArray *left = kept ? vml_mailbox_contents(kept, NULL) : NULL;
+        if (left)
+            g_array_set_clear_func(left, close_fd_at);   /* at the last unref */
+        for (guint i = 0; i < owners->len; i++) {
+            const char *key = ((VmlOwner *)owners->pdata[i])->resource;
+            if (!g_hash_table_contains(gone_keys, key))
+                g_hash_table_insert(gone_keys, g_strdup(key), left ? g_array_ref(left) : NULL);
+        }
+        if (left)
+            g_array_unref(left);
     }
     /* The VM process's mailbox holds the locks taken for it from libvirtd. */
     g_autoptr(GArray) candidates = NULL;
@@ -1335,15 +1353,22 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GPtrArra
     }
 }
 
+static void
+fds_unref(GArray *fds)
+{
+    if (fds)
+        g_array_unref(fds);
+}
+
 /* Once every record is back: what the locks say beyond the records.
  * A live holder's fds may carry a lock its record does not name (a grant
  * or release cut short between lock and record); a holder that died
  * unseen may have left its lock in a process it forked. Both go, as they
- * would have with vmleased running, unless some holder now holds the
- * resource (a description can be shared over fork: never unlock one
- * that may be another holder's). */
+ * would have with vmleased running; a description that is a live lease's
+ * (shared over fork) is never unlocked: strays only on resources nobody
+ * holds, orphans sparing the live leases' descriptions. */
 static void
-restore_sweep(VmlLeaseTable *t, GPtrArray *gone_keys)
+restore_sweep(VmlLeaseTable *t, GHashTable *gone_keys)
 {
     VmlBackend *be = t->backend;
     g_autofree const char **held = (const char **)g_hash_table_get_keys_as_array(
@@ -1361,16 +1386,25 @@ restore_sweep(VmlLeaseTable *t, GPtrArray *gone_keys)
         for (guint i = 0; candidates && i < candidates->len; i++)
             close(g_array_index(candidates, int, i));
     }
-    for (guint i = 0; be->ops->release_orphans && i < gone_keys->len; i++) {
-        if (!g_hash_table_contains(t->by_resource, gone_keys->pdata[i]))
-            be->ops->release_orphans(be, gone_keys->pdata[i]);
+    gpointer key;
+    g_hash_table_iter_init(&it, gone_keys);
+    while (be->ops->release_orphans && g_hash_table_iter_next(&it, &key, &value)) {
+        g_autoptr(GArray) live = g_array_new(FALSE, FALSE, sizeof(int));
+        for (VmlLease *l = g_hash_table_lookup(t->by_resource, key); l; l = l->next) {
+            int fd = be->ops->lock_fd(l->lock);
+            if (fd >= 0)
+                g_array_append_val(live, fd);
+        }
+        be->ops->release_orphans(be, key, value, (const int *)(void *)live->data, live->len);
     }
 }
 
 void
 vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
 {
-    g_autoptr(GPtrArray) gone_keys = g_ptr_array_new_with_free_func(g_free);
+    /* key -> the dead holder's mailbox contents (dups), or NULL */
+    g_autoptr(GHashTable) gone_keys = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                            (GDestroyNotify)fds_unref);
     if (state && g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
                            vml_host_boot_id()) == 0) {
         t->next_id = MAX(t->next_id,

@@ -46,10 +46,13 @@ typedef struct {
      * the daemon that way. */
     void (*drop_strays)(VmlBackend *be, pid_t pid, int pidfd, GArray *candidates,
                         const char *const *keys, guint n_keys);
-    /* KEY was a holder's that died while vmleased was down, and no holder
-     * holds it now: unlock it wherever a process it forked still keeps
-     * the lock (its exit would have unlocked it with vmleased running). */
-    void (*release_orphans)(VmlBackend *be, const char *key);
+    /* KEY was a holder's that died while vmleased was down: unlock it in
+     * CANDIDATES (dups from the dead holder's mailbox, may be NULL) and
+     * wherever a process it forked still keeps the lock (its exit would
+     * have unlocked it with vmleased running), sparing the descriptions of
+     * LIVE (the lock fds of the leases held on KEY now). */
+    void (*release_orphans)(VmlBackend *be, const char *key, GArray *candidates,
+                            const int *live, guint n_live);
 
     /* Parking: libvirt paused the VM or is migrating it, and its domain's
      * next process (the resumed one, or the migration's destination on

@@ -18,6 +18,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kcmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -261,9 +263,57 @@ fcntl_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, VmlMode *mode,
     return lock_new(fd, bytes);
 }
 
-/* The holder's fd on KEY's lock file, duplicated into this process; with
- * LOCKED only one whose description holds a lock (a holder may keep an old
- * unlocked description beside the locked one). */
+/* PID's fd NUM (open on PATH) shares its description with a process PID
+ * forked or was forked from: inherited, so maybe that process's lease. */
+static gboolean
+shared_with_kin(pid_t pid, int num, const char *path)
+{
+    g_autoptr(GArray) kin = g_array_new(FALSE, FALSE, sizeof(pid_t));
+    g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *stat = NULL;
+    if (g_file_get_contents(stat_path, &stat, NULL, NULL)) {
+        const char *paren = strrchr(stat, ')');
+        int ppid;
+        if (paren && sscanf(paren, ") %*c %d", &ppid) == 1 && ppid > 1)
+            g_array_append_val(kin, ppid);
+    }
+    g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int)pid);
+    g_autoptr(GDir) td = g_dir_open(tasks, 0, NULL);
+    const char *task;
+    while (td && (task = g_dir_read_name(td))) {
+        g_autofree char *cpath = g_strdup_printf("%s/%s/children", tasks, task);
+        g_autofree char *children = NULL;
+        if (!g_file_get_contents(cpath, &children, NULL, NULL))
+            continue;
+        g_auto(GStrv) list = g_strsplit(g_strstrip(children), " ", -1);
+        for (char **c = list; *c; c++) {
+            pid_t child = atoi(*c);
+            if (child > 0)
+                g_array_append_val(kin, child);
+        }
+    }
+    for (guint i = 0; i < kin->len; i++) {
+        pid_t other = g_array_index(kin, pid_t, i);
+        g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)other);
+        g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
+        const char *ent;
+        while (d && (ent = g_dir_read_name(d))) {
+            g_autofree char *link = g_build_filename(fddir, ent, NULL);
+            g_autofree char *target = g_file_read_link(link, NULL);
+            if (g_strcmp0(target, path) == 0 &&
+                syscall(SYS_kcmp, pid, other, KCMP_FILE, num, atoi(ent)) == 0)
+                return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+/* The holder's fd on KEY's lock file, duplicated into this process: with
+ * LOCKED one whose description holds a lock (a holder may keep an old
+ * unlocked description beside the locked one), preferring one no process
+ * it forked or was forked from shares (an inherited description is that
+ * process's lease lock); else one that holds none, so a lock is never
+ * taken through another holder's inherited lock. */
 static int
 holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean locked)
 {
@@ -272,6 +322,7 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
     g_autofree char *want = g_build_filename(be->dir, name, NULL);
     g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
     const char *ent;
+    int fallback = -1;
 
     while (d && (ent = g_dir_read_name(d))) {
         g_autofree char *link = g_build_filename(fddir, ent, NULL);
@@ -284,11 +335,25 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
         fcntl(fd, F_SETFD, FD_CLOEXEC);
         guint bytes;
         VmlMode mode;
-        if (!locked || described_lock(fd, &bytes, &mode))
+        if (described_lock(fd, &bytes, &mode) != locked) {
+            close(fd);
+            continue;
+        }
+        if (!shared_with_kin(pid, atoi(ent), want)) {
+            if (fallback >= 0)
+                close(fallback);
             return fd;
-        close(fd);
+        }
+        /* Unlocked and shared: locking through it would give another
+         * process our lock too. Locked and shared: the last resort. */
+        if (!locked)
+            close(fd);
+        else if (fallback < 0)
+            fallback = fd;
+        else
+            close(fd);
     }
-    return -1;
+    return fallback;
 }
 
 /* Of CANDIDATES (fds of ours), a dup of one on KEY's lock file whose
@@ -315,9 +380,10 @@ fcntl_recover(VmlBackend *parent, const char *key, VmlMode *mode, gboolean *park
               pid_t pid, int pidfd, GArray *candidates, guint64 *generation, GError **error)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    int fd = holder_lock_fd(be, pid, pidfd, key, TRUE);
+    /* The mailbox holds exactly the descriptions we gave the holder. */
+    int fd = candidate_lock_fd(be, candidates, key);
     if (fd < 0)
-        fd = candidate_lock_fd(be, candidates, key);
+        fd = holder_lock_fd(be, pid, pidfd, key, TRUE);
 
     if (fd >= 0) {
         VmlLock *l = fcntl_adopt(parent, key, mode, parked, fd, error);
@@ -397,12 +463,38 @@ fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
     }
 }
 
+/* Is FD of process PID (ours when PID is 0) one of the descriptions of LIVE? */
+static gboolean
+is_live(pid_t pid, int fd, const int *live, guint n_live)
+{
+    for (guint i = 0; i < n_live; i++) {
+        if (syscall(SYS_kcmp, getpid(), pid ? pid : getpid(), KCMP_FILE, live[i], fd) == 0)
+            return TRUE;
+    }
+    return FALSE;
+}
+
 static void
-fcntl_release_orphans(VmlBackend *parent, const char *key)
+fcntl_release_orphans(VmlBackend *parent, const char *key, GArray *candidates,
+                      const int *live, guint n_live)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
     g_autofree char *name = lock_name(key);
     g_autofree char *path = g_build_filename(be->dir, name, NULL);
+    for (guint i = 0; candidates && i < candidates->len; i++) {
+        int fd = g_array_index(candidates, int, i);
+        g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        guint bytes;
+        VmlMode mode;
+        if (g_strcmp0(target, path) != 0 || !described_lock(fd, &bytes, &mode) ||
+            is_live(0, fd, live, n_live))
+            continue;
+        unlock_all(fd);
+        g_warning("%s: released the %s lock left in the mailbox of a VM that exited while "
+                  "vmleased was down (a process it forked keeps the mailbox)", key,
+                  vml_mode_name(mode));
+    }
     g_autoptr(GPtrArray) keepers = vml_lock_holders_of(path, getpid());
     for (guint i = 0; i < keepers->len; i++) {
         const VmlLockHolder *k = keepers->pdata[i];
@@ -415,7 +507,7 @@ fcntl_release_orphans(VmlBackend *parent, const char *key)
         while (d && (ent = g_dir_read_name(d))) {
             g_autofree char *link = g_build_filename(fddir, ent, NULL);
             g_autofree char *target = g_file_read_link(link, NULL);
-            if (g_strcmp0(target, path) != 0)
+            if (g_strcmp0(target, path) != 0 || is_live(k->pid, atoi(ent), live, n_live))
                 continue;
             int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
             if (fd < 0)
