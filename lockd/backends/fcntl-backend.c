@@ -263,37 +263,29 @@ fcntl_adopt(G_GNUC_UNUSED VmlBackend *parent, const char *key, VmlMode *mode,
     return lock_new(fd, bytes);
 }
 
-/* PID's fd NUM (open on PATH) shares its description with a process PID
- * forked or was forked from: inherited, so maybe that process's lease. */
-static gboolean
-shared_with_kin(pid_t pid, int num, const char *path)
+static pid_t
+parent_of(pid_t pid)
 {
-    g_autoptr(GArray) kin = g_array_new(FALSE, FALSE, sizeof(pid_t));
     g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int)pid);
     g_autofree char *stat = NULL;
+    int ppid = 0;
     if (g_file_get_contents(stat_path, &stat, NULL, NULL)) {
         const char *paren = strrchr(stat, ')');
-        int ppid;
-        if (paren && sscanf(paren, ") %*c %d", &ppid) == 1 && ppid > 1)
-            g_array_append_val(kin, ppid);
+        if (!paren || sscanf(paren, ") %*c %d", &ppid) != 1)
+            ppid = 0;
     }
-    g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int)pid);
-    g_autoptr(GDir) td = g_dir_open(tasks, 0, NULL);
-    const char *task;
-    while (td && (task = g_dir_read_name(td))) {
-        g_autofree char *cpath = g_strdup_printf("%s/%s/children", tasks, task);
-        g_autofree char *children = NULL;
-        if (!g_file_get_contents(cpath, &children, NULL, NULL))
-            continue;
-        g_auto(GStrv) list = g_strsplit(g_strstrip(children), " ", -1);
-        for (char **c = list; *c; c++) {
-            pid_t child = atoi(*c);
-            if (child > 0)
-                g_array_append_val(kin, child);
-        }
-    }
-    for (guint i = 0; i < kin->len; i++) {
-        pid_t other = g_array_index(kin, pid_t, i);
+    return ppid;
+}
+
+/* PID's fd NUM (open on PATH) was inherited over fork(): an ancestor of
+ * PID has the same description open, so it is that process's (maybe its
+ * lease lock), not PID's. Descriptions PID's children share are still
+ * PID's own. */
+static gboolean
+inherited(pid_t pid, int num, const char *path)
+{
+    pid_t other = pid;
+    for (int depth = 0; depth < 32 && (other = parent_of(other)) > 1; depth++) {
         g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)other);
         g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
         const char *ent;
@@ -308,12 +300,44 @@ shared_with_kin(pid_t pid, int num, const char *path)
     return FALSE;
 }
 
+/* Shared with a process PID forked (which may lock through it too). */
+static gboolean
+shared_with_children(pid_t pid, int num, const char *path)
+{
+    g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int)pid);
+    g_autoptr(GDir) td = g_dir_open(tasks, 0, NULL);
+    const char *task;
+    while (td && (task = g_dir_read_name(td))) {
+        g_autofree char *cpath = g_strdup_printf("%s/%s/children", tasks, task);
+        g_autofree char *children = NULL;
+        if (!g_file_get_contents(cpath, &children, NULL, NULL))
+            continue;
+        g_auto(GStrv) list = g_strsplit(g_strstrip(children), " ", -1);
+        for (char **c = list; *c; c++) {
+            pid_t child = atoi(*c);
+            if (child <= 0)
+                continue;
+            g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)child);
+            g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
+            const char *ent;
+            while (d && (ent = g_dir_read_name(d))) {
+                g_autofree char *link = g_build_filename(fddir, ent, NULL);
+                g_autofree char *target = g_file_read_link(link, NULL);
+                if (g_strcmp0(target, path) == 0 &&
+                    syscall(SYS_kcmp, pid, child, KCMP_FILE, num, atoi(ent)) == 0)
+                    return TRUE;
+            }
+        }
+    }
+    return FALSE;
+}
+
 /* The holder's fd on KEY's lock file, duplicated into this process: with
  * LOCKED one whose description holds a lock (a holder may keep an old
- * unlocked description beside the locked one), preferring one no process
- * it forked or was forked from shares (an inherited description is that
- * process's lease lock); else one that holds none, so a lock is never
- * taken through another holder's inherited lock. */
+ * unlocked description beside the locked one), preferring one it did not
+ * inherit (an inherited description is an ancestor's, maybe its lease
+ * lock); else one that holds none and that no related process shares, so
+ * a lock is never taken through another holder's description. */
 static int
 holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean locked)
 {
@@ -339,13 +363,17 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
             close(fd);
             continue;
         }
-        if (!shared_with_kin(pid, atoi(ent), want)) {
+        /* Unlocked, it must be PID's alone (locking through it would give
+         * another process the lock too); locked, PID's own, not one it
+         * inherited (the last resort). */
+        gboolean other = locked ? inherited(pid, atoi(ent), want)
+                                : inherited(pid, atoi(ent), want) ||
+                                  shared_with_children(pid, atoi(ent), want);
+        if (!other) {
             if (fallback >= 0)
                 close(fallback);
             return fd;
         }
-        /* Unlocked and shared: locking through it would give another
-         * process our lock too. Locked and shared: the last resort. */
         if (!locked)
             close(fd);
         else if (fallback < 0)
