@@ -212,6 +212,24 @@ open_lock_file(FcntlBackend *be, const char *key, GError **error)
     return fd;
 }
 
+/* Every description we lock for a holder carries the holder's pid as its
+ * file position (unused otherwise: the generation is read and written at
+ * explicit offsets), visible in /proc/PID/fdinfo. After a crash that tells
+ * the holder's own description from one it inherited over fork(), which
+ * carries its parent's pid. */
+static void
+tag_description(int fd, pid_t pid)
+{
+    if (pid > 0)
+        lseek(fd, (off_t)pid, SEEK_SET);
+}
+
+static gboolean
+tagged_for(int fd, pid_t pid)
+{
+    return pid > 0 && lseek(fd, 0, SEEK_CUR) == (off_t)pid;
+}
+
 /* Lock FD (open on KEY's lock file; owned from here on). */
 static VmlLock *
 take_lock(int fd, const char *key, VmlMode mode, guint64 *generation, GError **error)
@@ -241,6 +259,8 @@ fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int 
     int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key, FALSE) : -1;
     if (fd < 0)
         fd = open_lock_file(be, key, error);
+    if (fd >= 0)
+        tag_description(fd, pid);
     return fd < 0 ? NULL : take_lock(fd, key, mode, generation, error);
 }
 
@@ -364,9 +384,15 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
             continue;
         }
         /* Unlocked, it must be PID's alone (locking through it would give
-         * another process the lock too); locked, PID's own, not one it
-         * inherited (the last resort). */
-        gboolean other = locked ? inherited(pid, atoi(ent), want)
+         * another process the lock too); locked, PID's own: tagged with its
+         * pid, else not one it inherited (the last resort). */
+        if (locked && tagged_for(fd, pid)) {
+            if (fallback >= 0)
+                close(fallback);
+            return fd;
+        }
+        gboolean other = locked ? tagged_for(fd, parent_of(pid)) ||
+                                  inherited(pid, atoi(ent), want)
                                 : inherited(pid, atoi(ent), want) ||
                                   shared_with_children(pid, atoi(ent), want);
         if (!other) {
@@ -425,6 +451,8 @@ fcntl_recover(VmlBackend *parent, const char *key, VmlMode *mode, gboolean *park
      * stays, and tells the caller whether someone else wrote between. */
     fd = open_lock_file(be, key, error);
     *parked = FALSE;
+    if (fd >= 0)
+        tag_description(fd, pid);
     if (fd < 0 || !lock_mode(fd, *mode, key, error)) {
         if (fd >= 0)
             close(fd);
@@ -608,6 +636,7 @@ fcntl_claim(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pi
     int fd = pidfd >= 0 ? holder_lock_fd(be, pid, pidfd, key, FALSE) : -1;
     if (fd < 0 && (fd = open_lock_file(be, key, error)) < 0)
         return NULL;
+    tag_description(fd, pid);
     const guint tries[] = { BYTE1, BYTE0 };
     for (guint i = 0; i < G_N_ELEMENTS(tries); i++) {
         if (!lock_bytes(fd, mode, tries[i], key, NULL))
