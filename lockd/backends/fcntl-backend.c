@@ -366,7 +366,6 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
     g_autofree char *want = g_build_filename(be->dir, name, NULL);
     g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
     const char *ent;
-    int fallback = -1;
 
     while (d && (ent = g_dir_read_name(d))) {
         g_autofree char *link = g_build_filename(fddir, ent, NULL);
@@ -385,29 +384,19 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
         }
         /* Unlocked, it must be PID's alone (locking through it would give
          * another process the lock too); locked, PID's own: tagged with its
-         * pid, else not one it inherited (the last resort). */
-        if (locked && tagged_for(fd, pid)) {
-            if (fallback >= 0)
-                close(fallback);
+         * pid, else not one it inherited. An inherited one is never taken:
+         * it is an ancestor's lock (recovery then locks anew). */
+        if (locked && tagged_for(fd, pid))
             return fd;
-        }
         gboolean other = locked ? tagged_for(fd, parent_of(pid)) ||
                                   inherited(pid, atoi(ent), want)
                                 : inherited(pid, atoi(ent), want) ||
                                   shared_with_children(pid, atoi(ent), want);
-        if (!other) {
-            if (fallback >= 0)
-                close(fallback);
+        if (!other)
             return fd;
-        }
-        if (!locked)
-            close(fd);
-        else if (fallback < 0)
-            fallback = fd;
-        else
-            close(fd);
+        close(fd);
     }
-    return fallback;
+    return -1;
 }
 
 /* Of CANDIDATES (fds of ours), a dup of one on KEY's lock file whose
