@@ -224,12 +224,6 @@ tag_description(int fd, pid_t pid)
         lseek(fd, (off_t)pid, SEEK_SET);
 }
 
-static gboolean
-tagged_for(int fd, pid_t pid)
-{
-    return pid > 0 && lseek(fd, 0, SEEK_CUR) == (off_t)pid;
-}
-
 /* Lock FD (open on KEY's lock file; owned from here on). */
 static VmlLock *
 take_lock(int fd, const char *key, VmlMode mode, guint64 *generation, GError **error)
@@ -382,16 +376,18 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
             close(fd);
             continue;
         }
-        /* Unlocked, it must be PID's alone (locking through it would give
-         * another process the lock too); locked, PID's own: tagged with its
-         * pid, else not one it inherited. An inherited one is never taken:
-         * it is an ancestor's lock (recovery then locks anew). */
-        if (locked && tagged_for(fd, pid))
+        /* Only a description made for PID itself: one tagged with another
+         * pid came over fork() or SCM_RIGHTS from another process, whose
+         * lock it is or was (locking through it would give that process
+         * our lock, adopting it would take over its lease). Untagged ones
+         * (an earlier release made them): not one inherited from an
+         * ancestor, and when unlocked not one a child shares either. */
+        off_t tag = lseek(fd, 0, SEEK_CUR);
+        if (tag == (off_t)pid)
             return fd;
-        gboolean other = locked ? tagged_for(fd, parent_of(pid)) ||
-                                  inherited(pid, atoi(ent), want)
-                                : inherited(pid, atoi(ent), want) ||
-                                  shared_with_children(pid, atoi(ent), want);
+        gboolean other = tag != 0 ||
+            inherited(pid, atoi(ent), want) ||
+            (!locked && shared_with_children(pid, atoi(ent), want));
         if (!other)
             return fd;
         close(fd);

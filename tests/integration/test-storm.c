@@ -30,10 +30,9 @@
  * A violation is printed with the event, what happened before it to the
  * holder and the image, and the open descriptions of the lock file. One
  * whose circumstances match a cause found before (known_causes[], each
- * naming the code it came from; all but one fixed since) is counted under
- * it, so a regression says what it is; the holders involved are then
- * killed, so that the storm goes on from a sane state. Every violation
- * fails, but for the one cause still open (a TAP TODO, see test_known).
+ * naming the code it came from; all fixed since) is counted under it, so a
+ * regression says what it is; the holders involved are then killed, so
+ * that the storm goes on from a sane state. Every violation fails.
  *
  * VMLEASE_STORM_EVENTS (default 60) and VMLEASE_STORM_SEED override the
  * size and the seed; VMLEASE_STORM_CONTROL the control run's checkpoints
@@ -2765,15 +2764,8 @@ test_known(gconstpointer data)
 {
     const KnownCause *kc = data;
     if (kc->seen) {
-        /* Still open (about 4 in 1000 events): a holder forked from
-         * another holder whose lease is taken back through a description
-         * of its ancestor's. A TODO until fixed, every other cause fails. */
-        if (g_str_equal(kc->id, "recovery-description"))
-            g_test_incomplete_printf("%u violation(s) of a cause still open: %s", kc->seen,
-                                     kc->cause);
-        else
-            g_test_fail_printf("%u violation(s) of a cause fixed before (a regression): %s",
-                               kc->seen, kc->cause);
+        g_test_fail_printf("%u violation(s) of a cause fixed before (a regression): %s",
+                           kc->seen, kc->cause);
     }
 }
 
