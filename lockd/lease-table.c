@@ -913,11 +913,10 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     return out;
 }
 
-gboolean
-vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
-                        guint n_keys, guint *released, GError **error)
+/* H holds every one of KEYS (NULL: nothing asked, so yes). */
+static gboolean
+holds_all(VmlHolder *h, const char *const *keys, guint n_keys, GError **error)
 {
-    *released = 0;
     for (guint i = 0; keys && i < n_keys; i++) {
         if (!g_hash_table_contains(h->leases, keys[i])) {
             g_set_error(error, VML_ERROR, VML_ERROR_NOT_HELD,
@@ -926,6 +925,16 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
             return FALSE;
         }
     }
+    return TRUE;
+}
+
+gboolean
+vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
+                        guint n_keys, guint *released, GError **error)
+{
+    *released = 0;
+    if (!holds_all(h, keys, n_keys, error))
+        return FALSE;
     if (!keys && g_hash_table_size(h->leases) == 0)
         return TRUE;
     /* Recorded gone before the locks go: a crash between must not bring
@@ -1021,14 +1030,8 @@ vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, gu
 {
     VmlBackend *be = t->backend;
     *parked = *released = 0;
-    for (guint i = 0; keys && i < n_keys; i++) {
-        if (!g_hash_table_contains(h->leases, keys[i])) {
-            g_set_error(error, VML_ERROR, VML_ERROR_NOT_HELD,
-                        "holder %" G_GINT64_FORMAT " (VM %s) holds no lease on %s",
-                        h->id, h->name, keys[i]);
-            return FALSE;
-        }
-    }
+    if (!holds_all(h, keys, n_keys, error))
+        return FALSE;
     if (!be->ops->park)
         return vml_lease_table_release(t, h, keys, n_keys, released, error);
 

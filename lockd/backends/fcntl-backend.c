@@ -291,6 +291,24 @@ parent_of(pid_t pid)
     return ppid;
 }
 
+/* Does OTHER have PID's fd NUM (open on PATH) open too, the same
+ * description? */
+static gboolean
+also_open_in(pid_t pid, int num, pid_t other, const char *path)
+{
+    g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)other);
+    g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
+    const char *ent;
+    while (d && (ent = g_dir_read_name(d))) {
+        g_autofree char *link = g_build_filename(fddir, ent, NULL);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        if (g_strcmp0(target, path) == 0 &&
+            syscall(SYS_kcmp, pid, other, KCMP_FILE, num, atoi(ent)) == 0)
+            return TRUE;
+    }
+    return FALSE;
+}
+
 /* PID's fd NUM (open on PATH) was inherited over fork(): an ancestor of
  * PID has the same description open, so it is that process's (maybe its
  * lease lock), not PID's. Descriptions PID's children share are still
@@ -300,16 +318,8 @@ inherited(pid_t pid, int num, const char *path)
 {
     pid_t other = pid;
     for (int depth = 0; depth < 32 && (other = parent_of(other)) > 1; depth++) {
-        g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)other);
-        g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-        const char *ent;
-        while (d && (ent = g_dir_read_name(d))) {
-            g_autofree char *link = g_build_filename(fddir, ent, NULL);
-            g_autofree char *target = g_file_read_link(link, NULL);
-            if (g_strcmp0(target, path) == 0 &&
-                syscall(SYS_kcmp, pid, other, KCMP_FILE, num, atoi(ent)) == 0)
-                return TRUE;
-        }
+        if (also_open_in(pid, num, other, path))
+            return TRUE;
     }
     return FALSE;
 }
@@ -329,18 +339,8 @@ shared_with_children(pid_t pid, int num, const char *path)
         g_auto(GStrv) list = g_strsplit(g_strstrip(children), " ", -1);
         for (char **c = list; *c; c++) {
             pid_t child = atoi(*c);
-            if (child <= 0)
-                continue;
-            g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)child);
-            g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-            const char *ent;
-            while (d && (ent = g_dir_read_name(d))) {
-                g_autofree char *link = g_build_filename(fddir, ent, NULL);
-                g_autofree char *target = g_file_read_link(link, NULL);
-                if (g_strcmp0(target, path) == 0 &&
-                    syscall(SYS_kcmp, pid, child, KCMP_FILE, num, atoi(ent)) == 0)
-                    return TRUE;
-            }
+            if (child > 0 && also_open_in(pid, num, child, path))
+                return TRUE;
         }
     }
     return FALSE;

@@ -724,7 +724,7 @@ flow_vmleased_killed() {
     LV_VMLEASED=""
     vmlease status >/dev/null 2>&1
     rc=$?
-    if [ "${exe##*/}" != vmleased ] || lv_alive "$old" || [ $rc -ne 2 ] || ! lv_alive "$P"; then
+    if [ "${exe##*/}" != vmleased-daemon ] || lv_alive "$old" || [ $rc -ne 2 ] || ! lv_alive "$P"; then
         not_ok "killed vmleased: vmleased (pid $old) gone, QEMU $P alive" \
             "pid $old was ${exe:-?}; alive: $(lv_alive "$old" && echo yes || echo no)" \
             "vmlease status: exit $rc (2: not reachable)" \

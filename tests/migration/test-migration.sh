@@ -447,7 +447,7 @@ case_g() {
     rc=$?
     check "g: host2's vmleased (pid $vpid, ${exe##*/}) SIGKILLed (status: exit $rc), host2's QEMU $pid2 runs on" \
         test "${exe##*/}|$(mg_alive "$vpid" && echo vmleased-alive)|$rc|$(mg_alive "$pid2" && echo qemu-alive)" = \
-        "vmleased||2|qemu-alive"
+        "vmleased-daemon||2|qemu-alive"
 
     # --- while it is down
     refused_naming "g: host2's vmleased down: vmlease run --exclusive DISK on host1 is refused" 1 host2
