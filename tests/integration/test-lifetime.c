@@ -251,8 +251,10 @@ release_ok(gint64 holder, const char *path)
     g_assert_no_error(error);
 }
 
-/* A SIGKILL right after a change (well inside the state file's 200 ms
- * delay): the restart finds the change, not the snapshot before it. */
+/* A SIGKILL right after a change (the reply is the last thing before it,
+ * well inside the state file's 200 ms delay): the restart finds the
+ * change, not the snapshot before it; 20 rounds of a downgrade, an
+ * upgrade, a release and a hand-over. */
 static void
 test_crash_right_after_a_change(void)
 {
@@ -261,7 +263,18 @@ test_crash_right_after_a_change(void)
     g_autofree char *y = vml_test_make_image(d, "y.img");
     VmlTestVm a = vml_test_vm_new(UUID_A, "vm-a");
     VmlTestVm b = vml_test_vm_new(UUID_B, "vm-b");
-    for (int round = 0; round < 5; round++) {
+    for (int round = 0; round < 20; round++) {
+        /* A downgrade: back shared, and so another reader is let in. */
+        acquire_ok(a.holder, vml_test_resources("exclusive", x, NULL));
+        g_usleep(300 * 1000);   /* the snapshot says exclusive */
+        acquire_ok(a.holder, vml_test_resources("shared", x, NULL));
+        vml_test_daemon_kill(d, SIGKILL);
+        vml_test_daemon_restart(d);
+        assert_sole_owner(x, a.pid, "vm-a", "shared");
+        g_assert_cmpint(vml_test_lock_state(d, x), ==, F_RDLCK);
+        acquire_ok(b.holder, vml_test_resources("shared", x, NULL));
+        release_ok(b.holder, x);
+        release_ok(a.holder, x);
         /* An upgrade: back exclusive, not shared. */
         acquire_ok(a.holder, vml_test_resources("shared", x, NULL));
         g_usleep(300 * 1000);   /* the snapshot says shared */
