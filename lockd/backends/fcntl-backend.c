@@ -95,6 +95,22 @@ lock_name(const char *key)
     return g_strconcat(hash, ".lock", NULL);
 }
 
+/* The full path of KEY's lock file, as /proc shows it in fd tables. */
+static char *
+lock_path(FcntlBackend *be, const char *key)
+{
+    g_autofree char *name = lock_name(key);
+    return g_build_filename(be->dir, name, NULL);
+}
+
+/* What our fd FD is open on. */
+static char *
+own_fd_target(int fd)
+{
+    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
+    return g_file_read_link(link, NULL);
+}
+
 static VmlLock *
 lock_new(int fd, guint bytes)
 {
@@ -356,8 +372,7 @@ static int
 holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean locked)
 {
     g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
-    g_autofree char *name = lock_name(key);
-    g_autofree char *want = g_build_filename(be->dir, name, NULL);
+    g_autofree char *want = lock_path(be, key);
     g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
     const char *ent;
 
@@ -400,12 +415,10 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
 static int
 candidate_lock_fd(FcntlBackend *be, GArray *candidates, const char *key)
 {
-    g_autofree char *name = lock_name(key);
-    g_autofree char *want = g_build_filename(be->dir, name, NULL);
+    g_autofree char *want = lock_path(be, key);
     for (guint i = 0; candidates && i < candidates->len; i++) {
         int fd = g_array_index(candidates, int, i);
-        g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
-        g_autofree char *target = g_file_read_link(link, NULL);
+        g_autofree char *target = own_fd_target(fd);
         guint bytes;
         VmlMode mode;
         if (g_strcmp0(target, want) == 0 && described_lock(fd, &bytes, &mode))
@@ -477,10 +490,8 @@ fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
 {
     FcntlBackend *be = (FcntlBackend *)parent;
     g_autoptr(GHashTable) keep = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    for (guint i = 0; i < n_keys; i++) {
-        g_autofree char *name = lock_name(keys[i]);
-        g_hash_table_add(keep, g_build_filename(be->dir, name, NULL));
-    }
+    for (guint i = 0; i < n_keys; i++)
+        g_hash_table_add(keep, lock_path(be, keys[i]));
     g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
     g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
     const char *ent;
@@ -497,8 +508,7 @@ fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
     }
     for (guint i = 0; candidates && i < candidates->len; i++) {
         int fd = g_array_index(candidates, int, i);
-        g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
-        g_autofree char *target = g_file_read_link(link, NULL);
+        g_autofree char *target = own_fd_target(fd);
         if (is_stray_lock_file(be, target, keep))
             drop_stray(fd, target, pid);
     }
@@ -520,12 +530,10 @@ fcntl_release_orphans(VmlBackend *parent, const char *key, GArray *candidates,
                       const int *live, guint n_live)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    g_autofree char *name = lock_name(key);
-    g_autofree char *path = g_build_filename(be->dir, name, NULL);
+    g_autofree char *path = lock_path(be, key);
     for (guint i = 0; candidates && i < candidates->len; i++) {
         int fd = g_array_index(candidates, int, i);
-        g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
-        g_autofree char *target = g_file_read_link(link, NULL);
+        g_autofree char *target = own_fd_target(fd);
         guint bytes;
         VmlMode mode;
         if (g_strcmp0(target, path) != 0 || !described_lock(fd, &bytes, &mode) ||
@@ -695,7 +703,7 @@ fcntl_lockers(VmlBackend *parent, const char *key)
     close(fd);
     if (rc < 0 || fl.l_type == F_UNLCK)
         return out;
-    g_autofree char *path = g_build_filename(be->dir, name, NULL);
+    g_autofree char *path = lock_path(be, key);
     g_autoptr(GPtrArray) found = vml_lock_holders_of(path, getpid());
     for (guint i = 0; i < found->len; i++) {
         const VmlLockHolder *lh = found->pdata[i];
