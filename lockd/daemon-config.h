@@ -4,6 +4,8 @@
 #include <glib.h>
 #include <sys/types.h>
 
+#include "vml-image-identity.h"
+
 typedef struct {
     char *run_dir;
     char *lease_socket;
@@ -31,6 +33,8 @@ typedef struct {
     char *lockspace_path;     /* its delta-lease area on shared storage */
     char *lease_dir;          /* per-resource lease files and owner records */
     guint io_timeout;         /* sanlock's io_timeout, seconds */
+    VmlStorageName *storage_names;  /* shared_storage: NAME=/mount/point */
+    guint n_storage_names;
 } VmlDaemonConfig;
 
 /* Load PATH (NULL: the default file, which may be missing). Unknown keys,

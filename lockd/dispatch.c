@@ -12,6 +12,7 @@
 #include "interface-description.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +139,6 @@ is_uuid(const char *s)
     return g_uuid_string_is_valid(s);
 }
 
-/* Resolve an image path to its resource key: the canonical path. */
 /* PATH (canonical) is one of the daemon's own directories or below one. */
 static gboolean
 path_is_ours(Call *call, const char *path)
@@ -151,8 +151,11 @@ path_is_ours(Call *call, const char *path)
     return FALSE;
 }
 
+/* Resolve an image path to its resource key, which every name of the
+ * image shares (vml-image-identity.h); *CANONICAL (may be NULL) gets the
+ * path with every symlink resolved, what the image is opened by. */
 static char *
-path_key(Call *call, const char *what, const char *path)
+path_key(Call *call, const char *what, const char *path, char **canonical)
 {
     g_autoptr(GError) error = NULL;
     if (!vml_path_check(path, strlen(path), &error)) {
@@ -160,7 +163,8 @@ path_key(Call *call, const char *what, const char *path)
         return NULL;
     }
     /* /proc/self, /dev/fd and /proc/PID/fd name what the daemon has open
-     * (its own records), or another process's files by its rights. */
+     * (its own records), or another process's files by its rights: the
+     * client resolves its own /proc/self/fd names. */
     if (g_str_has_prefix(path, "/proc/") || g_str_has_prefix(path, "/dev/fd/") ||
         g_str_equal(path, "/proc") || g_str_equal(path, "/dev/fd")) {
         param_error(call, what, "names a file through /proc or /dev/fd: give the image's path");
@@ -180,44 +184,57 @@ path_key(Call *call, const char *what, const char *path)
         return NULL;
     }
     char *real = realpath(path, NULL);
+    /* The identity comes from the inode opened here, not from a name
+     * that could be swapped after it was checked. */
+    int fd = real ? open(real, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+    int saved = errno;
     struct stat st, seen_st;
-    gboolean moved = seen >= 0 && real &&
-        (stat(real, &st) < 0 || fstat(seen, &seen_st) < 0 ||
-         st.st_dev != seen_st.st_dev || st.st_ino != seen_st.st_ino);
+    gboolean got = fd >= 0 && fstat(fd, &st) == 0;
+    gboolean moved = seen >= 0 && got &&
+        (fstat(seen, &seen_st) < 0 || st.st_dev != seen_st.st_dev || st.st_ino != seen_st.st_ino);
     if (seen >= 0)
         close(seen);
+    g_autofree char *canon = g_strdup(real);
+    free(real);
     if (moved) {
-        free(real);
+        close(fd);
         JsonObject *p = json_object_new();
         json_object_set_string_member(p, "path", path);
         vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
                        "image %s changed while it was being resolved", path);
         return NULL;
     }
-    if (real && (g_str_has_prefix(real, "/proc/") || path_is_ours(call, real))) {
-        free(real);
+    if (canon && (g_str_has_prefix(canon, "/proc/") || path_is_ours(call, canon))) {
+        if (fd >= 0)
+            close(fd);
         param_error(call, what, "resolves into /proc or into vmleased's own directories");
         return NULL;
     }
-    if (!real || stat(real, &st) < 0) {
-        int saved = errno;
+    if (!got) {
+        if (fd >= 0) {
+            saved = errno;
+            close(fd);
+        }
         JsonObject *p = json_object_new();
         json_object_set_string_member(p, "path", path);
         vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
                        "cannot resolve image %s: %s", path, g_strerror(saved));
-        free(real);
         return NULL;
     }
-    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    char *key = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)
+        ? vml_image_identity(fd, call->d->cfg->storage_names, call->d->cfg->n_storage_names,
+                             &error)
+        : NULL;
+    close(fd);
+    if (!key) {
         JsonObject *p = json_object_new();
         json_object_set_string_member(p, "path", path);
         vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
                        "%s is not a regular file or block device", path);
-        free(real);
         return NULL;
     }
-    char *key = g_strdup(real);
-    free(real);
+    if (canonical)
+        *canonical = g_steal_pointer(&canon);
     return key;
 }
 
@@ -244,8 +261,10 @@ resource_key(Call *call, JsonNode *node, VmlRequest *req)
     if (!get_bool(call, r, "at_least", &req->at_least) ||
         !get_bool(call, r, "derived", &req->derived))
         return NULL;
-    if (path && !lockspace && !key)
-        return path_key(call, "path", path);
+    if (path && !lockspace && !key) {
+        req->given = path;
+        return path_key(call, "path", path, &req->path);
+    }
     if (!path && lockspace && key && *lockspace && *key) {
         g_autofree char *ls = g_uri_escape_string(lockspace, NULL, FALSE);
         g_autofree char *k = g_uri_escape_string(key, NULL, FALSE);
@@ -364,6 +383,7 @@ static void
 request_clear(gpointer data)
 {
     g_free(((VmlRequest *)data)->key);
+    g_free(((VmlRequest *)data)->path);
 }
 
 /* The resources parameter as requests; NULL after an error reply. */
@@ -495,12 +515,13 @@ method_open_image(Call *call)
     if (!h || !get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
         !get_open_mode(call, &mode))
         return;
-    g_autofree char *key = path_key(call, "path", path);
+    g_autofree char *canonical = NULL;
+    g_autofree char *key = path_key(call, "path", path, &canonical);
     if (!key)
         return;
     g_autoptr(GError) error = NULL;
     JsonObject *params = NULL;
-    int fd = vml_image_open_leased(call->d->table, h, key, mode, vml_conn_creds(call->conn),
+    int fd = vml_image_open_leased(call->d->table, h, key, canonical, mode, vml_conn_creds(call->conn),
                                    &params, &error);
     reply_image_fd(call, fd, params, error);
 }
@@ -519,10 +540,11 @@ method_reopen(Call *call)
         param_error(call, "fd", "must come as exactly one file descriptor with the message");
         return;
     }
-    g_autofree char *key = path_key(call, "path", path);
+    g_autofree char *canonical = NULL;
+    g_autofree char *key = path_key(call, "path", path, &canonical);
     if (!key)
         return;
-    g_autofree char *default_name = g_strconcat("reopen:", key, NULL);
+    g_autofree char *default_name = g_strconcat("reopen:", canonical, NULL);
     if (!name || !*name)
         name = default_name;
     int old_fd = g_array_index(call->fds, int, 0);
@@ -530,7 +552,8 @@ method_reopen(Call *call)
     g_autoptr(GError) error = NULL;
     JsonObject *params = NULL;
     const char *limit = NULL;
-    int fd = vml_image_reopen(call->d->table, call->d->stash, h, key, old_fd, mode, name,
+    int fd = vml_image_reopen(call->d->table, call->d->stash, h, key, canonical, old_fd, mode,
+                              name,
                               vml_conn_creds(call->conn), &limit, &params, &error);
     if (limit) {
         stash_error(call, error, h->uuid, name, limit);
@@ -653,7 +676,7 @@ method_owners(Call *call)
                 param_error(call, "paths", "must hold strings");
                 return;
             }
-            char *key = path_key(call, "paths", json_node_get_string(n));
+            char *key = path_key(call, "paths", json_node_get_string(n), NULL);
             if (!key)
                 return;
             g_ptr_array_add(keys, key);
@@ -696,6 +719,10 @@ method_owners(Call *call)
             json_array_add_object_element(oa, oj);
         }
         json_object_set_string_member(r, "resource", keys->pdata[i]);
+        /* The name asked by, when one was. */
+        if (paths)
+            json_object_set_string_member(r, "path",
+                                          json_array_get_string_element(paths, i));
         json_object_set_array_member(r, "owners", oa);
         json_array_add_object_element(resources, r);
     }
@@ -756,15 +783,16 @@ method_force_unlock(Call *call)
     if (!get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
         !get_bool(call, call->params, "force", &force))
         return;
-    g_autofree char *key = path_key(call, "path", path);
+    g_autofree char *canonical = NULL;
+    g_autofree char *key = path_key(call, "path", path, &canonical);
     if (!key)
         return;
     g_autoptr(GError) error = NULL;
     JsonObject *reply = NULL, *params = NULL;
-    if (!vml_force_unlock(call->d->table, key, force, &reply, &params, &error)) {
+    if (!vml_force_unlock(call->d->table, key, canonical, force, &reply, &params, &error)) {
         if (!params && error->code != VML_ERROR_FAILED) {
             params = json_object_new();
-            json_object_set_string_member(params, "path", key);
+            json_object_set_string_member(params, "path", canonical);
         }
         vml_conn_error_gerror(call->conn, error, params);
         return;

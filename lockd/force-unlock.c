@@ -23,11 +23,12 @@ lease_holders_text(VmlLeaseTable *t, const char *key)
 }
 
 static JsonObject *
-result(const char *key, gboolean cleared, VmlVerdict verdict, const char *reason,
+result(const char *key, const char *path, gboolean cleared, VmlVerdict verdict, const char *reason,
        const VmlImageOwner *owner)
 {
     JsonObject *r = json_object_new();
     json_object_set_string_member(r, "resource", key);
+    json_object_set_string_member(r, "path", path);
     json_object_set_boolean_member(r, "cleared", cleared);
     json_object_set_string_member(r, "verdict", vml_verdict_name(verdict));
     json_object_set_string_member(r, "reason", reason);
@@ -37,17 +38,17 @@ result(const char *key, gboolean cleared, VmlVerdict verdict, const char *reason
 }
 
 static gboolean
-clear_mark(int fd, const char *key, VmlLeaseTable *t, gboolean force,
+clear_mark(int fd, const char *key, const char *path, VmlLeaseTable *t, gboolean force,
            JsonObject **reply, JsonObject **params, GError **error)
 {
     gboolean not_qcow2;
-    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, key, &not_qcow2, error);
+    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, error);
     if (!h && !not_qcow2)
         return FALSE;
     const VmlQcow2Ext *ext = h ? vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER) : NULL;
     gboolean bit = h && (h->compatible_features & VML_QCOW2_COMPAT_IN_USE);
     if (!ext && !bit) {
-        *reply = result(key, FALSE, VML_VERDICT_FREE,
+        *reply = result(key, path, FALSE, VML_VERDICT_FREE,
                         not_qcow2 ? "not a qcow2 image: it carries no in-use mark"
                                   : "no in-use mark to clear", NULL);
         return TRUE;
@@ -65,40 +66,40 @@ clear_mark(int fd, const char *key, VmlLeaseTable *t, gboolean force,
     g_autofree char *marked_by = owner ? vml_image_owner_describe(owner)
                                        : g_strdup("nobody on record");
 
-    *params = result(key, FALSE, verdict, reason, owner);
+    *params = result(key, path, FALSE, verdict, reason, owner);
     if (vml_qemu_locks_busy(qemu)) {
         g_autofree char *who = vml_qemu_locks_describe(qemu);
         g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
                     "%s is open in %s: its header is not rewritten while QEMU holds it "
                     "(QEMU writes back the header it read); would have cleared the in-use "
-                    "mark of %s", key, who, marked_by);
+                    "mark of %s", path, who, marked_by);
         return FALSE;
     }
     if (verdict != VML_VERDICT_STALE && !force) {
         g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
                     "%s: %s; would have cleared the in-use mark of %s (use --force to "
-                    "clear it anyway)", key, reason, marked_by);
+                    "clear it anyway)", path, reason, marked_by);
         return FALSE;
     }
     g_clear_pointer(params, json_object_unref);
     h->compatible_features &= ~VML_QCOW2_COMPAT_IN_USE;
     vml_qcow2_remove_ext(h, VML_QCOW2_EXT_OWNER);
-    if (!vml_qcow2_write(fd, key, h, error))
+    if (!vml_qcow2_write(fd, path, h, error))
         return FALSE;
-    g_message("force-unlock %s%s: cleared the in-use mark of %s (%s)", key,
+    g_message("force-unlock %s%s: cleared the in-use mark of %s (%s)", path,
               force ? " --force" : "", marked_by, reason);
-    *reply = result(key, TRUE, verdict, reason, owner);
+    *reply = result(key, path, TRUE, verdict, reason, owner);
     return TRUE;
 }
 
 gboolean
-vml_force_unlock(VmlLeaseTable *t, const char *key, gboolean force,
+vml_force_unlock(VmlLeaseTable *t, const char *key, const char *path, gboolean force,
                  JsonObject **reply, JsonObject **params, GError **error)
 {
-    int fd = vml_image_open(key, O_RDWR, error);
+    int fd = vml_image_open(path, O_RDWR, error);
     if (fd < 0)
         return FALSE;
-    gboolean ok = clear_mark(fd, key, t, force, reply, params, error);
+    gboolean ok = clear_mark(fd, key, path, t, force, reply, params, error);
     close(fd);
     return ok;
 }

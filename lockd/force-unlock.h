@@ -9,8 +9,9 @@
 
 #include "lease-table.h"
 
-/* KEY is the image's canonical path. On success *REPLY is the reply
- * {resource, cleared, verdict, reason[, owner]}; on failure *PARAMS (may
+/* PATH is the image's canonical path, KEY its resource. On success *REPLY
+ * is the reply {resource, path, cleared, verdict, reason[, owner]}; on failure *PARAMS (may
  * be NULL) carries the error's data. */
-gboolean vml_force_unlock(VmlLeaseTable *t, const char *key, gboolean force,
+gboolean vml_force_unlock(VmlLeaseTable *t, const char *key, const char *path,
+                          gboolean force,
                           JsonObject **reply, JsonObject **params, GError **error);

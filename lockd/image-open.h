@@ -11,17 +11,19 @@
 #include "lease-table.h"
 #include "open-as.h"
 
-/* Lease KEY (a canonical image path) for H in MODE and open it to match;
+/* Lease KEY (the resource of the image at canonical PATH) for H in MODE
+ * and open PATH to match;
  * a holder already holding it exclusively keeps that for a read-only open.
  * Returns the fd, or -1 (*PARAMS: a conflict's parameters, may be NULL). */
-int vml_image_open_leased(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
+int vml_image_open_leased(VmlLeaseTable *t, VmlHolder *h, const char *key,
+                          const char *path, VmlMode mode,
                           const VmlCreds *creds, JsonObject **params, GError **error);
 
-/* Reopen KEY, open as OLD_FD (consumed: it goes to the stash under
+/* Reopen PATH (resource KEY), open as OLD_FD (consumed: it goes to the stash under
  * STASH_NAME for the holder's uuid, and stays there on success), in MODE.
  * CREDS are the caller's: the file is opened with its rights, and its uid
  * owns the stash entry; *LIMIT names the stash limit hit. */
 int vml_image_reopen(VmlLeaseTable *t, VmlStash *stash, VmlHolder *h, const char *key,
-                     int old_fd, VmlMode mode, const char *stash_name,
+                     const char *path, int old_fd, VmlMode mode, const char *stash_name,
                      const VmlCreds *creds, const char **limit, JsonObject **params,
                      GError **error);

@@ -4,12 +4,6 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-static gboolean
-is_image_key(const char *key)
-{
-    return key[0] == '/';
-}
-
 /* Which file a path or fd is, whatever its name in whichever mount
  * namespace: a regular file by device and inode, a block device by its
  * device number. NULL for anything else. */
@@ -27,7 +21,7 @@ static char *
 path_identity(const char *path)
 {
     struct stat st;
-    return stat(path, &st) == 0 ? file_identity(&st) : NULL;
+    return path && stat(path, &st) == 0 ? file_identity(&st) : NULL;
 }
 
 /* The files PID has open, as identities. */
@@ -48,49 +42,53 @@ open_files(pid_t pid)
     return set;
 }
 
+/* The backing images of PATH into NEEDED, as resource key -> path. */
 static void
-add_chain(GHashTable *needed, const char *key, gboolean *unknown)
+add_chain(VmlLeaseTable *t, GHashTable *needed, const char *path, gboolean *unknown)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(GPtrArray) chain = vml_backing_chain(key, &error);
-    if (!chain) {
+    g_autoptr(GPtrArray) chain = vml_backing_chain(path, &error);
+    for (guint i = 0; chain && i < chain->len; i++) {
+        char *key = vml_lease_table_image_key(t, chain->pdata[i], &error);
+        if (!key)
+            break;
+        g_hash_table_insert(needed, key, g_strdup(chain->pdata[i]));
+    }
+    if (error) {
         /* A header we cannot read now (being rewritten, gone): keep what
          * we have rather than guess. */
-        g_debug("backing chain of %s: %s", key, error->message);
+        g_debug("backing chain of %s: %s", path, error->message);
         *unknown = TRUE;
-        return;
     }
-    for (guint i = 0; i < chain->len; i++)
-        g_hash_table_add(needed, g_strdup(chain->pdata[i]));
 }
 
 /* Backing images of every image H names, but those in EXCEPT, plus
  * those of the named requests in REQS. */
 static GHashTable *
-named_chains(VmlHolder *h, GHashTable *except, const VmlRequest *reqs, guint n_reqs,
-             gboolean *unknown)
+named_chains(VmlLeaseTable *t, VmlHolder *h, GHashTable *except, const VmlRequest *reqs,
+             guint n_reqs, gboolean *unknown)
 {
-    GHashTable *needed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTable *needed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     GHashTableIter it;
     gpointer value;
     *unknown = FALSE;
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
-        if (!l->derived && is_image_key(l->key) && !(except && g_hash_table_contains(except, l->key)))
-            add_chain(needed, l->key, unknown);
+        if (!l->derived && l->path && !(except && g_hash_table_contains(except, l->key)))
+            add_chain(t, needed, l->path, unknown);
     }
     for (guint i = 0; i < n_reqs; i++) {
-        if (!reqs[i].derived && is_image_key(reqs[i].key) && !g_hash_table_contains(h->leases, reqs[i].key))
-            add_chain(needed, reqs[i].key, unknown);
+        if (!reqs[i].derived && reqs[i].path && !g_hash_table_contains(h->leases, reqs[i].key))
+            add_chain(t, needed, reqs[i].path, unknown);
     }
     return needed;
 }
 
 static gboolean
-still_open(GHashTable *open, const char *key)
+still_open(GHashTable *open, const char *path)
 {
-    g_autofree char *id = path_identity(key);
+    g_autofree char *id = path_identity(path);
     return id && g_hash_table_contains(open, id);
 }
 
@@ -105,7 +103,7 @@ drop_unneeded(VmlLeaseTable *t, VmlHolder *h, GHashTable *needed, GHashTable *op
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
-        if (l->derived && !g_hash_table_contains(needed, l->key) && !still_open(open, l->key))
+        if (l->derived && !g_hash_table_contains(needed, l->key) && !still_open(open, l->path))
             g_ptr_array_add(gone, (gpointer)l->key);
     }
     if (!gone->len)
@@ -125,19 +123,20 @@ vml_reconcile_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, gu
                       GError **error)
 {
     gboolean unknown;
-    g_autoptr(GHashTable) needed = named_chains(h, NULL, reqs, n_reqs, &unknown);
+    g_autoptr(GHashTable) needed = named_chains(t, h, NULL, reqs, n_reqs, &unknown);
     g_autoptr(GArray) all = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
     g_autoptr(GHashTable) asked = g_hash_table_new(g_str_hash, g_str_equal);
     g_array_append_vals(all, reqs, n_reqs);
     for (guint i = 0; i < n_reqs; i++)
         g_hash_table_add(asked, reqs[i].key);
     GHashTableIter it;
-    gpointer key;
+    gpointer key, path;
     g_hash_table_iter_init(&it, needed);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
+    while (g_hash_table_iter_next(&it, &key, &path)) {
         if (g_hash_table_contains(asked, key))
             continue;
-        VmlRequest r = { .key = key, .mode = VML_MODE_SHARED, .at_least = TRUE, .derived = TRUE };
+        VmlRequest r = { .key = key, .path = path, .mode = VML_MODE_SHARED, .at_least = TRUE,
+                         .derived = TRUE };
         g_array_append_val(all, r);
     }
     GPtrArray *leases = vml_lease_table_acquire(t, h, (VmlRequest *)(void *)all->data, all->len,
@@ -162,7 +161,7 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
             g_hash_table_add(letting_go, (gpointer)keys[i]);
     }
     gboolean unknown;
-    g_autoptr(GHashTable) needed = named_chains(h, letting_go, NULL, 0, &unknown);
+    g_autoptr(GHashTable) needed = named_chains(t, h, letting_go, NULL, 0, &unknown);
     g_autoptr(GHashTable) open = open_files(h->pid);
     g_autoptr(GPtrArray) gone = g_ptr_array_new();
     g_autoptr(GArray) keep = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
@@ -171,11 +170,12 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
     g_hash_table_iter_init(&it, letting_go);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         VmlLease *l = g_hash_table_lookup(h->leases, key);
-        if (unknown || g_hash_table_contains(needed, key) || still_open(open, key)) {
+        if (unknown || g_hash_table_contains(needed, key) || still_open(open, l->path)) {
             /* Still read by the VM (an old top under a new snapshot):
              * it stays, shared, until nothing needs it. */
             l->derived = TRUE;
-            VmlRequest r = { .key = key, .mode = VML_MODE_SHARED, .derived = TRUE };
+            VmlRequest r = { .key = key, .path = l->path, .mode = VML_MODE_SHARED,
+                             .derived = TRUE };
             g_array_append_val(keep, r);
         } else {
             g_ptr_array_add(gone, key);

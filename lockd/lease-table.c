@@ -119,6 +119,8 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
         first = FALSE;
         g_string_append_c(out, '{');
         vml_json_write_member_string(out, TRUE, "resource", l->key);
+        if (l->path)
+            vml_json_write_member_string(out, FALSE, "path", l->path);
         vml_json_write_member_string(out, FALSE, "mode", vml_mode_name(l->mode));
         vml_json_write_member_int(out, FALSE, "generation", (gint64)l->generation);
         vml_json_write_member_int(out, FALSE, "since", l->since);
@@ -200,7 +202,7 @@ record_refusal(GError **error, VmlHolder *h, const char *what, GError *cause)
 /* ---- leases and the resource index ---------------------------------------- */
 
 static VmlLease *
-lease_add(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
+lease_add(VmlLeaseTable *t, VmlHolder *h, const char *key, const char *path, VmlMode mode,
           guint64 generation, gint64 since, VmlLock *lock)
 {
     VmlLease *l = g_new0(VmlLease, 1);
@@ -212,6 +214,7 @@ lease_add(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
     }
     l->holder = h;
     l->key = stored_key;
+    l->path = g_strdup(path);
     l->mode = mode;
     l->generation = generation;
     l->since = since;
@@ -244,6 +247,7 @@ lease_drop(VmlLeaseTable *t, VmlLease *l)
     }
     t->n_leases--;
     g_free(l->parked);
+    g_free(l->path);
     if (t->shutting_down)
         t->backend->ops->forget(t->backend, l->lock);
     else
@@ -257,6 +261,7 @@ lease_owner(const VmlLease *l)
     const VmlHolder *h = l->holder;
     VmlOwner *o = g_new0(VmlOwner, 1);
     o->resource = g_strdup(l->key);
+    o->path = g_strdup(l->path);
     o->host = g_strdup(vml_host_name());
     o->machine_id = g_strdup(vml_host_machine_id());
     o->boot_id = g_strdup(vml_host_boot_id());
@@ -283,12 +288,6 @@ typedef struct {
 } AcquireStep;
 
 /* ---- the in-image mark ------------------------------------------------------- */
-
-static gboolean
-is_image_key(const char *key)
-{
-    return key[0] == '/';   /* a path; lockspace keys never start with '/' */
-}
 
 /* The program name for an owner extension: as registered, else what the
  * holder runs now. */
@@ -319,23 +318,23 @@ lease_mark(const VmlLease *l)
         .program = program,
         .name = h->name,
     };
-    vml_image_guard_mark(l->key, &o);
+    vml_image_guard_mark(l->path, &o);
 }
 
-/* H's exclusive hold on the image KEY ends: clear its mark, or remember to
- * once the QEMU that still has the image open is gone. */
+/* H's exclusive hold on the image at PATH ends: clear its mark, or
+ * remember to once the QEMU that still has the image open is gone. */
 static void
-holder_unmark(VmlHolder *h, const char *key)
+holder_unmark(VmlHolder *h, const char *path)
 {
-    if (!vml_image_guard_unmark(key, (guint32)h->pid, h->start_time, h->uuid))
-        g_ptr_array_add(h->pending_unmarks, g_strdup(key));
+    if (!vml_image_guard_unmark(path, (guint32)h->pid, h->start_time, h->uuid))
+        g_ptr_array_add(h->pending_unmarks, g_strdup(path));
 }
 
 static void
 lease_unmark(VmlLeaseTable *t, const VmlLease *l)
 {
-    if (!t->shutting_down && l->mode == VML_MODE_EXCLUSIVE && is_image_key(l->key))
-        holder_unmark(l->holder, l->key);
+    if (!t->shutting_down && l->mode == VML_MODE_EXCLUSIVE && l->path)
+        holder_unmark(l->holder, l->path);
 }
 
 /* Clear the marks left while a QEMU still held the image. When the holder
@@ -372,7 +371,7 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, JsonObject **params,
 {
     for (guint i = 0; i < steps->len; i++) {
         const VmlLease *l = g_array_index(steps, AcquireStep, i).lease;
-        if (l->mode != VML_MODE_EXCLUSIVE || !is_image_key(l->key))
+        if (l->mode != VML_MODE_EXCLUSIVE || !l->path)
             continue;
         g_autoptr(GArray) known = g_array_new(FALSE, FALSE, sizeof(pid_t));
         g_array_append_val(known, h->pid);
@@ -389,7 +388,7 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, JsonObject **params,
                     g_array_append_val(known, pid);
             }
         }
-        if (!vml_image_guard_check(l->key, (const pid_t *)(void *)known->data, known->len,
+        if (!vml_image_guard_check(l->path, (const pid_t *)(void *)known->data, known->len,
                                    params, error))
             return FALSE;
     }
@@ -505,6 +504,13 @@ vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
     t->by_resource = g_hash_table_new(g_str_hash, g_str_equal);
     t->next_id = 1;
     return t;
+}
+
+char *
+vml_lease_table_image_key(VmlLeaseTable *t, const char *path, GError **error)
+{
+    return vml_image_identity_of_path(path, t->cfg->storage_names, t->cfg->n_storage_names,
+                                      error);
 }
 
 void
@@ -692,9 +698,10 @@ vml_lease_table_all_owners(VmlLeaseTable *t)
 
 /* The error parameters of a conflict, and a message naming every owner. */
 static JsonObject *
-conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
+conflict_params(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *r, VmlMode mode,
                 GError **error)
 {
+    const char *key = r->key;
     JsonObject *p = json_object_new();
     JsonArray *owners = json_array_new();
     g_autoptr(GPtrArray) all = vml_lease_table_owners(t, key);
@@ -708,9 +715,20 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const char *key, VmlMode mode,
         json_array_add_object_element(owners, j);
         g_autofree char *text = vml_owner_text(j);
         g_string_append_printf(who, "%s%s", who->len ? "; " : "", text);
+        /* Another name of the same image: say which. */
+        if (o->path && g_strcmp0(o->path, r->path) != 0)
+            g_string_append_printf(who, ", through %s", o->path);
     }
-    g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "cannot lock %s %s: in use by %s",
-                key, vml_mode_name(mode), who->len ? who->str : "a holder vmleased does not know");
+    const char *named = r->given ? r->given : r->path ? r->path : key;
+    g_autofree char *resolved = r->path ? g_strdup_printf(" (resource %s)", key)
+                                        : g_strdup("");
+    g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "cannot lock %s%s %s: in use by %s",
+                named, resolved, vml_mode_name(mode),
+                who->len ? who->str : "a holder vmleased does not know");
+    if (r->path) {
+        json_object_set_string_member(p, "path", named);
+        json_object_set_string_member(p, "canonical_path", r->path);
+    }
     json_object_set_string_member(p, "resource", key);
     json_object_set_string_member(p, "mode", vml_mode_name(mode));
     json_object_set_array_member(p, "owners", owners);
@@ -804,7 +822,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                 if (!be->ops->unpark(be, l->lock, l->key, l->mode, &local)) {
                     rollback(t, h, steps);
                     if (local->code == VML_ERROR_CONFLICT)
-                        *conflict = conflict_params(t, h, r->key, l->mode, error);
+                        *conflict = conflict_params(t, h, r, l->mode, error);
                     else
                         g_propagate_error(error, g_steal_pointer(&local));
                     return NULL;
@@ -837,7 +855,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                     grant = VML_GRANT_CLAIMED;
                 }
                 if (lock) {
-                    AcquireStep s = { .lease = lease_add(t, h, r->key, r->mode, gen, since, lock),
+                    AcquireStep s = { .lease = lease_add(t, h, r->key, r->path, r->mode, gen, since, lock),
                                       .added = TRUE };
                     s.lease->grant = grant;
                     g_array_append_val(steps, s);
@@ -846,7 +864,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
             }
             rollback(t, h, steps);
             if (local->code == VML_ERROR_CONFLICT)
-                *conflict = conflict_params(t, h, r->key, r->mode, error);
+                *conflict = conflict_params(t, h, r, r->mode, error);
             else
                 g_propagate_error(error, g_steal_pointer(&local));
             return NULL;
@@ -897,10 +915,10 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         if (s->lease->grant == VML_GRANT_CLAIMED)
             g_info("VM %s (pid %d) claimed the lease its domain parked on %s", h->name,
                    (int)h->pid, s->lease->key);
-        if (s->lease->mode == VML_MODE_EXCLUSIVE && is_image_key(s->lease->key))
+        if (s->lease->mode == VML_MODE_EXCLUSIVE && s->lease->path)
             lease_mark(s->lease);
-        else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && is_image_key(s->lease->key))
-            holder_unmark(h, s->lease->key);   /* downgraded */
+        else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && s->lease->path)
+            holder_unmark(h, s->lease->path);   /* downgraded */
     }
 
     GPtrArray *out = g_ptr_array_sized_new(n_reqs);
@@ -988,7 +1006,8 @@ on_domain_resumed(G_GNUC_UNUSED gpointer watch, gpointer data)
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
-        VmlRequest r = { .key = (char *)l->key, .mode = l->mode, .derived = l->derived };
+        VmlRequest r = { .key = (char *)l->key, .path = l->path, .mode = l->mode,
+                         .derived = l->derived };
         if (l->parked)
             g_array_append_val(reqs, r);
     }
@@ -1132,6 +1151,8 @@ vml_lease_to_json(const VmlLease *l)
 {
     JsonObject *j = json_object_new();
     json_object_set_string_member(j, "resource", l->key);
+    if (l->path)
+        json_object_set_string_member(j, "path", l->path);
     json_object_set_string_member(j, "mode", vml_mode_name(l->mode));
     json_object_set_int_member(j, "generation", (gint64)l->generation);
     json_object_set_int_member(j, "since", l->since);
@@ -1247,7 +1268,7 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd, GArray 
     if (mode != o->mode)
         g_warning("%s: VM %s (pid %d) holds it %s, not %s as recorded: the lock wins",
                   o->resource, h->name, (int)h->pid, vml_mode_name(mode), vml_mode_name(o->mode));
-    VmlLease *l = lease_add(t, h, o->resource, mode, gen, o->since, lock);
+    VmlLease *l = lease_add(t, h, o->resource, o->path, mode, gen, o->since, lock);
     l->derived = o->derived;
     if (parked) {
         l->parked = g_strdup(o->parked);
@@ -1295,10 +1316,10 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
          * Its VM exited while we were down: clear the marks it left. */
         for (guint i = 0; i < owners->len; i++) {
             const VmlOwner *o = owners->pdata[i];
-            if (o->mode == VML_MODE_EXCLUSIVE && is_image_key(o->resource) &&
-                !vml_image_guard_unmark(o->resource, (guint32)id->pid, id->start_time, id->uuid))
+            if (o->mode == VML_MODE_EXCLUSIVE && o->path &&
+                !vml_image_guard_unmark(o->path, (guint32)id->pid, id->start_time, id->uuid))
                 g_info("%s: the in-use mark of exited pid %d stays while a QEMU holds it",
-                       o->resource, (int)id->pid);
+                       o->path, (int)id->pid);
         }
         g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);
         t->backend->ops->record_remove(t->backend, tag);

@@ -30,6 +30,9 @@ typedef enum {
 struct _VmlLease {
     VmlHolder *holder;
     const char *key;      /* owned by the table's resource index */
+    char *path;           /* an image's canonical path, as first acquired
+                             (opened for its in-use mark); NULL for a
+                             <lease>'s lockspace/key */
     VmlMode mode;
     guint64 generation;
     gint64 since;
@@ -70,12 +73,18 @@ struct _VmlHolder {
 
 typedef struct {
     char *key;
+    char *path;          /* canonical path of an image; NULL for a <lease> */
+    const char *given;   /* the path as the caller wrote it, for errors */
     VmlMode mode;
     gboolean at_least;   /* an exclusive lease already held satisfies "shared" */
     gboolean derived;    /* a backing image of a named one (see VmlLease) */
 } VmlRequest;
 
 VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg);
+
+/* The resource key of the image at PATH (vml-image-identity.h, with the
+ * configured shared storage names). */
+char *vml_lease_table_image_key(VmlLeaseTable *t, const char *path, GError **error);
 /* Forget everything without unlocking: the holders carry their leases on. */
 void vml_lease_table_free(VmlLeaseTable *t);
 

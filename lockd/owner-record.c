@@ -1,4 +1,5 @@
 #include "owner-record.h"
+#include "vml-image-identity.h"
 #include "vml-error.h"
 #include "vml-proc.h"
 
@@ -26,6 +27,8 @@ vml_owner_copy(const VmlOwner *o)
     VmlOwner *c = g_new(VmlOwner, 1);
     *c = *o;
     c->resource = g_strdup(o->resource);
+    c->path = g_strdup(o->path);
+    c->program = g_strdup(o->program);
     c->host = g_strdup(o->host);
     c->machine_id = g_strdup(o->machine_id);
     c->boot_id = g_strdup(o->boot_id);
@@ -41,6 +44,7 @@ vml_owner_free(VmlOwner *o)
     if (!o)
         return;
     g_free(o->resource);
+    g_free(o->path);
     g_free(o->host);
     g_free(o->machine_id);
     g_free(o->boot_id);
@@ -56,6 +60,8 @@ vml_owner_to_json(const VmlOwner *o)
 {
     JsonObject *j = json_object_new();
     json_object_set_string_member(j, "host", o->host);
+    if (o->path)
+        json_object_set_string_member(j, "path", o->path);
     json_object_set_string_member(j, "uuid", o->uuid);
     json_object_set_string_member(j, "name", o->name);
     json_object_set_int_member(j, "pid", o->pid);
@@ -136,6 +142,12 @@ vml_record_parse(JsonObject *j, GPtrArray *owners, GArray *fds, GError **error)
             continue;
         VmlOwner *o = vml_owner_copy(id);
         o->resource = g_strdup(resource);
+        /* Keys were canonical paths before identities. */
+        const char *path = get_str(lj, "path", NULL);
+        if (path && g_path_is_absolute(path))
+            o->path = g_strdup(path);
+        else if (vml_key_is_legacy_path(resource))
+            o->path = g_strdup(resource);
         o->mode = m;
         o->generation = (guint64)generation;
         o->since = since;

@@ -15,6 +15,8 @@ gboolean vml_mode_parse(const char *name, VmlMode *mode);
 
 typedef struct {
     char *resource;     /* resource key */
+    char *path;         /* an image's canonical path (NULL for a <lease>'s
+                           key); a record from before identities: the key */
     char *host;
     char *machine_id;
     char *boot_id;
@@ -45,7 +47,7 @@ JsonObject *vml_owner_to_json(const VmlOwner *owner);
 
 /* A holder record (in the lockspace and in the state file) is one JSON
  * object: the holder's identity (host, machine_id, boot_id, uuid, name,
- * holder, pid, start_time, since) and "leases": [{resource, mode,
+ * holder, pid, start_time, since) and "leases": [{resource[, path], mode,
  * generation, since[, parked, parked_since][, fd]}]. Parse one into its identity (resource NULL)
  * and one owner per lease appended to OWNERS; FDS, if given, gets each
  * lease's "fd" (or -1) in the same order. */

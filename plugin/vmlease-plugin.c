@@ -399,7 +399,10 @@ undo_resume(VmlClient *c, gint64 holder, JsonArray *leases)
         const char *grant = json_object_get_string_member_with_default(l, "grant", "");
         if (g_str_equal(grant, "new") || g_str_equal(grant, "claimed")) {
             JsonObject *o = json_object_new();
-            json_object_set_string_member(o, "path", json_object_get_string_member(l, "resource"));
+            /* An image by its path; the daemon keys it by identity. */
+            json_object_set_string_member(o, "path",
+                json_object_get_string_member_with_default(
+                    l, "path", json_object_get_string_member(l, "resource")));
             json_array_add_object_element(gone, o);
         }
     }

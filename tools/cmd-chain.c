@@ -116,9 +116,13 @@ layer_owners(const VmlCliOptions *opts, VmlDomain *model)
     for (guint i = 0; resources && i < json_array_get_length(resources); i++) {
         JsonObject *r = cli_json_array_object(resources, i);
         JsonArray *o = r ? cli_json_array(r, "owners") : NULL;
-        const char *key = r ? cli_json_string(r, "resource", NULL) : NULL;
-        if (key && o)
-            g_hash_table_insert(owners, g_strdup(key), json_array_ref(o));
+        /* By every name its owners hold it through: the chain names
+         * images by canonical path. */
+        for (guint j = 0; o && j < json_array_get_length(o); j++) {
+            const char *path = cli_json_string(cli_json_array_object(o, j), "path", NULL);
+            if (path && !g_hash_table_contains(owners, path))
+                g_hash_table_insert(owners, g_strdup(path), json_array_ref(o));
+        }
     }
     return owners;
 }
@@ -269,7 +273,7 @@ vm_holder(const VmlCliOptions *opts, const VmlDomain *model, const VmlDisk *disk
             found = cli_json_int(h, "holder", 0);
         JsonArray *leases = cli_json_array(h, "leases");
         for (guint j = 0; leases && j < json_array_get_length(leases); j++)
-            if (g_strcmp0(cli_json_string(cli_json_array_object(leases, j), "resource", NULL),
+            if (g_strcmp0(cli_json_string(cli_json_array_object(leases, j), "path", NULL),
                           active) == 0)
                 return cli_json_int(h, "holder", 0);
     }

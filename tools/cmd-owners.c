@@ -2,16 +2,29 @@
 #include "vmlease-cli.h"
 #include "output.h"
 
+/* The name to show an image by: the path asked by, else the one its
+ * first owner holds it through, else (a <lease>) the resource itself. */
+static const char *
+image_name(JsonObject *resource, const char *asked)
+{
+    if (asked)
+        return asked;
+    JsonArray *owners = cli_json_array(resource, "owners");
+    JsonObject *first = owners && json_array_get_length(owners)
+        ? cli_json_array_object(owners, 0) : NULL;
+    const char *path = first ? cli_json_string(first, "path", NULL) : NULL;
+    return path ? path : cli_json_string(resource, "resource", "?");
+}
+
 static gint
 resource_cmp(gconstpointer a, gconstpointer b)
 {
     JsonObject *x = *(JsonObject *const *)a, *y = *(JsonObject *const *)b;
-    return g_strcmp0(cli_json_string(x, "resource", NULL),
-                     cli_json_string(y, "resource", NULL));
+    return g_strcmp0(image_name(x, NULL), image_name(y, NULL));
 }
 
 static void
-add_rows(CliTable *table, JsonObject *resource)
+add_rows(CliTable *table, JsonObject *resource, const char *asked)
 {
     g_autoptr(GPtrArray) sorted = cli_owners_sorted(cli_json_array(resource, "owners"));
     for (guint i = 0; i < sorted->len; i++) {
@@ -22,7 +35,12 @@ add_rows(CliTable *table, JsonObject *resource)
         g_autofree char *state = cli_json_string(o, "parked", NULL)
             ? g_strdup_printf("parked:%s", cli_json_string(o, "parked", "?"))
             : g_strdup("in use");
-        cli_table_add_row(table, cli_json_string(resource, "resource", "?"),
+        /* Each owner by the name it holds the image through. */
+        const char *through = cli_json_string(o, "path", NULL);
+        g_autofree char *image = asked && through && g_strcmp0(through, asked) != 0
+            ? g_strdup_printf("%s (as %s)", asked, through)
+            : g_strdup(asked ? asked : through ? through : image_name(resource, NULL));
+        cli_table_add_row(table, image, cli_json_string(resource, "resource", "?"),
                           cli_json_string(o, "mode", "?"), state, cli_json_string(o, "host", "?"),
                           cli_json_string(o, "name", "?"), cli_json_string(o, "uuid", "?"),
                           pid, since);
@@ -55,6 +73,9 @@ owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         }
     }
     g_autoptr(JsonObject) params = json_object_new();
+    g_autoptr(GPtrArray) canonical = g_ptr_array_new_with_free_func(g_free);
+    for (guint i = 0; paths && i < json_array_get_length(paths); i++)
+        g_ptr_array_add(canonical, g_strdup(json_array_get_string_element(paths, i)));
     if (paths)
         json_object_set_array_member(params, "paths", paths);
 
@@ -78,10 +99,10 @@ owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     /* With paths the rows follow the command line; without, resource order. */
     if (!args->len)
         g_ptr_array_sort(sorted, resource_cmp);
-    g_autoptr(CliTable) table = cli_table_new("RESOURCE", "MODE", "STATE", "HOST", "VM", "UUID",
-                                              "PID", "SINCE", NULL);
+    g_autoptr(CliTable) table = cli_table_new("IMAGE", "RESOURCE", "MODE", "STATE", "HOST", "VM",
+                                              "UUID", "PID", "SINCE", NULL);
     for (guint i = 0; i < sorted->len; i++)
-        add_rows(table, sorted->pdata[i]);
+        add_rows(table, sorted->pdata[i], args->len ? canonical->pdata[i] : NULL);
     /* Nothing held prints nothing: empty output is easy to test for. */
     if (cli_table_n_rows(table))
         cli_table_print(table, stdout);
@@ -94,8 +115,11 @@ const VmlCliCommand vml_cmd_owners = {
     .summary = "List who holds leases on the images PATH..., or on every resource.",
     .description =
         "List the owners of leases (io.vmlease.Admin.Owners): one row per owner\n"
-        "with columns RESOURCE, MODE, STATE, HOST, VM, UUID, PID and SINCE (local\n"
-        "time). STATE is \"in use\", or \"parked:paused\" / \"parked:migrating\" for a\n"
+        "with columns IMAGE, RESOURCE, MODE, STATE, HOST, VM, UUID, PID and SINCE\n"
+        "(local time). IMAGE is the path (PATH as resolved, or the name the owner\n"
+        "took the lease by; \"P (as Q)\" when the owner holds P's image through\n"
+        "another name Q); RESOURCE is what every name of the image resolves to\n"
+        "(docs/resource-identity.md); MODE is exclusive, shared or observer. STATE is \"in use\", or \"parked:paused\" / \"parked:migrating\" for a\n"
         "lease kept for its domain while libvirt pauses or migrates it: nobody\n"
         "else can take it, and it goes when the VM's process exits.\n"
         "Owners known only from the lockspace (other hosts, or holders that\n"

@@ -87,13 +87,19 @@ static int
 report_conflict(JsonObject *params, const GError *error)
 {
     const char *resource = cli_json_string(params, "resource", NULL);
+    const char *path = cli_json_string(params, "path", NULL);
     const char *mode = cli_json_string(params, "mode", NULL);
     JsonArray *owners = cli_json_array(params, "owners");
     if (!resource || !mode)
         return cli_error(VML_EXIT_CONFLICT, "%s", error->message);
     g_autofree char *res = cli_sanitize(resource);
+    g_autofree char *named = path ? cli_sanitize(path) : NULL;
     g_autofree char *who = (owners && json_array_get_length(owners))
-        ? cli_owners_describe(owners) : g_strdup("a holder vmleased does not know");
+        ? cli_owners_describe_through(owners, cli_json_string(params, "canonical_path", NULL))
+        : g_strdup("a holder vmleased does not know");
+    if (named)
+        return cli_error(VML_EXIT_CONFLICT, "cannot lock %s (resource %s) %s: in use by %s",
+                         named, res, mode, who);
     return cli_error(VML_EXIT_CONFLICT, "cannot lock %s %s: in use by %s", res, mode, who);
 }
 

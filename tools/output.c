@@ -256,11 +256,22 @@ cli_owners_sorted(JsonArray *owners)
 char *
 cli_owners_describe(JsonArray *owners)
 {
+    return cli_owners_describe_through(owners, NULL);
+}
+
+char *
+cli_owners_describe_through(JsonArray *owners, const char *asked)
+{
     g_autoptr(GString) s = g_string_new(NULL);
     g_autoptr(GPtrArray) sorted = cli_owners_sorted(owners);
     for (guint i = 0; i < sorted->len; i++) {
         g_autofree char *one = cli_owner_describe(sorted->pdata[i]);
         g_string_append_printf(s, "%s%s", s->len ? "; " : "", one);
+        const char *path = cli_json_string(sorted->pdata[i], "path", NULL);
+        if (asked && path && g_strcmp0(path, asked) != 0) {
+            g_autofree char *clean = cli_sanitize(path);
+            g_string_append_printf(s, ", through %s", clean);
+        }
     }
     return g_string_free(g_steal_pointer(&s), FALSE);
 }

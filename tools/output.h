@@ -55,3 +55,6 @@ GPtrArray *cli_owners_sorted(JsonArray *owners);
  * and a list of them, sorted as above, joined by "; ". */
 char *cli_owner_describe(JsonObject *owner);
 char *cli_owners_describe(JsonArray *owners);
+/* The same, adding ", through PATH" for an owner holding the image by
+ * another name than ASKED (a canonical path; NULL: never). */
+char *cli_owners_describe_through(JsonArray *owners, const char *asked);

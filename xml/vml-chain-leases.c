@@ -55,7 +55,10 @@ vml_chain_leases_current(VmlClient *client, gint64 holder, GError **error)
         ? json_object_get_array_member(reply, "leases") : NULL;
     for (guint i = 0; leases && i < json_array_get_length(leases); i++) {
         JsonObject *l = json_array_get_object_element(leases, i);
-        const char *key = l ? json_object_get_string_member_with_default(l, "resource", NULL) : NULL;
+        /* Images by canonical path, as the chain names them. */
+        const char *key = l ? json_object_get_string_member_with_default(
+                                  l, "path", json_object_get_string_member_with_default(
+                                                 l, "resource", NULL)) : NULL;
         const char *mode = l ? json_object_get_string_member_with_default(l, "mode", NULL) : NULL;
         if (key)
             g_hash_table_insert(held, g_strdup(key), GINT_TO_POINTER(mode_from_name(mode)));
