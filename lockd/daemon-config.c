@@ -150,8 +150,13 @@ static gboolean
 get_storage_names(VmlConf *conf, VmlDaemonConfig *cfg, GError **error)
 {
     g_auto(GStrv) list = NULL;
-    if (!vml_conf_get_string_list(conf, "shared_storage", &list, error))
+    g_autoptr(GError) type_error = NULL;
+    if (!vml_conf_get_string_list(conf, "shared_storage", &list, &type_error)) {
+        if (!type_error)
+            return TRUE;   /* not set */
+        g_propagate_error(error, g_steal_pointer(&type_error));
         return FALSE;
+    }
     guint n = list ? g_strv_length(list) : 0;
     cfg->storage_names = g_new0(VmlStorageName, n + 1);
     for (guint i = 0; i < n; i++) {

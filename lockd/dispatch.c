@@ -609,6 +609,9 @@ method_release(Call *call)
         for (guint i = 0; i < reqs->len; i++) {
             if (!g_hash_table_contains(h->leases, keys[i])) {
                 json_object_set_string_member(p, "resource", keys[i]);
+                const VmlRequest *r = &g_array_index(reqs, VmlRequest, i);
+                if (r->path)
+                    json_object_set_string_member(p, "path", r->path);
                 break;
             }
         }
@@ -719,10 +722,12 @@ method_owners(Call *call)
             json_array_add_object_element(oa, oj);
         }
         json_object_set_string_member(r, "resource", keys->pdata[i]);
-        /* The name asked by, when one was. */
-        if (paths)
-            json_object_set_string_member(r, "path",
-                                          json_array_get_string_element(paths, i));
+        /* The name asked by, else the one its first owner holds it by. */
+        const char *named = paths ? json_array_get_string_element(paths, i) : NULL;
+        for (guint j = 0; !named && owners && j < owners->len; j++)
+            named = ((const VmlOwner *)owners->pdata[j])->path;
+        if (named)
+            json_object_set_string_member(r, "path", named);
         json_object_set_array_member(r, "owners", oa);
         json_array_add_object_element(resources, r);
     }

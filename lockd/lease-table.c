@@ -389,8 +389,13 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, JsonObject **params,
             }
         }
         if (!vml_image_guard_check(l->path, (const pid_t *)(void *)known->data, known->len,
-                                   params, error))
+                                   params, error)) {
+            if (*params) {
+                json_object_set_string_member(*params, "path", l->path);
+                json_object_set_string_member(*params, "resource", l->key);
+            }
             return FALSE;
+        }
     }
     return TRUE;
 }

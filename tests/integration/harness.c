@@ -1,6 +1,7 @@
 #include "harness.h"
 #include "vml-client.h"
 #include "vml-paths.h"
+#include "vml-image-identity.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -255,13 +256,37 @@ vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
     return pid;
 }
 
-int
-vml_test_lock_state(VmlTestDaemon *d, const char *path)
+char *
+vml_test_resource_key(const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    char *key = vml_image_identity_of_path(path, NULL, 0, &error);
+    g_assert_no_error(error);
+    return key;
+}
+
+void
+vml_test_assert_image(JsonObject *o, const char *path_member, const char *path)
 {
     g_autofree char *real = realpath(path, NULL);
     g_assert_nonnull(real);
-    g_autofree char *hash = vml_key_hash(real);
-    g_autofree char *name = g_strdup_printf("%s.lock", hash);
+    g_autofree char *key = vml_test_resource_key(real);
+    g_assert_cmpstr(json_object_get_string_member_with_default(o, "resource", NULL), ==, key);
+    g_assert_cmpstr(json_object_get_string_member_with_default(o, path_member, NULL), ==, real);
+}
+
+char *
+vml_test_lock_file_name(const char *path)
+{
+    g_autofree char *key = vml_test_resource_key(path);
+    g_autofree char *hash = vml_key_hash(key);
+    return g_strdup_printf("%s.lock", hash);
+}
+
+int
+vml_test_lock_state(VmlTestDaemon *d, const char *path)
+{
+    g_autofree char *name = vml_test_lock_file_name(path);
     g_autofree char *lock = g_build_filename(d->root, "lockspace", name, NULL);
     int fd = open(lock, O_RDWR | O_CLOEXEC);
     if (fd < 0)

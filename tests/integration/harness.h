@@ -45,6 +45,14 @@ pid_t vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resou
 
 /* The lock type another process would run into on the lock file of PATH's
  * resource key (F_UNLCK, F_RDLCK or F_WRLCK), tested with F_OFD_GETLK. */
+/* The resource key vmleased gives the image at PATH (no shared_storage). */
+char *vml_test_resource_key(const char *path);
+/* O (a lease, conflict or owners entry) names the image at PATH: its
+ * "resource" is PATH's key and its member PATH_MEMBER the canonical path. */
+void vml_test_assert_image(JsonObject *o, const char *path_member, const char *path);
+/* The lock file name (in a lockspace) of the image at PATH: the SHA-256
+ * of its resource key, ".lock". */
+char *vml_test_lock_file_name(const char *path);
 int vml_test_lock_state(VmlTestDaemon *d, const char *path);
 
 /* Owners of PATH via io.vmlease.Admin.Owners: the owners array (ref'd). */

@@ -825,7 +825,7 @@ inquire(gint64 holder)
     for (guint i = 0; i < json_array_get_length(leases); i++) {
         JsonObject *l = json_array_get_object_element(leases, i);
         g_assert_true(g_hash_table_insert(held,
-                                          g_strdup(json_object_get_string_member(l, "resource")),
+                                          g_strdup(json_object_get_string_member(l, "path")),
                                           g_strdup(json_object_get_string_member(l, "mode"))));
     }
     return held;
@@ -870,7 +870,7 @@ listed(gint64 holder)
         JsonArray *leases = json_object_get_array_member(h, "leases");
         for (guint j = 0; j < json_array_get_length(leases); j++) {
             JsonObject *l = json_array_get_object_element(leases, j);
-            g_hash_table_insert(out, g_strdup(json_object_get_string_member(l, "resource")),
+            g_hash_table_insert(out, g_strdup(json_object_get_string_member(l, "path")),
                                 g_strdup_printf("%s generation %" G_GINT64_FORMAT
                                                 " since %" G_GINT64_FORMAT,
                                                 json_object_get_string_member(l, "mode"),
@@ -946,7 +946,7 @@ test_commit_conflict(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     g_assert_null(strstr(error->message, "dom-a"));   /* A is not its own obstacle */
 
     g_assert_nonnull(conflict);
-    g_assert_cmpstr(json_object_get_string_member(conflict, "resource"), ==, base);
+    vml_test_assert_image(conflict, "canonical_path", base);
     g_assert_cmpstr(json_object_get_string_member(conflict, "mode"), ==, "exclusive");
     JsonArray *owners = json_object_get_array_member(conflict, "owners");
     g_assert_cmpuint(json_array_get_length(owners), ==, 1);
@@ -1195,7 +1195,7 @@ test_offline_rebase(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     g_assert_false(vml_chain_leases_prepare(t3, &conflict, &error));
     g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
     g_assert_nonnull(strstr(error->message, "dom-chain5-vm"));
-    g_assert_cmpstr(json_object_get_string_member(conflict, "resource"), ==, A);
+    vml_test_assert_image(conflict, "canonical_path", A);
     assert_held(tool.holder, NULL);
     vml_test_vm_free(&vm);
     vml_test_vm_free(&tool);

@@ -195,7 +195,7 @@ test_owners_table_and_json(void)
     JsonArray *res = json_object_get_array_member(root, "resources");
     g_assert_cmpuint(json_array_get_length(res), ==, 1);
     JsonObject *r0 = json_array_get_object_element(res, 0);
-    g_assert_cmpstr(json_object_get_string_member(r0, "resource"), ==, real);
+    vml_test_assert_image(r0, "path", real);
     JsonArray *owners = json_object_get_array_member(r0, "owners");
     g_assert_cmpuint(json_array_get_length(owners), ==, 2);
     for (guint i = 0; i < 2; i++) {
@@ -212,12 +212,16 @@ test_owners_table_and_json(void)
     g_assert_cmpint(t.status, ==, 0);
     g_auto(GStrv) lines = g_strsplit(t.out, "\n", -1);
     g_assert_cmpuint(g_strv_length(lines), ==, 4);   /* header, 2 rows, "" */
-    g_assert_true(g_str_has_prefix(lines[0], "RESOURCE"));
+    g_assert_true(g_str_has_prefix(lines[0], "IMAGE"));
+    g_assert_nonnull(strstr(lines[0], " RESOURCE "));
     g_assert_nonnull(strstr(lines[0], "MODE"));
     g_assert_nonnull(strstr(lines[0], "PID"));
     g_assert_nonnull(strstr(lines[0], "SINCE"));
     for (int i = 1; i <= 2; i++) {
         g_assert_true(g_str_has_prefix(lines[i], real));
+        g_autofree char *key = vml_test_resource_key(real);
+        g_autofree char *key_col = g_strdup_printf(" %s ", key);
+        g_assert_nonnull(strstr(lines[i], key_col));
         g_assert_nonnull(strstr(lines[i], " shared "));
         g_assert_nonnull(strstr(lines[i], " in use "));
     }

@@ -1448,7 +1448,7 @@ case_steal_held_image(void)
         json_array_add_object_element(a, resource_path(S.image, modes[i]));
         g_autoptr(JsonObject) reply = acquire(S.scratch, a);
         JsonObject *p = assert_error(reply, "io.vmlease.Conflict");
-        g_assert_cmpstr(member_string(p, "resource"), ==, canon);
+        vml_test_assert_image(p, "canonical_path", canon);
         g_assert_cmpstr(member_string(p, "mode"), ==, modes[i]);
         JsonArray *owners = member_array(p, "owners");
         g_assert_cmpuint(json_array_get_length(owners), ==, 1);
@@ -1470,7 +1470,7 @@ case_release_others_lease(void)
     json_object_set_array_member(p, "resources", a);
     g_autoptr(JsonObject) reply = call(FALSE, "io.vmlease.Lease.Release", p);
     JsonObject *ep = assert_error(reply, "io.vmlease.NotHeld");
-    g_assert_cmpstr(member_string(ep, "resource"), ==, canon);
+    vml_test_assert_image(ep, "path", canon);
 
     /* Release-all of an empty holder releases nothing. */
     JsonObject *p2 = json_object_new();

@@ -34,7 +34,7 @@ acquire_ok(VmlTestVm *vm, const char *mode, const char *path)
     g_assert_cmpuint(json_array_get_length(leases), ==, 1);
     g_autofree char *real = realpath(path, NULL);
     JsonObject *l = json_array_get_object_element(leases, 0);
-    g_assert_cmpstr(json_object_get_string_member(l, "resource"), ==, real);
+    vml_test_assert_image(l, "path", real);
     g_assert_cmpstr(json_object_get_string_member(l, "mode"), ==, mode);
 }
 
@@ -49,7 +49,7 @@ acquire_conflict(VmlTestVm *vm, const char *mode, const char *path, VmlTestVm *o
     g_assert_null(r);
     g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
     g_autofree char *real = realpath(path, NULL);
-    g_assert_cmpstr(json_object_get_string_member(ep, "resource"), ==, real);
+    vml_test_assert_image(ep, "canonical_path", real);
     g_assert_cmpstr(json_object_get_string_member(ep, "mode"), ==, mode);
     JsonArray *owners = json_object_get_array_member(ep, "owners");
     g_assert_cmpuint(json_array_get_length(owners), ==, 1);
@@ -159,7 +159,7 @@ test_multi_resource_all_or_none(void)
     g_assert_null(r);
     g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
     g_autofree char *real2 = realpath(i2, NULL);
-    g_assert_cmpstr(json_object_get_string_member(ep, "resource"), ==, real2);
+    vml_test_assert_image(ep, "canonical_path", real2);
 
     /* Nothing taken: no owners on 1 and 3, A holds nothing, locks free. */
     g_autoptr(JsonArray) o1 = vml_test_owners(i1);
@@ -199,7 +199,7 @@ test_release_lets_others_in(void)
     g_assert_null(r2);
     g_assert_error(error, VML_ERROR, VML_ERROR_NOT_HELD);
     g_autofree char *real = realpath(img, NULL);
-    g_assert_cmpstr(json_object_get_string_member(ep, "resource"), ==, real);
+    vml_test_assert_image(ep, "path", real);
     vml_test_vm_free(&a);
     vml_test_vm_free(&b);
 }

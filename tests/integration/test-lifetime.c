@@ -331,8 +331,7 @@ scripted_call(VmlClient *c, const char *method, gint64 holder, const char *path)
 static gboolean
 lock_directly(const char *path)
 {
-    g_autofree char *hash = vml_key_hash(path);
-    g_autofree char *name = g_strdup_printf("%s.lock", hash);
+    g_autofree char *name = vml_test_lock_file_name(path);
     g_autofree char *lock = g_build_filename(g_getenv("VMLEASE_ROOT"), "lockspace", name, NULL);
     int fd = open(lock, O_RDWR | O_CREAT, 0600);   /* kept, as a VM keeps its lock fds */
     struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 2 };

@@ -66,8 +66,7 @@ remount(Setup *s, gboolean read_only)
 static int
 lock_state(Setup *s, const char *path)
 {
-    g_autofree char *hash = vml_key_hash(path);
-    g_autofree char *name = g_strdup_printf("%s.lock", hash);
+    g_autofree char *name = vml_test_lock_file_name(path);
     g_autofree char *lock = g_build_filename(s->lockspace, name, NULL);
     int fd = open(lock, O_RDONLY | O_CLOEXEC);
     if (fd < 0)

@@ -394,7 +394,8 @@ typedef struct {
     VmlTestDaemon *d;
     GRand *rng;
     gboolean control;
-    char *paths[N_IMAGES];    /* canonical: the resource keys */
+    char *paths[N_IMAGES];    /* canonical */
+    char *keys[N_IMAGES];     /* their resource keys */
     char *lock_files[N_IMAGES];
     GPtrArray *holders;       /* Holder*, dead ones too */
     GPtrArray *keepers;       /* Keeper* */
@@ -920,7 +921,7 @@ static int
 image_of(Storm *s, const char *key)
 {
     for (int i = 0; i < N_IMAGES; i++) {
-        if (g_strcmp0(s->paths[i], key) == 0)
+        if (g_strcmp0(s->keys[i], key) == 0)
             return i;
     }
     return -1;
@@ -2326,7 +2327,7 @@ check(Storm *s)
         for (guint i = 0; res && i < json_array_get_length(res); i++) {
             JsonObject *r = json_array_get_object_element(res, i);
             if (g_strcmp0(json_object_get_string_member_with_default(r, "resource", ""),
-                          s->paths[img]) == 0)
+                          s->keys[img]) == 0)
                 oa = json_object_get_array_member(r, "owners");
         }
         g_autoptr(GString) want = g_string_new(NULL), got = g_string_new(NULL),
@@ -2471,8 +2472,8 @@ storm_new(gboolean control, guint32 seed)
         g_autofree char *name = g_strdup_printf("%s.img", img_name(i));
         g_autofree char *path = vml_test_make_image(s->d, name);
         s->paths[i] = realpath(path, NULL);
-        g_autofree char *hash = vml_key_hash(s->paths[i]);
-        g_autofree char *lock = g_strdup_printf("%s.lock", hash);
+        s->keys[i] = vml_test_resource_key(s->paths[i]);
+        g_autofree char *lock = vml_test_lock_file_name(s->paths[i]);
         s->lock_files[i] = g_build_filename(s->d->root, "lockspace", lock, NULL);
     }
     return s;
@@ -2507,6 +2508,7 @@ storm_end(Storm *s)
     g_hash_table_unref(s->ids);
     for (int i = 0; i < N_IMAGES; i++) {
         free(s->paths[i]);
+        g_free(s->keys[i]);
         g_free(s->lock_files[i]);
     }
     for (guint i = 0; i < s->violations->len; i++) {

@@ -355,7 +355,7 @@ test_qemu_probe_and_refusal(void)
                                             path, (int)qemu);
     g_assert_true(g_str_has_prefix(error->message, says));
     g_assert_cmpint(json_object_get_int_member(eparams, "pid"), ==, qemu);
-    g_assert_cmpstr(json_object_get_string_member(eparams, "resource"), ==, path);
+    vml_test_assert_image(eparams, "path", path);
     g_assert_true(vml_test_wait_owners(path, 0, 0));   /* nothing left held */
     g_clear_error(&error);
 

@@ -29,7 +29,7 @@ vmlease() { "$VMLEASE_BIN" "$@"; }
 leases() {
     "$VMLEASE_BIN" owners --json "$@" | python3 -c '
 import json, os, sys
-got = {r["resource"]: sorted("%s:%s" % (o["name"], o["mode"]) for o in r["owners"])
+got = {r.get("path", r["resource"]): sorted("%s:%s" % (o["name"], o["mode"]) for o in r["owners"])
        for r in json.load(sys.stdin)["resources"]}
 print("|".join(",".join(got.get(os.path.realpath(p), [])) or "-" for p in sys.argv[1:]))' "$@"
 }

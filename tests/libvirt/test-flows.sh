@@ -48,7 +48,7 @@ LEASES_PY='
 import json, os, sys
 got = {}
 for r in json.load(sys.stdin)["resources"]:
-    got[r["resource"]] = sorted(
+    got[r.get("path", r["resource"])] = sorted(
         "%s:%s%s" % (o["pid"], o["mode"], (":parked=%s" % o["parked"]) if "parked" in o else "")
         for o in r["owners"])
 out = []
@@ -258,7 +258,7 @@ with open(out, "w") as log:
         if mode == "owners":
             r = subprocess.run([vml, "owners", "--json", img], capture_output=True, text=True)
             try:
-                owners = [o for x in json.loads(r.stdout)["resources"] if x["resource"] == real
+                owners = [o for x in json.loads(r.stdout)["resources"] if x.get("path") == real
                           for o in x["owners"]]
                 tok = ",".join("%s:%s%s" % (o["pid"], o["mode"],
                                (":parked=%s" % o["parked"]) if "parked" in o else "")

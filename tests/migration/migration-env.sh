@@ -412,7 +412,7 @@ with open(out, "w") as f:
         if p.returncode == 0:
             try:
                 for r in json.loads(p.stdout)["resources"]:
-                    if r["resource"] == real:
+                    if r.get("path", r["resource"]) == real:
                         owners += r["owners"]
             except (ValueError, KeyError, TypeError):
                 rc = "json"

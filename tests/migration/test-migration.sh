@@ -102,7 +102,7 @@ except (ValueError, KeyError):
 real = os.path.realpath(sys.argv[1])
 print(",".join(sorted("%s:%s:%s:%s:%s" % (o.get("host"), o.get("name"), o.get("pid"), o.get("mode"),
                                            "parked-" + o["parked"] if o.get("parked") else "in-use")
-                      for r in res if r["resource"] == real for o in r["owners"])))' "$2"
+                      for r in res if r.get("path", r["resource"]) == real for o in r["owners"])))' "$2"
 }
 # expect_owners WHAT PATH EXPECTED: both hosts see exactly EXPECTED.
 expect_owners() {

@@ -106,9 +106,8 @@ stop_qemu(pid_t pid)
 static gboolean
 holds_lock_fd(pid_t pid, const char *path)
 {
-    g_autofree char *real = realpath(path, NULL);
-    g_autofree char *hash = g_compute_checksum_for_string(G_CHECKSUM_SHA256, real, -1);
-    g_autofree char *want = g_strdup_printf("%s/lockspace/%s.lock", daemon_->root, hash);
+    g_autofree char *name = vml_test_lock_file_name(path);
+    g_autofree char *want = g_strdup_printf("%s/lockspace/%s", daemon_->root, name);
     g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
     g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
     for (const char *e; d && (e = g_dir_read_name(d));) {
@@ -243,8 +242,8 @@ test_pause_parks_for_the_domain(void)
 
     char *state = NULL;
     g_assert_cmpint(drv->drvInquire(&a.man, &state, 0), ==, 0);
-    g_autofree char *real = realpath(img, NULL);
-    g_autofree char *escaped = g_uri_escape_string(real, NULL, FALSE);
+    g_autofree char *key = vml_test_resource_key(img);
+    g_autofree char *escaped = g_uri_escape_string(key, NULL, FALSE);
     g_autofree char *expect = g_strdup_printf("vmlease/1;%s=1", escaped);
     g_assert_cmpstr(state, ==, expect);
     g_free(state);

@@ -107,7 +107,7 @@ view() {
 import json, sys
 for r in json.load(sys.stdin)["resources"]:
     for o in sorted(r["owners"], key=lambda o: (o["host"], o["pid"])):
-        print(r["resource"], o["host"], o["name"], o["pid"], o["mode"], o.get("host_state"))'
+        print(r.get("path", r["resource"]), o["host"], o["name"], o["pid"], o["mode"], o.get("host_state"))'
 }
 v1=$(view 1) v2=$(view 2)
 if [ -n "$v1" ] && [ "$v1" = "$v2" ] && [ "$(echo "$v1" | wc -l)" -eq 3 ]; then
