@@ -1428,6 +1428,77 @@ restore_sweep(VmlLeaseTable *t, GHashTable *gone_keys)
     }
 }
 
+/* Move a lease of the release before identities, keyed by its canonical
+ * path, onto its image's resource key: lock the new key in the same mode
+ * (parked as it was), record it, and only then unlock the old one, so the
+ * image is held all along. Left as it was if the new key cannot be had:
+ * then another holder took the same image by another name, which is said
+ * loudly. */
+static void
+rekey_legacy(VmlLeaseTable *t, VmlHolder *h, VmlLease *old)
+{
+    VmlBackend *be = t->backend;
+    g_autoptr(GError) error = NULL;
+    g_autofree char *key = vml_lease_table_image_key(t, old->path, &error);
+    if (!key || g_hash_table_contains(h->leases, key)) {
+        g_warning("lease of VM %s (pid %d) on %s stays under its old key: %s", h->name,
+                  (int)h->pid, old->path, key ? "its image is held under the new key too"
+                                              : error->message);
+        return;
+    }
+    guint64 gen = old->generation;
+    VmlLock *lock = be->ops->acquire(be, key, old->mode, h->pid, -1, &gen, &error);
+    if (!lock) {
+        g_warning("lease of VM %s (pid %d) on %s stays under its old key; its resource %s "
+                  "cannot be had: %s", h->name, (int)h->pid, old->path, key, error->message);
+        return;
+    }
+    if (old->parked && be->ops->park)
+        be->ops->park(be, lock, old->mode);
+    /* The generation it was handed over with stays: a resume checks it. */
+    VmlLease *l = lease_add(t, h, key, old->path, old->mode, old->generation, old->since, lock);
+    l->derived = old->derived;
+    l->parked = g_strdup(old->parked);
+    l->parked_since = old->parked_since;
+    old->leaving = TRUE;
+    if (!holder_write_record(h, &error)) {
+        /* Unrecorded, the new lock could not be found after a crash. */
+        g_warning("lease of VM %s (pid %d) on %s stays under its old key: %s", h->name,
+                  (int)h->pid, old->path, error->message);
+        old->leaving = FALSE;
+        g_hash_table_steal(h->leases, l->key);
+        lease_drop(t, l);
+        return;
+    }
+    g_hash_table_steal(h->leases, old->key);
+    g_info("lease of VM %s (pid %d) on %s: resource %s (was keyed by its path)", h->name,
+           (int)h->pid, l->path, l->key);
+    lease_drop(t, old);
+}
+
+/* Every lease restored from an older release's records or state, keyed
+ * by path, onto its resource key. */
+static void
+rekey_all_legacy(VmlLeaseTable *t)
+{
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, t->holders);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        VmlHolder *h = value;
+        g_autoptr(GPtrArray) legacy = g_ptr_array_new();
+        GHashTableIter li;
+        gpointer lv;
+        g_hash_table_iter_init(&li, h->leases);
+        while (g_hash_table_iter_next(&li, NULL, &lv)) {
+            if (vml_key_is_legacy_path(((VmlLease *)lv)->key))
+                g_ptr_array_add(legacy, lv);
+        }
+        for (guint i = 0; i < legacy->len; i++)
+            rekey_legacy(t, h, legacy->pdata[i]);
+    }
+}
+
 void
 vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
 {
@@ -1475,6 +1546,7 @@ vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
             restore_record(t, json_node_get_object(json_parser_get_root(p)), FALSE, gone_keys);
     }
     restore_sweep(t, gone_keys);
+    rekey_all_legacy(t);
 
     GHashTableIter it;
     gpointer value;
