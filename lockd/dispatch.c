@@ -626,6 +626,43 @@ method_release(Call *call)
 }
 
 static void
+method_observe(Call *call)
+{
+    VmlHolder *h = get_holder(call);
+    if (!h)
+        return;
+    g_autoptr(GArray) reqs = get_requests(call, TRUE);
+    if (!reqs)
+        return;
+    if (reqs->len == 0) {
+        param_error(call, "resources", "is empty");
+        return;
+    }
+    g_autoptr(GError) error = NULL;
+    if (!vml_lease_table_observe(call->d->table, h, (VmlRequest *)(void *)reqs->data, reqs->len,
+                                 &error)) {
+        JsonObject *p = NULL;
+        if (error->code == VML_ERROR_INVALID_PARAMETER) {
+            p = json_object_new();
+            json_object_set_string_member(p, "parameter", "resources");
+        }
+        vml_conn_error_gerror(call->conn, error, p);
+        return;
+    }
+    JsonArray *observing = json_array_new();
+    for (guint i = 0; i < reqs->len; i++) {
+        const VmlRequest *r = &g_array_index(reqs, VmlRequest, i);
+        JsonObject *o = json_object_new();
+        json_object_set_string_member(o, "resource", r->key);
+        json_object_set_string_member(o, "path", r->path);
+        json_array_add_object_element(observing, o);
+    }
+    JsonObject *reply = json_object_new();
+    json_object_set_array_member(reply, "observing", observing);
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+static void
 method_inquire(Call *call)
 {
     VmlHolder *h = get_holder(call);
@@ -979,6 +1016,7 @@ static const Method methods[] = {
     { "io.vmlease.Lease.Acquire", VML_ACCESS_LEASE, TRUE, method_acquire },
     { "io.vmlease.Lease.Release", VML_ACCESS_LEASE, TRUE, method_release },
     { "io.vmlease.Lease.Inquire", VML_ACCESS_LEASE, TRUE, method_inquire },
+    { "io.vmlease.Lease.Observe", VML_ACCESS_LEASE, TRUE, method_observe },
     { "io.vmlease.Lease.OpenImage", VML_ACCESS_LEASE, TRUE, method_open_image },
     { "io.vmlease.Lease.Reopen", VML_ACCESS_LEASE, TRUE, method_reopen },
     { "io.vmlease.Stash.Give", VML_ACCESS_LEASE, TRUE, method_stash_give },

@@ -137,7 +137,22 @@ write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
         }
         g_string_append_c(out, '}');
     }
-    g_string_append(out, "]}");
+    g_string_append_c(out, ']');
+    if (g_hash_table_size(h->observing)) {
+        gpointer key, path;
+        first = TRUE;
+        g_string_append(out, ",\"observing\":[");
+        g_hash_table_iter_init(&it, h->observing);
+        while (g_hash_table_iter_next(&it, &key, &path)) {
+            g_string_append(out, first ? "{" : ",{");
+            first = FALSE;
+            vml_json_write_member_string(out, TRUE, "resource", key);
+            vml_json_write_member_string(out, FALSE, "path", path);
+            g_string_append_c(out, '}');
+        }
+        g_string_append_c(out, ']');
+    }
+    g_string_append_c(out, '}');
 }
 
 /* Put every lock of H into its mailbox, so that they all live in the VM
@@ -275,6 +290,25 @@ lease_owner(const VmlLease *l)
     o->generation = l->generation;
     o->parked = g_strdup(l->parked);
     o->parked_since = l->parked_since;
+    return o;
+}
+
+static VmlOwner *
+observer_owner(const VmlHolder *h, const char *key, const char *path)
+{
+    VmlOwner *o = g_new0(VmlOwner, 1);
+    o->resource = g_strdup(key);
+    o->path = g_strdup(path);
+    o->host = g_strdup(vml_host_name());
+    o->machine_id = g_strdup(vml_host_machine_id());
+    o->boot_id = g_strdup(vml_host_boot_id());
+    o->uuid = g_strdup(h->uuid);
+    o->name = g_strdup(h->name);
+    o->holder = h->id;
+    o->pid = h->pid;
+    o->start_time = h->start_time;
+    o->since = h->since;
+    o->observer = TRUE;
     return o;
 }
 
@@ -425,6 +459,7 @@ holder_free(VmlHolder *h)
     if (!t->shutting_down)
         holder_retry_unmarks(h, TRUE);
     g_hash_table_unref(h->leases);
+    g_hash_table_unref(h->observing);
     if (h->record)
         t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
     vml_holder_watch_free(h->watch);
@@ -478,6 +513,7 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
     h->on_lockfailure = g_strdup("default");
     h->table = t;
     h->leases = g_hash_table_new(g_str_hash, g_str_equal);
+    h->observing = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     h->pending_unmarks = g_ptr_array_new_with_free_func(g_free);
     g_hash_table_insert(t->holders, &h->id, h);
     t->next_id = MAX(t->next_id, id + 1);
@@ -687,6 +723,15 @@ vml_lease_table_all_owners(VmlLeaseTable *t)
         for (VmlLease *l = value; l; l = l->next)
             g_ptr_array_add(all, lease_owner(l));
     }
+    g_hash_table_iter_init(&it, t->holders);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const VmlHolder *h = value;
+        GHashTableIter oi;
+        gpointer key, path;
+        g_hash_table_iter_init(&oi, h->observing);
+        while (g_hash_table_iter_next(&oi, &key, &path))
+            g_ptr_array_add(all, observer_owner(h, key, path));
+    }
     /* One pass over the lockspace for every resource, not one per key. */
     record_owners(t, NULL, all);
     for (guint i = 0; i < all->len; i++) {
@@ -699,6 +744,39 @@ vml_lease_table_all_owners(VmlLeaseTable *t)
         g_ptr_array_add(owners, o);
     }
     return map;
+}
+
+gboolean
+vml_lease_table_observe(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, guint n_reqs,
+                        GError **error)
+{
+    g_autoptr(GPtrArray) added = g_ptr_array_new();
+    for (guint i = 0; i < n_reqs; i++) {
+        if (!reqs[i].path) {
+            g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
+                        "only images (paths) can be observed, not a <lease>'s key");
+            return FALSE;
+        }
+    }
+    for (guint i = 0; i < n_reqs; i++) {
+        if (g_hash_table_contains(h->observing, reqs[i].key))
+            continue;
+        g_hash_table_insert(h->observing, g_strdup(reqs[i].key), g_strdup(reqs[i].path));
+        g_ptr_array_add(added, reqs[i].key);
+    }
+    g_autoptr(GError) local = NULL;
+    if (added->len && !holder_write_record(h, &local)) {
+        for (guint i = 0; i < added->len; i++)
+            g_hash_table_remove(h->observing, added->pdata[i]);
+        record_refusal(error, h, "observing", local);
+        return FALSE;
+    }
+    for (guint i = 0; i < n_reqs; i++)
+        g_info("VM %s (pid %d) observes %s (resource %s), holding nothing", h->name,
+               (int)h->pid, reqs[i].path, reqs[i].key);
+    if (added->len)
+        changed(t);
+    return TRUE;
 }
 
 /* The error parameters of a conflict, and a message naming every owner. */
@@ -958,6 +1036,12 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
     *released = 0;
     if (!holds_all(h, keys, n_keys, error))
         return FALSE;
+    if (!keys && g_hash_table_size(h->observing)) {
+        /* Observing holds nothing: no lock to order the record against. */
+        g_hash_table_remove_all(h->observing);
+        holder_publish(h);
+        changed(t);
+    }
     if (!keys && g_hash_table_size(h->leases) == 0)
         return TRUE;
     /* Recorded gone before the locks go: a crash between must not bring
@@ -1287,6 +1371,24 @@ close_fd_at(gpointer p)
     close(*(int *)p);
 }
 
+/* The images a restored holder observed: nothing to lock, only to list. */
+static void
+restore_observing(VmlHolder *h, JsonObject *record)
+{
+    JsonNode *n = json_object_get_member(record, "observing");
+    JsonArray *a = n && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
+    for (guint i = 0; a && i < json_array_get_length(a); i++) {
+        JsonNode *en = json_array_get_element(a, i);
+        JsonObject *o = JSON_NODE_HOLDS_OBJECT(en) ? json_node_get_object(en) : NULL;
+        const char *key = o ? json_object_get_string_member_with_default(o, "resource", NULL)
+                            : NULL;
+        const char *path = o ? json_object_get_string_member_with_default(o, "path", NULL)
+                             : NULL;
+        if (key && path && g_path_is_absolute(path))
+            g_hash_table_insert(h->observing, g_strdup(key), g_strdup(path));
+    }
+}
+
 /* Restore one record (from the state file or the lockspace). */
 static void
 restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTable *gone_keys)
@@ -1368,6 +1470,8 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
     }
     for (guint i = 0; candidates && i < candidates->len; i++)
         close(g_array_index(candidates, int, i));
+    if (h)
+        restore_observing(h, record);
     /* Still parked after the restart: watch for the domain running again. */
     if (!h || !status_file || !g_path_is_absolute(status_file))
         return;

@@ -64,6 +64,8 @@ struct _VmlHolder {
     GPtrArray *pending_unmarks;  /* images whose in-use mark waits for the
                                     QEMU holding them to go */
     GHashTable *leases;          /* resource key -> VmlLease* */
+    GHashTable *observing;       /* resource key -> canonical path: images it
+                                    reads as an observer, holding nothing */
     VmlHolderWatch *watch;
     VmlMailbox *mailbox;         /* in the VM process: keeps our locks alive */
     VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
@@ -136,7 +138,15 @@ GPtrArray *vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h,
 gboolean vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
                               guint n_keys, const char *reason, const char *status_file,
                               guint *parked, guint *released, GError **error);
-/* Release KEYS (NULL: all). Fails without releasing any if one is not held. */
+/* H reads the images of REQS (paths) as an observer: listed among their
+ * owners with mode "observer", holding nothing, in nobody's way (a holder
+ * taking them exclusive is not refused) and never refused itself. Ends
+ * with H, or with a release of everything. */
+gboolean vml_lease_table_observe(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
+                                 guint n_reqs, GError **error);
+
+/* Release KEYS (NULL: all, observed images too). Fails without releasing
+ * any if one is not held. */
 gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,
                                  const char *const *keys, guint n_keys,
                                  guint *released, GError **error);

@@ -65,7 +65,7 @@ vml_owner_to_json(const VmlOwner *o)
     json_object_set_string_member(j, "uuid", o->uuid);
     json_object_set_string_member(j, "name", o->name);
     json_object_set_int_member(j, "pid", o->pid);
-    json_object_set_string_member(j, "mode", vml_mode_name(o->mode));
+    json_object_set_string_member(j, "mode", o->observer ? "observer" : vml_mode_name(o->mode));
     json_object_set_int_member(j, "since", o->since);
     json_object_set_int_member(j, "generation", (gint64)o->generation);
     if (o->parked) {

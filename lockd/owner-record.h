@@ -35,6 +35,7 @@ typedef struct {
     gboolean unregistered;  /* a process keeping a lock that no holder of
                                any daemon names (see VmlBackendOps.lockers) */
     char *program;      /* unregistered: its command name */
+    gboolean observer;  /* reads the image holding nothing (mode is moot) */
 } VmlOwner;
 
 VmlOwner *vml_owner_copy(const VmlOwner *owner);
