@@ -34,7 +34,8 @@ add_rows(CliTable *table, JsonObject *resource, const char *asked)
         /* A parked lease still keeps everyone else out, for its domain. */
         g_autofree char *state = cli_json_string(o, "parked", NULL)
             ? g_strdup_printf("parked:%s", cli_json_string(o, "parked", "?"))
-            : g_strdup("in use");
+            : g_strdup(g_strcmp0(cli_json_string(o, "mode", NULL), "observer") == 0
+                           ? "observing" : "in use");
         /* Each owner by the name it holds the image through. */
         const char *through = cli_json_string(o, "path", NULL);
         g_autofree char *image = asked && through && g_strcmp0(through, asked) != 0
@@ -119,7 +120,9 @@ const VmlCliCommand vml_cmd_owners = {
         "(local time). IMAGE is the path (PATH as resolved, or the name the owner\n"
         "took the lease by; \"P (as Q)\" when the owner holds P's image through\n"
         "another name Q); RESOURCE is what every name of the image resolves to\n"
-        "(docs/resource-identity.md); MODE is exclusive, shared or observer. STATE is \"in use\", or \"parked:paused\" / \"parked:migrating\" for a\n"
+        "(docs/resource-identity.md); MODE is exclusive, shared or observer.\n"
+        "An observer (vmlease run --observe) reads the image holding nothing:\n"
+        "its STATE is \"observing\". STATE is \"in use\", or \"parked:paused\" / \"parked:migrating\" for a\n"
         "lease kept for its domain while libvirt pauses or migrates it: nobody\n"
         "else can take it, and it goes when the VM's process exits.\n"
         "Owners known only from the lockspace (other hosts, or holders that\n"

@@ -15,8 +15,14 @@
 typedef struct {
     const char *arg;   /* as typed */
     char *path;        /* canonical */
-    const char *mode;  /* "exclusive" or "shared" */
+    const char *mode;  /* "exclusive", "shared" or "observe" */
 } Image;
+
+static gboolean
+is_observed(const Image *img)
+{
+    return g_str_equal(img->mode, "observe");
+}
 
 static void
 image_clear(gpointer data)
@@ -104,14 +110,20 @@ report_conflict(JsonObject *params, const GError *error)
 }
 
 /* Every backing image of the images named is read through them: lease it
- * shared, unless it is named itself. */
+ * shared (observe it, under an observed image), unless it is named itself.
+ * Leased images go first, so a backing image of both is leased. */
 static gboolean
 add_backing_images(GArray *images, GHashTable *seen, int *status)
 {
     guint named = images->len;
-    for (guint i = 0; i < named; i++) {
+    for (guint k = 0; k < 2 * named; k++) {
+        guint i = k % named;
+        const Image *top = &g_array_index(images, Image, i);
+        if (is_observed(top) != (k >= named))
+            continue;
+        const char *mode = is_observed(top) ? "observe" : "shared";
         g_autoptr(GError) error = NULL;
-        const char *path = g_array_index(images, Image, i).path;
+        const char *path = top->path;
         g_autoptr(GPtrArray) chain = vml_backing_chain(path, &error);
         if (!chain) {
             *status = cli_error(VML_EXIT_NOT_FOUND, "%s", error->message);
@@ -120,7 +132,7 @@ add_backing_images(GArray *images, GHashTable *seen, int *status)
         for (guint j = 0; j < chain->len; j++) {
             if (g_hash_table_contains(seen, chain->pdata[j]))
                 continue;
-            Image backing = { .arg = NULL, .path = g_strdup(chain->pdata[j]), .mode = "shared" };
+            Image backing = { .arg = NULL, .path = g_strdup(chain->pdata[j]), .mode = mode };
             g_array_append_val(images, backing);
             Image *added = &g_array_index(images, Image, images->len - 1);
             g_hash_table_insert(seen, added->path, added->path);
@@ -135,8 +147,12 @@ acquire(VmlClient *client, const Holder *h, GArray *images, gboolean want_fds, G
 {
     g_autoptr(JsonObject) params = json_object_new();
     JsonArray *resources = json_array_new();
+    guint n_leased = 0;
     for (guint i = 0; i < images->len; i++) {
         Image *img = &g_array_index(images, Image, i);
+        if (is_observed(img))
+            continue;
+        n_leased++;
         JsonObject *r = json_object_new();
         json_object_set_string_member(r, "path", img->path);
         json_object_set_string_member(r, "mode", img->mode);
@@ -162,9 +178,31 @@ acquire(VmlClient *client, const Holder *h, GArray *images, gboolean want_fds, G
         fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
     }
     guint n_fds = *fds ? (*fds)->len : 0;
-    if (want_fds && n_fds != images->len)
-        cli_error(0, "warning: vmleased sent %u lock fds for %u leases", n_fds, images->len);
+    if (want_fds && n_fds != n_leased)
+        cli_error(0, "warning: vmleased sent %u lock fds for %u leases", n_fds, n_leased);
     return VML_EXIT_OK;
+}
+
+/* Register the observed images: listed as read by us, holding nothing. */
+static int
+observe(VmlClient *client, const Holder *h, GArray *images)
+{
+    g_autoptr(JsonObject) params = json_object_new();
+    JsonArray *resources = json_array_new();
+    for (guint i = 0; i < images->len; i++) {
+        Image *img = &g_array_index(images, Image, i);
+        if (!is_observed(img))
+            continue;
+        JsonObject *r = json_object_new();
+        json_object_set_string_member(r, "path", img->path);
+        json_array_add_object_element(resources, r);
+    }
+    json_object_set_int_member(params, "holder", h->id);
+    json_object_set_array_member(params, "resources", resources);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Observe", params,
+                                                  NULL, 0, NULL, NULL, &error);
+    return reply ? VML_EXIT_OK : cli_call_failed(error);
 }
 
 
@@ -224,7 +262,8 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         case CLI_OPT_NONE:
             break;
         }
-        if (g_str_equal(argv[i], "--exclusive") || g_str_equal(argv[i], "--shared")) {
+        if (g_str_equal(argv[i], "--exclusive") || g_str_equal(argv[i], "--shared") ||
+            g_str_equal(argv[i], "--observe")) {
             if (mode_flag && n_for_mode == 0)
                 return cli_usage_error(cmd, "%s needs at least one PATH", mode_flag);
             mode_flag = argv[i++];
@@ -234,7 +273,7 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         if (argv[i][0] == '-' && argv[i][1] != '\0')
             return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
         if (!mode_flag)
-            return cli_usage_error(cmd, "give --exclusive or --shared before PATH '%s'",
+            return cli_usage_error(cmd, "give --exclusive, --shared or --observe before PATH '%s'",
                                    argv[i]);
         Image img = { .arg = argv[i++], .mode = mode_flag + 2 };
         g_array_append_val(images, img);
@@ -243,7 +282,7 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (mode_flag && n_for_mode == 0)
         return cli_usage_error(cmd, "%s needs at least one PATH", mode_flag);
     if (images->len == 0)
-        return cli_usage_error(cmd, "run needs --exclusive or --shared and a PATH");
+        return cli_usage_error(cmd, "run needs --exclusive, --shared or --observe and a PATH");
     if (command_at < 0)
         return cli_usage_error(cmd, "missing '--' before COMMAND");
     if (command_at >= argc)
@@ -280,18 +319,37 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (!register_holder(client, &holder, &error))
         return cli_call_failed(error);
 
+    guint n_observed = 0;
+    g_autoptr(GPtrArray) read_only = g_ptr_array_new();
+    for (guint i = 0; i < images->len; i++) {
+        const Image *img = &g_array_index(images, Image, i);
+        if (is_observed(img)) {
+            n_observed++;
+            g_ptr_array_add(read_only, img->path);
+        }
+    }
+    g_ptr_array_add(read_only, NULL);
     /* On sanlock a lease belongs to a process registered with sanlock:
      * this one (sanlock fences it, and COMMAND dies with it). */
     gboolean on_sanlock = FALSE;
-    if (!register_with_lock_service(client, &on_sanlock))
+    if (n_observed < images->len && !register_with_lock_service(client, &on_sanlock))
         return VML_EXIT_DAEMON;
     GArray *fds = NULL;
-    status = acquire(client, &holder, images, !on_sanlock, &fds);
+    status = n_observed < images->len ? acquire(client, &holder, images, !on_sanlock, &fds)
+                                      : VML_EXIT_OK;
+    if (status == VML_EXIT_OK && n_observed)
+        status = observe(client, &holder, images);
     if (status != VML_EXIT_OK) {
+        release_all(opts, client, &holder);
         fds_close(fds);
         return status;
     }
-    status = cli_run_command(command, -1);
+    if (n_observed && geteuid() != 0)
+        cli_error(0, "warning: observed images stay writable for COMMAND: making them "
+                  "read-only takes root; COMMAND must open them read-only itself");
+    status = cli_run_command_read_only(command, -1,
+                                       geteuid() == 0 ? (const char *const *)read_only->pdata
+                                                      : NULL);
     release_all(opts, client, &holder);
     fds_close(fds);
     return status;
@@ -299,7 +357,7 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
 
 const VmlCliCommand vml_cmd_run = {
     .name = "run",
-    .synopsis = "(--exclusive|--shared) PATH... [(--exclusive|--shared) PATH...] -- COMMAND [ARGS...]",
+    .synopsis = "(--exclusive|--shared|--observe) PATH... [(--exclusive|--shared|--observe) PATH...] -- COMMAND [ARGS...]",
     .summary = "Run COMMAND while holding leases on the images.",
     .description =
         "Register with vmleased as holder \"vmlease-run:BASENAME-OF-COMMAND\" (a\n"
@@ -316,8 +374,17 @@ const VmlCliCommand vml_cmd_run = {
         "and exits with 3 without running COMMAND. The backing images of every\n"
         "PATH (read from its qcow2 header) are leased shared as well, unless they\n"
         "are named themselves.\n\n"
+        "--observe reads images without a lease, as `qemu-img info -U` or\n"
+        "libguestfs' readonly=true do: nothing is locked, a VM holding the image\n"
+        "exclusively is neither blocked nor blocks, and `vmlease owners` lists\n"
+        "this command as an observer. Run as root, COMMAND gets a mount\n"
+        "namespace of its own where each observed path (and its backing images)\n"
+        "is bind-mounted read-only over itself: writing through that path fails\n"
+        "with EROFS. What it reads may be torn or changing while the VM writes;\n"
+        "it must never write (docs/resource-identity.md).\n\n"
         "Options:\n"
         "  --exclusive PATH...  lock the following images for this command alone\n"
-        "  --shared PATH...     lock the following images shared (read-only users)\n",
+        "  --shared PATH...     lock the following images shared (read-only users)\n"
+        "  --observe PATH...    read the following images holding nothing\n",
     .run = run_run,
 };

@@ -7,12 +7,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* In the child: its own mount namespace, READ_ONLY bound read-only. */
+static gboolean
+make_read_only(const char *const *read_only)
+{
+    if (unshare(CLONE_NEWNS) < 0) {
+        dprintf(STDERR_FILENO, "vmlease: cannot make a mount namespace for the command: %s\n",
+                strerror(errno));
+        return FALSE;
+    }
+    /* Nothing we mount may reach the rest of the system. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        dprintf(STDERR_FILENO, "vmlease: cannot make mounts private: %s\n", strerror(errno));
+        return FALSE;
+    }
+    for (const char *const *p = read_only; *p; p++) {
+        if (mount(*p, *p, NULL, MS_BIND, NULL) < 0 ||
+            mount(NULL, *p, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0) {
+            dprintf(STDERR_FILENO, "vmlease: cannot make %s read-only for the command: %s\n",
+                    *p, strerror(errno));
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 int
 cli_run_command(char **command, int pass_fd)
+{
+    return cli_run_command_read_only(command, pass_fd, NULL);
+}
+
+int
+cli_run_command_read_only(char **command, int pass_fd, const char *const *read_only)
 {
     static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP };
     sigset_t wait_set, old_mask;
@@ -41,6 +73,8 @@ cli_run_command(char **command, int pass_fd)
         if (getppid() != parent)
             _exit(128 + SIGTERM);
         sigprocmask(SIG_SETMASK, &old_mask, NULL);
+        if (read_only && *read_only && !make_read_only(read_only))
+            _exit(126);
         if (pass_fd >= 0) {
             if (dup2(pass_fd, CLI_PASSED_FD) < 0)
                 _exit(126);

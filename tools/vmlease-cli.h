@@ -88,6 +88,11 @@ VmlClient *cli_connect_lease(const VmlCliOptions *opts, GError **error);
  * forwarding SIGINT, SIGTERM and SIGHUP; it gets SIGTERM if we die. Returns
  * its exit status, 128+N if signal N killed it. */
 int cli_run_command(char **command, int pass_fd);
+/* The same with every path of READ_ONLY (NULL-terminated, canonical) made
+ * read-only for COMMAND: it runs in a mount namespace of its own where each
+ * is bind-mounted read-only over itself (needs root; COMMAND does not run
+ * if it cannot be done). */
+int cli_run_command_read_only(char **command, int pass_fd, const char *const *read_only);
 
 /* The exit code for an error from vml_client_call(). */
 int cli_exit_code(const GError *error);
