@@ -2,12 +2,13 @@
 # lockfile-attack.py LOCKSPACE IMG...: what a party that bypasses vmlease
 # gets. One token per image, "NAME=posix:R,ofd:R" (NAME: the file name
 # without .qcow2/.iso), R the outcome of a non-blocking F_WRLCK over the
-# whole of LOCKSPACE/<sha256 of IMG's canonical path>.lock, as a classic
+# whole of IMG's lock file in LOCKSPACE (as `$VMLEASE_BIN inspect --json`
+# names it: the SHA-256 of the image's resource key), as a classic
 # (lockf) and as an OFD lock: "refused" (EAGAIN/EACCES), "GOT" (then let go
 # at once), or another errno name; "NAME=nofile:ERRNO" if the lock file
 # cannot be opened (nothing is created). Used by the libvirt and migration
 # tests while vmleased is down.
-import errno, fcntl, hashlib, os, struct, sys
+import errno, fcntl, json, os, struct, subprocess, sys
 lockspace = sys.argv[1]
 def outcome(fn):
     try:
@@ -23,7 +24,9 @@ for p in sys.argv[2:]:
     for ext in (".qcow2", ".iso"):
         if name.endswith(ext):
             name = name[:-len(ext)]
-    path = os.path.join(lockspace, hashlib.sha256(os.path.realpath(p).encode()).hexdigest() + ".lock")
+    facts = subprocess.run([os.environ.get("VMLEASE_BIN", "vmlease"), "inspect", "--json", p],
+                           capture_output=True, text=True)
+    path = os.path.join(lockspace, json.loads(facts.stdout)["lock_file"])
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:

@@ -285,20 +285,39 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
     JsonArray *paths = json_array_new();
     json_array_add_string_element(paths, path);
     json_object_set_array_member(params, "paths", paths);
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.Owners", params, &status);
-    if (!reply)
-        return status;
-    JsonArray *resources = cli_json_array(reply, "resources");
-    JsonObject *res = (resources && json_array_get_length(resources) == 1)
-        ? cli_json_array_object(resources, 0) : NULL;
-    JsonArray *owners = cli_json_array(res, "owners");
-    if (!owners)
-        return cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
+    g_autoptr(JsonObject) reply = NULL;
+    g_autoptr(JsonArray) no_owners = json_array_new();
+    g_autofree char *local_key = NULL;
+    JsonArray *owners = no_owners;
+    const char *resource;
+    if (client) {
+        reply = vml_client_call(client, "io.vmlease.Admin.Owners", params, NULL, 0, NULL, NULL,
+                                &error);
+        if (!reply)
+            return cli_call_failed(error);
+        JsonArray *resources = cli_json_array(reply, "resources");
+        JsonObject *res = (resources && json_array_get_length(resources) == 1)
+            ? cli_json_array_object(resources, 0) : NULL;
+        owners = cli_json_array(res, "owners");
+        if (!owners)
+            return cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
+        /* The daemon's key is authoritative: it is what the lock file is named after. */
+        resource = cli_json_string(res, "resource", path);
+    } else {
+        /* The image can still be looked at; only the leases are unknown. */
+        cli_error(0, "warning: %s: leases not shown; the resource key is worked out here",
+                  error->message);
+        g_clear_error(&error);
+        local_key = cli_image_key(path, &error);
+        if (!local_key)
+            return cli_error(VML_EXIT_NOT_FOUND, "%s", error->message);
+        resource = local_key;
+    }
 
     g_auto(ImageFacts) facts = { 0 };
     read_facts(path, &facts);
-    /* The daemon's key is authoritative: it is what the lock file is named after. */
-    const char *resource = cli_json_string(res, "resource", path);
     g_autofree char *hash = vml_key_hash(resource);
     g_autofree char *lock_file = g_strdup_printf("%s.lock", hash);
     const char *type = S_ISBLK(st.st_mode) ? "block" : "regular";
@@ -307,6 +326,13 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
                    (facts.header->compatible_features & VML_QCOW2_COMPAT_IN_USE);
     g_autofree char *reason = NULL;
     VmlVerdict verdict = vml_image_verdict(bit, facts.owner, holders, facts.qemu, &reason);
+    if (!client && verdict == VML_VERDICT_STALE) {
+        /* No lease seen is no proof that none is held. */
+        verdict = VML_VERDICT_UNKNOWN;
+        g_free(reason);
+        reason = g_strdup("marked in use, and vmleased is not running to say whether a "
+                          "lease is held");
+    }
 
     if (json)
         print_json(path, resource, lock_file, type, &facts, owners, verdict, reason);

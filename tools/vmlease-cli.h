@@ -103,3 +103,6 @@ int cli_call_failed(const GError *error);
  * stat it. A missing path, or one that is not a regular file or block
  * device, is reported (naming ARG) and *status set to VML_EXIT_NOT_FOUND. */
 char *cli_resolve_image(const char *arg, struct stat *st, int *status);
+/* The resource key vmleased gives the image at PATH, worked out here (with
+ * the shared_storage names of vmleased's default config file). */
+char *cli_image_key(const char *path, GError **error);

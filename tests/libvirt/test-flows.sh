@@ -159,7 +159,7 @@ refused_for_backing() {
     for img in "$@"; do
         out=$(vmlease run --exclusive "$img" -- true 2>&1)
         rc=$?
-        if [ $rc -ne 3 ] || [[ "$out" != *"cannot lock $back shared: in use by VM \"$DOM\""* ]] ||
+        if [ $rc -ne 3 ] || [[ "$out" != *"cannot lock $back (resource "*") shared: in use by VM \"$DOM\""* ]] ||
            [[ "$out" == *"lock $img "* ]]; then
             bad+=("$img: exit $rc: ${out:-(no message)}")
         fi
@@ -744,7 +744,7 @@ flow_vmleased_killed() {
         not_ok "killed vmleased, down: a whole-file fcntl write lock on each lock file must be refused" \
             "expected: $want" "got:      $got"
         for i in "${all[@]}"; do
-            echo "# ${i##*/}: $lockspace/$(printf %s "$(realpath "$i")" | sha256sum | cut -c1-64).lock"
+            echo "# ${i##*/}: $lockspace/$("$VMLEASE_BIN" inspect --json "$i" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["lock_file"])')"
         done
         echo "# QEMU $P's fds on the lockspace:"
         for f in "/proc/$P/fd/"*; do
