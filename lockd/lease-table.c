@@ -653,11 +653,35 @@ vml_lock_failure_valid(const char *action)
 
 /* ---- owners ----------------------------------------------------------------- */
 
+/* The observers a record lists (vml_record_parse leaves them out). */
+static void
+record_observers(JsonObject *record, const VmlOwner *id, const char *key, GPtrArray *out)
+{
+    JsonNode *n = json_object_get_member(record, "observing");
+    JsonArray *a = n && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
+    for (guint i = 0; a && i < json_array_get_length(a); i++) {
+        JsonNode *en = json_array_get_element(a, i);
+        JsonObject *o = JSON_NODE_HOLDS_OBJECT(en) ? json_node_get_object(en) : NULL;
+        const char *res = o ? json_object_get_string_member_with_default(o, "resource", NULL)
+                            : NULL;
+        const char *path = o ? json_object_get_string_member_with_default(o, "path", NULL)
+                             : NULL;
+        if (!res || (key && g_strcmp0(res, key) != 0))
+            continue;
+        VmlOwner *obs = vml_owner_copy(id);
+        g_free(obs->resource);
+        obs->resource = g_strdup(res);
+        obs->path = path && g_path_is_absolute(path) ? g_strdup(path) : NULL;
+        obs->observer = TRUE;
+        g_ptr_array_add(out, obs);
+    }
+}
+
 /* Append to OUT the owners from the lockspace records (KEY NULL: all),
  * minus this daemon's own holders and records of local processes that are
- * gone. */
+ * gone; with OBSERVERS, the observers they list too. */
 static void
-record_owners(VmlLeaseTable *t, const char *key, GPtrArray *out)
+record_owners(VmlLeaseTable *t, const char *key, gboolean observers, GPtrArray *out)
 {
     g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
 
@@ -683,6 +707,8 @@ record_owners(VmlLeaseTable *t, const char *key, GPtrArray *out)
             if (!key || g_strcmp0(o->resource, key) == 0)
                 g_ptr_array_add(out, g_steal_pointer(&owners->pdata[j]));
         }
+        if (observers)
+            record_observers(json_node_get_object(json_parser_get_root(p)), id, key, out);
     }
 }
 
@@ -692,7 +718,7 @@ vml_lease_table_owners(VmlLeaseTable *t, const char *key)
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     for (VmlLease *l = g_hash_table_lookup(t->by_resource, key); l; l = l->next)
         g_ptr_array_add(out, lease_owner(l));
-    record_owners(t, key, out);
+    record_owners(t, key, FALSE, out);
     /* Nobody to name, yet it may be locked: name whoever keeps the lock. */
     if (out->len == 0) {
         g_ptr_array_unref(out);
@@ -733,7 +759,7 @@ vml_lease_table_all_owners(VmlLeaseTable *t)
             g_ptr_array_add(all, observer_owner(h, key, path));
     }
     /* One pass over the lockspace for every resource, not one per key. */
-    record_owners(t, NULL, all);
+    record_owners(t, NULL, TRUE, all);
     for (guint i = 0; i < all->len; i++) {
         VmlOwner *o = g_steal_pointer(&all->pdata[i]);
         GPtrArray *owners = g_hash_table_lookup(map, o->resource);

@@ -84,8 +84,9 @@ load_subject(const ChainArgs *a, Subject *s)
 
 /* ---- show --------------------------------------------------------------- */
 
-/* Owners of every layer of every disk, by resource key; NULL (and a
- * warning) when vmleased cannot be asked. */
+/* Every layer of every disk as vmleased sees it ({resource, path,
+ * owners}), by canonical path; NULL (and a warning) when vmleased cannot
+ * be asked. */
 static GHashTable *
 layer_owners(const VmlCliOptions *opts, VmlDomain *model)
 {
@@ -110,30 +111,33 @@ layer_owners(const VmlCliOptions *opts, VmlDomain *model)
         cli_error(0, "warning: leases not shown: %s", error->message);
         return NULL;
     }
-    GHashTable *owners = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                               (GDestroyNotify)json_array_unref);
+    GHashTable *layers = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                               (GDestroyNotify)json_object_unref);
     JsonArray *resources = cli_json_array(reply, "resources");
     for (guint i = 0; resources && i < json_array_get_length(resources); i++) {
         JsonObject *r = cli_json_array_object(resources, i);
-        JsonArray *o = r ? cli_json_array(r, "owners") : NULL;
-        /* By every name its owners hold it through: the chain names
-         * images by canonical path. */
-        for (guint j = 0; o && j < json_array_get_length(o); j++) {
-            const char *path = cli_json_string(cli_json_array_object(o, j), "path", NULL);
-            if (path && !g_hash_table_contains(owners, path))
-                g_hash_table_insert(owners, g_strdup(path), json_array_ref(o));
-        }
+        /* By the path asked: its owners may hold it by another name. */
+        const char *path = r ? cli_json_string(r, "path", NULL) : NULL;
+        if (path && !g_hash_table_contains(layers, path))
+            g_hash_table_insert(layers, g_strdup(path), json_object_ref(r));
     }
-    return owners;
+    return layers;
+}
+
+static JsonObject *
+layer_of(GHashTable *layers, const char *path)
+{
+    if (!layers)
+        return NULL;
+    g_autofree char *canon = vml_canonical_path(path);
+    return g_hash_table_lookup(layers, canon);
 }
 
 static JsonArray *
-owners_of(GHashTable *owners, const char *path)
+owners_of(GHashTable *layers, const char *path)
 {
-    if (!owners)
-        return NULL;
-    g_autofree char *canon = vml_canonical_path(path);
-    JsonArray *o = g_hash_table_lookup(owners, canon);
+    JsonObject *r = layer_of(layers, path);
+    JsonArray *o = r ? cli_json_array(r, "owners") : NULL;
     return o && json_array_get_length(o) ? o : NULL;
 }
 
@@ -141,13 +145,15 @@ owners_of(GHashTable *owners, const char *path)
 static const char *
 lease_of(JsonArray *owners)
 {
-    if (!owners)
-        return "-";
-    for (guint i = 0; i < json_array_get_length(owners); i++)
-        if (g_strcmp0(cli_json_string(cli_json_array_object(owners, i), "mode", ""),
-                      "exclusive") == 0)
+    const char *lease = "-";   /* observers hold nothing */
+    for (guint i = 0; owners && i < json_array_get_length(owners); i++) {
+        const char *mode = cli_json_string(cli_json_array_object(owners, i), "mode", "");
+        if (g_str_equal(mode, "exclusive"))
             return "exclusive";
-    return "shared";
+        if (g_str_equal(mode, "shared"))
+            lease = "shared";
+    }
+    return lease;
 }
 
 static char *
@@ -198,6 +204,9 @@ show_json(const Subject *s, GHashTable *owners)
                 json_object_set_string_member(jl, "format", l->format);
             json_object_set_string_member(jl, "from", l->from_xml ? "xml" : "header");
             JsonArray *o = owners_of(owners, l->path);
+            JsonObject *r = layer_of(owners, l->path);
+            if (r && cli_json_string(r, "resource", NULL))
+                json_object_set_string_member(jl, "resource", cli_json_string(r, "resource", ""));
             json_object_set_string_member(jl, "lease", lease_of(o));
             json_object_set_array_member(jl, "owners", o ? json_array_ref(o) : json_array_new());
             json_array_add_object_element(chain, jl);
