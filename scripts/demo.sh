@@ -23,8 +23,8 @@ $vmlease status
 img="$VMLEASE_ROOT/disk.qcow2"
 qemu-img create -q -f qcow2 "$img" 16M
 
-say "holder A: 'vmlease run --exclusive disk.qcow2 -- sleep 3' (stands in for a VM writing the disk)"
-$vmlease run --exclusive "$img" -- sleep 3 &
+say "holder A: 'vmlease run --exclusive disk.qcow2 -- sleep 6' (stands in for a VM writing the disk)"
+$vmlease run --exclusive "$img" -- sleep 6 &
 holder_a=$!
 for _ in $(seq 100); do $vmlease owners "$img" | grep -q sleep && break; sleep 0.05; done
 
@@ -39,6 +39,16 @@ set +e
 $vmlease run --exclusive "$img" -- qemu-img snapshot -c s1 "$img"
 echo "(exit status $?)"
 set -e
+
+say "another name is the same image: a hard link is refused too, naming A"
+ln -f "$img" "$VMLEASE_ROOT/alias.qcow2"
+set +e
+$vmlease run --exclusive "$VMLEASE_ROOT/alias.qcow2" -- true
+echo "(exit status $?)"
+set -e
+
+say "a read-only observer is let in without a lease: 'vmlease run --observe disk.qcow2 -- qemu-img info -U disk.qcow2'"
+$vmlease run --observe "$img" -- sh -c "qemu-img info -U '$img' | head -3; $vmlease owners '$img'"
 
 say "A finishes; its lease goes with it"
 wait $holder_a
