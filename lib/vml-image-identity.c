@@ -132,14 +132,12 @@ partition_parent(dev_t dev, dev_t *parent, char **number)
 static gboolean
 loop_backing(dev_t dev, dev_t *backing_dev, ino_t *backing_ino)
 {
-    g_autofree char *node = g_strdup_printf("/dev/block/%u:%u", major(dev), minor(dev));
-    int fd = open(node, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        /* No /dev/block links: the loop driver numbers its nodes. */
-        g_free(node);
-        node = g_strdup_printf("/dev/loop%u", minor(dev));
-        fd = open(node, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    }
+    /* Its node is /dev/ + the kernel's name for it (no udev needed). */
+    g_autofree char *link = g_strdup_printf("/sys/dev/block/%u:%u", major(dev), minor(dev));
+    g_autofree char *real = realpath(link, NULL);
+    g_autofree char *name = real ? g_path_get_basename(real) : NULL;
+    g_autofree char *node = name ? g_build_filename("/dev", name, NULL) : NULL;
+    int fd = node ? open(node, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
     if (fd < 0)
         return FALSE;
     struct stat st;

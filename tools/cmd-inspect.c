@@ -321,7 +321,14 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
     g_autofree char *hash = vml_key_hash(resource);
     g_autofree char *lock_file = g_strdup_printf("%s.lock", hash);
     const char *type = S_ISBLK(st.st_mode) ? "block" : "regular";
-    g_autofree char *holders = cli_owners_describe(owners);
+    /* An observer holds nothing: it makes no image in use. */
+    g_autoptr(JsonArray) holding = json_array_new();
+    for (guint i = 0; i < json_array_get_length(owners); i++) {
+        JsonObject *o = cli_json_array_object(owners, i);
+        if (o && g_strcmp0(cli_json_string(o, "mode", NULL), "observer") != 0)
+            json_array_add_object_element(holding, json_object_ref(o));
+    }
+    g_autofree char *holders = cli_owners_describe(holding);
     gboolean bit = facts.header &&
                    (facts.header->compatible_features & VML_QCOW2_COMPAT_IN_USE);
     g_autofree char *reason = NULL;
