@@ -410,6 +410,19 @@ get_requests(Call *call, gboolean required)
     return g_steal_pointer(&reqs);
 }
 
+/* The resources parameter, which must name at least one. */
+static GArray *
+get_named_requests(Call *call)
+{
+    GArray *reqs = get_requests(call, TRUE);
+    if (reqs && reqs->len == 0) {
+        g_array_unref(reqs);
+        param_error(call, "resources", "is empty");
+        return NULL;
+    }
+    return reqs;
+}
+
 static void
 method_acquire(Call *call)
 {
@@ -430,13 +443,9 @@ method_acquire(Call *call)
                        "leases; uid %u may not", (unsigned)vml_conn_uid(call->conn));
         return;
     }
-    g_autoptr(GArray) reqs = get_requests(call, TRUE);
+    g_autoptr(GArray) reqs = get_named_requests(call);
     if (!reqs)
         return;
-    if (reqs->len == 0) {
-        param_error(call, "resources", "is empty");
-        return;
-    }
     if (want_fds && !call->d->backend->ops->lock_fds) {
         param_error(call, "fds", "cannot be had from this backend: its leases live in the "
                     "lock service, not in fds");
@@ -631,13 +640,9 @@ method_observe(Call *call)
     VmlHolder *h = get_holder(call);
     if (!h)
         return;
-    g_autoptr(GArray) reqs = get_requests(call, TRUE);
+    g_autoptr(GArray) reqs = get_named_requests(call);
     if (!reqs)
         return;
-    if (reqs->len == 0) {
-        param_error(call, "resources", "is empty");
-        return;
-    }
     g_autoptr(GError) error = NULL;
     if (!vml_lease_table_observe(call->d->table, h, (VmlRequest *)(void *)reqs->data, reqs->len,
                                  &error)) {

@@ -270,31 +270,9 @@ lease_drop(VmlLeaseTable *t, VmlLease *l)
     g_free(l);
 }
 
+/* H on KEY (the image at PATH, may be NULL), as admins see an owner. */
 static VmlOwner *
-lease_owner(const VmlLease *l)
-{
-    const VmlHolder *h = l->holder;
-    VmlOwner *o = g_new0(VmlOwner, 1);
-    o->resource = g_strdup(l->key);
-    o->path = g_strdup(l->path);
-    o->host = g_strdup(vml_host_name());
-    o->machine_id = g_strdup(vml_host_machine_id());
-    o->boot_id = g_strdup(vml_host_boot_id());
-    o->uuid = g_strdup(h->uuid);
-    o->name = g_strdup(h->name);
-    o->holder = h->id;
-    o->pid = h->pid;
-    o->start_time = h->start_time;
-    o->mode = l->mode;
-    o->since = l->since;
-    o->generation = l->generation;
-    o->parked = g_strdup(l->parked);
-    o->parked_since = l->parked_since;
-    return o;
-}
-
-static VmlOwner *
-observer_owner(const VmlHolder *h, const char *key, const char *path)
+holder_owner(const VmlHolder *h, const char *key, const char *path)
 {
     VmlOwner *o = g_new0(VmlOwner, 1);
     o->resource = g_strdup(key);
@@ -308,6 +286,25 @@ observer_owner(const VmlHolder *h, const char *key, const char *path)
     o->pid = h->pid;
     o->start_time = h->start_time;
     o->since = h->since;
+    return o;
+}
+
+static VmlOwner *
+lease_owner(const VmlLease *l)
+{
+    VmlOwner *o = holder_owner(l->holder, l->key, l->path);
+    o->mode = l->mode;
+    o->since = l->since;
+    o->generation = l->generation;
+    o->parked = g_strdup(l->parked);
+    o->parked_since = l->parked_since;
+    return o;
+}
+
+static VmlOwner *
+observer_owner(const VmlHolder *h, const char *key, const char *path)
+{
+    VmlOwner *o = holder_owner(h, key, path);
     o->observer = TRUE;
     return o;
 }
