@@ -344,12 +344,7 @@ run_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         fds_close(fds);
         return status;
     }
-    if (n_observed && geteuid() != 0)
-        cli_error(0, "warning: observed images stay writable for COMMAND: making them "
-                  "read-only takes root; COMMAND must open them read-only itself");
-    status = cli_run_command_read_only(command, -1,
-                                       geteuid() == 0 ? (const char *const *)read_only->pdata
-                                                      : NULL);
+    status = cli_run_command_read_only(command, -1, (const char *const *)read_only->pdata);
     release_all(opts, client, &holder);
     fds_close(fds);
     return status;
@@ -377,10 +372,11 @@ const VmlCliCommand vml_cmd_run = {
         "--observe reads images without a lease, as `qemu-img info -U` or\n"
         "libguestfs' readonly=true do: nothing is locked, a VM holding the image\n"
         "exclusively is neither blocked nor blocks, and `vmlease owners` lists\n"
-        "this command as an observer. Run as root, COMMAND gets a mount\n"
-        "namespace of its own where each observed path (and its backing images)\n"
-        "is bind-mounted read-only over itself: writing through that path fails\n"
-        "with EROFS. What it reads may be torn or changing while the VM writes;\n"
+        "this command as an observer. COMMAND gets a mount namespace of its own\n"
+        "(without root, inside a user namespace mapping only the caller's uid and\n"
+        "gid) where each observed path (and its backing images) is bind-mounted\n"
+        "read-only over itself: writing through that path fails with EROFS; if\n"
+        "that cannot be set up, COMMAND does not run (exit 126). What it reads may be torn or changing while the VM writes;\n"
         "it must never write (docs/resource-identity.md).\n\n"
         "Options:\n"
         "  --exclusive PATH...  lock the following images for this command alone\n"

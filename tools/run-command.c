@@ -3,20 +3,55 @@
 #include "vmlease-cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* Write TEXT to /proc/self/FILE. */
+static gboolean
+write_proc_self(const char *file, const char *text)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/%s", file);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    gboolean ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* Without root, a user namespace of our own (our uid and gid mapped to
+ * themselves, so the command runs as who it is) lets us own a mount
+ * namespace; it gives no rights over anything outside. */
+static gboolean
+own_namespaces(void)
+{
+    if (geteuid() == 0)
+        return unshare(CLONE_NEWNS) == 0;
+    char map[64];
+    uid_t uid = geteuid();
+    gid_t gid = getegid();
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+        return FALSE;
+    snprintf(map, sizeof(map), "%u %u 1\n", (unsigned)uid, (unsigned)uid);
+    if (!write_proc_self("uid_map", map) || !write_proc_self("setgroups", "deny"))
+        return FALSE;
+    snprintf(map, sizeof(map), "%u %u 1\n", (unsigned)gid, (unsigned)gid);
+    return write_proc_self("gid_map", map);
+}
+
 /* In the child: its own mount namespace, READ_ONLY bound read-only. */
 static gboolean
 make_read_only(const char *const *read_only)
 {
-    if (unshare(CLONE_NEWNS) < 0) {
+    if (!own_namespaces()) {
         dprintf(STDERR_FILENO, "vmlease: cannot make a mount namespace for the command: %s\n",
                 strerror(errno));
         return FALSE;

@@ -89,9 +89,10 @@ VmlClient *cli_connect_lease(const VmlCliOptions *opts, GError **error);
  * its exit status, 128+N if signal N killed it. */
 int cli_run_command(char **command, int pass_fd);
 /* The same with every path of READ_ONLY (NULL-terminated, canonical) made
- * read-only for COMMAND: it runs in a mount namespace of its own where each
- * is bind-mounted read-only over itself (needs root; COMMAND does not run
- * if it cannot be done). */
+ * read-only for COMMAND: it runs in a mount namespace of its own (without
+ * root, inside a user namespace that maps only our own uid and gid) where
+ * each is bind-mounted read-only over itself; COMMAND does not run if that
+ * cannot be done. */
 int cli_run_command_read_only(char **command, int pass_fd, const char *const *read_only);
 
 /* The exit code for an error from vml_client_call(). */
