@@ -1,7 +1,8 @@
 /* vmlease run --observe against a real vmleased, QEMU and qemu-img: an
  * observer is listed among an image's owners as "observer", takes no lock,
- * blocks nobody and is blocked by nobody, and (as root) its command sees
- * each observed image and its backing images read-only. */
+ * blocks nobody and is blocked by nobody, and its command sees each
+ * observed image and its backing images read-only (as root, and as a
+ * lease-group member through a user namespace). */
 #include "harness.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -989,17 +991,58 @@ test_observe_backing_images(void)
     g_assert_cmpuint(n_owners(base), ==, 0);
 }
 
+/* Without root the observed image is read-only too: uid 65534, in the
+ * lease group, gets EROFS writing a 0666 image through the observed path,
+ * while the same write outside an observer works. */
+static void
+test_observe_read_only_without_root(void)
+{
+    if (geteuid() != 0 || !have("setpriv")) {
+        g_test_skip("needs root (to become uid 65534) and setpriv");
+        return;
+    }
+    g_autofree char *path = in_root("nobody.img");
+    g_assert_true(g_file_set_contents(path, "bytes\n", -1, NULL));
+    g_assert_cmpint(chmod(path, 0666), ==, 0);
+    g_assert_cmpint(chmod(daemon_->root, 0711), ==, 0);
+    g_autofree char *img = canonical("nobody.img");
+    g_autofree char *before = sha256_of(img);
+    g_autofree char *write = g_strdup_printf("id -u; echo x >> %s", img);
+
+    g_auto(Run) in = { 0 };
+    tool(&in, "setpriv", "--reuid", "65534", "--regid", "65534", "--init-groups",
+         g_getenv("VMLEASE_BIN"), "run", "--observe", img, "--", "sh", "-c", write, NULL);
+    g_assert_cmpint(in.status, ==, 2);
+    g_assert_cmpstr(in.out, ==, "65534\n");   /* runs as itself, not as a mapped root */
+    g_autofree char *erofs = g_strdup_printf("%s: Read-only file system\n", img);
+    g_assert_nonnull(strstr(in.err, erofs));
+    g_autofree char *after = sha256_of(img);
+    g_assert_cmpstr(after, ==, before);
+
+    /* The control: the same write by the same uid without an observer. */
+    g_auto(Run) out = { 0 };
+    tool(&out, "setpriv", "--reuid", "65534", "--regid", "65534", "--init-groups",
+         "sh", "-c", write, NULL);
+    g_assert_cmpint(out.status, ==, 0);
+    g_autofree char *changed = sha256_of(img);
+    g_assert_cmpstr(changed, !=, before);
+    g_assert_cmpuint(n_owners(img), ==, 0);
+}
+
 int
 main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_assert_nonnull(g_getenv("VMLEASE_BIN"));
-    daemon_ = vml_test_daemon_start(NULL);
+    /* uid 65534 (group nogroup) may take leases and look: the case
+     * without root. */
+    daemon_ = vml_test_daemon_start("lease_group = \"nogroup\"\nadmin_group = \"nogroup\"\n");
     g_test_add_func("/observe/running-vm", test_observe_running_vm);
     g_test_add_func("/observe/read-only", test_observe_read_only);
     g_test_add_func("/observe/holds-nothing", test_observe_holds_nothing);
     g_test_add_func("/observe/gone-on-exit-and-kill", test_observe_gone_on_exit_and_kill);
     g_test_add_func("/observe/backing-images", test_observe_backing_images);
+    g_test_add_func("/observe/read-only-without-root", test_observe_read_only_without_root);
     int rc = g_test_run();
     vml_test_daemon_stop(daemon_);
     return rc;
