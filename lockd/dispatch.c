@@ -183,6 +183,12 @@ path_key(Call *call, const char *what, const char *path, char **canonical)
                                                                   : "no such file");
         return NULL;
     }
+    /* Never through a /proc magic link (a symlink to /proc/self/fd/N):
+     * it would name what vmleased itself has open. */
+    if (seen < 0 && (seen = vml_open_path_no_magic(path)) < 0 && errno == ELOOP) {
+        param_error(call, what, "resolves through a link into /proc or a symlink loop");
+        return NULL;
+    }
     char *real = realpath(path, NULL);
     /* The identity comes from the inode opened here, not from a name
      * that could be swapped after it was checked. */

@@ -45,15 +45,28 @@ open_error(GError **error, const char *path, int err)
                 err == EACCES || err == EPERM ? VML_ERROR_PERMISSION_DENIED
                                               : VML_ERROR_NO_SUCH_IMAGE,
                 "cannot open %s: %s", path,
-                err == ELOOP ? "a part of the path is (now) a symlink" : g_strerror(err));
+                err == ELOOP ? "a part of the path is (now) a symlink, loops, or links "
+                               "into /proc" : g_strerror(err));
     return -1;
 }
 
-/* A user's name of a file: its symlinks are the user's to have. */
+/* A user's name of a file: its symlinks are the user's to have, but not
+ * a /proc magic link (/proc/self/fd/N), which would name what the
+ * resolving process (forked from vmleased) has open. */
 static int
 open_following(const char *path, G_GNUC_UNUSED int flags)
 {
-    return open(path, O_PATH | O_CLOEXEC);
+    return vml_open_path_no_magic(path);
+}
+
+int
+vml_open_path_no_magic(const char *path)
+{
+    struct open_how how = {
+        .flags = O_PATH | O_CLOEXEC,
+        .resolve = RESOLVE_NO_MAGICLINKS,
+    };
+    return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 }
 
 static int

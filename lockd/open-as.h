@@ -26,7 +26,12 @@ gboolean vml_creds_of_peer(int fd, VmlCreds *creds);
  * for EACCES/EPERM, VML_ERROR_NO_SUCH_IMAGE otherwise). */
 int vml_open_as(const char *path, int flags, const VmlCreds *creds, GError **error);
 
-/* An O_PATH fd on PATH (symlinks followed) as CREDS resolve it: fails
+/* An O_PATH fd on PATH, symlinks followed but no /proc magic link
+ * (/proc/self/fd/N and the like): -1 with errno (ELOOP for one). */
+int vml_open_path_no_magic(const char *path);
+
+/* An O_PATH fd on PATH (symlinks followed, no magic links) as CREDS
+ * resolve it: fails
  * where CREDS may not look (a directory it cannot search), so nobody
  * learns through vmleased what exists there. Errors as vml_open_as. */
 int vml_open_path_as(const char *path, const VmlCreds *creds, GError **error);

@@ -50,6 +50,7 @@
 #define NOT_HELD "io.vmlease.NotHeld"
 #define BACKEND "io.vmlease.BackendError"
 #define INVALID "org.varlink.service.InvalidParameter"
+#define NO_IMAGE "io.vmlease.NoSuchImage"
 
 static gid_t
 nogroup(void)
@@ -612,7 +613,7 @@ typedef enum { FD_NONE, FD_VICTIM, FD_OWN } FdKind;
  * %VMPID% its pid, %OWNH% a holder the attacker registered for itself just
  * before (on the lease socket; 0 when it may not), %PID% the attacker's
  * pid, %VICTIM% the VM's disk (qcow2, mode 0666), %OWN% the attacker's own
- * image. FD goes with the call. EXPECT is the answer per role: "ok", an
+ * image, %PROCLINK% its symlink to /proc/self/fd/1. FD goes with the call. EXPECT is the answer per role: "ok", an
  * error name, and for replies " fds=N" (the entries of a stash list) and
  * " fd=victim"/" fd=own"/" fd=other" for each fd handed out. */
 typedef struct {
@@ -670,6 +671,12 @@ static const AuthCase auth_cases[] = {
     { "acquire-own-holder-fds", SOCK_LEASE, "io.vmlease.Lease.Acquire",
       "{\"holder\":%OWNH%,\"resources\":[{\"path\":\"%VICTIM%\"}],\"holder_fds\":true}",
       FD_NONE, LEASE_ONLY(CONFLICT) },
+    { "acquire-own-through-proc-link", SOCK_LEASE, "io.vmlease.Lease.Acquire",
+      "{\"holder\":%OWNH%,\"resources\":[{\"path\":\"%PROCLINK%\",\"mode\":\"exclusive\"}]}",
+      FD_NONE, LEASE_ONLY(NO_IMAGE) },
+    { "open-image-own-through-proc-link", SOCK_LEASE, "io.vmlease.Lease.OpenImage",
+      "{\"holder\":%OWNH%,\"path\":\"%PROCLINK%\",\"mode\":\"read-only\"}", FD_NONE,
+      LEASE_ONLY(NO_IMAGE) },
     { "release-own-named", SOCK_LEASE, "io.vmlease.Lease.Release",
       "{\"holder\":%OWNH%,\"resources\":[{\"path\":\"%VICTIM%\"}]}", FD_NONE,
       LEASE_ONLY(NOT_HELD) },
@@ -761,6 +768,7 @@ known_hole(const char *slug)
 typedef struct {
     VmlTestDaemon *d;
     char *lease_socket, *admin_socket, *victim, *victim_real, *own;
+    char *proc_link;   /* the attacker's symlink to /proc/self/fd/1 */
     VmlTestVm vm;
     dev_t victim_dev, own_dev;
     ino_t victim_ino, own_ino;
@@ -779,6 +787,7 @@ world_free(World *w)
     g_free(w->victim);
     g_free(w->victim_real);
     g_free(w->own);
+    g_free(w->proc_link);
     g_free(w);
 }
 
@@ -821,6 +830,10 @@ world_new(Role role)
     w->victim_real = realpath(w->victim, NULL);
     w->own = g_build_filename(w->d->root, "attacker.img", NULL);
     g_assert_true(g_file_set_contents(w->own, "", 0, NULL));
+    /* Resolved by vmleased or by a process it forked, /proc/self/fd/1
+     * would be one of vmleased's own open files: its log, readable. */
+    w->proc_link = g_build_filename(w->d->root, "attacker-proc.img", NULL);
+    g_assert_cmpint(symlink("/proc/self/fd/1", w->proc_link), ==, 0);
     g_assert_cmpint(chown(w->own, NOBODY, gid), ==, 0);
     struct stat st;
     g_assert_cmpint(stat(w->victim, &st), ==, 0);
@@ -943,7 +956,8 @@ attack_body(gpointer data, int out_fd)
     g_autofree char *ownh = g_strdup_printf("%" G_GINT64_FORMAT, own_holder);
     g_autofree char *pid = g_strdup_printf("%d", (int)getpid());
     const char *vars[] = { "%VMH%", vmh, "%VMPID%", vmpid, "%OWNH%", ownh, "%PID%", pid,
-                           "%VICTIM%", w->victim, "%OWN%", w->own, NULL };
+                           "%VICTIM%", w->victim, "%OWN%", w->own, "%PROCLINK%",
+                           w->proc_link, NULL };
     g_autofree char *text = fill(a->c->params, vars);
     g_autoptr(JsonParser) parser = json_parser_new();
     if (!json_parser_load_from_data(parser, text, -1, NULL)) {

@@ -541,6 +541,22 @@ test_fd_names(void)
             g_assert_cmpuint(n_held(h2.holder), ==, 0);
         }
     }
+    /* Nor through a symlink to such a name (or to /dev/stdin, itself one):
+     * /proc's magic links are never followed by vmleased. */
+    g_autofree char *to_fd = g_build_filename(daemon_->root, "to-proc-fd.img", NULL);
+    g_autofree char *to_stdin = g_build_filename(daemon_->root, "to-stdin.img", NULL);
+    g_assert_cmpint(symlink("/proc/self/fd/1", to_fd), ==, 0);
+    g_assert_cmpint(symlink("/dev/stdin", to_stdin), ==, 0);
+    const char *linked[] = { to_fd, to_stdin, NULL };
+    for (const char **p = linked; *p; p++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(JsonObject) ep = NULL;
+        g_autoptr(JsonObject) r = acquire(h2.holder, "exclusive", *p, &ep, &error);
+        g_assert_null(r);
+        g_assert_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER);
+        g_assert_nonnull(strstr(error->message, "link into /proc"));
+        g_assert_cmpuint(n_held(h2.holder), ==, 0);
+    }
     g_autoptr(JsonArray) still = vml_test_owners(img);
     g_assert_cmpuint(json_array_get_length(still), ==, 1);
     g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(still, 0), "pid"),
