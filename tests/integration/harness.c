@@ -256,6 +256,28 @@ vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
     return pid;
 }
 
+void
+vml_test_run_clear(VmlTestRun *r)
+{
+    g_clear_pointer(&r->out, g_free);
+    g_clear_pointer(&r->err, g_free);
+}
+
+void
+vml_test_run(VmlTestRun *r, const char *dir, const char *const *argv)
+{
+    g_auto(GStrv) env = g_get_environ();
+    env = g_environ_setenv(env, "TZ", "UTC", TRUE);
+    g_autoptr(GError) error = NULL;
+    int wait_status;
+    g_spawn_sync(dir, (char **)argv, env, G_SPAWN_SEARCH_PATH, die_with_parent, NULL,
+                 &r->out, &r->err, &wait_status, &error);
+    g_assert_no_error(error);
+    g_assert_true(WIFEXITED(wait_status));
+    r->status = WEXITSTATUS(wait_status);
+    g_test_message("%s ... -> %d\nstdout: %s\nstderr: %s", argv[0], r->status, r->out, r->err);
+}
+
 char *
 vml_test_resource_key(const char *path)
 {

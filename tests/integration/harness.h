@@ -45,6 +45,18 @@ pid_t vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resou
 
 /* The lock type another process would run into on the lock file of PATH's
  * resource key (F_UNLCK, F_RDLCK or F_WRLCK), tested with F_OFD_GETLK. */
+/* A command's outcome: exit status (it must exit, not die), its output. */
+typedef struct {
+    int status;
+    char *out;
+    char *err;
+} VmlTestRun;
+void vml_test_run_clear(VmlTestRun *r);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VmlTestRun, vml_test_run_clear)
+/* Run ARGV (NULL-terminated; ARGV[0] looked up in PATH) in DIR (NULL:
+ * here) with TZ=UTC, dying with the test; logged as a test message. */
+void vml_test_run(VmlTestRun *r, const char *dir, const char *const *argv);
+
 /* The resource key vmleased gives the image at PATH (no shared_storage). */
 char *vml_test_resource_key(const char *path);
 /* O (a lease, conflict or owners entry) names the image at PATH: its

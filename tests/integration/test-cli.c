@@ -10,23 +10,10 @@
 
 static VmlTestDaemon *daemon_;
 
-typedef struct {
-    int status;
-    char *out;
-    char *err;
-} Run;
-
-static void
-run_clear(Run *r)
-{
-    g_free(r->out);
-    g_free(r->err);
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Run, run_clear)
 
 /* Run vmlease with ARGS (NULL-terminated) and capture everything. */
 static void
-vmlease(Run *r, const char *first, ...)
+vmlease(VmlTestRun *r, const char *first, ...)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
     va_list ap;
@@ -36,15 +23,7 @@ vmlease(Run *r, const char *first, ...)
         g_ptr_array_add(argv, (char *)a);
     va_end(ap);
     g_ptr_array_add(argv, NULL);
-    g_auto(GStrv) env = g_get_environ();
-    env = g_environ_setenv(env, "TZ", "UTC", TRUE);
-    g_autoptr(GError) error = NULL;
-    int wait_status;
-    g_spawn_sync(NULL, (char **)argv->pdata, env, G_SPAWN_DEFAULT, NULL, NULL,
-                 &r->out, &r->err, &wait_status, &error);
-    g_assert_no_error(error);
-    g_assert_true(WIFEXITED(wait_status));
-    r->status = WEXITSTATUS(wait_status);
+    vml_test_run(r, NULL, (const char *const *)argv->pdata);
 }
 
 /* `vmlease run --exclusive IMG -- sleep 60` in the background; returns
@@ -86,7 +65,7 @@ test_run_refused_names_holder(void)
     GPid holder = run_in_background("--exclusive", img);
     g_autofree char *pid_text = g_strdup_printf("pid %d", (int)holder);
 
-    g_auto(Run) r = { 0 };
+    g_auto(VmlTestRun) r = { 0 };
     vmlease(&r, "run", "--exclusive", img, "--", "touch", "/nonexistent/should-not-run", NULL);
     g_assert_cmpint(r.status, ==, 3);
     g_assert_cmpstr(r.out, ==, "");
@@ -97,13 +76,13 @@ test_run_refused_names_holder(void)
     g_assert_nonnull(strstr(r.err, "exclusive since"));
 
     /* Shared is refused too while the holder is exclusive. */
-    g_auto(Run) r2 = { 0 };
+    g_auto(VmlTestRun) r2 = { 0 };
     vmlease(&r2, "run", "--shared", img, "--", "true", NULL);
     g_assert_cmpint(r2.status, ==, 3);
 
     stop_background(holder);
     g_assert_true(vml_test_wait_owners(img, 0, 1000));
-    g_auto(Run) r3 = { 0 };
+    g_auto(VmlTestRun) r3 = { 0 };
     vmlease(&r3, "run", "--exclusive", img, "--", "sh", "-c", "exit 7", NULL);
     g_assert_cmpint(r3.status, ==, 7);
     g_assert_cmpstr(r3.err, ==, "");
@@ -122,7 +101,7 @@ test_qemu_img_snapshot_refused_while_vm_runs(void)
     g_assert_cmpint(system(cmd), ==, 0);
     pid_t vm = vml_test_holder_spawn(UUID_A, "vm-a", vml_test_resources("exclusive", img, NULL));
 
-    g_auto(Run) r = { 0 };
+    g_auto(VmlTestRun) r = { 0 };
     vmlease(&r, "run", "--exclusive", img, "--", "qemu-img", "snapshot", "-c", "s1", img, NULL);
     g_assert_cmpint(r.status, ==, 3);
     g_assert_nonnull(strstr(r.err, "VM \"vm-a\""));
@@ -135,7 +114,7 @@ test_qemu_img_snapshot_refused_while_vm_runs(void)
 
     vml_test_child_kill(vm, SIGKILL);
     g_assert_true(vml_test_wait_owners(img, 0, 1000));
-    g_auto(Run) r2 = { 0 };
+    g_auto(VmlTestRun) r2 = { 0 };
     vmlease(&r2, "run", "--exclusive", img, "--", "qemu-img", "snapshot", "-c", "s1", img, NULL);
     g_assert_cmpint(r2.status, ==, 0);
 }
@@ -165,12 +144,12 @@ test_run_leases_backing_chain(void)
     g_assert_cmpint(json_object_get_int_member(o, "pid"), ==, reader);
     g_assert_cmpstr(json_object_get_string_member(o, "mode"), ==, "shared");
 
-    g_auto(Run) r = { 0 };
+    g_auto(VmlTestRun) r = { 0 };
     vmlease(&r, "run", "--exclusive", base, "--", "qemu-img", "commit", top, NULL);
     g_assert_cmpint(r.status, ==, 3);
     g_assert_nonnull(strstr(r.err, base));
     g_assert_nonnull(strstr(r.err, "vmlease-run:sleep"));
-    g_auto(Run) r2 = { 0 };
+    g_auto(VmlTestRun) r2 = { 0 };
     vmlease(&r2, "run", "--shared", base, "--", "true", NULL);
     g_assert_cmpint(r2.status, ==, 0);
 
@@ -186,7 +165,7 @@ test_owners_table_and_json(void)
     GPid a = run_in_background("--shared", img);
     GPid b = run_in_background("--shared", img);
 
-    g_auto(Run) j = { 0 };
+    g_auto(VmlTestRun) j = { 0 };
     vmlease(&j, "owners", "--json", img, NULL);
     g_assert_cmpint(j.status, ==, 0);
     g_autoptr(JsonParser) p = json_parser_new();
@@ -207,7 +186,7 @@ test_owners_table_and_json(void)
         g_assert_cmpstr(json_object_get_string_member(o, "host"), ==, g_get_host_name());
     }
 
-    g_auto(Run) t = { 0 };
+    g_auto(VmlTestRun) t = { 0 };
     vmlease(&t, "owners", img, NULL);
     g_assert_cmpint(t.status, ==, 0);
     g_auto(GStrv) lines = g_strsplit(t.out, "\n", -1);
@@ -235,7 +214,7 @@ test_status_inspect_and_exit_codes(void)
     g_autofree char *img = vml_test_make_image(daemon_, "inspect.img");
     GPid a = run_in_background("--exclusive", img);
 
-    g_auto(Run) s = { 0 };
+    g_auto(VmlTestRun) s = { 0 };
     vmlease(&s, "status", "--json", NULL);
     g_assert_cmpint(s.status, ==, 0);
     g_autoptr(JsonParser) p = json_parser_new();
@@ -245,29 +224,29 @@ test_status_inspect_and_exit_codes(void)
     g_assert_cmpint(json_object_get_int_member(st, "holders"), ==, 1);
     g_assert_cmpint(json_object_get_int_member(st, "leases"), ==, 1);
 
-    g_auto(Run) i = { 0 };
+    g_auto(VmlTestRun) i = { 0 };
     vmlease(&i, "inspect", img, NULL);
     g_assert_cmpint(i.status, ==, 0);
     g_autofree char *verdict = g_strdup_printf("in use by VM \"vmlease-run:sleep\"");
     g_assert_nonnull(strstr(i.out, verdict));
 
-    g_auto(Run) missing = { 0 };
+    g_auto(VmlTestRun) missing = { 0 };
     vmlease(&missing, "owners", "/nonexistent/disk.qcow2", NULL);
     g_assert_cmpint(missing.status, ==, 5);
     g_assert_nonnull(strstr(missing.err, "/nonexistent/disk.qcow2"));
 
-    g_auto(Run) usage = { 0 };
+    g_auto(VmlTestRun) usage = { 0 };
     vmlease(&usage, "run", "--exclusive", img, NULL);   /* no -- COMMAND */
     g_assert_cmpint(usage.status, ==, 1);
 
-    g_auto(Run) help = { 0 };
+    g_auto(VmlTestRun) help = { 0 };
     vmlease(&help, "--help", NULL);
     g_assert_cmpint(help.status, ==, 0);
     g_assert_nonnull(strstr(help.out, "Exit status:"));
     stop_background(a);
 
     /* No daemon behind the socket: exit 2, saying so. */
-    g_auto(Run) down = { 0 };
+    g_auto(VmlTestRun) down = { 0 };
     vmlease(&down, "status", "--admin-socket", "/nonexistent/vmleased-admin.sock", NULL);
     g_assert_cmpint(down.status, ==, 2);
     g_assert_nonnull(strstr(down.err, "/nonexistent/vmleased-admin.sock"));
@@ -282,19 +261,19 @@ test_stash_commands(void)
     g_autofree char *file = vml_test_make_image(daemon_, "stash.txt");
     g_assert_true(g_file_set_contents(file, "stashed bytes\n", -1, NULL));
 
-    g_auto(Run) give = { 0 };
+    g_auto(VmlTestRun) give = { 0 };
     vmlease(&give, "stash", "give", "--owner", owner, "--name", "n1", file, NULL);
     g_assert_cmpint(give.status, ==, 0);
     g_autofree char *said = g_strdup_printf("stashed %s (read-write, offset 0) as \"n1\" for %s\n",
                                             file, owner);
     g_assert_cmpstr(give.out, ==, said);
 
-    g_auto(Run) again = { 0 };
+    g_auto(VmlTestRun) again = { 0 };
     vmlease(&again, "stash", "give", "--owner", owner, "--name", "n1", file, NULL);
     g_assert_cmpint(again.status, ==, 4);
     g_assert_nonnull(strstr(again.err, "already has an fd named \"n1\""));
 
-    g_auto(Run) list = { 0 };
+    g_auto(VmlTestRun) list = { 0 };
     vmlease(&list, "stash", "list", "--owner", owner, "--json", NULL);
     g_assert_cmpint(list.status, ==, 0);
     g_autoptr(JsonParser) p = json_parser_new();
@@ -305,19 +284,19 @@ test_stash_commands(void)
     g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(fds, 0), "path"),
                     ==, file);
 
-    g_auto(Run) take = { 0 };
+    g_auto(VmlTestRun) take = { 0 };
     vmlease(&take, "stash", "take", "--owner", owner, "--name", "n1", "--",
             "sh", "-c", "cat <&3; echo \"fd $VMLEASE_FD\"; exit 7", NULL);
     g_assert_cmpint(take.status, ==, 7);
     g_assert_cmpstr(take.out, ==, "stashed bytes\nfd 3\n");
 
-    g_auto(Run) gone = { 0 };
+    g_auto(VmlTestRun) gone = { 0 };
     vmlease(&gone, "stash", "take", "--owner", owner, "--name", "n1", NULL);
     g_assert_cmpint(gone.status, ==, 5);
     g_autofree char *nothing = g_strdup_printf("vmlease: owner %s has nothing stashed\n", owner);
     g_assert_cmpstr(gone.err, ==, nothing);
 
-    g_auto(Run) usage = { 0 };
+    g_auto(VmlTestRun) usage = { 0 };
     vmlease(&usage, "stash", "give", "--owner", "not-a-uuid", "--name", "x", file, NULL);
     g_assert_cmpint(usage.status, ==, 1);
     g_assert_nonnull(strstr(usage.err, "--owner must be a domain uuid"));

@@ -387,23 +387,10 @@ test_bind_mount(void)
 
 /* ---- 4: /dev/fd and /proc/self/fd -------------------------------------------- */
 
-typedef struct {
-    int status;
-    char *out;
-    char *err;
-} Run;
-
-static void
-run_clear(Run *r)
-{
-    g_free(r->out);
-    g_free(r->err);
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Run, run_clear)
 
 /* sh -c 'exec 3<FILE; exec vmlease ARGS...' */
 static void
-vmlease_with_fd3(Run *r, const char *file, ...)
+vmlease_with_fd3(VmlTestRun *r, const char *file, ...)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new();
     g_ptr_array_add(argv, "sh");
@@ -418,18 +405,12 @@ vmlease_with_fd3(Run *r, const char *file, ...)
         g_ptr_array_add(argv, (char *)a);
     va_end(ap);
     g_ptr_array_add(argv, NULL);
-    g_autoptr(GError) error = NULL;
-    int wait_status;
-    g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &r->out,
-                 &r->err, &wait_status, &error);
-    g_assert_no_error(error);
-    g_assert_true(WIFEXITED(wait_status));
-    r->status = WEXITSTATUS(wait_status);
+    vml_test_run(r, NULL, (const char *const *)argv->pdata);
 }
 
 /* vmlease run MODE FDNAME -- true, with fd 3 open on FILE. */
 static void
-run_through_fd(Run *r, const char *file, const char *mode, const char *fdname)
+run_through_fd(VmlTestRun *r, const char *file, const char *mode, const char *fdname)
 {
     vmlease_with_fd3(r, file, "run", mode, fdname, "--", "true", NULL);
 }
@@ -464,7 +445,7 @@ test_fd_names(void)
         { img, "/dev/fd/3", "--shared" },
     };
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
-        g_auto(Run) r = { 0 };
+        g_auto(VmlTestRun) r = { 0 };
         run_through_fd(&r, cases[i].file, cases[i].mode, cases[i].fdname);
         g_test_message("vmlease run %s %s (fd 3 on %s): exit %d: %s", cases[i].mode,
                        cases[i].fdname, cases[i].file, r.status, r.err);
@@ -483,7 +464,7 @@ test_fd_names(void)
     }
     /* vmlease owners through /dev/fd/3 (on the hard link): the image by
      * the name asked, its key, and the owner by the name it holds it by. */
-    g_auto(Run) j = { 0 };
+    g_auto(VmlTestRun) j = { 0 };
     vmlease_with_fd3(&j, hard, "owners", "--json", "/dev/fd/3", NULL);
     g_assert_cmpint(j.status, ==, 0);
     g_autoptr(JsonParser) jp = json_parser_new();
@@ -498,7 +479,7 @@ test_fd_names(void)
     g_assert_cmpuint(json_array_get_length(jowners), ==, 1);
     assert_owner(json_array_get_object_element(jowners, 0), &e, "exclusive");
 
-    g_auto(Run) t = { 0 };
+    g_auto(VmlTestRun) t = { 0 };
     vmlease_with_fd3(&t, hard, "owners", "/proc/self/fd/3", NULL);
     g_test_message("vmlease owners /proc/self/fd/3 (fd 3 on %s):\n%s", hard, t.out);
     g_assert_cmpint(t.status, ==, 0);
@@ -565,7 +546,7 @@ test_fd_names(void)
     g_assert_true(vml_test_wait_owners(img, 0, 5000));
 
     /* Free: the CLI gets it through /dev/fd/3 (fd 3 on the hard link). */
-    g_auto(Run) ok = { 0 };
+    g_auto(VmlTestRun) ok = { 0 };
     run_through_fd(&ok, hard, "--exclusive", "/dev/fd/3");
     g_assert_cmpint(ok.status, ==, 0);
     g_assert_cmpstr(ok.err, ==, "");

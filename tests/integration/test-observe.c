@@ -57,19 +57,6 @@ have(const char *program)
 
 /* ---- running commands (in the daemon's root, so names are relative) ---- */
 
-typedef struct {
-    int status;   /* exit status */
-    char *out;
-    char *err;
-} Run;
-
-static void
-run_clear(Run *r)
-{
-    g_free(r->out);
-    g_free(r->err);
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Run, run_clear)
 
 static GPtrArray *
 collect_argv(const char *first, va_list ap)
@@ -82,22 +69,14 @@ collect_argv(const char *first, va_list ap)
 }
 
 static void
-run_argv(Run *r, GPtrArray *argv)
+run_argv(VmlTestRun *r, GPtrArray *argv)
 {
-    g_autoptr(GError) error = NULL;
-    int wait_status;
-    g_spawn_sync(daemon_->root, (char **)argv->pdata, NULL, G_SPAWN_SEARCH_PATH,
-                 die_with_parent, NULL, &r->out, &r->err, &wait_status, &error);
-    g_assert_no_error(error);
-    g_assert_true(WIFEXITED(wait_status));
-    r->status = WEXITSTATUS(wait_status);
-    g_test_message("%s ... -> %d\nstdout: %s\nstderr: %s", (char *)argv->pdata[0],
-                   r->status, r->out, r->err);
+    vml_test_run(r, daemon_->root, (const char *const *)argv->pdata);
 }
 
 /* Run PROGRAM ARGS (NULL-terminated). */
 static void
-tool(Run *r, const char *first, ...)
+tool(VmlTestRun *r, const char *first, ...)
 {
     va_list ap;
     va_start(ap, first);
@@ -108,7 +87,7 @@ tool(Run *r, const char *first, ...)
 
 /* Run $VMLEASE_BIN ARGS (NULL-terminated). */
 static void
-vmlease(Run *r, const char *first, ...)
+vmlease(VmlTestRun *r, const char *first, ...)
 {
     va_list ap;
     va_start(ap, first);
@@ -327,7 +306,7 @@ my_mounts_on(const char *path)
 static void
 make_qcow2(const char *name, const char *backing)
 {
-    g_auto(Run) r = { 0 };
+    g_auto(VmlTestRun) r = { 0 };
     if (backing)
         tool(&r, "qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", "qcow2",
              name, NULL);
@@ -486,7 +465,7 @@ test_observe_running_vm(void)
 
     /* Not written yet. */
     {
-        g_auto(Run) c = { 0 };
+        g_auto(VmlTestRun) c = { 0 };
         tool(&c, "qemu-img", "compare", "-U", "disk.qcow2", "ref.raw", NULL);
         g_assert_cmpint(c.status, ==, 1);
         g_assert_cmpstr(c.out, ==, "Content mismatch at offset 0!\n");
@@ -532,7 +511,7 @@ test_observe_running_vm(void)
 
     /* The two commands, as typed. */
     {
-        g_auto(Run) info = { 0 };
+        g_auto(VmlTestRun) info = { 0 };
         vmlease(&info, "run", "--observe", "disk.qcow2", "--", "qemu-img", "info", "-U",
                 "disk.qcow2", NULL);
         g_assert_cmpint(info.status, ==, 0);
@@ -543,7 +522,7 @@ test_observe_running_vm(void)
     }
     g_assert_cmpint(vml_test_lock_state(daemon_, disk), ==, F_WRLCK);
     {
-        g_auto(Run) j = { 0 };
+        g_auto(VmlTestRun) j = { 0 };
         vmlease(&j, "run", "--observe", "disk.qcow2", "--", "sh", "-c",
                 "\"$VMLEASE_BIN\" owners --json disk.qcow2", NULL);
         g_assert_cmpint(j.status, ==, 0);
@@ -566,7 +545,7 @@ test_observe_running_vm(void)
     }
     /* The table says "observing" for the observer, "in use" for the VM. */
     {
-        g_auto(Run) t = { 0 };
+        g_auto(VmlTestRun) t = { 0 };
         vmlease(&t, "run", "--observe", "disk.qcow2", "--", "sh", "-c",
                 "\"$VMLEASE_BIN\" owners disk.qcow2", NULL);
         g_assert_cmpint(t.status, ==, 0);
@@ -590,7 +569,7 @@ test_observe_running_vm(void)
     }
     /* What the VM wrote is what an observer reads. */
     {
-        g_auto(Run) rd = { 0 };
+        g_auto(VmlTestRun) rd = { 0 };
         vmlease(&rd, "run", "--observe", "disk.qcow2", "--", "qemu-io", "-r", "-U", "-f",
                 "qcow2", "-c", "read -P 0x5a 0 64k", "disk.qcow2", NULL);
         g_assert_cmpint(rd.status, ==, 0);
@@ -612,7 +591,7 @@ test_observe_running_vm(void)
     g_assert_cmpuint(n_owners(disk), ==, 0);
     g_assert_cmpint(vml_test_lock_state(daemon_, disk), ==, F_UNLCK);
     {
-        g_auto(Run) c = { 0 };
+        g_auto(VmlTestRun) c = { 0 };
         tool(&c, "qemu-img", "compare", "disk.qcow2", "ref.raw", NULL);
         g_assert_cmpint(c.status, ==, 0);
         g_assert_cmpstr(c.out, ==, "Images are identical.\n");
@@ -637,7 +616,7 @@ test_observe_read_only(void)
     g_autofree char *before = sha256_of(img);
     g_assert_cmpuint(my_mounts_on(img), ==, 0);
 
-    g_auto(Run) sh = { 0 };
+    g_auto(VmlTestRun) sh = { 0 };
     vmlease(&sh, "run", "--observe", "ro.img", "--", "sh", "-c", "echo x >> ro.img", NULL);
     g_assert_cmpint(sh.status, !=, 0);
     g_assert_cmpstr(sh.out, ==, "");
@@ -645,7 +624,7 @@ test_observe_read_only(void)
     g_autofree char *after_sh = sha256_of(img);
     g_assert_cmpstr(after_sh, ==, before);
 
-    g_auto(Run) tr = { 0 };
+    g_auto(VmlTestRun) tr = { 0 };
     vmlease(&tr, "run", "--observe", "ro.img", "--", "truncate", "-s", "0", "ro.img", NULL);
     g_assert_cmpint(tr.status, ==, 1);
     g_assert_cmpstr(tr.err, ==, "truncate: cannot open 'ro.img' for writing: "
@@ -654,7 +633,7 @@ test_observe_read_only(void)
     g_assert_cmpstr(after_tr, ==, before);
 
     /* The mount as the command sees it: one read-only bind on the image. */
-    g_auto(Run) mi = { 0 };
+    g_auto(VmlTestRun) mi = { 0 };
     vmlease(&mi, "run", "--observe", "ro.img", "--", "cat", "/proc/self/mountinfo", NULL);
     g_assert_cmpint(mi.status, ==, 0);
     guint ro = 0;
@@ -709,13 +688,13 @@ test_observe_holds_nothing(void)
     }
     g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_UNLCK);
 
-    g_auto(Run) ex = { 0 };
+    g_auto(VmlTestRun) ex = { 0 };
     vmlease(&ex, "run", "--exclusive", "free.qcow2", "--", "true", NULL);
     g_assert_cmpint(ex.status, ==, 0);
     g_assert_cmpstr(ex.err, ==, "");
 
     /* The exclusive holder and the observer side by side. */
-    g_auto(Run) both = { 0 };
+    g_auto(VmlTestRun) both = { 0 };
     vmlease(&both, "run", "--exclusive", "free.qcow2", "--", "sh", "-c",
             "\"$VMLEASE_BIN\" owners --json free.qcow2", NULL);
     g_assert_cmpint(both.status, ==, 0);
@@ -732,7 +711,7 @@ test_observe_holds_nothing(void)
         g_assert_cmpstr(json_object_get_string_member(x, "name"), ==, "vmlease-run:sh");
     }
 
-    g_auto(Run) snap = { 0 };
+    g_auto(VmlTestRun) snap = { 0 };
     vmlease(&snap, "run", "--exclusive", "free.qcow2", "--", "qemu-img", "snapshot", "-c", "s1",
             "free.qcow2", NULL);
     g_assert_cmpint(snap.status, ==, 0);
@@ -749,7 +728,7 @@ test_observe_holds_nothing(void)
     g_assert_cmpuint(n_owners(img), ==, 0);
 
     /* The snapshot is there, seen by the observer and afterwards. */
-    g_auto(Run) list = { 0 };
+    g_auto(VmlTestRun) list = { 0 };
     tool(&list, "qemu-img", "snapshot", "-l", "free.qcow2", NULL);
     g_assert_cmpint(list.status, ==, 0);
     g_assert_cmpstr(obs.out, ==, list.out);
@@ -776,7 +755,7 @@ test_observe_holds_nothing(void)
     g_autofree char *base = canonical("cbase.qcow2");
     g_autofree char *top = canonical("ctop.qcow2");
     {
-        g_auto(Run) w = { 0 };
+        g_auto(VmlTestRun) w = { 0 };
         tool(&w, "qemu-io", "-f", "qcow2", "-c", "write -P 0x22 0 64k", "ctop.qcow2", NULL);
         g_assert_cmpint(w.status, ==, 0);
     }
@@ -789,7 +768,7 @@ test_observe_holds_nothing(void)
     }
     g_assert_cmpint(vml_test_lock_state(daemon_, base), ==, F_UNLCK);
     g_assert_cmpint(vml_test_lock_state(daemon_, top), ==, F_UNLCK);
-    g_auto(Run) commit = { 0 };
+    g_auto(VmlTestRun) commit = { 0 };
     vmlease(&commit, "run", "--exclusive", "cbase.qcow2", "--exclusive", "ctop.qcow2", "--",
             "qemu-img", "commit", "ctop.qcow2", NULL);
     g_assert_cmpint(commit.status, ==, 0);
@@ -802,7 +781,7 @@ test_observe_holds_nothing(void)
     g_assert_cmpuint(n_owners(base), ==, 0);
     g_assert_cmpuint(n_owners(top), ==, 0);
     /* The data went into the base. */
-    g_auto(Run) rd = { 0 };
+    g_auto(VmlTestRun) rd = { 0 };
     tool(&rd, "qemu-io", "-r", "-f", "qcow2", "-c", "read -P 0x22 0 64k", "cbase.qcow2", NULL);
     g_assert_cmpint(rd.status, ==, 0);
     g_assert_true(g_str_has_prefix(rd.out, "read 65536/65536 bytes at offset 0\n"));
@@ -831,7 +810,7 @@ test_observe_gone_on_exit_and_kill(void)
     g_autofree char *img = canonical("kill.img");
 
     /* Exit: released before vmlease exits with COMMAND's status. */
-    g_auto(Run) ex = { 0 };
+    g_auto(VmlTestRun) ex = { 0 };
     vmlease(&ex, "run", "--observe", "kill.img", "--", "sh", "-c", "exit 7", NULL);
     g_assert_cmpint(ex.status, ==, 7);
     g_assert_cmpstr(ex.err, ==, "");
@@ -887,7 +866,7 @@ test_observe_gone_on_exit_and_kill(void)
     }
     g_assert_true(child_gone);
     g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_UNLCK);
-    g_auto(Run) after = { 0 };
+    g_auto(VmlTestRun) after = { 0 };
     vmlease(&after, "run", "--exclusive", "kill.img", "--", "true", NULL);
     g_assert_cmpint(after.status, ==, 0);
     bg_clear(&obs);
@@ -930,7 +909,7 @@ test_observe_backing_images(void)
     bg_clear(&obs);
 
     /* The CLI, from inside, lists both. */
-    g_auto(Run) j = { 0 };
+    g_auto(VmlTestRun) j = { 0 };
     vmlease(&j, "run", "--observe", "btop.qcow2", "--", "sh", "-c",
             "\"$VMLEASE_BIN\" owners --json bbase.qcow2 btop.qcow2", NULL);
     g_assert_cmpint(j.status, ==, 0);
@@ -956,23 +935,23 @@ test_observe_backing_images(void)
         return;
     }
     /* Both are read-only inside. */
-    g_auto(Run) sh = { 0 };
+    g_auto(VmlTestRun) sh = { 0 };
     vmlease(&sh, "run", "--observe", "btop.qcow2", "--", "sh", "-c", "echo x >> bbase.qcow2",
             NULL);
     g_assert_cmpint(sh.status, !=, 0);
     g_assert_nonnull(strstr(sh.err, "bbase.qcow2: Read-only file system\n"));
-    g_auto(Run) tr = { 0 };
+    g_auto(VmlTestRun) tr = { 0 };
     vmlease(&tr, "run", "--observe", "btop.qcow2", "--", "truncate", "-s", "0", "bbase.qcow2",
             NULL);
     g_assert_cmpint(tr.status, ==, 1);
     g_assert_cmpstr(tr.err, ==, "truncate: cannot open 'bbase.qcow2' for writing: "
                                 "Read-only file system\n");
-    g_auto(Run) qw = { 0 };
+    g_auto(VmlTestRun) qw = { 0 };
     vmlease(&qw, "run", "--observe", "btop.qcow2", "--", "qemu-io", "-f", "qcow2", "-c",
             "write -P 0x33 0 4k", "btop.qcow2", NULL);
     g_assert_cmpint(qw.status, !=, 0);
     g_assert_nonnull(strstr(qw.err, "Read-only file system"));
-    g_auto(Run) mi = { 0 };
+    g_auto(VmlTestRun) mi = { 0 };
     vmlease(&mi, "run", "--observe", "btop.qcow2", "--", "cat", "/proc/self/mountinfo", NULL);
     g_assert_cmpint(mi.status, ==, 0);
     guint ro = 0;
@@ -1009,7 +988,7 @@ test_observe_read_only_without_root(void)
     g_autofree char *before = sha256_of(img);
     g_autofree char *write = g_strdup_printf("id -u; echo x >> %s", img);
 
-    g_auto(Run) in = { 0 };
+    g_auto(VmlTestRun) in = { 0 };
     tool(&in, "setpriv", "--reuid", "65534", "--regid", "65534", "--init-groups",
          g_getenv("VMLEASE_BIN"), "run", "--observe", img, "--", "sh", "-c", write, NULL);
     g_assert_cmpint(in.status, ==, 2);
@@ -1020,7 +999,7 @@ test_observe_read_only_without_root(void)
     g_assert_cmpstr(after, ==, before);
 
     /* The control: the same write by the same uid without an observer. */
-    g_auto(Run) out = { 0 };
+    g_auto(VmlTestRun) out = { 0 };
     tool(&out, "setpriv", "--reuid", "65534", "--regid", "65534", "--init-groups",
          "sh", "-c", write, NULL);
     g_assert_cmpint(out.status, ==, 0);
