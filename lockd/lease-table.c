@@ -650,25 +650,42 @@ vml_lock_failure_valid(const char *action)
 
 /* ---- owners ----------------------------------------------------------------- */
 
-/* The observers a record lists (vml_record_parse leaves them out). */
+/* The images a holder record lists as observed (vml_record_parse leaves
+ * them out): resource key -> canonical path, into OUT. */
 static void
-record_observers(JsonObject *record, const VmlOwner *id, const char *key, GPtrArray *out)
+record_observed(JsonObject *record, GHashTable *out)
 {
     JsonNode *n = json_object_get_member(record, "observing");
     JsonArray *a = n && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
     for (guint i = 0; a && i < json_array_get_length(a); i++) {
         JsonNode *en = json_array_get_element(a, i);
         JsonObject *o = JSON_NODE_HOLDS_OBJECT(en) ? json_node_get_object(en) : NULL;
-        const char *res = o ? json_object_get_string_member_with_default(o, "resource", NULL)
+        const char *key = o ? json_object_get_string_member_with_default(o, "resource", NULL)
                             : NULL;
         const char *path = o ? json_object_get_string_member_with_default(o, "path", NULL)
                              : NULL;
-        if (!res || (key && g_strcmp0(res, key) != 0))
+        if (key && path && g_path_is_absolute(path))
+            g_hash_table_insert(out, g_strdup(key), g_strdup(path));
+    }
+}
+
+/* The observers a record lists, on KEY (NULL: all), into OUT. */
+static void
+record_observers(JsonObject *record, const VmlOwner *id, const char *key, GPtrArray *out)
+{
+    g_autoptr(GHashTable) observed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                           g_free);
+    record_observed(record, observed);
+    GHashTableIter it;
+    gpointer res, path;
+    g_hash_table_iter_init(&it, observed);
+    while (g_hash_table_iter_next(&it, &res, &path)) {
+        if (key && g_strcmp0(res, key) != 0)
             continue;
         VmlOwner *obs = vml_owner_copy(id);
         g_free(obs->resource);
         obs->resource = g_strdup(res);
-        obs->path = path && g_path_is_absolute(path) ? g_strdup(path) : NULL;
+        obs->path = g_strdup(path);
         obs->observer = TRUE;
         g_ptr_array_add(out, obs);
     }
@@ -1394,24 +1411,6 @@ close_fd_at(gpointer p)
     close(*(int *)p);
 }
 
-/* The images a restored holder observed: nothing to lock, only to list. */
-static void
-restore_observing(VmlHolder *h, JsonObject *record)
-{
-    JsonNode *n = json_object_get_member(record, "observing");
-    JsonArray *a = n && JSON_NODE_HOLDS_ARRAY(n) ? json_node_get_array(n) : NULL;
-    for (guint i = 0; a && i < json_array_get_length(a); i++) {
-        JsonNode *en = json_array_get_element(a, i);
-        JsonObject *o = JSON_NODE_HOLDS_OBJECT(en) ? json_node_get_object(en) : NULL;
-        const char *key = o ? json_object_get_string_member_with_default(o, "resource", NULL)
-                            : NULL;
-        const char *path = o ? json_object_get_string_member_with_default(o, "path", NULL)
-                             : NULL;
-        if (key && path && g_path_is_absolute(path))
-            g_hash_table_insert(h->observing, g_strdup(key), g_strdup(path));
-    }
-}
-
 /* Restore one record (from the state file or the lockspace). */
 static void
 restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTable *gone_keys)
@@ -1493,8 +1492,9 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
     }
     for (guint i = 0; candidates && i < candidates->len; i++)
         close(g_array_index(candidates, int, i));
+    /* What it observed: nothing to lock, only to list. */
     if (h)
-        restore_observing(h, record);
+        record_observed(record, h->observing);
     /* Still parked after the restart: watch for the domain running again. */
     if (!h || !status_file || !g_path_is_absolute(status_file))
         return;

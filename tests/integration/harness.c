@@ -211,7 +211,7 @@ vml_test_resources(const char *mode, ...)
 }
 
 pid_t
-vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
+vml_test_keeper_spawn(gboolean (*setup)(gpointer data), gpointer data)
 {
     int pipefd[2];
     g_assert_cmpint(pipe(pipefd), ==, 0);
@@ -220,28 +220,7 @@ vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
     if (pid == 0) {
         die_with_parent(NULL);
         close(pipefd[0]);
-        g_autoptr(VmlClient) c = vml_client_connect_lease(NULL);
-        char ok = 'n';
-        if (c) {
-            g_autoptr(JsonObject) p = json_object_new();
-            json_object_set_string_member(p, "uuid", uuid);
-            json_object_set_string_member(p, "name", name);
-            json_object_set_int_member(p, "pid", getpid());
-            g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p,
-                                                      NULL, 0, NULL, NULL, NULL);
-            if (r) {
-                g_autoptr(JsonObject) a = json_object_new();
-                json_object_set_int_member(a, "holder", json_object_get_int_member(r, "holder"));
-                json_object_set_array_member(a, "resources", resources);
-                json_object_set_boolean_member(a, "fds", TRUE);
-                GArray *fds = NULL;
-                g_autoptr(JsonObject) ar = vml_client_call(c, "io.vmlease.Lease.Acquire", a,
-                                                           NULL, 0, &fds, NULL, NULL);
-                /* The fds stay open for the life of this process, as in a VM. */
-                if (ar && fds && fds->len == json_array_get_length(resources))
-                    ok = 'y';
-            }
-        }
+        char ok = setup(data) ? 'y' : 'n';
         if (write(pipefd[1], &ok, 1) != 1)
             _exit(1);
         for (;;)
@@ -251,8 +230,53 @@ vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
     char ok = 0;
     g_assert_cmpint(read(pipefd[0], &ok, 1), ==, 1);
     close(pipefd[0]);
-    json_array_unref(resources);
     g_assert_cmpint(ok, ==, 'y');
+    return pid;
+}
+
+gboolean
+vml_test_register_and_acquire(const char *uuid, const char *name, JsonArray *resources)
+{
+    g_autoptr(VmlClient) c = vml_client_connect_lease(NULL);
+    if (!c)
+        return FALSE;
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_string_member(p, "uuid", uuid);
+    json_object_set_string_member(p, "name", name);
+    json_object_set_int_member(p, "pid", getpid());
+    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p, NULL, 0, NULL,
+                                              NULL, NULL);
+    if (!r)
+        return FALSE;
+    g_autoptr(JsonObject) a = json_object_new();
+    json_object_set_int_member(a, "holder", json_object_get_int_member(r, "holder"));
+    json_object_set_array_member(a, "resources", json_array_ref(resources));
+    json_object_set_boolean_member(a, "fds", TRUE);
+    GArray *fds = NULL;
+    g_autoptr(JsonObject) ar = vml_client_call(c, "io.vmlease.Lease.Acquire", a, NULL, 0, &fds,
+                                               NULL, NULL);
+    /* The fds stay open for the life of this process, as in a VM. */
+    return ar && fds && fds->len == json_array_get_length(resources);
+}
+
+typedef struct {
+    const char *uuid, *name;
+    JsonArray *resources;
+} HolderArgs;
+
+static gboolean
+holder_setup(gpointer data)
+{
+    const HolderArgs *a = data;
+    return vml_test_register_and_acquire(a->uuid, a->name, a->resources);
+}
+
+pid_t
+vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources)
+{
+    HolderArgs args = { uuid, name, resources };
+    pid_t pid = vml_test_keeper_spawn(holder_setup, &args);
+    json_array_unref(resources);
     return pid;
 }
 

@@ -42,6 +42,13 @@ void vml_test_child_kill(pid_t pid, int sig);
  * (consumed) with fds, keeping them open like a VM would; returns once the
  * leases are held (asserts they were granted). */
 pid_t vml_test_holder_spawn(const char *uuid, const char *name, JsonArray *resources);
+/* A child that runs SETUP(DATA) and then stays (paused, dying with the
+ * test) keeping whatever it opened; asserts that SETUP returned TRUE. */
+pid_t vml_test_keeper_spawn(gboolean (*setup)(gpointer data), gpointer data);
+/* In such a child: register this process as UUID/NAME with the daemon of
+ * $VMLEASE_ROOT and acquire RESOURCES with their lock fds, kept open. */
+gboolean vml_test_register_and_acquire(const char *uuid, const char *name,
+                                       JsonArray *resources);
 
 /* The lock type another process would run into on the lock file of PATH's
  * resource key (F_UNLCK, F_RDLCK or F_WRLCK), tested with F_OFD_GETLK. */

@@ -694,52 +694,29 @@ host_daemon_start(const char *host, const char *lockspace, const char *shared, c
     return d;
 }
 
+typedef struct {
+    VmlTestDaemon *d;
+    const char *uuid, *name;
+    JsonArray *resources;
+} HostHolder;
+
+static gboolean
+host_holder_setup(gpointer data)
+{
+    const HostHolder *h = data;
+    enter_host(h->d);
+    return vml_test_register_and_acquire(h->uuid, h->name, h->resources);
+}
+
 /* A holder process in D's host: registers, acquires RESOURCES (consumed)
  * with fds and keeps them, like vml_test_holder_spawn. */
 static pid_t
 host_holder_spawn(VmlTestDaemon *d, const char *uuid, const char *name, JsonArray *resources)
 {
     use_daemon(d);
-    int pipefd[2];
-    g_assert_cmpint(pipe(pipefd), ==, 0);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(pipefd[0]);
-        enter_host(d);
-        char ok = 'n';
-        g_autoptr(VmlClient) c = vml_client_connect_lease(NULL);
-        if (c) {
-            g_autoptr(JsonObject) p = json_object_new();
-            json_object_set_string_member(p, "uuid", uuid);
-            json_object_set_string_member(p, "name", name);
-            json_object_set_int_member(p, "pid", getpid());
-            g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p, NULL, 0,
-                                                      NULL, NULL, NULL);
-            if (r) {
-                g_autoptr(JsonObject) a = json_object_new();
-                json_object_set_int_member(a, "holder", json_object_get_int_member(r, "holder"));
-                json_object_set_array_member(a, "resources", resources);
-                json_object_set_boolean_member(a, "fds", TRUE);
-                GArray *fds = NULL;
-                g_autoptr(JsonObject) ar = vml_client_call(c, "io.vmlease.Lease.Acquire", a, NULL,
-                                                           0, &fds, NULL, NULL);
-                if (ar && fds && fds->len == json_array_get_length(resources))
-                    ok = 'y';
-            }
-        }
-        if (write(pipefd[1], &ok, 1) != 1)
-            _exit(1);
-        for (;;)
-            pause();
-    }
-    close(pipefd[1]);
-    char ok = 0;
-    g_assert_cmpint(read(pipefd[0], &ok, 1), ==, 1);
-    close(pipefd[0]);
+    HostHolder h = { d, uuid, name, resources };
+    pid_t pid = vml_test_keeper_spawn(host_holder_setup, &h);
     json_array_unref(resources);
-    g_assert_cmpint(ok, ==, 'y');
     return pid;
 }
 
@@ -911,6 +888,18 @@ test_two_hosts_shared_storage(void)
     two_hosts(TRUE);
 }
 
+/* In a keeper: what the previous release left for an exclusive lease on
+ * lock file PATH: generation 1, an untagged OFD write lock on bytes 0-1. */
+static gboolean
+lock_as_old_release(gpointer path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    guint64 le = GUINT64_TO_LE(1);
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 2 };
+    return fd >= 0 && pwrite(fd, &le, sizeof(le), 0) == sizeof(le) &&
+           fcntl(fd, F_OFD_SETLK, &fl) == 0;
+}
+
 /* ---- 8: leases of the release that keyed them by path ---------------------------- */
 
 static int
@@ -947,30 +936,7 @@ test_upgrade_from_path_keys(void)
     g_autofree char *old_hash = vml_key_hash(canon);
     g_autofree char *old_name = g_strdup_printf("%s.lock", old_hash);
     g_autofree char *old_lock = g_build_filename(lockspace, old_name, NULL);
-    int pipefd[2];
-    g_assert_cmpint(pipe(pipefd), ==, 0);
-    pid_t vm = fork();
-    g_assert_cmpint(vm, >=, 0);
-    if (vm == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(pipefd[0]);
-        char ok = 'n';
-        int fd = open(old_lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        guint64 le = GUINT64_TO_LE(1);
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 2 };
-        if (fd >= 0 && pwrite(fd, &le, sizeof(le), 0) == sizeof(le) &&
-            fcntl(fd, F_OFD_SETLK, &fl) == 0)
-            ok = 'y';
-        if (write(pipefd[1], &ok, 1) != 1)
-            _exit(1);
-        for (;;)
-            pause();
-    }
-    close(pipefd[1]);
-    char ok = 0;
-    g_assert_cmpint(read(pipefd[0], &ok, 1), ==, 1);
-    close(pipefd[0]);
-    g_assert_cmpint(ok, ==, 'y');
+    pid_t vm = vml_test_keeper_spawn(lock_as_old_release, old_lock);
     g_assert_cmpint(ofd_lock_state(old_lock), ==, F_WRLCK);
 
     /* Its record: lockspace/<tag>.holder, the lease keyed by the path. */

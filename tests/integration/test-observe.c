@@ -970,6 +970,31 @@ test_observe_backing_images(void)
     g_assert_cmpuint(n_owners(base), ==, 0);
 }
 
+/* An observer outlives a SIGKILL of vmleased: the restarted daemon lists
+ * it again (from its record), and forgets it once it exits. */
+static void
+test_observe_survives_daemon_kill(void)
+{
+    g_autofree char *path = in_root("kept.img");
+    g_assert_true(g_file_set_contents(path, "x", -1, NULL));
+    g_autofree char *img = canonical("kept.img");
+    Bg obs = bg_vmlease("run", "--observe", "kept.img", "--", "sh", "-c", "read go", NULL);
+    wait_owner(img, obs.pid);
+    vml_test_daemon_kill(daemon_, SIGKILL);
+    vml_test_daemon_restart(daemon_);
+    g_autoptr(JsonArray) owners = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    assert_observer(json_array_get_object_element(owners, 0), obs.pid, "vmlease-run:sh", img);
+    g_assert_cmpint(vml_test_lock_state(daemon_, img), ==, F_UNLCK);
+    bg_go(&obs);
+    int st = bg_wait(&obs);
+    g_assert_true(WIFEXITED(st));
+    bg_clear(&obs);
+    for (int i = 0; i < POLL_TRIES && n_owners(img); i++)
+        g_usleep(POLL_SLEEP_US);
+    g_assert_cmpuint(n_owners(img), ==, 0);
+}
+
 /* Without root the observed image is read-only too: uid 65534, in the
  * lease group, gets EROFS writing a 0666 image through the observed path,
  * while the same write outside an observer works. */
@@ -1022,6 +1047,7 @@ main(int argc, char **argv)
     g_test_add_func("/observe/gone-on-exit-and-kill", test_observe_gone_on_exit_and_kill);
     g_test_add_func("/observe/backing-images", test_observe_backing_images);
     g_test_add_func("/observe/read-only-without-root", test_observe_read_only_without_root);
+    g_test_add_func("/observe/survives-daemon-kill", test_observe_survives_daemon_kill);
     int rc = g_test_run();
     vml_test_daemon_stop(daemon_);
     return rc;
