@@ -609,7 +609,7 @@ method_release(Call *call)
                    JSON_NODE_HOLDS_NULL(json_object_get_member(call->params, "resources"));
     g_autofree const char **keys = g_new0(const char *, reqs->len + 1);
     for (guint i = 0; i < reqs->len; i++)
-        keys[i] = g_array_index(reqs, VmlRequest, i).key;
+        keys[i] = vml_holder_held_key(h, &g_array_index(reqs, VmlRequest, i));
     guint released, parked = 0;
     g_autoptr(GError) error = NULL;
     gboolean ok = park

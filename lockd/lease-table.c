@@ -786,6 +786,22 @@ vml_lease_table_all_owners(VmlLeaseTable *t)
     return map;
 }
 
+const char *
+vml_holder_held_key(VmlHolder *h, const VmlRequest *req)
+{
+    if (!req->path || g_hash_table_contains(h->leases, req->key))
+        return req->key;
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const VmlLease *l = value;
+        if (g_strcmp0(l->path, req->path) == 0)
+            return l->key;
+    }
+    return req->key;
+}
+
 gboolean
 vml_lease_table_observe(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, guint n_reqs,
                         GError **error)

@@ -145,6 +145,11 @@ gboolean vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const 
 gboolean vml_lease_table_observe(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                                  guint n_reqs, GError **error);
 
+/* The key of H's lease that REQ names: REQ's own, or, when H holds none
+ * under it, that of the lease H took through REQ's path (the file at the
+ * path was replaced since: it is still the one H means). */
+const char *vml_holder_held_key(VmlHolder *h, const VmlRequest *req);
+
 /* Release KEYS (NULL: all, observed images too). Fails without releasing
  * any if one is not held. */
 gboolean vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h,

@@ -385,6 +385,47 @@ test_bind_mount(void)
     remove_tree(dir);
 }
 
+/* A holder releasing by path after the file there was replaced (mv new
+ * over old) lets go of the lease it took through that path, not nothing;
+ * the new file is then another image, free to take. */
+static void
+test_release_after_replace(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "replaced.img");
+    g_autofree char *real = real_path(img);
+    g_autofree char *old_key = vml_test_resource_key(real);
+    VmlTestVm h = vml_test_vm_new(UUID_1, NAME_1);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = acquire(h.holder, "exclusive", img, NULL, &error);
+    g_assert_no_error(error);
+    g_autofree char *tmp = g_strconcat(img, ".new", NULL);
+    g_assert_true(g_file_set_contents(tmp, "new image", -1, NULL));
+    g_assert_cmpint(rename(tmp, img), ==, 0);
+    g_autofree char *new_key = vml_test_resource_key(real);
+    g_assert_cmpstr(new_key, !=, old_key);
+
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", h.holder);
+    JsonArray *res = json_array_new();
+    JsonObject *one = json_object_new();
+    json_object_set_string_member(one, "path", img);
+    json_array_add_object_element(res, one);
+    json_object_set_array_member(p, "resources", res);
+    g_autoptr(JsonObject) rel = vml_test_call(FALSE, "io.vmlease.Lease.Release", p, NULL, NULL,
+                                              &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(json_object_get_int_member(rel, "released"), ==, 1);
+    g_assert_cmpuint(n_held(h.holder), ==, 0);
+
+    VmlTestVm h2 = vml_test_vm_new(UUID_2, NAME_2);
+    g_autoptr(JsonObject) r2 = acquire(h2.holder, "exclusive", img, NULL, &error);
+    g_assert_no_error(error);
+    JsonObject *l = json_array_get_object_element(json_object_get_array_member(r2, "leases"), 0);
+    g_assert_cmpstr(json_object_get_string_member(l, "resource"), ==, new_key);
+    vml_test_vm_free(&h2);
+    vml_test_vm_free(&h);
+}
+
 /* ---- 4: /dev/fd and /proc/self/fd -------------------------------------------- */
 
 
@@ -1087,6 +1128,7 @@ main(int argc, char **argv)
     g_test_add_func("/identity/hard-link", test_hard_link);
     g_test_add_func("/identity/bind-mount", test_bind_mount);
     g_test_add_func("/identity/dev-fd-and-proc-self-fd", test_fd_names);
+    g_test_add_func("/identity/release-after-replace", test_release_after_replace);
     g_test_add("/identity/loop-device", LoopFixture, "loop", loop_setup, test_loop_device,
                loop_teardown);
     g_test_add("/identity/block-alias", LoopFixture, "alias", loop_setup, test_block_alias,
