@@ -625,8 +625,16 @@ method_release(Call *call)
             if (!g_hash_table_contains(h->leases, keys[i])) {
                 json_object_set_string_member(p, "resource", keys[i]);
                 const VmlRequest *r = &g_array_index(reqs, VmlRequest, i);
-                if (r->path)
+                if (r->path) {
                     json_object_set_string_member(p, "path", r->path);
+                    /* Named by the path given, as the caller knows it. */
+                    if (error->code == VML_ERROR_NOT_HELD) {
+                        g_clear_error(&error);
+                        g_set_error(&error, VML_ERROR, VML_ERROR_NOT_HELD,
+                                    "holder %" G_GINT64_FORMAT " (VM %s) holds no lease on %s "
+                                    "(resource %s)", h->id, h->name, r->given, keys[i]);
+                    }
+                }
                 break;
             }
         }
