@@ -186,8 +186,13 @@ path_key(Call *call, const char *what, const char *path, char **canonical)
     /* Never through a /proc magic link (a symlink to /proc/self/fd/N):
      * it would name what vmleased itself has open. */
     if (seen < 0 && (seen = vml_open_path_no_magic(path)) < 0 && errno == ELOOP) {
-        param_error(call, what, "resolves through a link into /proc or a symlink loop");
-        return NULL;
+        /* ELOOP is a symlink loop too: that one is merely no image. */
+        int plain = open(path, O_PATH | O_CLOEXEC);
+        if (plain >= 0) {
+            close(plain);
+            param_error(call, what, "resolves through a link into /proc");
+            return NULL;
+        }
     }
     char *real = realpath(path, NULL);
     /* The identity comes from the inode opened here, not from a name
