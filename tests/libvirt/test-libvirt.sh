@@ -15,7 +15,8 @@ for tool in libvirtd virtlogd virsh qemu-system-x86_64 qemu-img python3; do
     fi
 done
 . "$(dirname "$0")/libvirt-env.sh"
-trap lv_cleanup EXIT
+LOOP_DEV=""   # the loop device section 10 makes, detached whatever happens
+trap '[ -n "$LOOP_DEV" ] && losetup -d "$LOOP_DEV"; lv_cleanup' EXIT
 trap 'exit 143' TERM; trap 'exit 130' INT; trap 'exit 129' HUP   # cleanup on signals too
 
 n=0 failed=0
@@ -72,7 +73,7 @@ for d in c:$UC d:$UD; do
 done
 for d in a b c d; do virsh define "$LV_ROOT/$d.xml" >/dev/null; done
 
-echo "1..21"
+echo "1..28"
 
 # 1. start takes an exclusive lease held by QEMU's pid
 out=$(virsh start dom-a 2>&1)
@@ -182,5 +183,44 @@ after="$(owner_field "$ct" mode)|$(owner_field "$cb" mode)|$(owner_field "$cb" p
 check "after an active commit with pivot: top released, base exclusive to dom-e ($after)" \
     test "$after" = "|exclusive|$pid_e"
 virsh destroy dom-e >/dev/null
+
+# 10. another name of a running domain's disk is the same image: a domain on
+# a hard link of it, and a domain on a raw file that another domain uses
+# through a loop device, are refused naming the holder.
+fh="$LV_ROOT/f.qcow2"
+qemu-img create -q -f qcow2 "$fh" 16M
+ln "$fh" "$LV_ROOT/f-link.qcow2"
+raw="$LV_ROOT/r.img"
+truncate -s 16M "$raw"
+LOOP_DEV=$(losetup -f --show "$raw")
+UF=11111111-2222-4333-8444-555555555506 UG=11111111-2222-4333-8444-555555555507
+UH=11111111-2222-4333-8444-555555555508 UI=11111111-2222-4333-8444-555555555509
+lv_domain_xml dom-f $UF "$(lv_disk "$fh" vda)" > "$LV_ROOT/f.xml"
+lv_domain_xml dom-g $UG "$(lv_disk "$LV_ROOT/f-link.qcow2" vda)" > "$LV_ROOT/g.xml"
+lv_domain_xml dom-h $UH "    <disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='$LOOP_DEV'/><target dev='vda' bus='virtio'/></disk>" > "$LV_ROOT/h.xml"
+lv_domain_xml dom-i $UI "    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$raw'/><target dev='vda' bus='virtio'/></disk>" > "$LV_ROOT/i.xml"
+for d in f g h i; do virsh define "$LV_ROOT/$d.xml" >/dev/null; done
+out=$(virsh start dom-f 2>&1)
+check "virsh start dom-f" test $? -eq 0 || echo "# $out"
+err=$(virsh start dom-g 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ "$err" == *"dom-f"* ]] && [[ "$err" == *"through $fh"* ]]; then
+    ok "dom-g on a hard link of dom-f's disk refused, naming dom-f and the name it holds it by"
+else not_ok "dom-g on a hard link of dom-f's disk must be refused naming dom-f" "rc=$rc" "$err"; fi
+check "dom-g holds nothing: the hard link's only owner is dom-f" \
+    test "$(owner_field "$LV_ROOT/f-link.qcow2" name)" = "dom-f"
+out=$(virsh start dom-h 2>&1)
+check "virsh start dom-h on $LOOP_DEV" test $? -eq 0 || echo "# $out"
+pid_h=$(qemu_pid dom-h)
+check "the loop device's backing file is held by dom-h, exclusive" \
+    test "$(owner_field "$raw" name)|$(owner_field "$raw" pid)|$(owner_field "$raw" mode)" = "dom-h|$pid_h|exclusive"
+err=$(virsh start dom-i 2>&1); rc=$?
+if [ $rc -ne 0 ] && [[ "$err" == *"dom-h"* ]] && [[ "$err" == *"through $LOOP_DEV"* ]]; then
+    ok "dom-i on the loop device's backing file refused, naming dom-h and $LOOP_DEV"
+else not_ok "dom-i on the loop device's backing file must be refused naming dom-h" "rc=$rc" "$err"; fi
+virsh destroy dom-f >/dev/null
+virsh destroy dom-h >/dev/null
+out=$(virsh start dom-i 2>&1)
+check "once dom-h is gone dom-i starts on the file" test $? -eq 0 || echo "# $out"
+virsh destroy dom-i >/dev/null
 
 [ $failed -eq 0 ]
