@@ -1490,6 +1490,8 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
         h->mailbox = vml_mailbox_find(h->pid, vml_holder_watch_pidfd(h->watch), (guint64)ino);
     if (h && h->mailbox)
         candidates = vml_mailbox_contents(h->mailbox, NULL);
+    if (h && t->backend->ops->recover_batch)
+        t->backend->ops->recover_batch(t->backend, TRUE);
     for (guint i = 0; i < owners->len; i++) {
         int fd = with_fds ? g_array_index(fds, int, i) : -1;
         if (h) {
@@ -1506,6 +1508,8 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
                 t->backend->ops->release(t->backend, lock);
         }
     }
+    if (h && t->backend->ops->recover_batch)
+        t->backend->ops->recover_batch(t->backend, FALSE);
     for (guint i = 0; candidates && i < candidates->len; i++)
         close(g_array_index(candidates, int, i));
     /* What it observed: nothing to lock, only to list. */

@@ -53,6 +53,12 @@ typedef struct {
      * LIVE (the lock fds of the leases held on KEY now). */
     void (*release_orphans)(VmlBackend *be, const char *key, GArray *candidates,
                             const int *live, guint n_live);
+    /* At a restart, a run of recover calls for one holder (the same PID,
+     * PIDFD and CANDIDATES) begins (TRUE) or has ended: in between nobody
+     * hands that holder lock fds, so a backend may keep what it read of
+     * its fd table (and of CANDIDATES) for the next lease instead of
+     * reading it again for each. May be NULL. */
+    void (*recover_batch)(VmlBackend *be, gboolean begin);
 
     /* Parking: libvirt paused the VM or is migrating it, and its domain's
      * next process (the resumed one, or the migration's destination on

@@ -27,12 +27,26 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* Which fds of one set (a holder's fd table, or candidate fds of ours)
+ * are open on which lock file: read once per holder at a restart, so that
+ * recovering N leases reads a table of N fds once, not N times. */
+typedef struct {
+    pid_t pid;            /* whose fd numbers; 0: ours, in SOURCE */
+    const GArray *source; /* the candidates it was read from */
+    guint source_len;
+    GHashTable *by_path;  /* lock file path -> GArray of fd numbers */
+} FdIndex;
+
 typedef struct {
     VmlBackend parent;
     char *dir;
     int dirfd;
     VmlRecordDir records;
+    gboolean in_batch;    /* between recover_batch(TRUE) and (FALSE) */
+    FdIndex holder_index, candidate_index;
 } FcntlBackend;
+
+static void fd_index_clear(FdIndex *x);
 
 enum { BYTE0 = 1, BYTE1 = 2, BOTH = BYTE0 | BYTE1 };
 
@@ -82,6 +96,8 @@ static void
 fcntl_close(VmlBackend *parent)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
+    fd_index_clear(&be->holder_index);
+    fd_index_clear(&be->candidate_index);
     vml_record_dir_clear(&be->records);
     close(be->dirfd);
     g_free(be->dir);
@@ -261,6 +277,89 @@ take_lock(int fd, const char *key, VmlMode mode, guint64 *generation, GError **e
 static int holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key,
                           gboolean locked);
 
+static void
+fd_index_clear(FdIndex *x)
+{
+    g_clear_pointer(&x->by_path, g_hash_table_unref);
+    x->pid = 0;
+    x->source = NULL;
+    x->source_len = 0;
+}
+
+static void
+fd_index_add(FdIndex *x, const char *path, int num)
+{
+    GArray *nums = g_hash_table_lookup(x->by_path, path);
+    if (!nums) {
+        nums = g_array_new(FALSE, FALSE, sizeof(int));
+        g_hash_table_insert(x->by_path, g_strdup(path), nums);
+    }
+    g_array_append_val(nums, num);
+}
+
+static void
+fd_index_reset(FdIndex *x)
+{
+    fd_index_clear(x);
+    x->by_path = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                       (GDestroyNotify)g_array_unref);
+}
+
+/* The numbers of PID's fds open on WANT (a lock file), from one read of
+ * its fd table per restart (or a fresh one outside a restart). */
+static GArray *
+holder_fds_on(FcntlBackend *be, pid_t pid, const char *want)
+{
+    FdIndex *x = &be->holder_index;
+    if (!be->in_batch || !x->by_path || x->pid != pid) {
+        fd_index_reset(x);
+        x->pid = pid;
+        g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
+        g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
+        const char *ent;
+        while (d && (ent = g_dir_read_name(d))) {
+            g_autofree char *link = g_build_filename(fddir, ent, NULL);
+            g_autofree char *target = g_file_read_link(link, NULL);
+            /* Only lock files of this lockspace are ever asked for. */
+            if (target && g_str_has_prefix(target, be->dir) && g_str_has_suffix(target, ".lock"))
+                fd_index_add(x, target, atoi(ent));
+        }
+    }
+    GArray *nums = g_hash_table_lookup(x->by_path, want);
+    return nums ? g_array_ref(nums) : g_array_new(FALSE, FALSE, sizeof(int));
+}
+
+/* The indices in CANDIDATES (fds of ours) of those open on WANT. */
+static GArray *
+candidates_on(FcntlBackend *be, GArray *candidates, const char *want)
+{
+    FdIndex *x = &be->candidate_index;
+    if (!candidates)
+        return g_array_new(FALSE, FALSE, sizeof(int));
+    if (!be->in_batch || !x->by_path || x->source != candidates ||
+        x->source_len != candidates->len) {
+        fd_index_reset(x);
+        x->source = candidates;
+        x->source_len = candidates->len;
+        for (guint i = 0; i < candidates->len; i++) {
+            g_autofree char *target = own_fd_target(g_array_index(candidates, int, i));
+            if (target)
+                fd_index_add(x, target, (int)i);
+        }
+    }
+    GArray *nums = g_hash_table_lookup(x->by_path, want);
+    return nums ? g_array_ref(nums) : g_array_new(FALSE, FALSE, sizeof(int));
+}
+
+static void
+fcntl_recover_batch(VmlBackend *parent, gboolean begin)
+{
+    FcntlBackend *be = (FcntlBackend *)parent;
+    be->in_batch = begin;
+    fd_index_clear(&be->holder_index);
+    fd_index_clear(&be->candidate_index);
+}
+
 static VmlLock *
 fcntl_acquire(VmlBackend *parent, const char *key, VmlMode mode, pid_t pid, int pidfd,
               guint64 *generation, GError **error)
@@ -371,20 +470,21 @@ shared_with_children(pid_t pid, int num, const char *path)
 static int
 holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean locked)
 {
-    g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
     g_autofree char *want = lock_path(be, key);
-    g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-    const char *ent;
+    g_autoptr(GArray) nums = holder_fds_on(be, pid, want);
 
-    while (d && (ent = g_dir_read_name(d))) {
-        g_autofree char *link = g_build_filename(fddir, ent, NULL);
-        g_autofree char *target = g_file_read_link(link, NULL);
-        if (g_strcmp0(target, want) != 0)
-            continue;
-        int fd = syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
+    for (guint i = 0; i < nums->len; i++) {
+        int num = g_array_index(nums, int, i);
+        int fd = syscall(SYS_pidfd_getfd, pidfd, num, 0);
         if (fd < 0)
             continue;
         fcntl(fd, F_SETFD, FD_CLOEXEC);
+        /* The table was read before: the number may have been reused. */
+        g_autofree char *target = own_fd_target(fd);
+        if (g_strcmp0(target, want) != 0) {
+            close(fd);
+            continue;
+        }
         guint bytes;
         VmlMode mode;
         if (described_lock(fd, &bytes, &mode) != locked) {
@@ -401,8 +501,8 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
         if (tag == (off_t)pid)
             return fd;
         gboolean other = tag != 0 ||
-            inherited(pid, atoi(ent), want) ||
-            (!locked && shared_with_children(pid, atoi(ent), want));
+            inherited(pid, num, want) ||
+            (!locked && shared_with_children(pid, num, want));
         if (!other)
             return fd;
         close(fd);
@@ -416,12 +516,12 @@ static int
 candidate_lock_fd(FcntlBackend *be, GArray *candidates, const char *key)
 {
     g_autofree char *want = lock_path(be, key);
-    for (guint i = 0; candidates && i < candidates->len; i++) {
-        int fd = g_array_index(candidates, int, i);
-        g_autofree char *target = own_fd_target(fd);
+    g_autoptr(GArray) at = candidates_on(be, candidates, want);
+    for (guint i = 0; i < at->len; i++) {
+        int fd = g_array_index(candidates, int, g_array_index(at, int, i));
         guint bytes;
         VmlMode mode;
-        if (g_strcmp0(target, want) == 0 && described_lock(fd, &bytes, &mode))
+        if (described_lock(fd, &bytes, &mode))
             return fcntl(fd, F_DUPFD_CLOEXEC, 0);
     }
     return -1;
@@ -738,6 +838,7 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .acquire = fcntl_acquire,
     .adopt = fcntl_adopt,
     .recover = fcntl_recover,
+    .recover_batch = fcntl_recover_batch,
     .drop_strays = fcntl_drop_strays,
     .release_orphans = fcntl_release_orphans,
     .change_mode = fcntl_change_mode,
