@@ -723,14 +723,24 @@ compare_strings(gconstpointer a, gconstpointer b)
     return g_strcmp0(*(char *const *)a, *(char *const *)b);
 }
 
+/* Resources per page of a listing of everything: a page stays far
+ * below the 1 MiB a message may have. */
+#define OWNERS_PAGE_DEFAULT 1000
+#define OWNERS_PAGE_MAX 2000
+
 static void
 method_owners(Call *call)
 {
     JsonArray *paths;
     g_autoptr(GPtrArray) keys = NULL;
     g_autoptr(GHashTable) owners_of = NULL;
+    const char *after = NULL;
+    gint64 max = OWNERS_PAGE_DEFAULT;
 
-    if (!get_array(call, call->params, "paths", FALSE, &paths))
+    if (!get_array(call, call->params, "paths", FALSE, &paths) ||
+        !get_string(call, call->params, "after", FALSE, LEASE_FIELD_MAX + PATH_MAX, &after) ||
+        (json_object_has_member(call->params, "max") &&
+         !get_int(call, call->params, "max", 1, OWNERS_PAGE_MAX, &max)))
         return;
     if (paths) {
         keys = g_ptr_array_new_with_free_func(g_free);
@@ -746,7 +756,8 @@ method_owners(Call *call)
             g_ptr_array_add(keys, key);
         }
     }
-    owners_of = vml_lease_table_all_owners(call->d->table);
+    g_autofree char *next = NULL;
+    owners_of = vml_lease_table_all_owners(call->d->table, keys, after, (guint)max, &next);
     /* A path asked for with no lease or record on it may still be locked
      * by a process nobody registered: name that process. */
     for (guint i = 0; paths && i < keys->len; i++) {
@@ -759,6 +770,8 @@ method_owners(Call *call)
             g_ptr_array_unref(lockers);
     }
     if (!keys) {
+        /* Everything, a page at a time in key order (NEXT asks for the
+         * page after this one). */
         keys = g_ptr_array_new_with_free_func(g_free);
         GHashTableIter it;
         gpointer key;
@@ -794,6 +807,8 @@ method_owners(Call *call)
     }
     JsonObject *reply = json_object_new();
     json_object_set_array_member(reply, "resources", resources);
+    if (next)
+        json_object_set_string_member(reply, "next", next);
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 

@@ -462,6 +462,7 @@ holder_free(VmlHolder *h)
     vml_holder_watch_free(h->watch);
     vml_mailbox_free(h->mailbox);
     vml_resume_watch_free(h->resume_watch);
+    g_free(h->tag);
     g_free(h->uuid);
     g_free(h->name);
     g_free(h->on_lockfailure);
@@ -494,10 +495,11 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
         g_free(h);
         return NULL;
     }
-    g_autofree char *tag = holder_tag(vml_host_machine_id(), vml_host_boot_id(), pid, start_time);
-    h->record = t->backend->ops->record_open(t->backend, tag, error);
+    h->tag = holder_tag(vml_host_machine_id(), vml_host_boot_id(), pid, start_time);
+    h->record = t->backend->ops->record_open(t->backend, h->tag, error);
     if (!h->record) {
         vml_holder_watch_free(h->watch);
+        g_free(h->tag);
         g_free(h);
         return NULL;
     }
@@ -697,7 +699,14 @@ record_observers(JsonObject *record, const VmlOwner *id, const char *key, GPtrAr
 static void
 record_owners(VmlLeaseTable *t, const char *key, gboolean observers, GPtrArray *out)
 {
-    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
+    /* Our own holders' records say nothing we do not know: not read. */
+    g_autoptr(GHashTable) ours = g_hash_table_new(g_str_hash, g_str_equal);
+    GHashTableIter hi;
+    gpointer hv;
+    g_hash_table_iter_init(&hi, t->holders);
+    while (g_hash_table_iter_next(&hi, NULL, &hv))
+        g_hash_table_add(ours, ((VmlHolder *)hv)->tag);
+    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, ours, NULL);
 
     for (guint i = 0; records && i < records->len; i++) {
         gsize len;
@@ -749,39 +758,81 @@ vml_lease_table_lockers(VmlLeaseTable *t, const char *key)
     return g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
 }
 
+static void
+add_owner(GHashTable *map, VmlOwner *o)
+{
+    GPtrArray *owners = g_hash_table_lookup(map, o->resource);
+    if (!owners) {
+        owners = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
+        g_hash_table_insert(map, g_strdup(o->resource), owners);
+    }
+    g_ptr_array_add(owners, o);
+}
+
+static int
+compare_keys(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 GHashTable *
-vml_lease_table_all_owners(VmlLeaseTable *t)
+vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after, guint max,
+                           char **next)
 {
     GHashTable *map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                             (GDestroyNotify)g_ptr_array_unref);
-    g_autoptr(GPtrArray) all = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
+    g_autoptr(GPtrArray) others = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     GHashTableIter it;
-    gpointer value;
+    gpointer key, value;
 
+    /* One pass over the lockspace for every resource, not one per key. */
+    record_owners(t, NULL, TRUE, others);
+    /* Which resources, in key order; owners are made for a page only. */
+    g_autoptr(GHashTable) keys = g_hash_table_new(g_str_hash, g_str_equal);
     g_hash_table_iter_init(&it, t->by_resource);
-    while (g_hash_table_iter_next(&it, NULL, &value)) {
-        for (VmlLease *l = value; l; l = l->next)
-            g_ptr_array_add(all, lease_owner(l));
-    }
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        g_hash_table_add(keys, key);
     g_hash_table_iter_init(&it, t->holders);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
-        const VmlHolder *h = value;
         GHashTableIter oi;
-        gpointer key, path;
-        g_hash_table_iter_init(&oi, h->observing);
-        while (g_hash_table_iter_next(&oi, &key, &path))
-            g_ptr_array_add(all, observer_owner(h, key, path));
+        g_hash_table_iter_init(&oi, ((VmlHolder *)value)->observing);
+        while (g_hash_table_iter_next(&oi, &key, NULL))
+            g_hash_table_add(keys, key);
     }
-    /* One pass over the lockspace for every resource, not one per key. */
-    record_owners(t, NULL, TRUE, all);
-    for (guint i = 0; i < all->len; i++) {
-        VmlOwner *o = g_steal_pointer(&all->pdata[i]);
-        GPtrArray *owners = g_hash_table_lookup(map, o->resource);
-        if (!owners) {
-            owners = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
-            g_hash_table_insert(map, g_strdup(o->resource), owners);
+    for (guint i = 0; i < others->len; i++)
+        g_hash_table_add(keys, ((VmlOwner *)others->pdata[i])->resource);
+    g_autoptr(GPtrArray) sorted = g_ptr_array_sized_new(g_hash_table_size(keys));
+    g_hash_table_iter_init(&it, keys);
+    while (!only && g_hash_table_iter_next(&it, &key, NULL))
+        if (!after || strcmp(key, after) > 0)
+            g_ptr_array_add(sorted, key);
+    for (guint i = 0; only && i < only->len; i++)
+        g_ptr_array_add(sorted, only->pdata[i]);
+    g_ptr_array_sort(sorted, compare_keys);
+    if (next)
+        *next = NULL;
+    if (!only && max && sorted->len > max) {
+        g_ptr_array_set_size(sorted, max);
+        if (next)
+            *next = g_strdup(sorted->pdata[max - 1]);
+    }
+    g_autoptr(GHashTable) page = g_hash_table_new(g_str_hash, g_str_equal);
+    for (guint i = 0; i < sorted->len; i++) {
+        const char *k = sorted->pdata[i];
+        g_hash_table_add(page, (gpointer)k);
+        for (VmlLease *l = g_hash_table_lookup(t->by_resource, k); l; l = l->next)
+            add_owner(map, lease_owner(l));
+        g_hash_table_iter_init(&it, t->holders);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+            const VmlHolder *h = value;
+            const char *path = g_hash_table_lookup(h->observing, k);
+            if (path)
+                add_owner(map, observer_owner(h, k, path));
         }
-        g_ptr_array_add(owners, o);
+    }
+    for (guint i = 0; i < others->len; i++) {
+        if (g_hash_table_contains(page, ((VmlOwner *)others->pdata[i])->resource))
+            add_owner(map, g_steal_pointer(&others->pdata[i]));
     }
     return map;
 }
@@ -1673,7 +1724,7 @@ vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
      * registration, and a holder that has exited left no record: start
      * past any id this boot can have seen (one per microsecond at most),
      * so no client's stale id names a new holder. */
-    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL);
+    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL, NULL);
     gboolean ran_before = (records && records->len) ||
         (state && g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
                             vml_host_boot_id()) == 0);

@@ -70,6 +70,7 @@ struct _VmlHolder {
     VmlMailbox *mailbox;         /* in the VM process: keeps our locks alive */
     VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
     VmlRecord *record;
+    char *tag;                   /* its record's name */
     VmlLeaseTable *table;
 };
 
@@ -162,9 +163,13 @@ GPtrArray *vml_lease_table_owners(VmlLeaseTable *t, const char *key);
 /* Processes keeping a lock on KEY that no holder or record names (see
  * VmlBackendOps.lockers); slow, for when nobody else can be named. */
 GPtrArray *vml_lease_table_lockers(VmlLeaseTable *t, const char *key);
-/* The owners of every resource held here or recorded in the lockspace:
- * key -> GPtrArray of VmlOwner. */
-GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t);
+/* The owners of the resources ONLY (keys; NULL: every one held here,
+ * observed here or recorded in the lockspace, a page at a time: the MAX
+ * (0: all) whose keys sort after AFTER (NULL: from the first), *NEXT (may
+ * be NULL) getting the page's last key when more follow, else NULL):
+ * key -> GPtrArray of VmlOwner, for the keys that have any. */
+GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after,
+                                       guint max, char **next);
 
 /* The backend lost its leases: apply each holder's on_lockfailure
  * (default, poweroff, restart: SIGKILL; pause: SIGSTOP; ignore: none). */

@@ -48,6 +48,49 @@ add_rows(CliTable *table, JsonObject *resource, const char *asked)
     }
 }
 
+/* Owners with PARAMS; a listing of everything comes a page at a time
+ * (its "next" says where the next one starts): all pages in one reply. */
+static JsonObject *
+owners_all_pages(const VmlCliOptions *opts, JsonObject *params, int *status)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
+    if (!client) {
+        *status = cli_error(VML_EXIT_DAEMON, "%s", error->message);
+        return NULL;
+    }
+    g_autoptr(JsonObject) all = json_object_new();
+    JsonArray *resources = json_array_new();
+    json_object_set_array_member(all, "resources", resources);
+    g_autofree char *after = NULL;
+    do {
+        if (after)
+            json_object_set_string_member(params, "after", after);
+        g_autoptr(JsonObject) page = vml_client_call(client, "io.vmlease.Admin.Owners", params,
+                                                     NULL, 0, NULL, NULL, &error);
+        if (!page) {
+            *status = cli_call_failed(error);
+            return NULL;
+        }
+        JsonArray *got = cli_json_array(page, "resources");
+        if (!got) {
+            *status = cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
+            return NULL;
+        }
+        for (guint i = 0; i < json_array_get_length(got); i++)
+            json_array_add_element(resources, json_array_dup_element(got, i));
+        const char *next = cli_json_string(page, "next", NULL);
+        /* A next that does not move on would loop forever. */
+        if (next && after && strcmp(next, after) <= 0) {
+            *status = cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
+            return NULL;
+        }
+        g_free(after);
+        after = g_strdup(next);
+    } while (after);
+    return g_steal_pointer(&all);
+}
+
 static int
 owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
 {
@@ -80,12 +123,10 @@ owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (paths)
         json_object_set_array_member(params, "paths", paths);
 
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.Owners", params, &status);
+    g_autoptr(JsonObject) reply = owners_all_pages(opts, params, &status);
     if (!reply)
         return status;
     JsonArray *resources = cli_json_array(reply, "resources");
-    if (!resources)
-        return cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
 
     if (json) {
         cli_print_json(reply);

@@ -92,8 +92,9 @@ typedef struct {
                              gsize len, GError **error);
     /* Close; with REMOVE the record is deleted too. */
     void (*record_close)(VmlBackend *be, VmlRecord *rec, gboolean remove);
-    /* Every record's text (GBytes), every host's. */
-    GPtrArray *(*records)(VmlBackend *be, GError **error);
+    /* Every record's text (GBytes), every host's, but those whose tags are
+     * in SKIP (may be NULL). */
+    GPtrArray *(*records)(VmlBackend *be, GHashTable *skip, GError **error);
     void (*record_remove)(VmlBackend *be, const char *tag);
     /* Processes on this host that keep a lock on KEY though no holder or
      * record names them (a VM's child that inherited its lock fd, the VM

@@ -782,9 +782,9 @@ fcntl_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
 }
 
 static GPtrArray *
-fcntl_records(VmlBackend *parent, GError **error)
+fcntl_records(VmlBackend *parent, GHashTable *skip, GError **error)
 {
-    return vml_record_dir_all(&((FcntlBackend *)parent)->records, error);
+    return vml_record_dir_all(&((FcntlBackend *)parent)->records, skip, error);
 }
 
 /* Processes keeping a lock on KEY's lock file that the caller knows

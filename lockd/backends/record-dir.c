@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RECORD_SUFFIX ".holder"
@@ -35,6 +36,7 @@ vml_record_dir_init(VmlRecordDir *rd, const char *dir, GError **error)
 void
 vml_record_dir_clear(VmlRecordDir *rd)
 {
+    g_clear_pointer(&rd->names, g_ptr_array_unref);
     if (rd->dir) {
         close(rd->dirfd);
         g_clear_pointer(&rd->dir, g_free);
@@ -142,12 +144,26 @@ read_record(VmlRecordDir *be, const char *name)
     return g_bytes_new_take(g_steal_pointer(&buf), n);
 }
 
-GPtrArray *
-vml_record_dir_all(VmlRecordDir *be, GError **error)
+/* The names of the records in the directory: listed again only when its
+ * mtime moved. A change in the same clock tick as the last listing would
+ * leave the mtime as it was, so a listing is only kept when the mtime it
+ * saw was older than that listing by far more than a tick. */
+static GPtrArray *
+record_names(VmlRecordDir *be, GError **error)
 {
+    struct stat st;
+    struct timespec now;
+    if (fstat(be->dirfd, &st) < 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
+                    "cannot read holder records in %s: %s", be->dir, g_strerror(errno));
+        return NULL;
+    }
+    if (be->names && st.st_mtim.tv_sec == be->names_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == be->names_mtime.tv_nsec)
+        return g_ptr_array_ref(be->names);
+    clock_gettime(CLOCK_REALTIME, &now);
     int dfd = openat(be->dirfd, ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-
     if (!d) {
         if (dfd >= 0)
             close(dfd);
@@ -155,15 +171,40 @@ vml_record_dir_all(VmlRecordDir *be, GError **error)
                     "cannot read holder records in %s: %s", be->dir, g_strerror(errno));
         return NULL;
     }
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
     for (struct dirent *e; (e = readdir(d));) {
-        if (!g_str_has_suffix(e->d_name, RECORD_SUFFIX))
-            continue;
-        GBytes *b = read_record(be, e->d_name);
+        if (g_str_has_suffix(e->d_name, RECORD_SUFFIX))
+            g_ptr_array_add(names, g_strdup(e->d_name));
+    }
+    closedir(d);
+    g_clear_pointer(&be->names, g_ptr_array_unref);
+    gint64 age_ns = (gint64)(now.tv_sec - st.st_mtim.tv_sec) * 1000000000 +
+                    (now.tv_nsec - st.st_mtim.tv_nsec);
+    if (age_ns > 100 * 1000000) {
+        be->names = g_ptr_array_ref(names);
+        be->names_mtime = st.st_mtim;
+    }
+    return names;
+}
+
+GPtrArray *
+vml_record_dir_all(VmlRecordDir *be, GHashTable *skip, GError **error)
+{
+    g_autoptr(GPtrArray) names = record_names(be, error);
+    if (!names)
+        return NULL;
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+    for (guint i = 0; i < names->len; i++) {
+        const char *name = names->pdata[i];
+        if (skip) {
+            g_autofree char *tag = g_strndup(name, strlen(name) - strlen(RECORD_SUFFIX));
+            if (g_hash_table_contains(skip, tag))
+                continue;
+        }
+        GBytes *b = read_record(be, name);
         if (b)
             g_ptr_array_add(out, b);
     }
-    closedir(d);
     return out;
 }
 

@@ -558,9 +558,9 @@ sanlock_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
 }
 
 static GPtrArray *
-sanlock_records(VmlBackend *parent, GError **error)
+sanlock_records(VmlBackend *parent, GHashTable *skip, GError **error)
 {
-    return vml_record_dir_all(&((SanlockBackend *)parent)->records, error);
+    return vml_record_dir_all(&((SanlockBackend *)parent)->records, skip, error);
 }
 
 static void
