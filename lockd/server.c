@@ -2,6 +2,7 @@
 #include "vml-wire.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <glib-unix.h>
 #include <stdarg.h>
@@ -246,14 +247,20 @@ rate_logs_flush(VmlServer *s)
 
 /* ---- replies ------------------------------------------------------------- */
 
+/* A reply this big leaves its tree's memory with malloc, not the system. */
+#define TRIM_AFTER_BYTES (256 * 1024)
+
 static void
 out_msg_free(OutMsg *m)
 {
+    gboolean big = m->len >= TRIM_AFTER_BYTES;
     for (guint i = 0; i < m->n_fds; i++)
         close(m->fds[i]);
     g_free(m->fds);
     g_free(m->data);
     g_free(m);
+    if (big)
+        malloc_trim(0);
 }
 
 VmlAccess
