@@ -39,6 +39,7 @@
 #define N_CLIENTS 8
 #define MANY_LEASES 10000
 #define MANY_BATCH 1000      /* under the default max_resources_per_call */
+#define RECOVERY_BATCH 200   /* lock fds one reply may carry: 253 */
 
 /* Global so that die() can clean up from anywhere. */
 static struct {
@@ -224,6 +225,8 @@ describe_fs(const char *dir)
                 dir, (unsigned long)sf.f_type);
 }
 
+static void daemon_spawn(const char *bin);
+
 static void
 daemon_start(const char *bin)
 {
@@ -233,15 +236,24 @@ daemon_start(const char *bin)
     if (!bench.root)
         die("%s", error->message);
     g_autofree char *config = g_build_filename(bench.root, "vmleased.conf", NULL);
-    if (!g_file_set_contents(config, "", 0, &error))
+    /* A holder with 10,000 leases and room for more. */
+    static const char conf[] = "max_leases_per_holder = 20000\n";
+    if (!g_file_set_contents(config, conf, -1, &error))
         die("%s", error->message);
     describe_fs(bench.root);
     /* Both the daemon (inherited) and our client calls find it this way. */
     g_setenv("VMLEASE_ROOT", bench.root, TRUE);
-
-    /* The daemon's log goes to a file, shown only when something fails. */
     bench.log_path = g_build_filename(bench.root, "vmleased.log", NULL);
-    int log_fd = open(bench.log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    daemon_spawn(bin);
+}
+
+/* Start vmleased on the bench's root (again, after a crash). */
+static void
+daemon_spawn(const char *bin)
+{
+    g_autofree char *config = g_build_filename(bench.root, "vmleased.conf", NULL);
+    /* The daemon's log goes to a file, shown only when something fails. */
+    int log_fd = open(bench.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0)
         die("cannot create %s: %s", bench.log_path, g_strerror(errno));
 
@@ -539,7 +551,8 @@ percentile_us(const gint64 *v, guint n, guint permille)
     return v[rank ? rank - 1 : 0] / 1000.0;
 }
 
-static void
+/* Prints PREFIX_p50_us and the rest; returns the p50 in microseconds. */
+static double
 bench_latency(Conn *c, const Pair *p, guint warmup, guint iterations, gint64 budget,
               const char *prefix)
 {
@@ -577,6 +590,7 @@ bench_latency(Conn *c, const Pair *p, guint warmup, guint iterations, gint64 bud
     g_free(name);
     name = g_strconcat(prefix, "_samples", NULL);
     print_figure(name, "%u", n);
+    return percentile_us(ns, n, 500);
 }
 
 /* The floor under every figure above: one AF_UNIX round trip between two
@@ -789,8 +803,82 @@ status_leases(Conn *admin)
 }
 
 /* One holder takes MANY_LEASES keys in batches; memory and time. */
+/* List every resource through Admin.Owners, page after page; WANT of
+ * them. */
 static void
-bench_many(Conn *c, Conn *admin, gint64 holder)
+bench_owners_pages(Conn *admin, guint want, const char *figure)
+{
+    g_autofree char *after = NULL;
+    guint seen = 0, pages = 0;
+    gint64 t0 = now_ns();
+    do {
+        JsonObject *p = json_object_new();
+        if (after)
+            json_object_set_string_member(p, "after", after);
+        g_autoptr(JsonObject) r = call_parsed(admin, "io.vmlease.Admin.Owners", p);
+        JsonArray *res = json_object_get_array_member(r, "resources");
+        seen += res ? json_array_get_length(res) : 0;
+        pages++;
+        g_free(after);
+        after = g_strdup(json_object_get_string_member_with_default(r, "next", NULL));
+    } while (after);
+    gint64 ns = now_ns() - t0;
+    if (seen < want)
+        die("io.vmlease.Admin.Owners: %u resources in %u pages, want at least %u", seen, pages,
+            want);
+    print_figure(figure, "%.1f", ns / 1e6);
+}
+
+/* A restart after a crash: WANT leases held through this process's lock
+ * fds, vmleased SIGKILLed, started again; how long until it serves with
+ * every lease back. */
+static void
+bench_recovery(Conn *c, Conn *admin, const char *bin, gint64 holder, guint want)
+{
+    g_autoptr(GArray) kept = g_array_new(FALSE, FALSE, sizeof(int));
+    for (guint b = 0; b < want; b += RECOVERY_BATCH) {
+        JsonObject *p = json_object_new();
+        JsonArray *res = json_array_new();
+        json_object_set_int_member(p, "holder", holder);
+        json_object_set_boolean_member(p, "fds", TRUE);
+        for (guint i = b; i < MIN(want, b + RECOVERY_BATCH); i++) {
+            char key[32];
+            g_snprintf(key, sizeof(key), "r%05u", i);
+            json_array_add_object_element(res, lease_resource(key, TRUE));
+        }
+        json_object_set_array_member(p, "resources", res);
+        gsize len;
+        g_autofree char *req = request("io.vmlease.Lease.Acquire", p, &len);
+        GArray *fds = NULL;
+        g_autofree char *reply = rpc(c, req, len, &fds);
+        check_error("io.vmlease.Lease.Acquire", reply);
+        g_array_append_vals(kept, fds->data, fds->len);
+        g_array_unref(fds);
+    }
+    if (kept->len != want)
+        die("io.vmlease.Lease.Acquire: %u lock fds for %u leases", kept->len, want);
+    conn_close(admin);
+    conn_close(c);
+    kill(bench.serving_pid, SIGKILL);
+    while (waitpid(bench.daemon_pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    bench.daemon_pid = 0;
+    gint64 t0 = now_ns();
+    daemon_spawn(bin);
+    conn_open(admin, TRUE);
+    gint64 held = status_leases(admin);
+    gint64 ns = now_ns() - t0;
+    if (held != want)
+        die("after the restart vmleased holds %" G_GINT64_FORMAT " leases, want %u", held, want);
+    print_figure("recover_10000_ms", "%.1f", ns / 1e6);
+    conn_open(c, FALSE);
+    for (guint i = 0; i < kept->len; i++)
+        close(g_array_index(kept, int, i));
+}
+
+static void
+bench_many(Conn *c, Conn *admin, gint64 holder, double p50_none, guint warmup,
+           guint iterations)
 {
     const guint n_batches = MANY_LEASES / MANY_BATCH;
     g_autofree char **reqs = g_new0(char *, n_batches);
@@ -836,6 +924,15 @@ bench_many(Conn *c, Conn *admin, gint64 holder)
         die("io.vmlease.Admin.Status says %" G_GINT64_FORMAT " leases, want %u",
             held, MANY_LEASES);
     print_figure("acquire_10000_ms", "%.1f", acquire_ns / 1e6);
+    bench_owners_pages(admin, MANY_LEASES, "owners_10000_ms");
+    /* What one more lease costs a holder that has 10,000 already. */
+    Pair more;
+    pair_init(&more, holder, "k-one-more", FALSE);
+    pair_verify(c, &more);
+    double p50_held = bench_latency(c, &more, warmup / 4 + 1, iterations / 4 + 1,
+                                    LATENCY_BUDGET_NS / 4, "acquire_release_10000_held");
+    pair_clear(&more);
+    print_figure("acquire_release_10000_held_over_none", "%.2f", p50_held / p50_none);
     /* Let the deferred state-file save (50 ms after a change) run first:
      * its peak belongs to the steady state. */
     g_usleep(300 * 1000);
@@ -923,7 +1020,8 @@ main(int argc, char **argv)
     pair_verify(&c, &plain);
     pair_verify(&c, &with_fds);
 
-    bench_latency(&c, &plain, warmup, iterations, LATENCY_BUDGET_NS / scale, "acquire_release");
+    double p50_none = bench_latency(&c, &plain, warmup, iterations, LATENCY_BUDGET_NS / scale,
+                                    "acquire_release");
     bench_latency(&c, &with_fds, warmup, iterations, LATENCY_BUDGET_NS / scale,
                   "acquire_release_fds");
     bench_socket_floor(iterations);
@@ -937,7 +1035,8 @@ main(int argc, char **argv)
     pin(0, -1);
     bench_throughput(&c, &plain, duration);
     bench_clients(warmup, duration);
-    bench_many(&c, &admin, holder);
+    bench_many(&c, &admin, holder, p50_none, warmup, iterations);
+    bench_recovery(&c, &admin, bin, holder, MANY_LEASES);
 
     pair_clear(&plain);
     pair_clear(&with_fds);
