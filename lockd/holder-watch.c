@@ -7,8 +7,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* Without pidfd_open (a kernel before 5.3, or valgrind), how often a
+ * holder is looked at instead. */
+#define POLL_MS 50
+
 struct _VmlHolderWatch {
-    int pidfd;
+    int pidfd;            /* -1: polled */
+    pid_t pid;
+    guint64 start_time;
     guint source;
     VmlHolderExitFunc func;
     gpointer data;
@@ -23,17 +29,29 @@ on_pidfd(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer user_da
     return G_SOURCE_REMOVE;
 }
 
+static gboolean
+on_poll(gpointer user_data)
+{
+    VmlHolderWatch *w = user_data;
+    if (vml_proc_is_same(w->pid, w->start_time))
+        return G_SOURCE_CONTINUE;
+    w->source = 0;
+    w->func(w->data);   /* may free w */
+    return G_SOURCE_REMOVE;
+}
+
 VmlHolderWatch *
 vml_holder_watch_new(pid_t pid, guint64 start_time,
                      VmlHolderExitFunc func, gpointer data, GError **error)
 {
     int pidfd = syscall(SYS_pidfd_open, pid, 0);
+    gboolean polled = pidfd < 0 && errno == ENOSYS;
     if (pidfd < 0 && errno == ESRCH) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS, "no process with pid %d",
                     (int)pid);
         return NULL;
     }
-    if (pidfd < 0) {
+    if (pidfd < 0 && !polled) {
         /* Out of fds (EMFILE, ENFILE) is ours, not the caller's pid. */
         g_set_error(error, VML_ERROR, errno == EMFILE || errno == ENFILE ? VML_ERROR_LIMIT
                                                                          : VML_ERROR_FAILED,
@@ -41,16 +59,20 @@ vml_holder_watch_new(pid_t pid, guint64 start_time,
         return NULL;
     }
     if (!vml_proc_is_same(pid, start_time)) {
-        close(pidfd);
+        if (pidfd >= 0)
+            close(pidfd);
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS,
                     "process %d exited (or its pid was reused)", (int)pid);
         return NULL;
     }
     VmlHolderWatch *w = g_new0(VmlHolderWatch, 1);
     w->pidfd = pidfd;
+    w->pid = pid;
+    w->start_time = start_time;
     w->func = func;
     w->data = data;
-    w->source = g_unix_fd_add(pidfd, G_IO_IN, on_pidfd, w);
+    w->source = polled ? g_timeout_add(POLL_MS, on_poll, w)
+                       : g_unix_fd_add(pidfd, G_IO_IN, on_pidfd, w);
     return w;
 }
 
@@ -67,6 +89,7 @@ vml_holder_watch_free(VmlHolderWatch *w)
         return;
     if (w->source)
         g_source_remove(w->source);
-    close(w->pidfd);
+    if (w->pidfd >= 0)
+        close(w->pidfd);
     g_free(w);
 }
