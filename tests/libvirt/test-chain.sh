@@ -18,10 +18,7 @@ done
 trap lv_cleanup EXIT
 trap 'exit 143' TERM; trap 'exit 130' INT; trap 'exit 129' HUP   # cleanup on signals too
 
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+. "$(dirname "$0")/../tap.sh"
 vmlease() { "$VMLEASE_BIN" "$@"; }
 
 # leases PATH...: "NAME:MODE" of every owner of each PATH (sorted, joined

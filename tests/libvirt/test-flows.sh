@@ -35,9 +35,7 @@ flows_cleanup() {
 trap flows_cleanup EXIT
 
 T0=$SECONDS
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+. "$(dirname "$0")/../tap.sh"
 vt() { timeout "${VT_TIMEOUT:-90}" virsh -c qemu:///system "$@"; }   # virsh, bounded
 vmlease() { timeout 20 "$VMLEASE_BIN" "$@"; }
 

@@ -48,12 +48,9 @@ trap 'exit 143' TERM; trap 'exit 130' INT; trap 'exit 129' HUP
 T_START=$(mg_now_ms)
 RATE=${VMLEASE_MIGRATION_RATE:-1mbit}
 
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; diag "$@"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; return 1; fi; }
+. "$(dirname "$0")/../tap.sh"
+diag() { tap_diag "$@"; }
 skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-diag() { local l; for l in "$@"; do printf '%s\n' "$l" | sed 's/^/# /'; done; }
 # unpark WHY: a lease A's running QEMU left parked (libvirt never resumed
 # it through the lock manager) is taken back with suspend + resume, so the
 # next case starts clean.

@@ -9,10 +9,7 @@ shim=$1 vmleased=$2 vmlease=$3
 here=$(cd "$(dirname "$0")" && pwd)
 io_timeout=2
 
-n=0 failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
+. "$(dirname "$0")/../tap.sh"
 
 root=$(mktemp -d /var/tmp/vmlease-sanlock-XXXXXX)
 sims=()
