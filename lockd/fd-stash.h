@@ -1,4 +1,4 @@
-/* The fd stash (DESIGN.md section 7): named open files kept for an owner
+/* The fd stash: named open files kept for an owner
  * (a domain uuid), so that a management layer can reopen an image and
  * fall back to the old fd whatever happens to it meanwhile.
  *

@@ -1,4 +1,4 @@
-/* The in-image side of a lease (DESIGN.md section 6): before an exclusive
+/* The in-image side of a lease (docs/image-format.md): before an exclusive
  * lease on an image is granted, make sure no QEMU the daemon does not
  * know writes it; once granted, mark a qcow2 v3 image in use (compatible
  * bit 1 and the owner extension); on release, clear the mark. A header is

@@ -176,14 +176,6 @@ vml_park_reason_valid(const char *reason)
 }
 
 gboolean
-vml_owner_same_process(const VmlOwner *a, const VmlOwner *b)
-{
-    return a->pid == b->pid && a->start_time == b->start_time &&
-           g_strcmp0(a->boot_id, b->boot_id) == 0 &&
-           g_strcmp0(a->machine_id, b->machine_id) == 0;
-}
-
-gboolean
 vml_owner_is_this_host(const VmlOwner *o)
 {
     return g_strcmp0(o->machine_id, vml_host_machine_id()) == 0 &&

@@ -61,5 +61,3 @@ gboolean vml_park_reason_valid(const char *reason);
 /* Recorded on this host (machine-id and hostname). */
 gboolean vml_owner_is_this_host(const VmlOwner *o);
 
-/* Same holder process on the same boot of the same host. */
-gboolean vml_owner_same_process(const VmlOwner *a, const VmlOwner *b);

@@ -1,6 +1,7 @@
 /* state.json: the lease table on disk, so a restarted vmleased rebuilds it.
  * Saves are coalesced (a burst of changes costs one write) and atomic:
- * temp file, fsync, rename. */
+ * temp file, rename (no fsync: see state-file.c). Only a re-exec restores
+ * from it; after a crash the holder records and the locks are the truth. */
 #pragma once
 
 #include <glib.h>
