@@ -6,6 +6,7 @@
  * the locked fds open across exec, so the leases outlive any crash of
  * vmleased or libvirtd. */
 #include "libvirt-lock-driver.h"
+#include "vml-lease-client.h"
 #include "lease-state.h"
 #include "plugin-config.h"
 #include "vml-backing-chain.h"
@@ -312,21 +313,17 @@ connect_holder(Domain *d, pid_t pid, int action, int mailbox, gint64 *holder, GE
     g_autoptr(VmlClient) c = vml_client_connect(path, error);
     if (!c)
         return NULL;
-    g_autoptr(JsonObject) p = json_object_new();
-    json_object_set_string_member(p, "uuid", d->uuid);
-    json_object_set_string_member(p, "name", d->name);
-    json_object_set_int_member(p, "pid", pid);
-    /* The pid is QEMU's, but before exec it still runs libvirtd's image. */
-    json_object_set_string_member(p, "program", "qemu (libvirt)");
-    if (lock_failure_name(action))
-        json_object_set_string_member(p, "on_lockfailure", lock_failure_name(action));
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Register", p,
-                                              mailbox >= 0 ? &mailbox : NULL, mailbox >= 0,
-                                              NULL, NULL, error);
-    if (!r)
-        return NULL;
-    *holder = json_object_get_int_member_with_default(r, "holder", 0);
-    return g_steal_pointer(&c);
+    VmlRegistration reg = {
+        .uuid = d->uuid,
+        .name = d->name,
+        .pid = pid,
+        /* The pid is QEMU's, but before exec it still runs libvirtd's image. */
+        .program = "qemu (libvirt)",
+        .on_lockfailure = lock_failure_name(action),
+        .mailbox_fd = mailbox,
+    };
+    *holder = vml_lease_register(c, &reg, error);
+    return *holder ? g_steal_pointer(&c) : NULL;
 }
 
 /* D's resources as the protocol wants them; without WITH_CHAIN only those

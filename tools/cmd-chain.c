@@ -4,6 +4,7 @@
  * through libvirt or qemu-img, then leave exactly the leases the new chain
  * needs; on any failure every lease goes back to what it was. */
 #include "vmlease-cli.h"
+#include "vml-lease-client.h"
 #include "chain-apply.h"
 #include "output.h"
 #include "vml-chain-leases.h"
@@ -297,16 +298,11 @@ vm_holder(const VmlCliOptions *opts, const VmlDomain *model, const VmlDisk *disk
 static gint64
 register_self(VmlClient *client, VmlChainOp op, GError **error)
 {
-    g_autoptr(JsonObject) params = json_object_new();
     g_autofree char *uuid = g_uuid_string_random();
     g_autofree char *name = g_strdup_printf("vmlease chain %s", vml_chain_op_name(op));
-    json_object_set_string_member(params, "uuid", uuid);
-    json_object_set_string_member(params, "name", name);
-    json_object_set_int_member(params, "pid", getpid());
-    json_object_set_string_member(params, "program", "vmlease chain");
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Register", params,
-                                                  NULL, 0, NULL, NULL, error);
-    return reply ? cli_json_int(reply, "holder", 0) : 0;
+    VmlRegistration reg = { .uuid = uuid, .name = name, .pid = getpid(),
+                            .program = "vmlease chain", .mailbox_fd = -1 };
+    return vml_lease_register(client, &reg, error);
 }
 
 /* Print the resulting XML once it validates against libvirt's schema. */

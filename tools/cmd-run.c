@@ -1,5 +1,6 @@
 /* vmlease run: hold leases on images for as long as a command runs. */
 #include "vmlease-cli.h"
+#include "vml-lease-client.h"
 #include "output.h"
 #include "vml-backing-chain.h"
 #include "vml-error.h"
@@ -41,23 +42,10 @@ typedef struct {
 static gboolean
 register_holder(VmlClient *client, Holder *h, GError **error)
 {
-    g_autoptr(JsonObject) params = json_object_new();
-    json_object_set_string_member(params, "uuid", h->uuid);
-    json_object_set_string_member(params, "name", h->name);
-    json_object_set_int_member(params, "pid", getpid());
-    if (h->program)
-        json_object_set_string_member(params, "program", h->program);
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Register", params,
-                                                  NULL, 0, NULL, NULL, error);
-    if (!reply)
-        return FALSE;
-    h->id = cli_json_int(reply, "holder", 0);
-    if (h->id <= 0) {
-        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
-                    "malformed Register reply from vmleased");
-        return FALSE;
-    }
-    return TRUE;
+    VmlRegistration reg = { .uuid = h->uuid, .name = h->name, .pid = getpid(),
+                            .program = h->program, .mailbox_fd = -1 };
+    h->id = vml_lease_register(client, &reg, error);
+    return h->id > 0;
 }
 
 static gboolean
