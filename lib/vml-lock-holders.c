@@ -1,4 +1,5 @@
 #include "vml-lock-holders.h"
+#include "vml-proc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,26 @@ program_of(pid_t pid)
     return comm;
 }
 
+typedef struct {
+    pid_t pid;
+    const char *path;
+    gboolean found, write;
+} LockScan;
+
+/* One fd of SCAN's process: on its path, with a lock in its fdinfo? */
+static gboolean
+scan_fd(int num, const char *target, gpointer data)
+{
+    LockScan *scan = data;
+    if (!g_str_equal(target, scan->path))
+        return TRUE;
+    g_autofree char *info_path = g_strdup_printf("/proc/%d/fdinfo/%d", (int)scan->pid, num);
+    g_autofree char *info = NULL;
+    if (g_file_get_contents(info_path, &info, NULL, NULL) && fdinfo_locks(info, &scan->write))
+        scan->found = TRUE;
+    return TRUE;
+}
+
 GPtrArray *
 vml_lock_holders_of(const char *path, pid_t skip_pid)
 {
@@ -54,25 +75,13 @@ vml_lock_holders_of(const char *path, pid_t skip_pid)
         long pid = strtol(ent, &end, 10);
         if (*end || pid <= 0 || pid == skip_pid)
             continue;
-        g_autofree char *fddir = g_strdup_printf("/proc/%ld/fd", pid);
-        g_autoptr(GDir) fds = g_dir_open(fddir, 0, NULL);
-        const char *fd;
-        gboolean found = FALSE, write = FALSE;
-        while (fds && (fd = g_dir_read_name(fds))) {
-            g_autofree char *link = g_build_filename(fddir, fd, NULL);
-            g_autofree char *target = g_file_read_link(link, NULL);
-            if (g_strcmp0(target, path) != 0)
-                continue;
-            g_autofree char *info_path = g_strdup_printf("/proc/%ld/fdinfo/%s", pid, fd);
-            g_autofree char *info = NULL;
-            if (g_file_get_contents(info_path, &info, NULL, NULL) && fdinfo_locks(info, &write))
-                found = TRUE;
-        }
-        if (!found)
+        LockScan scan = { (pid_t)pid, path, FALSE, FALSE };
+        vml_proc_each_fd((pid_t)pid, scan_fd, &scan);
+        if (!scan.found)
             continue;
         VmlLockHolder *h = g_new0(VmlLockHolder, 1);
         h->pid = (pid_t)pid;
-        h->write = write;
+        h->write = scan.write;
         h->program = program_of(h->pid);
         g_ptr_array_add(out, h);
     }

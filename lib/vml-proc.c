@@ -62,6 +62,20 @@ vml_proc_uid(pid_t pid, uid_t *uid, GError **error)
     return TRUE;
 }
 
+void
+vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data)
+{
+    g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
+    g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
+    const char *ent;
+    while (d && (ent = g_dir_read_name(d))) {
+        g_autofree char *link = g_build_filename(fddir, ent, NULL);
+        g_autofree char *target = g_file_read_link(link, NULL);
+        if (target && !func(atoi(ent), target, data))
+            return;
+    }
+}
+
 gboolean
 vml_proc_is_same(pid_t pid, guint64 start_time)
 {

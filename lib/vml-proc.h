@@ -14,6 +14,12 @@ gboolean vml_proc_uid(pid_t pid, uid_t *uid, GError **error);
 /* TRUE when PID is alive (not a zombie) and still started at START_TIME. */
 gboolean vml_proc_is_same(pid_t pid, guint64 start_time);
 
+/* FUNC(NUM, TARGET, DATA) for each open fd NUM of PID and what it links to
+ * (/proc/PID/fd); FUNC returns FALSE to stop. Fds that cannot be read are
+ * passed over; a process that cannot be looked at has none. */
+typedef gboolean (*VmlFdFunc)(int num, const char *target, gpointer data);
+void vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data);
+
 const char *vml_host_name(void);
 /* Newly read each call is not needed: cached after the first read. */
 const char *vml_host_boot_id(void);

@@ -307,6 +307,16 @@ fd_index_reset(FdIndex *x)
 
 /* The numbers of PID's fds open on WANT (a lock file), from one read of
  * its fd table per restart (or a fresh one outside a restart). */
+static gboolean
+index_lock_fd(int num, const char *target, gpointer data)
+{
+    FcntlBackend *be = data;
+    /* Only lock files of this lockspace are ever asked for. */
+    if (g_str_has_prefix(target, be->dir) && g_str_has_suffix(target, ".lock"))
+        fd_index_add(&be->holder_index, target, num);
+    return TRUE;
+}
+
 static GArray *
 holder_fds_on(FcntlBackend *be, pid_t pid, const char *want)
 {
@@ -314,16 +324,7 @@ holder_fds_on(FcntlBackend *be, pid_t pid, const char *want)
     if (!be->in_batch || !x->by_path || x->pid != pid) {
         fd_index_reset(x);
         x->pid = pid;
-        g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
-        g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-        const char *ent;
-        while (d && (ent = g_dir_read_name(d))) {
-            g_autofree char *link = g_build_filename(fddir, ent, NULL);
-            g_autofree char *target = g_file_read_link(link, NULL);
-            /* Only lock files of this lockspace are ever asked for. */
-            if (target && g_str_has_prefix(target, be->dir) && g_str_has_suffix(target, ".lock"))
-                fd_index_add(x, target, atoi(ent));
-        }
+        vml_proc_each_fd(pid, index_lock_fd, be);
     }
     GArray *nums = g_hash_table_lookup(x->by_path, want);
     return nums ? g_array_ref(nums) : g_array_new(FALSE, FALSE, sizeof(int));
@@ -406,22 +407,30 @@ parent_of(pid_t pid)
     return ppid;
 }
 
+typedef struct {
+    pid_t pid, other;
+    int num;
+    const char *path;
+    gboolean found;
+} SameDescription;
+
+static gboolean
+same_description(int num, const char *target, gpointer data)
+{
+    SameDescription *s = data;
+    s->found = g_str_equal(target, s->path) &&
+               syscall(SYS_kcmp, s->pid, s->other, KCMP_FILE, s->num, num) == 0;
+    return !s->found;
+}
+
 /* Does OTHER have PID's fd NUM (open on PATH) open too, the same
  * description? */
 static gboolean
 also_open_in(pid_t pid, int num, pid_t other, const char *path)
 {
-    g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)other);
-    g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-    const char *ent;
-    while (d && (ent = g_dir_read_name(d))) {
-        g_autofree char *link = g_build_filename(fddir, ent, NULL);
-        g_autofree char *target = g_file_read_link(link, NULL);
-        if (g_strcmp0(target, path) == 0 &&
-            syscall(SYS_kcmp, pid, other, KCMP_FILE, num, atoi(ent)) == 0)
-            return TRUE;
-    }
-    return FALSE;
+    SameDescription s = { pid, other, num, path, FALSE };
+    vml_proc_each_fd(other, same_description, &s);
+    return s.found;
 }
 
 /* PID's fd NUM (open on PATH) was inherited over fork(): an ancestor of
@@ -584,6 +593,27 @@ drop_stray(int fd, const char *target, pid_t pid)
               vml_mode_name(mode), target, (int)pid);
 }
 
+typedef struct {
+    FcntlBackend *be;
+    GHashTable *keep;
+    pid_t pid;
+    int pidfd;
+} Strays;
+
+static gboolean
+drop_holder_stray(int num, const char *target, gpointer data)
+{
+    Strays *st = data;
+    if (!is_stray_lock_file(st->be, target, st->keep))
+        return TRUE;
+    int fd = syscall(SYS_pidfd_getfd, st->pidfd, num, 0);
+    if (fd >= 0) {
+        drop_stray(fd, target, st->pid);
+        close(fd);
+    }
+    return TRUE;
+}
+
 static void
 fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
                   const char *const *keys, guint n_keys)
@@ -592,20 +622,8 @@ fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
     g_autoptr(GHashTable) keep = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     for (guint i = 0; i < n_keys; i++)
         g_hash_table_add(keep, lock_path(be, keys[i]));
-    g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
-    g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-    const char *ent;
-    while (d && (ent = g_dir_read_name(d))) {
-        g_autofree char *link = g_build_filename(fddir, ent, NULL);
-        g_autofree char *target = g_file_read_link(link, NULL);
-        if (!is_stray_lock_file(be, target, keep))
-            continue;
-        int fd = syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
-        if (fd < 0)
-            continue;
-        drop_stray(fd, target, pid);
-        close(fd);
-    }
+    Strays st = { be, keep, pid, pidfd };
+    vml_proc_each_fd(pid, drop_holder_stray, &st);
     for (guint i = 0; candidates && i < candidates->len; i++) {
         int fd = g_array_index(candidates, int, i);
         g_autofree char *target = own_fd_target(fd);
@@ -623,6 +641,37 @@ is_live(pid_t pid, int fd, const int *live, guint n_live)
             return TRUE;
     }
     return FALSE;
+}
+
+typedef struct {
+    const char *key, *path;
+    const VmlLockHolder *keeper;
+    int pidfd;
+    const int *live;
+    guint n_live;
+} Orphans;
+
+/* An fd of a process the dead holder forked, on its lock file: unlock
+ * the description, unless it is one of a live lease. */
+static gboolean
+release_kept_orphan(int num, const char *target, gpointer data)
+{
+    Orphans *o = data;
+    if (!g_str_equal(target, o->path) || is_live(o->keeper->pid, num, o->live, o->n_live))
+        return TRUE;
+    int fd = (int)syscall(SYS_pidfd_getfd, o->pidfd, num, 0);
+    if (fd < 0)
+        return TRUE;
+    guint bytes;
+    VmlMode mode;
+    if (described_lock(fd, &bytes, &mode)) {
+        unlock_all(fd);
+        g_warning("%s: released the %s lock that process %d (%s) kept after its VM "
+                  "exited while vmleased was down", o->key, vml_mode_name(mode),
+                  (int)o->keeper->pid, o->keeper->program);
+    }
+    close(fd);
+    return TRUE;
 }
 
 static void
@@ -650,27 +699,8 @@ fcntl_release_orphans(VmlBackend *parent, const char *key, GArray *candidates,
         int pidfd = (int)syscall(SYS_pidfd_open, k->pid, 0);
         if (pidfd < 0)
             continue;
-        g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)k->pid);
-        g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-        const char *ent;
-        while (d && (ent = g_dir_read_name(d))) {
-            g_autofree char *link = g_build_filename(fddir, ent, NULL);
-            g_autofree char *target = g_file_read_link(link, NULL);
-            if (g_strcmp0(target, path) != 0 || is_live(k->pid, atoi(ent), live, n_live))
-                continue;
-            int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(ent), 0);
-            if (fd < 0)
-                continue;
-            guint bytes;
-            VmlMode mode;
-            if (described_lock(fd, &bytes, &mode)) {
-                unlock_all(fd);
-                g_warning("%s: released the %s lock that process %d (%s) kept after its VM "
-                          "exited while vmleased was down", key, vml_mode_name(mode),
-                          (int)k->pid, k->program);
-            }
-            close(fd);
-        }
+        Orphans o = { key, path, k, pidfd, live, n_live };
+        vml_proc_each_fd(k->pid, release_kept_orphan, &o);
         close(pidfd);
     }
 }
