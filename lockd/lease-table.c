@@ -1,4 +1,5 @@
 #include "lease-table.h"
+#include "holder-record.h"
 #include "image-guard.h"
 #include "vml-error.h"
 #include "vml-json-write.h"
@@ -82,79 +83,6 @@ holder_tag(const char *machine_id, const char *boot_id, gint64 pid, guint64 star
     return g_strndup(hash, 32);
 }
 
-static void
-write_holder_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds)
-{
-    GHashTableIter it;
-    gpointer value;
-    gboolean first = TRUE;
-
-    g_string_append_c(out, '{');
-    vml_json_write_member_string(out, TRUE, "host", vml_host_name());
-    vml_json_write_member_string(out, FALSE, "machine_id", vml_host_machine_id());
-    vml_json_write_member_string(out, FALSE, "boot_id", vml_host_boot_id());
-    vml_json_write_member_string(out, FALSE, "uuid", h->uuid);
-    vml_json_write_member_string(out, FALSE, "name", h->name);
-    vml_json_write_member_int(out, FALSE, "holder", h->id);
-    vml_json_write_member_int(out, FALSE, "pid", h->pid);
-    vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
-    vml_json_write_member_int(out, FALSE, "since", h->since);
-    vml_json_write_member_int(out, FALSE, "uid", h->uid);
-    vml_json_write_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
-    if (h->program)
-        vml_json_write_member_string(out, FALSE, "program", h->program);
-    if (h->mailbox)
-        vml_json_write_member_int(out, FALSE, "mailbox_ino", (gint64)vml_mailbox_ino(h->mailbox));
-    if (h->resume_watch)
-        vml_json_write_member_string(out, FALSE, "status_file",
-                                     vml_resume_watch_path(h->resume_watch));
-    g_string_append(out, ",\"leases\":[");
-    g_hash_table_iter_init(&it, h->leases);
-    while (g_hash_table_iter_next(&it, NULL, &value)) {
-        const VmlLease *l = value;
-        if (l->leaving)
-            continue;
-        if (!first)
-            g_string_append_c(out, ',');
-        first = FALSE;
-        g_string_append_c(out, '{');
-        vml_json_write_member_string(out, TRUE, "resource", l->key);
-        if (l->path)
-            vml_json_write_member_string(out, FALSE, "path", l->path);
-        vml_json_write_member_string(out, FALSE, "mode", vml_mode_name(l->mode));
-        vml_json_write_member_int(out, FALSE, "generation", (gint64)l->generation);
-        vml_json_write_member_int(out, FALSE, "since", l->since);
-        if (l->parked) {
-            vml_json_write_member_string(out, FALSE, "parked", l->parked);
-            vml_json_write_member_int(out, FALSE, "parked_since", l->parked_since);
-        }
-        if (l->derived)
-            g_string_append(out, ",\"derived\":true");
-        if (fds) {
-            int fd = be->ops->lock_fd(l->lock);
-            vml_json_write_member_int(out, FALSE, "fd", fd);
-            g_array_append_val(fds, fd);
-        }
-        g_string_append_c(out, '}');
-    }
-    g_string_append_c(out, ']');
-    if (g_hash_table_size(h->observing)) {
-        gpointer key, path;
-        first = TRUE;
-        g_string_append(out, ",\"observing\":[");
-        g_hash_table_iter_init(&it, h->observing);
-        while (g_hash_table_iter_next(&it, &key, &path)) {
-            g_string_append(out, first ? "{" : ",{");
-            first = FALSE;
-            vml_json_write_member_string(out, TRUE, "resource", key);
-            vml_json_write_member_string(out, FALSE, "path", path);
-            g_string_append_c(out, '}');
-        }
-        g_string_append_c(out, ']');
-    }
-    g_string_append_c(out, '}');
-}
-
 /* Put every lock of H into its mailbox, so that they all live in the VM
  * process, not in ours alone. */
 static void
@@ -185,12 +113,7 @@ holder_fill_mailbox(VmlHolder *h)
 static gboolean
 holder_write_record(VmlHolder *h, GError **error)
 {
-    VmlBackend *be = h->table->backend;
-    g_autoptr(GString) s = g_string_sized_new(512);
-    if (!h->record)
-        return TRUE;
-    write_holder_json(s, h, be, NULL);
-    return be->ops->record_write(be, h->record, s->str, s->len, error);
+    return vml_holder_record_write(h, h->table->backend, &h->record_layout, error);
 }
 
 /* Publish the holder's current leases: into its mailbox, then its
@@ -261,6 +184,7 @@ lease_drop(VmlLeaseTable *t, VmlLease *l)
         }
     }
     t->n_leases--;
+    vml_record_layout_forget(l->holder->record_layout, l);
     g_free(l->parked);
     g_free(l->path);
     if (t->shutting_down)
@@ -457,6 +381,7 @@ holder_free(VmlHolder *h)
         holder_retry_unmarks(h, TRUE);
     g_hash_table_unref(h->leases);
     g_hash_table_unref(h->observing);
+    vml_record_layout_free(h->record_layout);
     if (h->record)
         t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
     vml_holder_watch_free(h->watch);
@@ -544,6 +469,12 @@ vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
     t->by_resource = g_hash_table_new(g_str_hash, g_str_equal);
     t->next_id = 1;
     return t;
+}
+
+gint64
+vml_lease_table_next_id(VmlLeaseTable *t)
+{
+    return t->next_id;
 }
 
 char *
@@ -1155,16 +1086,24 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
      * back a lease whose release the caller may have been told of. */
     GHashTableIter it;
     gpointer value;
-    g_hash_table_iter_init(&it, h->leases);
-    while (g_hash_table_iter_next(&it, NULL, &value))
-        ((VmlLease *)value)->leaving = !keys;
+    /* Only the leases named are touched: a release costs no more for a
+     * holder of many. */
+    if (!keys) {
+        g_hash_table_iter_init(&it, h->leases);
+        while (g_hash_table_iter_next(&it, NULL, &value))
+            ((VmlLease *)value)->leaving = TRUE;
+    }
     for (guint i = 0; keys && i < n_keys; i++)
         ((VmlLease *)g_hash_table_lookup(h->leases, keys[i]))->leaving = TRUE;
     g_autoptr(GError) local = NULL;
     gboolean recorded = holder_write_record(h, &local);
-    g_hash_table_iter_init(&it, h->leases);
-    while (g_hash_table_iter_next(&it, NULL, &value))
-        ((VmlLease *)value)->leaving = FALSE;
+    if (!keys) {
+        g_hash_table_iter_init(&it, h->leases);
+        while (g_hash_table_iter_next(&it, NULL, &value))
+            ((VmlLease *)value)->leaving = FALSE;
+    }
+    for (guint i = 0; keys && i < n_keys; i++)
+        ((VmlLease *)g_hash_table_lookup(h->leases, keys[i]))->leaving = FALSE;
     if (!recorded) {
         record_refusal(error, h, "the release", local);
         return FALSE;
@@ -1413,7 +1352,7 @@ vml_lease_table_save(VmlLeaseTable *t, GArray *fds)
         if (!first)
             g_string_append_c(s, ',');
         first = FALSE;
-        write_holder_json(s, value, t->backend, fds);
+        vml_holder_write_json(s, value, t->backend, fds);
     }
     g_string_append(s, "]}");
     return s;

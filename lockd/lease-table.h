@@ -46,6 +46,8 @@ struct _VmlLease {
                              open), not because libvirt named it */
     gboolean leaving;     /* being released: left out of the record that
                              must be written before the lock goes */
+    gpointer record_slot; /* where it is in its holder's record
+                             (holder-record.c) */
     VmlLease *next;       /* next lease on the same resource */
 };
 
@@ -70,6 +72,7 @@ struct _VmlHolder {
     VmlMailbox *mailbox;         /* in the VM process: keeps our locks alive */
     VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
     VmlRecord *record;
+    struct _VmlRecordLayout *record_layout;  /* where its leases are in it */
     char *tag;                   /* its record's name */
     VmlLeaseTable *table;
 };
@@ -84,6 +87,8 @@ typedef struct {
 } VmlRequest;
 
 VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg);
+/* The id the next registered holder gets. */
+gint64 vml_lease_table_next_id(VmlLeaseTable *t);
 
 /* The resource key of the image at PATH (vml-image-identity.h, with the
  * configured shared storage names). */

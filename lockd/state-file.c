@@ -1,5 +1,6 @@
 #include "state-file.h"
 #include "vml-error.h"
+#include "vml-proc.h"
 #include "vml-wire.h"
 
 #include <errno.h>
@@ -12,11 +13,15 @@
  * change, cover what a crash loses in between. */
 #define SAVE_DELAY_MS 200
 #define STATE_MAX (64 * 1024 * 1024)
+/* Holder ids a saved state reserves: a restart after a crash starts past
+ * them, so the file is written again only every this many registrations. */
+#define ID_RESERVE 1024
 
 struct _VmlStateFile {
     char *path;
     VmlLeaseTable *table;
     guint timer;
+    gint64 reserved;      /* next_holder as last saved; 0: nothing saved */
 };
 
 VmlStateFile *
@@ -47,10 +52,25 @@ vml_state_file_free(VmlStateFile *sf)
 /* Temp file and rename: a reader sees the old state or the new, never a
  * mix. No fsync: the state only matters within this boot (a host crash
  * takes every holder with it), and fsync stalls the main loop. */
+/* WHOLE: the table too (at shutdown and re-exec). Else only what a start
+ * after a crash reads from here, this boot and the holder ids it must
+ * start past: everything else comes from the holder records and the
+ * locks, so a table of any size costs nothing between changes. */
 static gboolean
-save(VmlStateFile *sf, GError **error)
+save(VmlStateFile *sf, gboolean whole, GError **error)
 {
-    g_autoptr(GString) state = vml_lease_table_save(sf->table, NULL);
+    g_autoptr(GString) state = NULL;
+    if (whole) {
+        state = vml_lease_table_save(sf->table, NULL);
+    } else {
+        gint64 next = vml_lease_table_next_id(sf->table);
+        if (sf->reserved && next < sf->reserved)
+            return TRUE;
+        sf->reserved = next + ID_RESERVE;
+        state = g_string_new(NULL);
+        g_string_printf(state, "{\"version\":1,\"boot_id\":\"%s\",\"next_holder\":%"
+                        G_GINT64_FORMAT ",\"holders\":[]}", vml_host_boot_id(), sf->reserved);
+    }
     g_autofree char *tmp = g_strconcat(sf->path, ".tmp", NULL);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     gboolean ok = fd >= 0 && write(fd, state->str, state->len) == (ssize_t)state->len;
@@ -63,7 +83,8 @@ save(VmlStateFile *sf, GError **error)
         return FALSE;
     }
     /* Hand back what a burst (a big acquire, this save) made malloc keep. */
-    malloc_trim(0);
+    if (whole)
+        malloc_trim(0);
     return TRUE;
 }
 
@@ -73,7 +94,7 @@ on_timer(gpointer data)
     VmlStateFile *sf = data;
     g_autoptr(GError) error = NULL;
     sf->timer = 0;
-    if (!save(sf, &error))
+    if (!save(sf, FALSE, &error))
         g_warning("cannot save state: %s", error->message);
     return G_SOURCE_REMOVE;
 }
@@ -92,7 +113,7 @@ vml_state_file_flush(VmlStateFile *sf, GError **error)
         return TRUE;
     g_source_remove(sf->timer);
     sf->timer = 0;
-    return save(sf, error);
+    return save(sf, TRUE, error);
 }
 
 JsonObject *

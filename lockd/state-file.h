@@ -1,7 +1,9 @@
-/* state.json: the lease table on disk, so a restarted vmleased rebuilds it.
- * Saves are coalesced (a burst of changes costs one write) and atomic:
- * temp file, rename (no fsync: see state-file.c). Only a re-exec restores
- * from it; after a crash the holder records and the locks are the truth. */
+/* state.json: what a start after a crash needs beyond the holder records
+ * and the locks (which are the truth): that vmleased ran on this boot, and
+ * past which holder id to start (ids are reserved in blocks, so the file
+ * is written once per block, not per change). The whole table is written
+ * at shutdown. Writes are atomic: temp file, rename (no fsync: see
+ * state-file.c). A re-exec hands its state over in memory instead. */
 #pragma once
 
 #include <glib.h>

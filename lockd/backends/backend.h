@@ -90,6 +90,11 @@ typedef struct {
     VmlRecord *(*record_open)(VmlBackend *be, const char *tag, GError **error);
     gboolean (*record_write)(VmlBackend *be, VmlRecord *rec, const char *data,
                              gsize len, GError **error);
+    /* Write DATA over [OFF, OFF+LEN) of the record, room for it taken
+     * first (a full disk fails the write, never cuts it short). May be
+     * NULL: then records are only written whole. */
+    gboolean (*record_patch)(VmlBackend *be, VmlRecord *rec, gsize off, const char *data,
+                             gsize len, GError **error);
     /* Close; with REMOVE the record is deleted too. */
     void (*record_close)(VmlBackend *be, VmlRecord *rec, gboolean remove);
     /* Every record's text (GBytes), every host's, but those whose tags are

@@ -805,6 +805,13 @@ fcntl_record_write(VmlBackend *parent, VmlRecord *r, const char *data, gsize len
     return vml_record_dir_write(&((FcntlBackend *)parent)->records, r, data, len, error);
 }
 
+static gboolean
+fcntl_record_patch(VmlBackend *parent, VmlRecord *r, gsize off, const char *data, gsize len,
+                   GError **error)
+{
+    return vml_record_dir_patch(&((FcntlBackend *)parent)->records, r, off, data, len, error);
+}
+
 static void
 fcntl_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
 {
@@ -880,6 +887,7 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .lock_fd = fcntl_lock_fd,
     .record_open = fcntl_record_open,
     .record_write = fcntl_record_write,
+    .record_patch = fcntl_record_patch,
     .record_close = fcntl_record_close,
     .records = fcntl_records,
     .record_remove = fcntl_record_remove,

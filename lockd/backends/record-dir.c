@@ -103,6 +103,27 @@ vml_record_dir_write(VmlRecordDir *be, VmlRecord *r, const char *data, gsize len
     return TRUE;
 }
 
+gboolean
+vml_record_dir_patch(VmlRecordDir *be, VmlRecord *r, gsize off, const char *data, gsize len,
+                     GError **error)
+{
+    gsize end = off + len;
+    if (end > r->len && fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)end) < 0 &&
+        errno != EOPNOTSUPP) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot grow holder record %s/%s: %s",
+                    be->dir, r->name, g_strerror(errno));
+        return FALSE;
+    }
+    ssize_t n = pwrite(r->fd, data, len, (off_t)off);
+    if (n != (ssize_t)len) {
+        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot write holder record %s/%s: %s",
+                    be->dir, r->name, n >= 0 ? "short write" : g_strerror(errno));
+        return FALSE;
+    }
+    r->len = MAX(r->len, end);
+    return TRUE;
+}
+
 void
 vml_record_dir_close(VmlRecordDir *be, VmlRecord *r, gboolean remove)
 {

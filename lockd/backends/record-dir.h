@@ -23,6 +23,9 @@ void vml_record_dir_clear(VmlRecordDir *rd);
 VmlRecord *vml_record_dir_open(VmlRecordDir *rd, const char *tag, GError **error);
 gboolean vml_record_dir_write(VmlRecordDir *rd, VmlRecord *r, const char *data, gsize len,
                               GError **error);
+/* DATA over [OFF, OFF+LEN), room for it allocated first. */
+gboolean vml_record_dir_patch(VmlRecordDir *rd, VmlRecord *r, gsize off, const char *data,
+                              gsize len, GError **error);
 void vml_record_dir_close(VmlRecordDir *rd, VmlRecord *r, gboolean remove);
 /* Every record's text (GBytes) but those whose tag is in SKIP (may be
  * NULL): the caller's own, which it knows better than any file. */

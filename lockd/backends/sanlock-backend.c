@@ -551,6 +551,13 @@ sanlock_record_write(VmlBackend *parent, VmlRecord *r, const char *data, gsize l
     return vml_record_dir_write(&((SanlockBackend *)parent)->records, r, data, len, error);
 }
 
+static gboolean
+sanlock_record_patch(VmlBackend *parent, VmlRecord *r, gsize off, const char *data, gsize len,
+                     GError **error)
+{
+    return vml_record_dir_patch(&((SanlockBackend *)parent)->records, r, off, data, len, error);
+}
+
 static void
 sanlock_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
 {
@@ -737,6 +744,7 @@ const VmlBackendOps vml_sanlock_backend_ops = {
     .lock_fd = sanlock_lock_fd,
     .record_open = sanlock_record_open,
     .record_write = sanlock_record_write,
+    .record_patch = sanlock_record_patch,
     .record_close = sanlock_record_close,
     .records = sanlock_records,
     .record_remove = sanlock_record_remove,

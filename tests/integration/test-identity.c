@@ -1066,8 +1066,10 @@ test_upgrade_from_path_keys(void)
     JsonObject *rec = json_node_get_object(json_parser_get_root(p));
     g_assert_cmpint(json_object_get_int_member(rec, "pid"), ==, vm);
     g_assert_cmpstr(json_object_get_string_member(rec, "uuid"), ==, UUID_1);
+    /* Leases, then the null that ends a record (holder-record.h). */
     JsonArray *leases = json_object_get_array_member(rec, "leases");
-    g_assert_cmpuint(json_array_get_length(leases), ==, 1);
+    g_assert_cmpuint(json_array_get_length(leases), ==, 2);
+    g_assert_true(JSON_NODE_HOLDS_NULL(json_array_get_element(leases, 1)));
     JsonObject *l = json_array_get_object_element(leases, 0);
     g_assert_cmpstr(json_object_get_string_member(l, "resource"), ==, key);
     g_assert_cmpstr(json_object_get_string_member_with_default(l, "path", NULL), ==, canon);
