@@ -181,6 +181,15 @@ slot_note(Slot *s, const VmlLease *l)
     s->parked = g_strdup(l->parked);
 }
 
+/* Every change of H is in its record now. */
+static void
+clear_dirty(VmlHolder *h)
+{
+    for (guint i = 0; i < h->record_dirty->len; i++)
+        ((VmlLease *)h->record_dirty->pdata[i])->record_dirty = FALSE;
+    g_ptr_array_set_size(h->record_dirty, 0);
+}
+
 static gboolean
 write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *head,
             GError **error)
@@ -218,6 +227,7 @@ write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *hea
         return FALSE;
     }
     *layout = x;
+    clear_dirty(h);
     return TRUE;
 }
 
@@ -261,16 +271,13 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
     while (ok && x->dropped->len)
         ok = blank(h, be, x, g_ptr_array_steal_index_fast(x->dropped, 0), error);
 
-    /* Changed ones in place where they fit; the rest (and new ones) go
-     * to the end, in one write with the terminator. Each lease knows its
-     * slot: this walk does no lookups. */
+    /* Of the leases touched since the last write: changed ones in place
+     * where they fit; the rest (and new ones) go to the end, in one write
+     * with the terminator. */
     g_autoptr(GString) one = g_string_new(NULL);
     g_autoptr(GString) appended = g_string_new(NULL);
-    GHashTableIter it;
-    gpointer value;
-    g_hash_table_iter_init(&it, h->leases);
-    while (ok && g_hash_table_iter_next(&it, NULL, &value)) {
-        VmlLease *l = value;
+    for (guint i = 0; ok && i < h->record_dirty->len; i++) {
+        VmlLease *l = h->record_dirty->pdata[i];
         Slot *s = l->record_slot;
         if (l->leaving) {
             if (s) {
@@ -309,5 +316,7 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
     }
     if (!ok)
         g_clear_pointer(layout, vml_record_layout_free);
+    else
+        clear_dirty(h);
     return ok;
 }

@@ -174,6 +174,7 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
             /* Still read by the VM (an old top under a new snapshot):
              * it stays, shared, until nothing needs it. */
             l->derived = TRUE;
+            vml_lease_touch(l);
             VmlRequest r = { .key = key, .path = l->path, .mode = VML_MODE_SHARED,
                              .derived = TRUE };
             g_array_append_val(keep, r);

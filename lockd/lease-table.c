@@ -156,6 +156,7 @@ lease_add(VmlLeaseTable *t, VmlHolder *h, const char *key, const char *path, Vml
     l->mode = mode;
     l->generation = generation;
     l->since = since;
+    vml_lease_touch(l);
     l->lock = lock;
     l->next = head;
     g_hash_table_insert(t->by_resource, stored_key, l);
@@ -185,6 +186,8 @@ lease_drop(VmlLeaseTable *t, VmlLease *l)
     }
     t->n_leases--;
     vml_record_layout_forget(l->holder->record_layout, l);
+    if (l->record_dirty)
+        g_ptr_array_remove_fast(l->holder->record_dirty, l);
     g_free(l->parked);
     g_free(l->path);
     if (t->shutting_down)
@@ -382,6 +385,7 @@ holder_free(VmlHolder *h)
     g_hash_table_unref(h->leases);
     g_hash_table_unref(h->observing);
     vml_record_layout_free(h->record_layout);
+    g_ptr_array_unref(h->record_dirty);
     if (h->record)
         t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
     vml_holder_watch_free(h->watch);
@@ -438,6 +442,7 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
     h->table = t;
     h->leases = g_hash_table_new(g_str_hash, g_str_equal);
     h->observing = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    h->record_dirty = g_ptr_array_new();
     h->pending_unmarks = g_ptr_array_new_with_free_func(g_free);
     g_hash_table_insert(t->holders, &h->id, h);
     t->next_id = MAX(t->next_id, id + 1);
@@ -469,6 +474,15 @@ vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
     t->by_resource = g_hash_table_new(g_str_hash, g_str_equal);
     t->next_id = 1;
     return t;
+}
+
+void
+vml_lease_touch(VmlLease *l)
+{
+    if (l->record_dirty)
+        return;
+    l->record_dirty = TRUE;
+    g_ptr_array_add(l->holder->record_dirty, l);
 }
 
 gint64
@@ -877,6 +891,7 @@ rollback(VmlLeaseTable *t, VmlHolder *h, GArray *steps)
                                          s->old_mode, &gen, NULL);
             s->lease->mode = s->old_mode;
             s->lease->generation = s->old_generation;
+            vml_lease_touch(s->lease);
         }
     }
 }
@@ -962,6 +977,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                 if (be->ops->change_mode(be, l->lock, l->key, r->mode, &gen, &local)) {
                     l->mode = r->mode;
                     l->generation = gen;
+                    vml_lease_touch(l);
                     g_array_append_val(steps, s);
                     continue;
                 }
@@ -1003,6 +1019,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         roles_changed = roles_changed || derived != l->derived;
         g_array_append_val(was_derived, l->derived);
         l->derived = derived;
+        vml_lease_touch(l);
     }
     /* Recorded before it is answered (and before any mark): a crash
      * from here on brings back what the caller is about to be told. */
@@ -1013,6 +1030,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
             for (guint i = 0; i < n_reqs; i++) {
                 VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
                 l->derived = g_array_index(was_derived, gboolean, i);
+                vml_lease_touch(l);
             }
             rollback(t, h, steps);
             holder_fill_mailbox(h);
@@ -1030,6 +1048,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                    s->lease->key);
             g_clear_pointer(&s->lease->parked, g_free);
             s->lease->parked_since = 0;
+            vml_lease_touch(s->lease);
             g_clear_pointer(&h->resume_watch, vml_resume_watch_free);
             continue;
         }
@@ -1090,20 +1109,30 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
      * holder of many. */
     if (!keys) {
         g_hash_table_iter_init(&it, h->leases);
-        while (g_hash_table_iter_next(&it, NULL, &value))
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
             ((VmlLease *)value)->leaving = TRUE;
+            vml_lease_touch(value);
+        }
     }
-    for (guint i = 0; keys && i < n_keys; i++)
-        ((VmlLease *)g_hash_table_lookup(h->leases, keys[i]))->leaving = TRUE;
+    for (guint i = 0; keys && i < n_keys; i++) {
+        VmlLease *l = g_hash_table_lookup(h->leases, keys[i]);
+        l->leaving = TRUE;
+        vml_lease_touch(l);
+    }
     g_autoptr(GError) local = NULL;
     gboolean recorded = holder_write_record(h, &local);
     if (!keys) {
         g_hash_table_iter_init(&it, h->leases);
-        while (g_hash_table_iter_next(&it, NULL, &value))
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
             ((VmlLease *)value)->leaving = FALSE;
+            vml_lease_touch(value);
+        }
     }
-    for (guint i = 0; keys && i < n_keys; i++)
-        ((VmlLease *)g_hash_table_lookup(h->leases, keys[i]))->leaving = FALSE;
+    for (guint i = 0; keys && i < n_keys; i++) {
+        VmlLease *l = g_hash_table_lookup(h->leases, keys[i]);
+        l->leaving = FALSE;
+        vml_lease_touch(l);
+    }
     if (!recorded) {
         record_refusal(error, h, "the release", local);
         return FALSE;
@@ -1208,6 +1237,7 @@ vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, gu
             l->parked_since = now;
         g_free(l->parked);
         l->parked = g_strdup(reason);
+        vml_lease_touch(l);
     }
     /* The record says "parked" before any part of a lock is let go: a
      * claimer that finds the part free also finds whose domain it is for. */
@@ -1598,11 +1628,13 @@ rekey_legacy(VmlLeaseTable *t, VmlHolder *h, VmlLease *old)
     l->parked = g_strdup(old->parked);
     l->parked_since = old->parked_since;
     old->leaving = TRUE;
+    vml_lease_touch(old);
     if (!holder_write_record(h, &error)) {
         /* Unrecorded, the new lock could not be found after a crash. */
         g_warning("lease of VM %s (pid %d) on %s stays under its old key: %s", h->name,
                   (int)h->pid, old->path, error->message);
         old->leaving = FALSE;
+        vml_lease_touch(old);
         g_hash_table_steal(h->leases, l->key);
         lease_drop(t, l);
         return;

@@ -48,6 +48,8 @@ struct _VmlLease {
                              must be written before the lock goes */
     gpointer record_slot; /* where it is in its holder's record
                              (holder-record.c) */
+    gboolean record_dirty; /* changed since the record was written: on
+                              its holder's record_dirty list */
     VmlLease *next;       /* next lease on the same resource */
 };
 
@@ -73,6 +75,7 @@ struct _VmlHolder {
     VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
     VmlRecord *record;
     struct _VmlRecordLayout *record_layout;  /* where its leases are in it */
+    GPtrArray *record_dirty;     /* VmlLease* changed since it was written */
     char *tag;                   /* its record's name */
     VmlLeaseTable *table;
 };
@@ -87,6 +90,11 @@ typedef struct {
 } VmlRequest;
 
 VmlLeaseTable *vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg);
+/* L changed (mode, generation, parked, derived, leaving, or new): its
+ * record is patched for it at the next write. Every change of those
+ * fields calls this. */
+void vml_lease_touch(VmlLease *l);
+
 /* The id the next registered holder gets. */
 gint64 vml_lease_table_next_id(VmlLeaseTable *t);
 
