@@ -181,6 +181,22 @@ slot_note(Slot *s, const VmlLease *l)
     s->parked = g_strdup(l->parked);
 }
 
+/* A new slot for L at the end of OUT, which starts at offset BASE of the
+ * file (ONE: scratch). */
+static void
+add_slot(VmlRecordLayout *x, VmlLease *l, GString *out, gsize base, GString *one)
+{
+    slot_text(one, l, 0);
+    Slot *s = g_new0(Slot, 1);
+    s->off = base + out->len;
+    s->len = one->len;
+    slot_note(s, l);
+    g_hash_table_add(x->slots, s);
+    l->record_slot = s;
+    g_string_append_len(out, one->str, one->len);
+    x->live += one->len;
+}
+
 /* Every change of H is in its record now. */
 static void
 clear_dirty(VmlHolder *h)
@@ -208,15 +224,7 @@ write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *hea
         l->record_slot = NULL;
         if (l->leaving)
             continue;
-        slot_text(one, l, 0);
-        Slot *s = g_new0(Slot, 1);
-        s->off = text->len;
-        s->len = one->len;
-        slot_note(s, l);
-        g_hash_table_add(x->slots, s);
-        l->record_slot = s;
-        g_string_append_len(text, one->str, one->len);
-        x->live += one->len;
+        add_slot(x, l, text, 0, one);
     }
     x->tail = text->len;
     g_string_append(text, TERMINATOR);
@@ -299,15 +307,7 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
             g_hash_table_steal(x->slots, s);
             ok = blank(h, be, x, s, error);
         }
-        slot_text(one, l, 0);
-        s = g_new0(Slot, 1);
-        s->off = x->tail + appended->len;
-        s->len = one->len;
-        slot_note(s, l);
-        g_hash_table_add(x->slots, s);
-        l->record_slot = s;
-        g_string_append_len(appended, one->str, one->len);
-        x->live += one->len;
+        add_slot(x, l, appended, x->tail, one);
     }
     if (ok && appended->len) {
         g_string_append(appended, TERMINATOR);
