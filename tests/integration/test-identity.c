@@ -267,6 +267,24 @@ assert_conflict(gint64 holder, const char *mode, const char *given, const char *
     g_assert_cmpuint(n_held(holder), ==, 0);
 }
 
+/* Owners of PATH through daemon D: its one resource object (ref'd). */
+static JsonObject *
+owners_resource(VmlTestDaemon *d, const char *path)
+{
+    use_daemon(d);
+    g_autoptr(JsonObject) p = json_object_new();
+    JsonArray *paths = json_array_new();
+    json_array_add_string_element(paths, path);
+    json_object_set_array_member(p, "paths", paths);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Owners", p, NULL, NULL,
+                                            &error);
+    g_assert_no_error(error);
+    JsonArray *res = json_object_get_array_member(r, "resources");
+    g_assert_cmpuint(json_array_get_length(res), ==, 1);
+    return json_object_ref(json_array_get_object_element(res, 0));
+}
+
 /* An exclusive lease through A by a real holder process; a second holder
  * asking through B, exclusive and shared, is refused naming the first;
  * owners of B name it too; a different image is granted to the second. */
@@ -289,17 +307,7 @@ check_pair(const char *a, const char *b)
     g_assert_cmpint(vml_test_lock_state(daemon_, b), ==, F_WRLCK);
 
     /* Owners of B: the one resource, held by holder 1 through A. */
-    g_autoptr(JsonObject) op = json_object_new();
-    JsonArray *paths = json_array_new();
-    json_array_add_string_element(paths, b);
-    json_object_set_array_member(op, "paths", paths);
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) or = vml_test_call(TRUE, "io.vmlease.Admin.Owners", op, NULL, NULL,
-                                             &error);
-    g_assert_no_error(error);
-    JsonArray *res = json_object_get_array_member(or, "resources");
-    g_assert_cmpuint(json_array_get_length(res), ==, 1);
-    JsonObject *r0 = json_array_get_object_element(res, 0);
+    g_autoptr(JsonObject) r0 = owners_resource(daemon_, b);
     g_assert_cmpstr(json_object_get_string_member(r0, "resource"), ==, key);
     JsonArray *owners = json_object_get_array_member(r0, "owners");
     g_assert_cmpuint(json_array_get_length(owners), ==, 1);
@@ -761,48 +769,21 @@ host_holder_spawn(VmlTestDaemon *d, const char *uuid, const char *name, JsonArra
     return pid;
 }
 
+static gboolean
+enter_host_setup(gpointer d)
+{
+    enter_host(d);
+    return TRUE;
+}
+
 /* A sleeping process in D's host, registered there: the second holder. */
 static VmlTestVm
 host_vm_new(VmlTestDaemon *d, const char *uuid, const char *name)
 {
     use_daemon(d);
-    int pipefd[2];
-    g_assert_cmpint(pipe(pipefd), ==, 0);
-    pid_t pid = fork();
-    g_assert_cmpint(pid, >=, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(pipefd[0]);
-        enter_host(d);
-        if (write(pipefd[1], "y", 1) != 1)
-            _exit(1);
-        for (;;)
-            pause();
-    }
-    close(pipefd[1]);
-    char ok = 0;
-    g_assert_cmpint(read(pipefd[0], &ok, 1), ==, 1);
-    close(pipefd[0]);
+    pid_t pid = vml_test_keeper_spawn(enter_host_setup, d);
     VmlTestVm vm = { .pid = pid, .holder = vml_test_register(uuid, name, pid) };
     return vm;
-}
-
-/* Owners of PATH through daemon D: its one resource object (ref'd). */
-static JsonObject *
-owners_resource(VmlTestDaemon *d, const char *path)
-{
-    use_daemon(d);
-    g_autoptr(JsonObject) p = json_object_new();
-    JsonArray *paths = json_array_new();
-    json_array_add_string_element(paths, path);
-    json_object_set_array_member(p, "paths", paths);
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Owners", p, NULL, NULL,
-                                            &error);
-    g_assert_no_error(error);
-    JsonArray *res = json_object_get_array_member(r, "resources");
-    g_assert_cmpuint(json_array_get_length(res), ==, 1);
-    return json_object_ref(json_array_get_object_element(res, 0));
 }
 
 static void
