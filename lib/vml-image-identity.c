@@ -1,5 +1,6 @@
 /* Name-independent resource keys (see vml-image-identity.h). */
 #include "vml-image-identity.h"
+#include "vml-conf.h"
 #include "vml-error.h"
 
 #include <errno.h>
@@ -59,6 +60,52 @@ vml_storage_name_clear(VmlStorageName *n)
 {
     g_clear_pointer(&n->name, g_free);
     g_clear_pointer(&n->root, g_free);
+}
+
+void
+vml_storage_names_free(VmlStorageName *names, guint n_names)
+{
+    for (guint i = 0; names && i < n_names; i++)
+        vml_storage_name_clear(&names[i]);
+    g_free(names);
+}
+
+gboolean
+vml_storage_names_from_conf(VmlConf *conf, VmlStorageName **names, guint *n_names,
+                            GError **error)
+{
+    g_auto(GStrv) list = NULL;
+    g_autoptr(GError) type_error = NULL;
+    *names = NULL;
+    *n_names = 0;
+    if (!vml_conf_get_string_list(conf, "shared_storage", &list, &type_error)) {
+        if (!type_error)
+            return TRUE;   /* not set */
+        g_propagate_error(error, g_steal_pointer(&type_error));
+        return FALSE;
+    }
+    guint n = list ? g_strv_length(list) : 0;
+    VmlStorageName *out = g_new0(VmlStorageName, n + 1);
+    for (guint i = 0; i < n; i++) {
+        g_autoptr(GError) local = NULL;
+        gboolean twice = FALSE;
+        if (vml_storage_name_parse(list[i], &out[i], &local)) {
+            for (guint j = 0; j < i && !twice; j++)
+                twice = g_str_equal(out[j].name, out[i].name);
+            if (!twice)
+                continue;
+            g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                        "shared_storage: name '%s' is given twice", out[i].name);
+        } else {
+            g_set_error(error, VML_ERROR, VML_ERROR_CONFIG, "shared_storage: %s",
+                        local->message);
+        }
+        vml_storage_names_free(out, i + 1);
+        return FALSE;
+    }
+    *names = out;
+    *n_names = n;
+    return TRUE;
 }
 
 gboolean

@@ -21,6 +21,8 @@
 #include <glib.h>
 #include <sys/types.h>
 
+#include "vml-conf.h"
+
 /* A configured name for a shared filesystem: every host names its own
  * mount point of it, and they all key its files alike. */
 typedef struct {
@@ -31,6 +33,14 @@ typedef struct {
 /* Parse "NAME=/mount/point" (NAME: letters, digits, '.', '_', '-'). */
 gboolean vml_storage_name_parse(const char *text, VmlStorageName *out, GError **error);
 void vml_storage_name_clear(VmlStorageName *n);
+
+/* The shared_storage list of CONF (vmleased.conf): *N_NAMES names (an
+ * array of *N_NAMES + 1, the last zeroed; NULL and 0 when not set). An
+ * entry that is not NAME=/mount/point, or a name given twice, is an error
+ * (VML_ERROR_CONFIG). */
+gboolean vml_storage_names_from_conf(VmlConf *conf, VmlStorageName **names, guint *n_names,
+                                     GError **error);
+void vml_storage_names_free(VmlStorageName *names, guint n_names);
 
 /* The resource key of what FD is open on (an O_PATH fd will do): a regular
  * file or block device. NAMES: the configured storage names (N_NAMES may

@@ -144,41 +144,6 @@ check_log_level(const char *level, GError **error)
     return FALSE;
 }
 
-/* shared_storage = [ "NAME=/mount/point", ... ]: one name per shared
- * filesystem, the same on every host whatever its mount point there. */
-static gboolean
-get_storage_names(VmlConf *conf, VmlDaemonConfig *cfg, GError **error)
-{
-    g_auto(GStrv) list = NULL;
-    g_autoptr(GError) type_error = NULL;
-    if (!vml_conf_get_string_list(conf, "shared_storage", &list, &type_error)) {
-        if (!type_error)
-            return TRUE;   /* not set */
-        g_propagate_error(error, g_steal_pointer(&type_error));
-        return FALSE;
-    }
-    guint n = list ? g_strv_length(list) : 0;
-    cfg->storage_names = g_new0(VmlStorageName, n + 1);
-    for (guint i = 0; i < n; i++) {
-        g_autoptr(GError) local = NULL;
-        if (!vml_storage_name_parse(list[i], &cfg->storage_names[i], &local)) {
-            g_set_error(error, VML_ERROR, VML_ERROR_CONFIG, "shared_storage: %s",
-                        local->message);
-            return FALSE;
-        }
-        cfg->n_storage_names = i + 1;
-        for (guint j = 0; j < i; j++) {
-            if (g_str_equal(cfg->storage_names[j].name, cfg->storage_names[i].name)) {
-                g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                            "shared_storage: name '%s' is given twice",
-                            cfg->storage_names[i].name);
-                return FALSE;
-            }
-        }
-    }
-    return TRUE;
-}
-
 VmlDaemonConfig *
 vml_daemon_config_load(const char *path, GError **error)
 {
@@ -233,7 +198,10 @@ vml_daemon_config_load(const char *path, GError **error)
             !vml_conf_update_string(conf, "lockspace_name", &cfg->lockspace_name, error) ||
             !get_dir(conf, "lockspace_path", &cfg->lockspace_path, error) ||
             !get_dir(conf, "lease_dir", &cfg->lease_dir, error) ||
-            !get_storage_names(conf, cfg, error) ||
+            /* shared_storage: one name per shared filesystem, the same on
+             * every host whatever its mount point there. */
+            !vml_storage_names_from_conf(conf, &cfg->storage_names, &cfg->n_storage_names,
+                                         error) ||
             !check_backend(cfg, error)) {
             /* Parse errors name the file already; our own checks do not. */
             if (!g_str_has_prefix((*error)->message, path))
@@ -261,8 +229,6 @@ vml_daemon_config_free(VmlDaemonConfig *cfg)
     g_free(cfg->lockspace_name);
     g_free(cfg->lockspace_path);
     g_free(cfg->lease_dir);
-    for (guint i = 0; i < cfg->n_storage_names; i++)
-        vml_storage_name_clear(&cfg->storage_names[i]);
-    g_free(cfg->storage_names);
+    vml_storage_names_free(cfg->storage_names, cfg->n_storage_names);
     g_free(cfg);
 }

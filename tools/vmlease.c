@@ -296,18 +296,13 @@ cli_image_key(const char *path, GError **error)
     g_autofree char *conf_path = vml_default_config_file();
     g_autoptr(VmlConf) conf = g_file_test(conf_path, G_FILE_TEST_EXISTS)
         ? vml_conf_new_from_file(conf_path, NULL) : NULL;
-    g_auto(GStrv) list = NULL;
-    if (conf)
-        vml_conf_get_string_list(conf, "shared_storage", &list, NULL);
-    guint n = list ? g_strv_length(list) : 0;
-    g_autofree VmlStorageName *names = g_new0(VmlStorageName, n + 1);
-    guint got = 0;
-    for (guint i = 0; i < n; i++)
-        if (vml_storage_name_parse(list[i], &names[got], NULL))
-            got++;
-    char *key = vml_image_identity_of_path(path, names, got, error);
-    for (guint i = 0; i < got; i++)
-        vml_storage_name_clear(&names[i]);
+    VmlStorageName *names = NULL;
+    guint n = 0;
+    /* A list vmleased would refuse to start with names nothing. */
+    if (conf && !vml_storage_names_from_conf(conf, &names, &n, NULL))
+        n = 0;
+    char *key = vml_image_identity_of_path(path, names, n, error);
+    vml_storage_names_free(names, n);
     return key;
 }
 
