@@ -1086,6 +1086,21 @@ holds_all(VmlHolder *h, const char *const *keys, guint n_keys, GError **error)
     return TRUE;
 }
 
+/* Mark H's leases KEYS (NULL: all) LEAVING or not. Only the leases named
+ * are touched: a release costs no more for a holder of many. */
+static void
+set_leaving(VmlHolder *h, const char *const *keys, guint n_keys, gboolean leaving)
+{
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    for (guint i = 0; keys ? i < n_keys : g_hash_table_iter_next(&it, NULL, &value); i++) {
+        VmlLease *l = keys ? g_hash_table_lookup(h->leases, keys[i]) : value;
+        l->leaving = leaving;
+        vml_lease_touch(l);
+    }
+}
+
 gboolean
 vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
                         guint n_keys, guint *released, GError **error)
@@ -1103,36 +1118,10 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
         return TRUE;
     /* Recorded gone before the locks go: a crash between must not bring
      * back a lease whose release the caller may have been told of. */
-    GHashTableIter it;
-    gpointer value;
-    /* Only the leases named are touched: a release costs no more for a
-     * holder of many. */
-    if (!keys) {
-        g_hash_table_iter_init(&it, h->leases);
-        while (g_hash_table_iter_next(&it, NULL, &value)) {
-            ((VmlLease *)value)->leaving = TRUE;
-            vml_lease_touch(value);
-        }
-    }
-    for (guint i = 0; keys && i < n_keys; i++) {
-        VmlLease *l = g_hash_table_lookup(h->leases, keys[i]);
-        l->leaving = TRUE;
-        vml_lease_touch(l);
-    }
+    set_leaving(h, keys, n_keys, TRUE);
     g_autoptr(GError) local = NULL;
     gboolean recorded = holder_write_record(h, &local);
-    if (!keys) {
-        g_hash_table_iter_init(&it, h->leases);
-        while (g_hash_table_iter_next(&it, NULL, &value)) {
-            ((VmlLease *)value)->leaving = FALSE;
-            vml_lease_touch(value);
-        }
-    }
-    for (guint i = 0; keys && i < n_keys; i++) {
-        VmlLease *l = g_hash_table_lookup(h->leases, keys[i]);
-        l->leaving = FALSE;
-        vml_lease_touch(l);
-    }
+    set_leaving(h, keys, n_keys, FALSE);
     if (!recorded) {
         record_refusal(error, h, "the release", local);
         return FALSE;
