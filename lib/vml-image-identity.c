@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/loop.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -281,21 +282,84 @@ network_fs(dev_t dev)
     return NULL;
 }
 
+/* Which filesystem DEV is, as the part of a file key before the inode. */
 static char *
-file_key(dev_t dev, ino_t ino, const VmlStorageName *names, guint n_names, int depth)
+filesystem_key(dev_t dev, const VmlStorageName *names, guint n_names, int depth)
 {
     const char *name = configured_name(dev, names, n_names);
     if (name)
-        return g_strdup_printf("file:name:%s:%" G_GUINT64_FORMAT, name, (guint64)ino);
-    g_autofree char *fs = major(dev) == 0 ? network_fs(dev) : NULL;
+        return g_strdup_printf("name:%s", name);
+    char *fs = major(dev) == 0 ? network_fs(dev) : NULL;
     if (fs)
-        return g_strdup_printf("file:%s:%" G_GUINT64_FORMAT, fs, (guint64)ino);
-    if (major(dev) != 0 && depth < MAX_DEPTH) {
-        g_autofree char *device = block_key(dev, names, n_names, depth + 1);
-        return g_strdup_printf("file:%s:%" G_GUINT64_FORMAT, device, (guint64)ino);
+        return fs;
+    if (major(dev) != 0 && depth < MAX_DEPTH)
+        return block_key(dev, names, n_names, depth + 1);
+    return g_strdup_printf("dev:%u:%u", major(dev), minor(dev));
+}
+
+/* filesystem_key() of the filesystems met so far, by device. What a
+ * mounted filesystem is changes only with the mount table (a device
+ * cannot go while mounted), and the kernel tells whoever has
+ * /proc/self/mountinfo open of every change (POLLPRI): then all of it is
+ * forgotten. Without that file nothing is kept. */
+static struct {
+    GMutex lock;
+    GHashTable *by_dev;     /* dev_t (as guint64 *) -> key */
+    char *names;            /* the storage names the keys were made with */
+    int mountinfo;          /* 0: not opened yet; -1: cannot be */
+} fs_cache;
+
+static char *
+names_text(const VmlStorageName *names, guint n_names)
+{
+    GString *s = g_string_new(NULL);
+    for (guint i = 0; i < n_names; i++)
+        g_string_append_printf(s, "%s=%s\n", names[i].name, names[i].root);
+    return g_string_free(s, FALSE);
+}
+
+/* Whether the mount table is as it was when the cache was last used. */
+static gboolean
+mounts_unchanged(void)
+{
+    if (fs_cache.mountinfo == 0) {
+        int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+        fs_cache.mountinfo = fd > 0 ? fd : -1;
+        return FALSE;
     }
-    return g_strdup_printf("file:dev:%u:%u:%" G_GUINT64_FORMAT, major(dev), minor(dev),
-                           (guint64)ino);
+    struct pollfd pfd = { .fd = fs_cache.mountinfo, .events = POLLPRI };
+    return fs_cache.mountinfo > 0 && poll(&pfd, 1, 0) == 0;
+}
+
+static char *
+filesystem_key_cached(dev_t dev, const VmlStorageName *names, guint n_names)
+{
+    g_autofree char *text = names_text(names, n_names);
+    g_mutex_lock(&fs_cache.lock);
+    if (!mounts_unchanged() || g_strcmp0(text, fs_cache.names) != 0 || !fs_cache.by_dev) {
+        g_clear_pointer(&fs_cache.by_dev, g_hash_table_unref);
+        fs_cache.by_dev = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+        g_free(fs_cache.names);
+        fs_cache.names = g_steal_pointer(&text);
+    }
+    guint64 d = (guint64)dev;
+    const char *key = g_hash_table_lookup(fs_cache.by_dev, &d);
+    char *out = key ? g_strdup(key) : NULL;
+    if (!out) {
+        out = filesystem_key(dev, names, n_names, 0);
+        if (fs_cache.mountinfo > 0)
+            g_hash_table_insert(fs_cache.by_dev, g_memdup2(&d, sizeof(d)), g_strdup(out));
+    }
+    g_mutex_unlock(&fs_cache.lock);
+    return out;
+}
+
+static char *
+file_key(dev_t dev, ino_t ino, const VmlStorageName *names, guint n_names, int depth)
+{
+    g_autofree char *fs = depth == 0 ? filesystem_key_cached(dev, names, n_names)
+                                     : filesystem_key(dev, names, n_names, depth);
+    return g_strdup_printf("file:%s:%" G_GUINT64_FORMAT, fs, (guint64)ino);
 }
 
 char *

@@ -20,8 +20,17 @@ vml_lease_register(VmlClient *client, const VmlRegistration *reg, GError **error
         return 0;
     JsonNode *n = json_object_get_member(r, "holder");
     gint64 holder = n && json_node_get_value_type(n) == G_TYPE_INT64 ? json_node_get_int(n) : 0;
-    if (holder <= 0)
+    if (holder <= 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
                     "malformed Register reply from vmleased: no holder id");
-    return holder > 0 ? holder : 0;
+        return 0;
+    }
+    const char *used = json_object_get_string_member_with_default(r, "lockspace", "");
+    if (reg->lockspace && g_strcmp0(used, reg->lockspace) != 0) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "vmleased uses lockspace %s, but qemu-vmlease.conf says lockspace_dir = \"%s\"",
+                    used, reg->lockspace);
+        return 0;
+    }
+    return holder;
 }

@@ -62,6 +62,14 @@ vml_proc_uid(pid_t pid, uid_t *uid, GError **error)
     return TRUE;
 }
 
+char *
+vml_proc_own_fd_path(int fd)
+{
+    char link[32];
+    g_snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    return g_file_read_link(link, NULL);
+}
+
 void
 vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data)
 {

@@ -14,6 +14,10 @@ gboolean vml_proc_uid(pid_t pid, uid_t *uid, GError **error);
 /* TRUE when PID is alive (not a zombie) and still started at START_TIME. */
 gboolean vml_proc_is_same(pid_t pid, guint64 start_time);
 
+/* What this process's FD is open on, as the kernel names it (the path it
+ * was reached by, every symlink resolved); NULL if it cannot be read. */
+char *vml_proc_own_fd_path(int fd);
+
 /* FUNC(NUM, TARGET, DATA) for each open fd NUM of PID and what it links to
  * (/proc/PID/fd); FUNC returns FALSE to stop. Fds that cannot be read are
  * passed over; a process that cannot be looked at has none. */

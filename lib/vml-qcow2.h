@@ -97,11 +97,27 @@ gboolean vml_qcow2_remove_ext(VmlQcow2Header *h, guint32 type);
  * the first cluster. */
 GBytes *vml_qcow2_serialize(const VmlQcow2Header *h, GError **error);
 
+/* How far vml_qcow2_write waits for the disk. */
+typedef enum {
+    /* An fdatasync after every step, the last one included: the new header
+     * is on stable storage when the call returns. */
+    VML_QCOW2_DURABLE,
+    /* An fdatasync between steps only, so that a crash still finds one of
+     * the states the steps go through; the last step's writeback is
+     * started, not waited for (docs/image-format.md, "Durability"). */
+    VML_QCOW2_ORDERED,
+} VmlQcow2Sync;
+
 /* Write the serialized header to FD: only the bytes that differ from the
- * file's, in steps with an fdatasync after each, so that the backing file
- * offset always points at the name (see docs/image-format.md). Every byte
- * range is allocated before the first write, so a full file system fails
- * with nothing changed; a failed or short write or fdatasync puts the old
- * bytes back. NAME (and the errno text) are in error messages. */
+ * file's, in steps with an fdatasync after each (but the last, with
+ * VML_QCOW2_ORDERED), so that the backing file offset always points at the
+ * name (see docs/image-format.md). Every byte range is allocated before
+ * the first write, so a full file system fails with nothing changed; a
+ * failed or short write or fdatasync puts the old bytes back. NAME (and
+ * the errno text) are in error messages. */
+gboolean vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h,
+                                VmlQcow2Sync sync, GError **error);
+
+/* vml_qcow2_write_synced(..., VML_QCOW2_DURABLE, ...). */
 gboolean vml_qcow2_write(int fd, const char *name, const VmlQcow2Header *h,
                          GError **error);

@@ -194,19 +194,17 @@ path_key(Call *call, const char *what, const char *path, char **canonical)
             return NULL;
         }
     }
-    char *real = realpath(path, NULL);
-    /* The identity comes from the inode opened here, not from a name
-     * that could be swapped after it was checked. */
-    int fd = real ? open(real, O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
+    /* Resolved once: the canonical path is the kernel's name for the inode
+     * opened here (every symlink resolved), and the identity comes from
+     * that inode, not from a name that could be swapped in between. */
+    int fd = seen;
     int saved = errno;
-    struct stat st, seen_st;
+    struct stat st;
     gboolean got = fd >= 0 && fstat(fd, &st) == 0;
-    gboolean moved = seen >= 0 && got &&
-        (fstat(seen, &seen_st) < 0 || st.st_dev != seen_st.st_dev || st.st_ino != seen_st.st_ino);
-    if (seen >= 0)
-        close(seen);
-    g_autofree char *canon = g_strdup(real);
-    free(real);
+    g_autofree char *canon = got ? vml_proc_own_fd_path(fd) : NULL;
+    /* Unlinked (or renamed away from every name) since it was opened. */
+    gboolean moved = got && ((S_ISREG(st.st_mode) && st.st_nlink == 0) || !canon ||
+                             canon[0] != '/');
     if (moved) {
         close(fd);
         JsonObject *p = json_object_new();
@@ -387,6 +385,7 @@ method_register(Call *call)
     }
     JsonObject *reply = json_object_new();
     json_object_set_int_member(reply, "holder", h->id);
+    json_object_set_string_member(reply, "lockspace", call->d->backend->lockspace);
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
@@ -841,12 +840,8 @@ method_status(Call *call)
     JsonObject *reply = json_object_new();
     json_object_set_string_member(reply, "version", VMLEASE_VERSION);
     json_object_set_int_member(reply, "pid", getpid());
-    json_object_set_string_member(reply, "backend", d->cfg->backend);
-    g_autofree char *sanlock_ls = g_strdup_printf("%s (%s)", d->cfg->lockspace_name,
-                                                  d->cfg->lockspace_path);
-    gboolean on_sanlock = g_strcmp0(d->cfg->backend, "sanlock") == 0;
-    json_object_set_string_member(reply, "lockspace", on_sanlock ? sanlock_ls
-                                                                 : d->cfg->lockspace_dir);
+    json_object_set_string_member(reply, "backend", d->backend->ops->name);
+    json_object_set_string_member(reply, "lockspace", d->backend->lockspace);
     json_object_set_string_member(reply, "host", vml_host_name());
     json_object_set_int_member(reply, "started", d->started);
     json_object_set_int_member(reply, "reexecs", d->reexecs);

@@ -117,8 +117,14 @@ qemu_holds(int fd, const char *path, const char *what)
     return TRUE;
 }
 
+static VmlQcow2Sync
+sync_for(gboolean durable)
+{
+    return durable ? VML_QCOW2_DURABLE : VML_QCOW2_ORDERED;
+}
+
 void
-vml_image_guard_mark(const char *path, const VmlImageOwner *owner)
+vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean durable)
 {
     g_autoptr(GError) error = NULL;
     int fd = vml_image_open(path, O_RDWR, &error);
@@ -131,14 +137,15 @@ vml_image_guard_mark(const char *path, const VmlImageOwner *owner)
         g_autoptr(GBytes) ext = vml_image_owner_encode(owner);
         h->compatible_features |= VML_QCOW2_COMPAT_IN_USE;
         vml_qcow2_set_ext(h, VML_QCOW2_EXT_OWNER, ext);
-        if (!vml_qcow2_write(fd, path, h, &error))
+        if (!vml_qcow2_write_synced(fd, path, h, sync_for(durable), &error))
             g_warning("%s: left unmarked: %s", path, error->message);
     }
     close(fd);
 }
 
 gboolean
-vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const char *uuid)
+vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const char *uuid,
+                       gboolean durable)
 {
     g_autoptr(GError) error = NULL;
     int fd = vml_image_open(path, O_RDWR, &error);
@@ -164,7 +171,7 @@ vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const 
         } else {
             h->compatible_features &= ~VML_QCOW2_COMPAT_IN_USE;
             vml_qcow2_remove_ext(h, VML_QCOW2_EXT_OWNER);
-            if (!vml_qcow2_write(fd, path, h, &error))
+            if (!vml_qcow2_write_synced(fd, path, h, sync_for(durable), &error))
                 g_warning("%s: mark not cleared: %s", path, error->message);
         }
     }

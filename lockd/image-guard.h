@@ -17,16 +17,19 @@
 gboolean vml_image_guard_check(const char *path, const pid_t *known, guint n_known,
                                JsonObject **params, GError **error);
 
-/* Mark PATH in use by OWNER. Never fails the lease: what it could not do
- * is logged, and the owner record stays in the lockspace. */
-void vml_image_guard_mark(const char *path, const VmlImageOwner *owner);
+/* Mark PATH in use by OWNER, on stable storage before returning when
+ * DURABLE (another host may read the header next), else ordered only
+ * (docs/image-format.md, "Durability"). Never fails the lease: what it
+ * could not do is logged, and the owner record stays in the lockspace. */
+void vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean durable);
 
 /* Clear the mark of the process PID/START_TIME on PATH, or one an exited
  * process of the same domain UUID (may be NULL) left on this host (a
  * migration's source); a mark set by anyone else is left alone. FALSE
- * when a QEMU still holds the image: try again once it has gone. */
+ * when a QEMU still holds the image: try again once it has gone. DURABLE
+ * as for vml_image_guard_mark. */
 gboolean vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time,
-                                const char *uuid);
+                                const char *uuid, gboolean durable);
 
 /* Open PATH (canonical) for header work: a regular file or block device,
  * never following a final symlink. */

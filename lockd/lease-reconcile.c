@@ -24,9 +24,22 @@ path_identity(const char *path)
     return path && stat(path, &st) == 0 ? file_identity(&st) : NULL;
 }
 
-/* The files PID has open, as identities. */
+/* The files a process has open, as identities; read from /proc at the
+ * first question only, since most reconciles have none to ask. */
+typedef struct {
+    pid_t pid;
+    GHashTable *set;
+} OpenFiles;
+
+static void
+open_files_clear(OpenFiles *o)
+{
+    g_clear_pointer(&o->set, g_hash_table_unref);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(OpenFiles, open_files_clear)
+
 static GHashTable *
-open_files(pid_t pid)
+open_files_read(pid_t pid)
 {
     GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
@@ -86,16 +99,20 @@ named_chains(VmlLeaseTable *t, VmlHolder *h, GHashTable *except, const VmlReques
 }
 
 static gboolean
-still_open(GHashTable *open, const char *path)
+still_open(OpenFiles *open, const char *path)
 {
     g_autofree char *id = path_identity(path);
-    return id && g_hash_table_contains(open, id);
+    if (!id)
+        return FALSE;
+    if (!open->set)
+        open->set = open_files_read(open->pid);
+    return g_hash_table_contains(open->set, id);
 }
 
 /* Release H's derived leases that neither NEEDED nor its process's open
  * files account for. */
 static void
-drop_unneeded(VmlLeaseTable *t, VmlHolder *h, GHashTable *needed, GHashTable *open)
+drop_unneeded(VmlLeaseTable *t, VmlHolder *h, GHashTable *needed, OpenFiles *open)
 {
     g_autoptr(GPtrArray) gone = g_ptr_array_new();
     GHashTableIter it;
@@ -144,8 +161,8 @@ vml_reconcile_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, gu
     if (!leases)
         return NULL;
     if (!unknown) {
-        g_autoptr(GHashTable) open = open_files(h->pid);
-        drop_unneeded(t, h, needed, open);
+        g_auto(OpenFiles) open = { h->pid, NULL };
+        drop_unneeded(t, h, needed, &open);
     }
     vml_lease_table_retry_unmarks(h);
     return leases;
@@ -162,7 +179,7 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
     }
     gboolean unknown;
     g_autoptr(GHashTable) needed = named_chains(t, h, letting_go, NULL, 0, &unknown);
-    g_autoptr(GHashTable) open = open_files(h->pid);
+    g_auto(OpenFiles) open = { h->pid, NULL };
     g_autoptr(GPtrArray) gone = g_ptr_array_new();
     g_autoptr(GArray) keep = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
     GHashTableIter it;
@@ -170,7 +187,7 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
     g_hash_table_iter_init(&it, letting_go);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         VmlLease *l = g_hash_table_lookup(h->leases, key);
-        if (unknown || g_hash_table_contains(needed, key) || still_open(open, l->path)) {
+        if (unknown || g_hash_table_contains(needed, key) || still_open(&open, l->path)) {
             /* Still read by the VM (an old top under a new snapshot):
              * it stays, shared, until nothing needs it. */
             l->derived = TRUE;
@@ -197,7 +214,7 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
                                               released, error))
         return FALSE;
     if (!unknown)
-        drop_unneeded(t, h, needed, open);
+        drop_unneeded(t, h, needed, &open);
     vml_lease_table_retry_unmarks(h);
     return TRUE;
 }

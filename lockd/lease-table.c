@@ -259,6 +259,14 @@ holder_program(const VmlHolder *h)
     return exe ? g_path_get_basename(exe) : g_strdup("");
 }
 
+/* Whether an in-use mark must reach stable storage before the grant or
+ * release that set or cleared it is answered (docs/image-format.md). */
+static gboolean
+marks_durable(const VmlLeaseTable *t)
+{
+    return t->backend->ops->cross_host;
+}
+
 static void
 lease_mark(const VmlLease *l)
 {
@@ -276,7 +284,7 @@ lease_mark(const VmlLease *l)
         .program = program,
         .name = h->name,
     };
-    vml_image_guard_mark(l->path, &o);
+    vml_image_guard_mark(l->path, &o, marks_durable(h->table));
 }
 
 /* H's exclusive hold on the image at PATH ends: clear its mark, or
@@ -284,7 +292,8 @@ lease_mark(const VmlLease *l)
 static void
 holder_unmark(VmlHolder *h, const char *path)
 {
-    if (!vml_image_guard_unmark(path, (guint32)h->pid, h->start_time, h->uuid))
+    if (!vml_image_guard_unmark(path, (guint32)h->pid, h->start_time, h->uuid,
+                                marks_durable(h->table)))
         g_ptr_array_add(h->pending_unmarks, g_strdup(path));
 }
 
@@ -306,7 +315,8 @@ holder_retry_unmarks(VmlHolder *h, gboolean exited)
         VmlLease *l = g_hash_table_lookup(h->leases, key);
         gboolean done = (l && l->mode == VML_MODE_EXCLUSIVE) ||   /* taken again since: its
                                                                      own release clears it */
-                        vml_image_guard_unmark(key, (guint32)h->pid, h->start_time, h->uuid);
+                        vml_image_guard_unmark(key, (guint32)h->pid, h->start_time, h->uuid,
+                                               marks_durable(h->table));
         if (!done && exited)
             g_warning("%s: in-use mark of exited pid %d left set: the image is still held",
                       key, (int)h->pid);
@@ -1471,7 +1481,8 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
         for (guint i = 0; i < owners->len; i++) {
             const VmlOwner *o = owners->pdata[i];
             if (o->mode == VML_MODE_EXCLUSIVE && o->path &&
-                !vml_image_guard_unmark(o->path, (guint32)id->pid, id->start_time, id->uuid))
+                !vml_image_guard_unmark(o->path, (guint32)id->pid, id->start_time, id->uuid,
+                                        marks_durable(t)))
                 g_info("%s: the in-use mark of exited pid %d stays while a QEMU holds it",
                        o->path, (int)id->pid);
         }

@@ -286,9 +286,8 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
 
     g_message("serving on %s and %s (backend %s, lockspace %s)",
-              d.cfg->lease_socket, d.cfg->admin_socket, d.cfg->backend,
-              g_strcmp0(d.cfg->backend, "sanlock") == 0 ? d.cfg->lockspace_path
-                                                        : d.cfg->lockspace_dir);
+              d.cfg->lease_socket, d.cfg->admin_socket, d.backend->ops->name,
+              d.backend->lockspace);
     if (ready_fd >= 0) {
         if (write(ready_fd, "1", 1) != 1) {
             /* The parent is gone; nothing to tell. */

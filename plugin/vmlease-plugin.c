@@ -259,27 +259,6 @@ lock_failure_name(int action)
     return action >= 0 && action < (int)G_N_ELEMENTS(names) ? names[action] : NULL;
 }
 
-/* A lockspace_dir in qemu-vmlease.conf must be the one vmleased uses:
- * two daemons on two lockspaces would not see each other's leases. */
-static gboolean
-check_lockspace(VmlClient *c, GError **error)
-{
-    if (!config->lockspace_dir)
-        return TRUE;
-    g_autoptr(JsonObject) s = vml_client_call(c, "io.vmlease.Admin.Status", NULL, NULL, 0,
-                                              NULL, NULL, error);
-    if (!s)
-        return FALSE;
-    const char *used = json_object_get_string_member_with_default(s, "lockspace", "");
-    if (g_strcmp0(used, config->lockspace_dir) != 0) {
-        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "vmleased uses lockspace %s, but qemu-vmlease.conf says lockspace_dir = \"%s\"",
-                    used, config->lockspace_dir);
-        return FALSE;
-    }
-    return TRUE;
-}
-
 /* In the VM's process before exec: a datagram socket connected to itself,
  * kept open across exec and never read. vmleased keeps in its queue the
  * locks it takes for this VM later from libvirtd (hotplug, block jobs, a
@@ -305,9 +284,12 @@ make_mailbox(GError **error)
 }
 
 /* ACTION < 0: leave the holder's on_lockfailure as it is. MAILBOX >= 0
- * goes to vmleased with the registration. */
+ * goes to vmleased with the registration. With CHECK_LOCKSPACE, a
+ * lockspace_dir in qemu-vmlease.conf must be the one vmleased uses: two
+ * daemons on two lockspaces would not see each other's leases. */
 static VmlClient *
-connect_holder(Domain *d, pid_t pid, int action, int mailbox, gint64 *holder, GError **error)
+connect_holder(Domain *d, pid_t pid, int action, int mailbox, gboolean check_lockspace,
+               gint64 *holder, GError **error)
 {
     g_autofree char *path = g_build_filename(config->socket_dir, "vmleased.sock", NULL);
     g_autoptr(VmlClient) c = vml_client_connect(path, error);
@@ -321,6 +303,7 @@ connect_holder(Domain *d, pid_t pid, int action, int mailbox, gint64 *holder, GE
         .program = "qemu (libvirt)",
         .on_lockfailure = lock_failure_name(action),
         .mailbox_fd = mailbox,
+        .lockspace = check_lockspace ? config->lockspace_dir : NULL,
     };
     *holder = vml_lease_register(c, &reg, error);
     return *holder ? g_steal_pointer(&c) : NULL;
@@ -596,8 +579,8 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     int mailbox = -1;
     if (in_owner && !config->on_sanlock && (mailbox = make_mailbox(&error)) < 0)
         return report_gerror(what, error);
-    g_autoptr(VmlClient) c = connect_holder(d, pid, action, mailbox, &holder, &error);
-    if (!c || !check_lockspace(c, &error)) {
+    g_autoptr(VmlClient) c = connect_holder(d, pid, action, mailbox, TRUE, &holder, &error);
+    if (!c) {
         if (mailbox >= 0)
             close(mailbox);
         return report_gerror(what, error);
@@ -634,7 +617,7 @@ static char *
 current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GError **error)
 {
     *gone = FALSE;
-    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, -1, holder,
+    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, -1, FALSE, holder,
                                             error);
     if (!c) {
         *gone = g_error_matches(*error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS);

@@ -16,6 +16,10 @@ typedef struct _VmlRecord VmlRecord;   /* one holder's published record */
 typedef struct {
     const char *name;
     gboolean lock_fds;    /* its locks live in fds a holder can keep */
+    /* Its leases guard images that other hosts open too: what it marks in
+     * an image must be on stable storage before a grant or release is
+     * answered, not only in this host's page cache. */
+    gboolean cross_host;
     VmlBackend *(*open)(const VmlDaemonConfig *cfg, GError **error);
     void (*close)(VmlBackend *be);
 
@@ -119,6 +123,9 @@ typedef struct {
 
 struct _VmlBackend {
     const VmlBackendOps *ops;
+    /* Where its leases live, as people and qemu-vmlease.conf name it:
+     * the lockspace directory, or sanlock's "NAME (PATH)". Set by open. */
+    char *lockspace;
     /* Called when the backend can no longer keep leases alive (sanlock
      * died): the holders must be stopped before other hosts take over. */
     void (*lost)(VmlBackend *be, gpointer data);

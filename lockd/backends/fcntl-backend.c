@@ -88,6 +88,7 @@ fcntl_open(const VmlDaemonConfig *cfg, GError **error)
     }
     be->parent.ops = &vml_fcntl_backend_ops;
     be->dir = g_strdup(cfg->lockspace_dir);
+    be->parent.lockspace = g_strdup(be->dir);
     be->dirfd = dirfd;
     return &be->parent;
 }
@@ -101,6 +102,7 @@ fcntl_close(VmlBackend *parent)
     vml_record_dir_clear(&be->records);
     close(be->dirfd);
     g_free(be->dir);
+    g_free(be->parent.lockspace);
     g_free(be);
 }
 
@@ -117,14 +119,6 @@ lock_path(FcntlBackend *be, const char *key)
 {
     g_autofree char *name = lock_name(key);
     return g_build_filename(be->dir, name, NULL);
-}
-
-/* What our fd FD is open on. */
-static char *
-own_fd_target(int fd)
-{
-    g_autofree char *link = g_strdup_printf("/proc/self/fd/%d", fd);
-    return g_file_read_link(link, NULL);
 }
 
 static VmlLock *
@@ -343,7 +337,7 @@ candidates_on(FcntlBackend *be, GArray *candidates, const char *want)
         x->source = candidates;
         x->source_len = candidates->len;
         for (guint i = 0; i < candidates->len; i++) {
-            g_autofree char *target = own_fd_target(g_array_index(candidates, int, i));
+            g_autofree char *target = vml_proc_own_fd_path(g_array_index(candidates, int, i));
             if (target)
                 fd_index_add(x, target, (int)i);
         }
@@ -489,7 +483,7 @@ holder_lock_fd(FcntlBackend *be, pid_t pid, int pidfd, const char *key, gboolean
             continue;
         fcntl(fd, F_SETFD, FD_CLOEXEC);
         /* The table was read before: the number may have been reused. */
-        g_autofree char *target = own_fd_target(fd);
+        g_autofree char *target = vml_proc_own_fd_path(fd);
         if (g_strcmp0(target, want) != 0) {
             close(fd);
             continue;
@@ -626,7 +620,7 @@ fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
     vml_proc_each_fd(pid, drop_holder_stray, &st);
     for (guint i = 0; candidates && i < candidates->len; i++) {
         int fd = g_array_index(candidates, int, i);
-        g_autofree char *target = own_fd_target(fd);
+        g_autofree char *target = vml_proc_own_fd_path(fd);
         if (is_stray_lock_file(be, target, keep))
             drop_stray(fd, target, pid);
     }
@@ -682,7 +676,7 @@ fcntl_release_orphans(VmlBackend *parent, const char *key, GArray *candidates,
     g_autofree char *path = lock_path(be, key);
     for (guint i = 0; candidates && i < candidates->len; i++) {
         int fd = g_array_index(candidates, int, i);
-        g_autofree char *target = own_fd_target(fd);
+        g_autofree char *target = vml_proc_own_fd_path(fd);
         guint bytes;
         VmlMode mode;
         if (g_strcmp0(target, path) != 0 || !described_lock(fd, &bytes, &mode) ||

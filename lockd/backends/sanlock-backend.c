@@ -662,6 +662,7 @@ sanlock_open(const VmlDaemonConfig *cfg, GError **error)
     be->parent.ops = &vml_sanlock_backend_ops;
     be->ls_name = g_strdup(cfg->lockspace_name);
     be->ls_path = g_strdup(cfg->lockspace_path);
+    be->parent.lockspace = g_strdup_printf("%s (%s)", be->ls_name, be->ls_path);
     be->lease_dir = g_strdup(cfg->lease_dir);
     be->host_id = cfg->host_id;
     be->io_timeout = cfg->io_timeout;
@@ -709,6 +710,7 @@ sanlock_close(VmlBackend *parent)
     vml_record_dir_clear(&be->records);
     g_free(be->ls_name);
     g_free(be->ls_path);
+    g_free(be->parent.lockspace);
     g_free(be->lease_dir);
     g_free(be);
 }
@@ -730,6 +732,7 @@ sanlock_owner_host_state(VmlBackend *parent, const char *machine_id)
 
 const VmlBackendOps vml_sanlock_backend_ops = {
     .name = "sanlock",
+    .cross_host = TRUE,
     .open = sanlock_open,
     .close = sanlock_close,
     .acquire = sanlock_acquire_lock,
