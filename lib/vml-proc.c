@@ -2,51 +2,80 @@
 #include "vml-error.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-gboolean
-vml_proc_start_time(pid_t pid, guint64 *start_time, GError **error)
+/* The first SIZE - 1 bytes of /proc/PID/WHAT into BUF, NUL-terminated:
+ * one open, one read, one close (the fields asked for come early). */
+static gboolean
+proc_read(pid_t pid, const char *what, char *buf, gsize size)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *data = NULL;
-    g_autoptr(GError) local = NULL;
-
-    if (pid <= 0 || !g_file_get_contents(path, &data, NULL, &local)) {
-        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS,
-                    "no process with pid %d", (int)pid);
+    char path[48];
+    if (pid <= 0)
         return FALSE;
-    }
+    g_snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FALSE;
+    ssize_t n;
+    do
+        n = read(fd, buf, size - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return FALSE;
+    buf[n] = '\0';
+    return TRUE;
+}
+
+/* Start time (field 22) and state (field 3) from a /proc/PID/stat line. */
+static gboolean
+parse_stat(char *data, guint64 *start_time, char *state)
+{
     /* comm may hold spaces and parentheses: fields start after the last ')'. */
     char *p = strrchr(data, ')');
-    if (!p)
-        goto bad;
+    if (!p || p[1] != ' ')
+        return FALSE;
+    *state = p[2];
     p++;
-    /* After ')' come fields 3..; start time is field 22. */
     for (int field = 3; field < 22; field++) {
         p = strchr(p + 1, ' ');
         if (!p)
-            goto bad;
+            return FALSE;
     }
     char *end;
     errno = 0;
     guint64 v = g_ascii_strtoull(p + 1, &end, 10);
     if (errno || end == p + 1)
-        goto bad;
+        return FALSE;
     *start_time = v;
     return TRUE;
-bad:
-    g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot parse %s", path);
-    return FALSE;
+}
+
+gboolean
+vml_proc_start_time(pid_t pid, guint64 *start_time, GError **error)
+{
+    char data[1024];
+    char state;
+    if (!proc_read(pid, "stat", data, sizeof(data))) {
+        g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS,
+                    "no process with pid %d", (int)pid);
+        return FALSE;
+    }
+    if (!parse_stat(data, start_time, &state)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot parse /proc/%d/stat", (int)pid);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 gboolean
 vml_proc_uid(pid_t pid, uid_t *uid, GError **error)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid);
-    g_autofree char *data = NULL;
-    if (pid <= 0 || !g_file_get_contents(path, &data, NULL, NULL)) {
+    char data[4096];
+    if (!proc_read(pid, "status", data, sizeof(data))) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS, "no process with pid %d",
                     (int)pid);
         return FALSE;
@@ -55,7 +84,8 @@ vml_proc_uid(pid_t pid, uid_t *uid, GError **error)
     char *end = NULL;
     guint64 v = line ? g_ascii_strtoull(line + 5, &end, 10) : 0;
     if (!line || end == line + 5 || v > G_MAXUINT32) {
-        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot parse %s", path);
+        g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot parse /proc/%d/status",
+                    (int)pid);
         return FALSE;
     }
     *uid = (uid_t)v;
@@ -87,14 +117,12 @@ vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data)
 gboolean
 vml_proc_is_same(pid_t pid, guint64 start_time)
 {
+    char data[1024];
     guint64 now;
-    if (!vml_proc_start_time(pid, &now, NULL) || now != start_time)
-        return FALSE;
+    char state;
     /* A zombie has exited: nothing of it uses an image any more. */
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *data = NULL;
-    const char *p = g_file_get_contents(path, &data, NULL, NULL) ? strrchr(data, ')') : NULL;
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+    return proc_read(pid, "stat", data, sizeof(data)) && parse_stat(data, &now, &state) &&
+           now == start_time && state != 'Z' && state != 'X';
 }
 
 static char *

@@ -47,15 +47,16 @@ vml_qemu_perms_text(guint perms)
     return g_string_free(s, FALSE);
 }
 
-/* Is any lock held on BYTE through another open file description? */
+/* Is any lock held on bytes [BYTE, BYTE + LEN) through another open file
+ * description? */
 static gboolean
-byte_locked(int fd, off_t byte, gboolean *locked, GError **error)
+range_locked(int fd, off_t byte, off_t len, gboolean *locked, GError **error)
 {
     struct flock fl = {
         .l_type = F_WRLCK,
         .l_whence = SEEK_SET,
         .l_start = byte,
-        .l_len = 1,
+        .l_len = len,
     };
     if (fcntl(fd, F_OFD_GETLK, &fl) < 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "cannot test lock byte %ld: %s",
@@ -64,6 +65,12 @@ byte_locked(int fd, off_t byte, gboolean *locked, GError **error)
     }
     *locked = fl.l_type != F_UNLCK;
     return TRUE;
+}
+
+static gboolean
+byte_locked(int fd, off_t byte, gboolean *locked, GError **error)
+{
+    return range_locked(fd, byte, 1, locked, error);
 }
 
 /* Add the bits of one "lock:" line of an fdinfo file naming DEV:INO. */
@@ -150,7 +157,15 @@ vml_qemu_probe(int fd, GError **error)
     g_autoptr(VmlQemuLocks) l = g_new0(VmlQemuLocks, 1);
     l->holders = g_ptr_array_new_with_free_func(holder_free);
 
-    for (int i = 0; i < VML_QEMU_PERM_BITS; i++) {
+    /* Nearly always nobody has the image open: one test for the whole
+     * span of QEMU's bytes says so; only a lock in it is looked at byte
+     * by byte. */
+    gboolean any;
+    if (!range_locked(fd, VML_QEMU_LOCK_PERM_BASE,
+                      VML_QEMU_LOCK_SHARED_BASE + VML_QEMU_PERM_BITS - VML_QEMU_LOCK_PERM_BASE,
+                      &any, error))
+        return NULL;
+    for (int i = 0; any && i < VML_QEMU_PERM_BITS; i++) {
         gboolean held, denied;
         if (!byte_locked(fd, VML_QEMU_LOCK_PERM_BASE + i, &held, error) ||
             !byte_locked(fd, VML_QEMU_LOCK_SHARED_BASE + i, &denied, error))

@@ -1,4 +1,5 @@
 #include "holder-watch.h"
+#include "fd-watch.h"
 #include "vml-error.h"
 #include "vml-proc.h"
 
@@ -72,7 +73,7 @@ vml_holder_watch_new(pid_t pid, guint64 start_time,
     w->func = func;
     w->data = data;
     w->source = polled ? g_timeout_add(POLL_MS, on_poll, w)
-                       : g_unix_fd_add(pidfd, G_IO_IN, on_pidfd, w);
+                       : vml_fd_watch_add(pidfd, G_IO_IN, on_pidfd, w);
     return w;
 }
 

@@ -1,4 +1,5 @@
 #include "server.h"
+#include "fd-watch.h"
 #include "vml-wire.h"
 
 #include <errno.h>
@@ -457,7 +458,7 @@ conn_flush(VmlConn *c)
                 continue;
             if (err == EAGAIN) {
                 if (!c->out_source)
-                    c->out_source = g_unix_fd_add(c->fd, G_IO_OUT, on_conn_out, c);
+                    c->out_source = vml_fd_watch_add(c->fd, G_IO_OUT, on_conn_out, c);
                 return;
             }
             if (err == ETOOMANYREFS && m->n_fds && m->off == 0) {
@@ -643,7 +644,7 @@ conn_schedule(VmlConn *c)
         c->work_source = 0;
     }
     if (want_in && !c->in_source)
-        c->in_source = g_unix_fd_add(c->fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_conn_in, c);
+        c->in_source = vml_fd_watch_add(c->fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_conn_in, c);
     else if (!want_in && c->in_source) {
         g_source_remove(c->in_source);
         c->in_source = 0;
@@ -651,7 +652,7 @@ conn_schedule(VmlConn *c)
     /* A held client that hangs up gives its bytes back at once. */
     gboolean want_hup = c->held && !c->closing;
     if (want_hup && !c->hup_source)
-        c->hup_source = g_unix_fd_add(c->fd, G_IO_HUP | G_IO_ERR, on_conn_hup, c);
+        c->hup_source = vml_fd_watch_add(c->fd, G_IO_HUP | G_IO_ERR, on_conn_hup, c);
     else if (!want_hup && c->hup_source) {
         g_source_remove(c->hup_source);
         c->hup_source = 0;
@@ -836,9 +837,9 @@ static void
 listen_resume(VmlServer *s)
 {
     if (!s->lease_source)
-        s->lease_source = g_unix_fd_add(s->lease_fd, G_IO_IN, on_lease_listen, s);
+        s->lease_source = vml_fd_watch_add(s->lease_fd, G_IO_IN, on_lease_listen, s);
     if (!s->admin_source)
-        s->admin_source = g_unix_fd_add(s->admin_fd, G_IO_IN, on_admin_listen, s);
+        s->admin_source = vml_fd_watch_add(s->admin_fd, G_IO_IN, on_admin_listen, s);
 }
 
 static gboolean
