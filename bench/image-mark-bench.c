@@ -4,6 +4,7 @@
  * against the same on a raw image (which is never written). Prints
  * "name: value" figures. */
 #include "bench-util.h"
+#include "vml-protocol.h"
 #include "vml-client.h"
 #include "vml-image-owner.h"
 #include "vml-qcow2.h"
@@ -91,7 +92,7 @@ bench_daemon(const char *name, const char *path)
     json_object_set_string_member(reg, "uuid", "6f1e5a2c-0d3b-4c8e-9a7f-1b2c3d4e5f60");
     json_object_set_string_member(reg, "name", "image-mark-bench");
     json_object_set_int_member(reg, "pid", getpid());
-    g_autoptr(JsonObject) r = call(c, "io.vmlease.Lease.Register", reg);
+    g_autoptr(JsonObject) r = call(c, VML_METHOD_REGISTER, reg);
     gint64 holder = json_object_get_int_member(r, "holder");
     double us[ROUNDS];
     for (guint i = 0; i < ROUNDS; i++) {
@@ -106,8 +107,8 @@ bench_daemon(const char *name, const char *path)
         JsonObject *rel = json_object_new();
         json_object_set_int_member(rel, "holder", holder);
         gint64 t0 = bench_now_ns();
-        g_autoptr(JsonObject) ar = call(c, "io.vmlease.Lease.Acquire", a);
-        g_autoptr(JsonObject) rr = call(c, "io.vmlease.Lease.Release", rel);
+        g_autoptr(JsonObject) ar = call(c, VML_METHOD_ACQUIRE, a);
+        g_autoptr(JsonObject) rr = call(c, VML_METHOD_RELEASE, rel);
         us[i] = (bench_now_ns() - t0) / 1e3;
     }
     bench_print_p50(name, us, ROUNDS);

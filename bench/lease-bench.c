@@ -9,6 +9,7 @@
  * reply of each kind is parsed in full, later ones get cheap string checks,
  * so the figures are the daemon's round trip, not json-glib's. */
 #include "vml-client.h"
+#include "vml-protocol.h"
 #include "vml-error.h"
 #include "vml-paths.h"
 #include "vml-wire.h"
@@ -181,7 +182,7 @@ daemon_wait_ready(void)
         g_autoptr(VmlClient) admin = vml_client_connect_admin(NULL);
         if (admin) {
             g_autoptr(GError) error = NULL;
-            g_autoptr(JsonObject) r = vml_client_call(admin, "io.vmlease.Admin.Status", NULL,
+            g_autoptr(JsonObject) r = vml_client_call(admin, VML_METHOD_STATUS, NULL,
                                                       NULL, 0, NULL, NULL, &error);
             if (!r)
                 die("io.vmlease.Admin.Status: %s", error->message);
@@ -417,7 +418,7 @@ register_self(Conn *c)
     json_object_set_string_member(p, "uuid", uuid);
     json_object_set_string_member(p, "name", "lease-bench");
     json_object_set_int_member(p, "pid", getpid());
-    g_autoptr(JsonObject) r = call_parsed(c, "io.vmlease.Lease.Register", p);
+    g_autoptr(JsonObject) r = call_parsed(c, VML_METHOD_REGISTER, p);
     gint64 holder = json_object_get_int_member_with_default(r, "holder", 0);
     if (holder <= 0)
         die("io.vmlease.Lease.Register: no holder in the reply");
@@ -459,14 +460,14 @@ pair_init(Pair *p, gint64 holder, const char *key, gboolean fds)
     json_object_set_array_member(a, "resources", ar);
     if (fds)
         json_object_set_boolean_member(a, "fds", TRUE);
-    p->acquire = request("io.vmlease.Lease.Acquire", a, &p->acquire_len);
+    p->acquire = request(VML_METHOD_ACQUIRE, a, &p->acquire_len);
 
     JsonObject *r = json_object_new();
     JsonArray *rr = json_array_new();
     json_object_set_int_member(r, "holder", holder);
     json_array_add_object_element(rr, lease_resource(key, FALSE));
     json_object_set_array_member(r, "resources", rr);
-    p->release = request("io.vmlease.Lease.Release", r, &p->release_len);
+    p->release = request(VML_METHOD_RELEASE, r, &p->release_len);
 }
 
 static void
@@ -492,10 +493,10 @@ pair_run(Conn *c, const Pair *p)
 {
     GArray *fds;
     g_autofree char *a = rpc(c, p->acquire, p->acquire_len, &fds);
-    check_fds("io.vmlease.Lease.Acquire", fds, p->fds ? 1 : 0);
-    expect("io.vmlease.Lease.Acquire", a, "\"leases\":[{");
+    check_fds(VML_METHOD_ACQUIRE, fds, p->fds ? 1 : 0);
+    expect(VML_METHOD_ACQUIRE, a, "\"leases\":[{");
     g_autofree char *r = rpc(c, p->release, p->release_len, NULL);
-    expect("io.vmlease.Lease.Release", r, "\"released\":1}");
+    expect(VML_METHOD_RELEASE, r, "\"released\":1}");
 }
 
 /* One pair with its replies parsed in full, so the cheap checks of
@@ -505,8 +506,8 @@ pair_verify(Conn *c, const Pair *p)
 {
     GArray *fds;
     g_autofree char *a = rpc(c, p->acquire, p->acquire_len, &fds);
-    check_fds("io.vmlease.Lease.Acquire", fds, p->fds ? 1 : 0);
-    check_error("io.vmlease.Lease.Acquire", a);
+    check_fds(VML_METHOD_ACQUIRE, fds, p->fds ? 1 : 0);
+    check_error(VML_METHOD_ACQUIRE, a);
 
     g_autoptr(JsonParser) parser = json_parser_new_immutable();
     if (!json_parser_load_from_data(parser, a, -1, NULL))
@@ -524,7 +525,7 @@ pair_verify(Conn *c, const Pair *p)
         die("io.vmlease.Lease.Acquire: unexpected reply: %.300s", a);
 
     g_autofree char *r = rpc(c, p->release, p->release_len, NULL);
-    check_error("io.vmlease.Lease.Release", r);
+    check_error(VML_METHOD_RELEASE, r);
     g_autoptr(JsonParser) rparser = json_parser_new_immutable();
     if (!json_parser_load_from_data(rparser, r, -1, NULL))
         die("io.vmlease.Lease.Release: malformed reply: %.200s", r);
@@ -798,7 +799,7 @@ bench_clients(guint warmup, gint64 duration)
 static gint64
 status_leases(Conn *admin)
 {
-    g_autoptr(JsonObject) r = call_parsed(admin, "io.vmlease.Admin.Status", json_object_new());
+    g_autoptr(JsonObject) r = call_parsed(admin, VML_METHOD_STATUS, json_object_new());
     return json_object_get_int_member_with_default(r, "leases", -1);
 }
 
@@ -815,7 +816,7 @@ bench_owners_pages(Conn *admin, guint want, const char *figure)
         JsonObject *p = json_object_new();
         if (after)
             json_object_set_string_member(p, "after", after);
-        g_autoptr(JsonObject) r = call_parsed(admin, "io.vmlease.Admin.Owners", p);
+        g_autoptr(JsonObject) r = call_parsed(admin, VML_METHOD_OWNERS, p);
         JsonArray *res = json_object_get_array_member(r, "resources");
         seen += res ? json_array_get_length(res) : 0;
         pages++;
@@ -848,10 +849,10 @@ bench_recovery(Conn *c, Conn *admin, const char *bin, gint64 holder, guint want)
         }
         json_object_set_array_member(p, "resources", res);
         gsize len;
-        g_autofree char *req = request("io.vmlease.Lease.Acquire", p, &len);
+        g_autofree char *req = request(VML_METHOD_ACQUIRE, p, &len);
         GArray *fds = NULL;
         g_autofree char *reply = rpc(c, req, len, &fds);
-        check_error("io.vmlease.Lease.Acquire", reply);
+        check_error(VML_METHOD_ACQUIRE, reply);
         g_array_append_vals(kept, fds->data, fds->len);
         g_array_unref(fds);
     }
@@ -896,13 +897,13 @@ bench_many(Conn *c, Conn *admin, gint64 holder, double p50_none, guint warmup,
             json_array_add_object_element(res, lease_resource(key, TRUE));
         }
         json_object_set_array_member(p, "resources", res);
-        reqs[b] = request("io.vmlease.Lease.Acquire", p, &lens[b]);
+        reqs[b] = request(VML_METHOD_ACQUIRE, p, &lens[b]);
     }
 
     gint64 t0 = now_ns();
     for (guint b = 0; b < n_batches; b++) {
         replies[b] = rpc(c, reqs[b], lens[b], NULL);
-        check_error("io.vmlease.Lease.Acquire", replies[b]);
+        check_error(VML_METHOD_ACQUIRE, replies[b]);
     }
     gint64 acquire_ns = now_ns() - t0;
 
@@ -942,12 +943,12 @@ bench_many(Conn *c, Conn *admin, gint64 holder, double p50_none, guint warmup,
     JsonObject *p = json_object_new();
     json_object_set_int_member(p, "holder", holder);
     gsize len;
-    g_autofree char *req = request("io.vmlease.Lease.Release", p, &len);
+    g_autofree char *req = request(VML_METHOD_RELEASE, p, &len);
     t0 = now_ns();
     g_autofree char *reply = rpc(c, req, len, NULL);
     gint64 release_ns = now_ns() - t0;
     g_autofree char *want = g_strdup_printf("\"released\":%u}", MANY_LEASES);
-    expect("io.vmlease.Lease.Release", reply, want);
+    expect(VML_METHOD_RELEASE, reply, want);
     print_figure("release_10000_ms", "%.1f", release_ns / 1e6);
     g_usleep(300 * 1000);
     print_figure("rss_kib_after_release", "%" G_GINT64_FORMAT, daemon_rss_kib());

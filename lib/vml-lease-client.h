@@ -23,3 +23,34 @@ typedef struct {
  * without a usable holder id is VML_ERROR_PROTOCOL; a daemon on another
  * lockspace than REG's is VML_ERROR_CONFIG). */
 gint64 vml_lease_register(VmlClient *client, const VmlRegistration *reg, GError **error);
+
+/* What an Acquire asks for beside its resources. */
+typedef struct {
+    gboolean fds;          /* the lock fds back, one per lease (fcntl backend) */
+    gboolean holder_fds;   /* lock through the holder process's own fds where it has them */
+    gboolean claim;        /* take over the parked leases of the holder's domain */
+    gboolean reconcile;    /* bring the backing images' leases to what the images need */
+} VmlAcquireFlags;
+
+/* io.vmlease.Lease.Acquire of RESOURCES (a Resource array, taken) for
+ * HOLDER, all or none: the granted leases, or NULL with ERROR and, for a
+ * refusal with parameters (a conflict), *ERROR_PARAMS (may be NULL).
+ * *FDS (may be NULL) gets the lock fds sent with the reply, if any. */
+JsonArray *vml_lease_acquire(VmlClient *client, gint64 holder, JsonArray *resources,
+                             const VmlAcquireFlags *flags, GArray **fds,
+                             JsonObject **error_params, GError **error);
+
+/* What a Release does beside letting go. */
+typedef struct {
+    const char *park;         /* may be NULL: "paused" or "migrating" parks every lease */
+    const char *status_file;  /* may be NULL: libvirt's status XML, watched while parked */
+    gboolean reconcile;       /* keep what the holder's images still need */
+} VmlReleaseFlags;
+
+/* io.vmlease.Lease.Release of RESOURCES (taken; NULL: every lease of
+ * HOLDER). FLAGS may be NULL. */
+gboolean vml_lease_release(VmlClient *client, gint64 holder, JsonArray *resources,
+                           const VmlReleaseFlags *flags, GError **error);
+
+/* io.vmlease.Lease.Inquire: HOLDER's leases, or NULL with ERROR. */
+JsonArray *vml_lease_inquire(VmlClient *client, gint64 holder, GError **error);

@@ -1,4 +1,5 @@
 #include "vmlease-stash.h"
+#include "vml-protocol.h"
 #include "vml-error.h"
 
 #include <unistd.h>
@@ -42,7 +43,7 @@ vmlease_stash_give(VmlClient *c, const char *owner, const char *name, int fd,
     g_autoptr(JsonObject) p = owner_name(owner, name);
     if (keep)
         json_object_set_boolean_member(p, "keep", TRUE);
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Stash.Give", p, &fd, 1, NULL,
+    g_autoptr(JsonObject) r = vml_client_call(c, VML_METHOD_STASH_GIVE, p, &fd, 1, NULL,
                                               NULL, error);
     return r != NULL;
 }
@@ -51,21 +52,21 @@ int
 vmlease_stash_take(VmlClient *c, const char *owner, const char *name, GError **error)
 {
     g_autoptr(JsonObject) p = owner_name(owner, name);
-    return call_for_fd(c, "io.vmlease.Stash.Take", p, NULL, 0, error);
+    return call_for_fd(c, VML_METHOD_STASH_TAKE, p, NULL, 0, error);
 }
 
 int
 vmlease_stash_peek(VmlClient *c, const char *owner, const char *name, GError **error)
 {
     g_autoptr(JsonObject) p = owner_name(owner, name);
-    return call_for_fd(c, "io.vmlease.Stash.Peek", p, NULL, 0, error);
+    return call_for_fd(c, VML_METHOD_STASH_PEEK, p, NULL, 0, error);
 }
 
 gboolean
 vmlease_stash_drop(VmlClient *c, const char *owner, const char *name, GError **error)
 {
     g_autoptr(JsonObject) p = owner_name(owner, name);
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Stash.Drop", p, NULL, 0, NULL,
+    g_autoptr(JsonObject) r = vml_client_call(c, VML_METHOD_STASH_DROP, p, NULL, 0, NULL,
                                               NULL, error);
     return r != NULL;
 }
@@ -76,7 +77,7 @@ vmlease_stash_list(VmlClient *c, const char *owner, GError **error)
     g_autoptr(JsonObject) p = json_object_new();
     if (owner)
         json_object_set_string_member(p, "owner", owner);
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Stash.List", p, NULL, 0, NULL,
+    g_autoptr(JsonObject) r = vml_client_call(c, VML_METHOD_STASH_LIST, p, NULL, 0, NULL,
                                               NULL, error);
     if (!r)
         return NULL;
@@ -96,7 +97,7 @@ vmlease_open_image(VmlClient *c, gint64 holder, const char *path, const char *mo
     json_object_set_int_member(p, "holder", holder);
     json_object_set_string_member(p, "path", path);
     json_object_set_string_member(p, "mode", mode);
-    return call_for_fd(c, "io.vmlease.Lease.OpenImage", p, NULL, 0, error);
+    return call_for_fd(c, VML_METHOD_OPEN_IMAGE, p, NULL, 0, error);
 }
 
 int
@@ -109,5 +110,5 @@ vmlease_reopen(VmlClient *c, gint64 holder, const char *path, int fd, const char
     json_object_set_string_member(p, "mode", new_mode);
     if (stash_name)
         json_object_set_string_member(p, "stash_name", stash_name);
-    return call_for_fd(c, "io.vmlease.Lease.Reopen", p, &fd, 1, error);
+    return call_for_fd(c, VML_METHOD_REOPEN, p, &fd, 1, error);
 }

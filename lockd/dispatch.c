@@ -1,6 +1,7 @@
 /* What each method means: parse and check its parameters (every one of
  * them hostile until checked), call the lease table, shape the reply. */
 #include "server.h"
+#include "vml-protocol.h"
 #include "force-unlock.h"
 #include "image-open.h"
 #include "lease-reconcile.h"
@@ -1046,25 +1047,25 @@ typedef struct {
 } Method;
 
 static const Method methods[] = {
-    { "io.vmlease.Lease.Register", VML_ACCESS_LEASE, TRUE, method_register },
-    { "io.vmlease.Lease.Acquire", VML_ACCESS_LEASE, TRUE, method_acquire },
-    { "io.vmlease.Lease.Release", VML_ACCESS_LEASE, TRUE, method_release },
-    { "io.vmlease.Lease.Inquire", VML_ACCESS_LEASE, TRUE, method_inquire },
-    { "io.vmlease.Lease.Observe", VML_ACCESS_LEASE, TRUE, method_observe },
-    { "io.vmlease.Lease.OpenImage", VML_ACCESS_LEASE, TRUE, method_open_image },
-    { "io.vmlease.Lease.Reopen", VML_ACCESS_LEASE, TRUE, method_reopen },
-    { "io.vmlease.Stash.Give", VML_ACCESS_LEASE, TRUE, method_stash_give },
-    { "io.vmlease.Stash.Take", VML_ACCESS_LEASE, TRUE, method_stash_take },
-    { "io.vmlease.Stash.Peek", VML_ACCESS_LEASE, TRUE, method_stash_peek },
-    { "io.vmlease.Stash.List", VML_ACCESS_LEASE, TRUE, method_stash_list },
-    { "io.vmlease.Stash.Drop", VML_ACCESS_LEASE, TRUE, method_stash_drop },
-    { "io.vmlease.Admin.List", VML_ACCESS_READ, FALSE, method_list },
-    { "io.vmlease.Admin.Owners", VML_ACCESS_READ, FALSE, method_owners },
-    { "io.vmlease.Admin.Status", VML_ACCESS_READ, FALSE, method_status },
-    { "io.vmlease.Admin.Hosts", VML_ACCESS_READ, FALSE, method_hosts },
-    { "io.vmlease.Admin.ForceUnlock", VML_ACCESS_ROOT, FALSE, method_force_unlock },
-    { "org.varlink.service.GetInfo", VML_ACCESS_READ, FALSE, method_get_info },
-    { "org.varlink.service.GetInterfaceDescription", VML_ACCESS_READ, FALSE,
+    { VML_METHOD_REGISTER, VML_ACCESS_LEASE, TRUE, method_register },
+    { VML_METHOD_ACQUIRE, VML_ACCESS_LEASE, TRUE, method_acquire },
+    { VML_METHOD_RELEASE, VML_ACCESS_LEASE, TRUE, method_release },
+    { VML_METHOD_INQUIRE, VML_ACCESS_LEASE, TRUE, method_inquire },
+    { VML_METHOD_OBSERVE, VML_ACCESS_LEASE, TRUE, method_observe },
+    { VML_METHOD_OPEN_IMAGE, VML_ACCESS_LEASE, TRUE, method_open_image },
+    { VML_METHOD_REOPEN, VML_ACCESS_LEASE, TRUE, method_reopen },
+    { VML_METHOD_STASH_GIVE, VML_ACCESS_LEASE, TRUE, method_stash_give },
+    { VML_METHOD_STASH_TAKE, VML_ACCESS_LEASE, TRUE, method_stash_take },
+    { VML_METHOD_STASH_PEEK, VML_ACCESS_LEASE, TRUE, method_stash_peek },
+    { VML_METHOD_STASH_LIST, VML_ACCESS_LEASE, TRUE, method_stash_list },
+    { VML_METHOD_STASH_DROP, VML_ACCESS_LEASE, TRUE, method_stash_drop },
+    { VML_METHOD_LIST, VML_ACCESS_READ, FALSE, method_list },
+    { VML_METHOD_OWNERS, VML_ACCESS_READ, FALSE, method_owners },
+    { VML_METHOD_STATUS, VML_ACCESS_READ, FALSE, method_status },
+    { VML_METHOD_HOSTS, VML_ACCESS_READ, FALSE, method_hosts },
+    { VML_METHOD_FORCE_UNLOCK, VML_ACCESS_ROOT, FALSE, method_force_unlock },
+    { VML_METHOD_GET_INFO, VML_ACCESS_READ, FALSE, method_get_info },
+    { VML_METHOD_GET_INTERFACE_DESCRIPTION, VML_ACCESS_READ, FALSE,
       method_get_interface_description },
 };
 

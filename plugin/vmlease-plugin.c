@@ -6,6 +6,7 @@
  * the locked fds open across exec, so the leases outlive any crash of
  * vmleased or libvirtd. */
 #include "libvirt-lock-driver.h"
+#include "vml-protocol.h"
 #include "vml-lease-client.h"
 #include "lease-state.h"
 #include "plugin-config.h"
@@ -346,17 +347,14 @@ release_resources(VmlClient *c, gint64 holder, JsonArray *resources, GError **er
 {
     guint n = resources ? json_array_get_length(resources) : 1;
     for (guint i = 0; i < n; i++) {
-        g_autoptr(JsonObject) p = json_object_new();
         g_autoptr(GError) local = NULL;
-        json_object_set_int_member(p, "holder", holder);
+        JsonArray *one = NULL;
         if (resources) {
-            JsonArray *one = json_array_new();
+            one = json_array_new();
             json_array_add_element(one, json_node_copy(json_array_get_element(resources, i)));
-            json_object_set_array_member(p, "resources", one);
         }
-        g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
-                                                  NULL, NULL, &local);
-        if (!r && !g_error_matches(local, VML_ERROR, VML_ERROR_NOT_HELD)) {
+        if (!vml_lease_release(c, holder, one, NULL, &local) &&
+            !g_error_matches(local, VML_ERROR, VML_ERROR_NOT_HELD)) {
             g_propagate_error(error, g_steal_pointer(&local));
             return FALSE;
         }
@@ -399,20 +397,16 @@ static gboolean
 release_call(VmlClient *c, gint64 holder, JsonArray *resources, const char *park,
              const char *status_file, GError **error)
 {
-    g_autoptr(JsonObject) p = json_object_new();
-    json_object_set_int_member(p, "holder", holder);
-    if (park)
-        json_object_set_string_member(p, "park", park);
-    /* Watched while parked: QEMU may resume a failed migration's source by
-     * itself, and libvirt then never asks for the leases back. */
-    if (park && status_file && getuid() == 0)
-        json_object_set_string_member(p, "status_file", status_file);
-    if (!park)
-        json_object_set_array_member(p, "resources", resources);
-    json_object_set_boolean_member(p, "reconcile", !park);
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Release", p, NULL, 0,
-                                              NULL, NULL, error);
-    return r != NULL;
+    VmlReleaseFlags flags = {
+        .park = park,
+        /* Watched while parked: QEMU may resume a failed migration's source
+         * by itself, and libvirt then never asks for the leases back. */
+        .status_file = park && getuid() == 0 ? status_file : NULL,
+        .reconcile = !park,
+    };
+    if (park && resources)
+        json_array_unref(resources);
+    return vml_lease_release(c, holder, park ? NULL : resources, &flags, error);
 }
 
 /* A resume or incoming migration: every exclusive lease that comes back
@@ -500,27 +494,25 @@ static gboolean
 acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
                   gboolean in_owner, JsonObject **conflict, GError **error)
 {
-    g_autoptr(JsonObject) p = json_object_new();
-    json_object_set_int_member(p, "holder", holder);
-    json_object_set_array_member(p, "resources", resources_json(d, TRUE));
-    /* On sanlock the lease lives in sanlock, for the registered process. */
-    json_object_set_boolean_member(p, "fds", in_owner && !config->on_sanlock);
-    /* From libvirtd (resume, hotplug): lock through QEMU's own fds where
-     * it has them, so the lease lives in QEMU again. */
-    json_object_set_boolean_member(p, "holder_fds", !in_owner);
-    /* A resume with state may be a migration's destination: it takes over
-     * the leases its domain's source parked. Never in the child: the
-     * source still runs while the destination's QEMU starts. */
-    json_object_set_boolean_member(p, "claim", !in_owner && state && *state);
-    /* From libvirtd, bring the held set to what the images need now:
-     * libvirt names one image at a time and never a backing image. */
-    json_object_set_boolean_member(p, "reconcile", !in_owner);
+    VmlAcquireFlags flags = {
+        /* On sanlock the lease lives in sanlock, for the registered process. */
+        .fds = in_owner && !config->on_sanlock,
+        /* From libvirtd (resume, hotplug): lock through QEMU's own fds
+         * where it has them, so the lease lives in QEMU again. */
+        .holder_fds = !in_owner,
+        /* A resume with state may be a migration's destination: it takes
+         * over the leases its domain's source parked. Never in the child:
+         * the source still runs while the destination's QEMU starts. */
+        .claim = !in_owner && state && *state,
+        /* From libvirtd, bring the held set to what the images need now:
+         * libvirt names one image at a time and never a backing image. */
+        .reconcile = !in_owner,
+    };
     GArray *fds = NULL;
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Acquire", p, NULL, 0,
-                                              &fds, conflict, error);
-    if (!r)
+    g_autoptr(JsonArray) leases = vml_lease_acquire(c, holder, resources_json(d, TRUE), &flags,
+                                                    &fds, conflict, error);
+    if (!leases)
         return FALSE;
-    JsonArray *leases = json_object_get_array_member(r, "leases");
     if (state && *state && !check_generations(d, state, leases, error)) {
         vml_fds_close(fds);
         undo_resume(c, holder, leases);
@@ -611,27 +603,31 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     return 0;
 }
 
+/* The holder of D's process (or of libvirtd, before there is one), with
+ * the connection it was found on. */
+static VmlClient *
+connect_domain(Domain *d, gint64 *holder, GError **error)
+{
+    return connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, -1, FALSE, holder, error);
+}
+
 /* The current state of the domain's leases, or NULL (with ERROR) if it
  * cannot be had. *gone is set when the process has exited already. */
 static char *
 current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GError **error)
 {
     *gone = FALSE;
-    g_autoptr(VmlClient) c = connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, -1, FALSE, holder,
-                                            error);
+    g_autoptr(VmlClient) c = connect_domain(d, holder, error);
     if (!c) {
         *gone = g_error_matches(*error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS);
         return NULL;
     }
-    g_autoptr(JsonObject) p = json_object_new();
-    json_object_set_int_member(p, "holder", *holder);
-    g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Lease.Inquire", p, NULL, 0,
-                                              NULL, NULL, error);
-    if (!r)
+    g_autoptr(JsonArray) leases = vml_lease_inquire(c, *holder, error);
+    if (!leases)
         return NULL;
     if (client)
         *client = g_steal_pointer(&c);
-    return vml_lease_state_encode(json_object_get_array_member(r, "leases"));
+    return vml_lease_state_encode(leases);
 }
 
 static int
@@ -644,8 +640,19 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
     gboolean gone;
 
     (void)flags;
-    if (state)
-        *state = NULL;
+    if (!state) {
+        /* No state to hand back: nothing to inquire first. */
+        c = connect_domain(d, &holder, &error);
+        if (!c && g_error_matches(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS))
+            return 0;   /* gone: vmleased saw it exit */
+        if (!c || !release_call(c, holder, resources_json(d, FALSE), NULL, NULL, &error)) {
+            g_autofree char *what = g_strdup_printf("cannot release leases of domain %s",
+                                                    d->name);
+            return report_gerror(what, error);
+        }
+        return 0;
+    }
+    *state = NULL;
     g_autofree char *s = current_state(d, &c, &holder, &gone, &error);
     if (!s) {
         /* A process that is gone has no leases left: vmleased saw it exit. */
@@ -657,24 +664,15 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
     /* With state (pause, a migration's switchover, managedsave): park every
      * lease for the domain, so that nobody else can take it before this
      * process resumes or the destination claims it; it goes when this
-     * process exits. Without: only what libvirt named: a disk detach names
-     * just that disk, and its backing images may back other layers still.
-     * They go when the domain's process does. */
-    if (state) {
-        g_autofree char *status = vml_domain_status_path(config->libvirt_state_dir, d->name);
-        if (!release_call(c, holder, NULL, park_reason(d), status, &error)) {
-            g_autofree char *what = g_strdup_printf("cannot park leases of domain %s", d->name);
-            return report_gerror(what, error);
-        }
-        *state = g_steal_pointer(&s);
-        return 0;
-    }
-    if (!release_call(c, holder, resources_json(d, FALSE), NULL, NULL, &error)) {
-        g_autofree char *what = g_strdup_printf("cannot release leases of domain %s", d->name);
+     * process exits. Without (above): only what libvirt named: a disk
+     * detach names just that disk, and its backing images may back other
+     * layers still. They go when the domain's process does. */
+    g_autofree char *status = vml_domain_status_path(config->libvirt_state_dir, d->name);
+    if (!release_call(c, holder, NULL, park_reason(d), status, &error)) {
+        g_autofree char *what = g_strdup_printf("cannot park leases of domain %s", d->name);
         return report_gerror(what, error);
     }
-    if (state)
-        *state = g_steal_pointer(&s);
+    *state = g_steal_pointer(&s);
     return 0;
 }
 

@@ -4,6 +4,7 @@
  * through libvirt or qemu-img, then leave exactly the leases the new chain
  * needs; on any failure every lease goes back to what it was. */
 #include "vmlease-cli.h"
+#include "vml-protocol.h"
 #include "vml-lease-client.h"
 #include "chain-apply.h"
 #include "output.h"
@@ -106,7 +107,7 @@ layer_owners(const VmlCliOptions *opts, VmlDomain *model)
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
     g_autoptr(JsonObject) reply = client
-        ? vml_client_call(client, "io.vmlease.Admin.Owners", params, NULL, 0, NULL, NULL, &error)
+        ? vml_client_call(client, VML_METHOD_OWNERS, params, NULL, 0, NULL, NULL, &error)
         : NULL;
     if (!reply) {
         cli_error(0, "warning: leases not shown: %s", error->message);
@@ -268,7 +269,7 @@ vm_holder(const VmlCliOptions *opts, const VmlDomain *model, const VmlDisk *disk
     g_autoptr(VmlClient) admin = cli_connect_admin(opts, error);
     if (!admin)
         return 0;
-    g_autoptr(JsonObject) reply = vml_client_call(admin, "io.vmlease.Admin.List", NULL, NULL, 0,
+    g_autoptr(JsonObject) reply = vml_client_call(admin, VML_METHOD_LIST, NULL, NULL, 0,
                                                   NULL, NULL, error);
     if (!reply)
         return 0;

@@ -1,5 +1,6 @@
 /* vmlease force-unlock: have vmleased clear an image's stale in-use mark. */
 #include "vmlease-cli.h"
+#include "vml-protocol.h"
 #include "output.h"
 
 static int
@@ -20,7 +21,7 @@ force_unlock_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char *
     g_autoptr(JsonObject) params = json_object_new();
     json_object_set_string_member(params, "path", path);
     json_object_set_boolean_member(params, "force", force);
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.ForceUnlock", params,
+    g_autoptr(JsonObject) reply = cli_call_admin(opts, VML_METHOD_FORCE_UNLOCK, params,
                                                  &status);
     if (!reply)
         return status;

@@ -1,6 +1,7 @@
 /* vmlease hosts: the hosts of a shared (sanlock) lockspace and whether
  * each is live, failing or dead. */
 #include "vmlease-cli.h"
+#include "vml-protocol.h"
 #include "output.h"
 
 static int
@@ -13,7 +14,7 @@ hosts_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         return status;
     if (args->len)
         return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.Hosts", NULL, &status);
+    g_autoptr(JsonObject) reply = cli_call_admin(opts, VML_METHOD_HOSTS, NULL, &status);
     if (!reply)
         return status;
     if (json) {

@@ -1,6 +1,7 @@
 /* vmlease inspect: what an image is, who holds it (leases and QEMU locks),
  * what its header says about its use, and a verdict. */
 #include "vmlease-cli.h"
+#include "vml-protocol.h"
 #include "output.h"
 #include "vml-backing-chain.h"
 #include "vml-image-verdict.h"
@@ -293,7 +294,7 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
     JsonArray *owners = no_owners;
     const char *resource;
     if (client) {
-        reply = vml_client_call(client, "io.vmlease.Admin.Owners", params, NULL, 0, NULL, NULL,
+        reply = vml_client_call(client, VML_METHOD_OWNERS, params, NULL, 0, NULL, NULL,
                                 &error);
         if (!reply)
             return cli_call_failed(error);

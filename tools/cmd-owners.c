@@ -1,5 +1,6 @@
 /* vmlease owners: who holds leases, on the given images or on everything. */
 #include "vmlease-cli.h"
+#include "vml-protocol.h"
 #include "output.h"
 
 /* The name to show an image by: the path asked by, else the one its
@@ -66,7 +67,7 @@ owners_all_pages(const VmlCliOptions *opts, JsonObject *params, int *status)
     do {
         if (after)
             json_object_set_string_member(params, "after", after);
-        g_autoptr(JsonObject) page = vml_client_call(client, "io.vmlease.Admin.Owners", params,
+        g_autoptr(JsonObject) page = vml_client_call(client, VML_METHOD_OWNERS, params,
                                                      NULL, 0, NULL, NULL, &error);
         if (!page) {
             *status = cli_call_failed(error);

@@ -1,5 +1,6 @@
 /* vmlease run: hold leases on images for as long as a command runs. */
 #include "vmlease-cli.h"
+#include "vml-protocol.h"
 #include "vml-lease-client.h"
 #include "output.h"
 #include "vml-backing-chain.h"
@@ -51,11 +52,7 @@ register_holder(VmlClient *client, Holder *h, GError **error)
 static gboolean
 release_holder(VmlClient *client, const Holder *h, GError **error)
 {
-    g_autoptr(JsonObject) params = json_object_new();
-    json_object_set_int_member(params, "holder", h->id);
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Release", params,
-                                                  NULL, 0, NULL, NULL, error);
-    return reply != NULL;
+    return vml_lease_release(client, h->id, NULL, NULL, error);
 }
 
 /* Release everything. If vmleased restarted meanwhile our connection or
@@ -133,7 +130,6 @@ add_backing_images(GArray *images, GHashTable *seen, int *status)
 static int
 acquire(VmlClient *client, const Holder *h, GArray *images, gboolean want_fds, GArray **fds)
 {
-    g_autoptr(JsonObject) params = json_object_new();
     JsonArray *resources = json_array_new();
     guint n_leased = 0;
     for (guint i = 0; i < images->len; i++) {
@@ -146,16 +142,13 @@ acquire(VmlClient *client, const Holder *h, GArray *images, gboolean want_fds, G
         json_object_set_string_member(r, "mode", img->mode);
         json_array_add_object_element(resources, r);
     }
-    json_object_set_int_member(params, "holder", h->id);
-    json_object_set_array_member(params, "resources", resources);
     /* The fds keep the locks alive even if vmleased crashes. */
-    json_object_set_boolean_member(params, "fds", want_fds);
-
+    VmlAcquireFlags flags = { .fds = want_fds };
     g_autoptr(GError) error = NULL;
     g_autoptr(JsonObject) error_params = NULL;
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Acquire", params,
-                                                  NULL, 0, fds, &error_params, &error);
-    if (!reply) {
+    g_autoptr(JsonArray) leases = vml_lease_acquire(client, h->id, resources, &flags, fds,
+                                                    &error_params, &error);
+    if (!leases) {
         if (g_error_matches(error, VML_ERROR, VML_ERROR_CONFLICT))
             return report_conflict(error_params, error);
         return cli_call_failed(error);
@@ -188,7 +181,7 @@ observe(VmlClient *client, const Holder *h, GArray *images)
     json_object_set_int_member(params, "holder", h->id);
     json_object_set_array_member(params, "resources", resources);
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Observe", params,
+    g_autoptr(JsonObject) reply = vml_client_call(client, VML_METHOD_OBSERVE, params,
                                                   NULL, 0, NULL, NULL, &error);
     return reply ? VML_EXIT_OK : cli_call_failed(error);
 }
@@ -199,7 +192,7 @@ static gboolean
 register_with_lock_service(VmlClient *client, gboolean *on_sanlock)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) st = vml_client_call(client, "io.vmlease.Admin.Status", NULL, NULL, 0,
+    g_autoptr(JsonObject) st = vml_client_call(client, VML_METHOD_STATUS, NULL, NULL, 0,
                                                NULL, NULL, &error);
     if (!st) {
         cli_call_failed(error);

@@ -1,5 +1,6 @@
 /* vmlease status: what vmleased reports about itself. */
 #include "vmlease-cli.h"
+#include "vml-protocol.h"
 #include "output.h"
 
 #include <string.h>
@@ -15,7 +16,7 @@ status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (args->len)
         return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
 
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, "io.vmlease.Admin.Status", NULL, &status);
+    g_autoptr(JsonObject) reply = cli_call_admin(opts, VML_METHOD_STATUS, NULL, &status);
     if (!reply)
         return status;
 

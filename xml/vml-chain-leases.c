@@ -1,5 +1,6 @@
 /* The lease side of a chain transaction: see vml-chain-leases.h. */
 #include "vml-chain-leases.h"
+#include "vml-lease-client.h"
 #include "vml-error.h"
 
 #include <string.h>
@@ -44,16 +45,11 @@ mode_from_name(const char *name)
 GHashTable *
 vml_chain_leases_current(VmlClient *client, gint64 holder, GError **error)
 {
-    g_autoptr(JsonObject) params = json_object_new();
-    json_object_set_int_member(params, "holder", holder);
-    g_autoptr(JsonObject) reply = vml_client_call(client, "io.vmlease.Lease.Inquire", params,
-                                                  NULL, 0, NULL, NULL, error);
-    if (!reply)
+    g_autoptr(JsonArray) leases = vml_lease_inquire(client, holder, error);
+    if (!leases)
         return NULL;
     GHashTable *held = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    JsonArray *leases = json_object_has_member(reply, "leases")
-        ? json_object_get_array_member(reply, "leases") : NULL;
-    for (guint i = 0; leases && i < json_array_get_length(leases); i++) {
+    for (guint i = 0; i < json_array_get_length(leases); i++) {
         JsonObject *l = json_array_get_object_element(leases, i);
         /* Images by canonical path, as the chain names them. */
         const char *key = l ? json_object_get_string_member_with_default(
@@ -84,19 +80,25 @@ resource(const char *path, VmlLeaseMode mode, gboolean at_least)
     return r;
 }
 
-/* One Acquire of every resource in RESOURCES (all or none), or one Release. */
+/* One Acquire of every resource in RESOURCES (all or none). */
 static gboolean
-call_leases(VmlChainLeases *t, const char *method, JsonArray *resources,
-            JsonObject **conflict, GError **error)
+acquire_leases(VmlChainLeases *t, JsonArray *resources, JsonObject **conflict, GError **error)
 {
     if (json_array_get_length(resources) == 0)
         return TRUE;
-    g_autoptr(JsonObject) params = json_object_new();
-    json_object_set_int_member(params, "holder", t->holder);
-    json_object_set_array_member(params, "resources", json_array_ref(resources));
-    g_autoptr(JsonObject) reply = vml_client_call(t->client, method, params, NULL, 0, NULL,
-                                                  conflict, error);
-    return reply != NULL;
+    VmlAcquireFlags flags = { 0 };
+    g_autoptr(JsonArray) leases = vml_lease_acquire(t->client, t->holder,
+                                                    json_array_ref(resources), &flags, NULL,
+                                                    conflict, error);
+    return leases != NULL;
+}
+
+/* One Release of every resource in RESOURCES. */
+static gboolean
+release_leases(VmlChainLeases *t, JsonArray *resources, GError **error)
+{
+    return json_array_get_length(resources) == 0 ||
+           vml_lease_release(t->client, t->holder, json_array_ref(resources), NULL, error);
 }
 
 /* Bring every plan image to the mode TARGET(lease) gives, from HELD: the
@@ -117,8 +119,8 @@ move_to(VmlChainLeases *t, GHashTable *held, VmlLeaseMode (*target)(VmlChainLeas
         else
             json_array_add_object_element(acquire, resource(l->path, want, FALSE));
     }
-    return call_leases(t, "io.vmlease.Lease.Acquire", acquire, conflict, error) &&
-           call_leases(t, "io.vmlease.Lease.Release", release, NULL, error);
+    return acquire_leases(t, acquire, conflict, error) &&
+           release_leases(t, release, error);
 }
 
 gboolean
@@ -137,7 +139,7 @@ vml_chain_leases_prepare(VmlChainLeases *t, JsonObject **conflict, GError **erro
             json_array_add_object_element(acquire, resource(l->path, l->during,
                                                             l->during == VML_LEASE_SHARED));
     }
-    if (!call_leases(t, "io.vmlease.Lease.Acquire", acquire, conflict, error))
+    if (!acquire_leases(t, acquire, conflict, error))
         return FALSE;
     t->before = g_steal_pointer(&held);
     return TRUE;
