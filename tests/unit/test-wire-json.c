@@ -3,6 +3,7 @@
  * (lib/vml-json-strict.c) that holds it to that. json-glib's own parser is
  * no judge here: it takes raw control characters and invalid UTF-8. */
 #include "vml-error.h"
+#include "vml-json-prescan.h"
 #include "vml-json-strict.h"
 #include "vml-json-write.h"
 #include "vml-wire.h"
@@ -402,6 +403,51 @@ test_random_replies(void)
     }
 }
 
+/* The daemon's scan of requests: each refusal with its exact sentence, and
+ * every request the checker of replies takes as strict JSON, but for the
+ * two things requests may not hold (\u0000, integers past 64 bits). */
+static void
+test_prescan(void)
+{
+    static const struct { const char *text; const char *problem; } cases[] = {
+        { "{\"method\":\"x\",\"parameters\":{\"a\":[1,-2.5e3,true,false,null]}}", NULL },
+        { " {\"a\":\"\\u00e9\\ud83d\\ude00\"}\n", NULL },
+        { "{\"a\":-9223372036854775808}", NULL },
+        { "{\"a\":9223372036854775808}", "message holds an integer beyond 64 bits" },
+        { "{\"a\":\"\\u0000\"}", "message holds a NUL character (\\u0000) in a string" },
+        { "{\"a\":\"\\udc00\"}", "message has a lone surrogate (\\uDC00-\\uDFFF) in a string" },
+        { "{\"a\":\"\\ud800x\"}", "message has a lone surrogate (\\uD800-\\uDBFF) in a string" },
+        { "{\"a\":\"\\u12\"}", "message has a malformed \\u escape in a string" },
+        { "{\"a\":\"\\x41\"}", "message has an escape in a string that JSON does not know" },
+        { "{\"a\":\"\t\"}", "message has a control character in a string" },
+        { "{\"a\":\"open", "message ends inside a string" },
+        { "{\"a\":'b'}", "message has a 'single-quoted' string, which is not JSON" },
+        { "{/* c */}", "message has a comment, which is not JSON" },
+        { "{\"a\":nope}", "message has a word outside strings that is not JSON" },
+        { "{\"a\":1}{}", "message has data after its JSON object" },
+        { "[1]", "message is not a JSON object" },
+        { "{\"a\":[1]", "message is not a whole JSON object" },
+        { "{\"a\":\xc3}", "message is not valid UTF-8" },
+        { "{\"a\":#}", "message has a character outside strings that is not JSON" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const char *got = vml_json_prescan(cases[i].text, strlen(cases[i].text));
+        g_test_message("%s -> %s", cases[i].text, got ? got : "ok");
+        g_assert_cmpstr(got, ==, cases[i].problem);
+    }
+    /* As deep as json-glib may go, and one deeper. */
+    g_autoptr(GString) deep = g_string_new("{\"a\":");
+    for (int i = 1; i < VML_JSON_PRESCAN_DEPTH_MAX; i++)
+        g_string_append_c(deep, '[');
+    for (int i = 1; i < VML_JSON_PRESCAN_DEPTH_MAX; i++)
+        g_string_append_c(deep, ']');
+    g_string_append_c(deep, '}');
+    g_assert_null(vml_json_prescan(deep->str, deep->len));
+    g_string_insert_c(deep, 5, '[');
+    g_string_insert_c(deep, deep->len - 1, ']');
+    g_assert_cmpstr(vml_json_prescan(deep->str, deep->len), ==, "message is nested too deeply");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -409,6 +455,7 @@ main(int argc, char **argv)
     g_test_add_func("/wire-json/check/accepts", test_check_accepts);
     g_test_add_func("/wire-json/check/refuses", test_check_refuses);
     g_test_add_func("/wire-json/check/depth", test_check_depth);
+    g_test_add_func("/wire-json/prescan", test_prescan);
     g_test_add_func("/wire-json/write/every-byte", test_every_byte);
     g_test_add_func("/wire-json/write/every-pair", test_every_pair);
     g_test_add_func("/wire-json/write/hostile-strings", test_hostile_strings);
