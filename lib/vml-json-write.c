@@ -9,6 +9,14 @@ vml_json_write_string(GString *out, const char *str)
     static const char hex[] = "0123456789abcdef";
     g_string_append_c(out, '"');
     for (const guchar *p = (const guchar *)str; *p; p++) {
+        /* What needs no escape goes out in one piece. */
+        const guchar *run = p;
+        while (*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            g_string_append_len(out, (const char *)run, p - run);
+        if (!*p)
+            break;
         switch (*p) {
         case '"': g_string_append(out, "\\\""); break;
         case '\\': g_string_append(out, "\\\\"); break;
@@ -16,16 +24,28 @@ vml_json_write_string(GString *out, const char *str)
         case '\r': g_string_append(out, "\\r"); break;
         case '\t': g_string_append(out, "\\t"); break;
         default:
-            if (*p < 0x20) {
-                g_string_append(out, "\\u00");
-                g_string_append_c(out, hex[*p >> 4]);
-                g_string_append_c(out, hex[*p & 15]);
-            } else {
-                g_string_append_c(out, *p);
-            }
+            g_string_append(out, "\\u00");
+            g_string_append_c(out, hex[*p >> 4]);
+            g_string_append_c(out, hex[*p & 15]);
         }
     }
     g_string_append_c(out, '"');
+}
+
+/* VALUE in decimal, without printf's machinery. */
+static void
+write_int(GString *out, gint64 value)
+{
+    char buf[24];
+    char *end = buf + sizeof(buf), *p = end;
+    guint64 u = value < 0 ? (guint64)0 - (guint64)value : (guint64)value;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (value < 0)
+        *--p = '-';
+    g_string_append_len(out, p, end - p);
 }
 
 void
@@ -44,7 +64,8 @@ vml_json_write_member_int(GString *out, gboolean first, const char *key, gint64 
     if (!first)
         g_string_append_c(out, ',');
     vml_json_write_string(out, key);
-    g_string_append_printf(out, ":%" G_GINT64_FORMAT, value);
+    g_string_append_c(out, ':');
+    write_int(out, value);
 }
 
 /* ---- strict writer ------------------------------------------------------- */
@@ -121,7 +142,7 @@ write_value(GString *out, JsonNode *node)
 {
     switch (json_node_get_value_type(node)) {
     case G_TYPE_INT64:
-        g_string_append_printf(out, "%" G_GINT64_FORMAT, json_node_get_int(node));
+        write_int(out, json_node_get_int(node));
         break;
     case G_TYPE_DOUBLE:
         write_double(out, json_node_get_double(node));

@@ -10,7 +10,7 @@
 #include "vml-paths.h"
 #include "vml-proc.h"
 #include "vml-wire.h"
-#include "vml-json-prescan.h"
+#include "vml-json-request.h"
 #include "interface-description.h"
 
 #include <errno.h>
@@ -1086,27 +1086,11 @@ static void
 dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fds)
 {
     g_autoptr(GError) error = NULL;
-    const char *problem = vml_json_prescan(msg, len);
-
-    if (problem) {
-        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL, "%s", problem);
+    g_autoptr(JsonObject) obj = vml_json_request_parse(msg, len, &error);
+    if (!obj) {
+        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL, "%s", error->message);
         return;
     }
-    g_autoptr(JsonParser) parser = json_parser_new_immutable();
-    if (!json_parser_load_from_data(parser, msg, len, &error)) {
-        /* json-glib quotes the offending token cut at a byte count,
-         * perhaps in the middle of a character. */
-        g_autofree char *why = g_utf8_make_valid(error->message, -1);
-        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
-                       "message is not valid JSON: %s", why);
-        return;
-    }
-    JsonNode *root = json_parser_get_root(parser);
-    if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL, "message is not a JSON object");
-        return;
-    }
-    JsonObject *obj = json_node_get_object(root);
     JsonNode *mnode = json_object_get_member(obj, "method");
     if (!mnode || json_node_get_value_type(mnode) != G_TYPE_STRING) {
         vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
@@ -1114,13 +1098,6 @@ dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray
         return;
     }
     const char *name = json_node_get_string(mnode);
-    /* json-glib decodes a lone surrogate escape into invalid UTF-8, which
-     * the MethodNotFound reply would carry back. */
-    if (!g_utf8_validate(name, -1, NULL)) {
-        vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,
-                       "\"method\" is not valid UTF-8");
-        return;
-    }
     JsonNode *pnode = json_object_get_member(obj, "parameters");
     if (pnode && !JSON_NODE_HOLDS_OBJECT(pnode) && !JSON_NODE_HOLDS_NULL(pnode)) {
         vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL,

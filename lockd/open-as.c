@@ -66,7 +66,13 @@ vml_open_path_no_magic(const char *path)
         .flags = O_PATH | O_CLOEXEC,
         .resolve = RESOLVE_NO_MAGICLINKS,
     };
-    return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    /* No openat2 (valgrind, a kernel before 5.6): a magic link is then
+     * followed, and the caller's checks of where the path led (not into
+     * /proc, not into vmleased's own directories) are all that is left. */
+    if (fd < 0 && errno == ENOSYS)
+        fd = open(path, O_PATH | O_CLOEXEC);
+    return fd;
 }
 
 static int

@@ -3,7 +3,7 @@
  * (lib/vml-json-strict.c) that holds it to that. json-glib's own parser is
  * no judge here: it takes raw control characters and invalid UTF-8. */
 #include "vml-error.h"
-#include "vml-json-prescan.h"
+#include "vml-json-request.h"
 #include "vml-json-strict.h"
 #include "vml-json-write.h"
 #include "vml-wire.h"
@@ -403,16 +403,16 @@ test_random_replies(void)
     }
 }
 
-/* The daemon's scan of requests: each refusal with its exact sentence, and
- * every request the checker of replies takes as strict JSON, but for the
- * two things requests may not hold (\u0000, integers past 64 bits). */
+/* The daemon's parser of requests: each refusal with its exact sentence,
+ * and what it accepts parsed as json-glib parses it. */
 static void
-test_prescan(void)
+test_request_parse(void)
 {
     static const struct { const char *text; const char *problem; } cases[] = {
-        { "{\"method\":\"x\",\"parameters\":{\"a\":[1,-2.5e3,true,false,null]}}", NULL },
-        { " {\"a\":\"\\u00e9\\ud83d\\ude00\"}\n", NULL },
-        { "{\"a\":-9223372036854775808}", NULL },
+        { "{\"method\":\"x\",\"parameters\":{\"a\":[1,-2.5e3,true,false,null,{}]}}", NULL },
+        { " {\"a\":\"\\u00e9\\ud83d\\ude00 \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t\"}\n", NULL },
+        { "{\"a\":-9223372036854775808,\"b\":9223372036854775807,\"c\":-0,\"d\":1E+2}", NULL },
+        { "{\"a\":1,\"a\":[2]}", NULL },
         { "{\"a\":9223372036854775808}", "message holds an integer beyond 64 bits" },
         { "{\"a\":\"\\u0000\"}", "message holds a NUL character (\\u0000) in a string" },
         { "{\"a\":\"\\udc00\"}", "message has a lone surrogate (\\uDC00-\\uDFFF) in a string" },
@@ -422,30 +422,63 @@ test_prescan(void)
         { "{\"a\":\"\t\"}", "message has a control character in a string" },
         { "{\"a\":\"open", "message ends inside a string" },
         { "{\"a\":'b'}", "message has a 'single-quoted' string, which is not JSON" },
-        { "{/* c */}", "message has a comment, which is not JSON" },
+        { "{\"a\":/* c */1}", "message has a comment, which is not JSON" },
         { "{\"a\":nope}", "message has a word outside strings that is not JSON" },
+        { "{\"a\":truex}", "message has a word outside strings that is not JSON" },
+        { "{\"a\":0x1f}", "message has a number that is not JSON" },
+        { "{\"a\":01}", "message has a number that is not JSON" },
+        { "{\"a\":1.}", "message has a number that is not JSON" },
         { "{\"a\":1}{}", "message has data after its JSON object" },
         { "[1]", "message is not a JSON object" },
+        { "", "message is not a whole JSON object" },
         { "{\"a\":[1]", "message is not a whole JSON object" },
+        { "{\"a\"", "message is not a whole JSON object" },
         { "{\"a\":\xc3}", "message is not valid UTF-8" },
         { "{\"a\":#}", "message has a character outside strings that is not JSON" },
+        { "{\"a\" 1}", "message is not valid JSON: expected ':' after a member name at byte 5" },
+        { "{1:2}", "message is not valid JSON: expected a member name in double quotes at byte 1" },
+        { "{\"a\":1,}", "message is not valid JSON: expected a member name in double quotes at byte 7" },
+        { "{\"a\":[1,]}", "message is not valid JSON: expected a value at byte 8" },
+        { "{\"a\":1 \"b\":2}", "message is not valid JSON: expected ',' or '}' at byte 7" },
+        { "{\"a\":[1 2]}", "message is not valid JSON: expected ',' or ']' at byte 8" },
     };
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
-        const char *got = vml_json_prescan(cases[i].text, strlen(cases[i].text));
-        g_test_message("%s -> %s", cases[i].text, got ? got : "ok");
-        g_assert_cmpstr(got, ==, cases[i].problem);
+        g_autoptr(GError) error = NULL;
+        gsize len = strlen(cases[i].text);
+        g_autoptr(JsonObject) got = vml_json_request_parse(cases[i].text, len, &error);
+        g_test_message("%s -> %s", cases[i].text, error ? error->message : "ok");
+        if (cases[i].problem) {
+            g_assert_null(got);
+            g_assert_error(error, VML_ERROR, VML_ERROR_INVALID_MESSAGE);
+            g_assert_cmpstr(error->message, ==, cases[i].problem);
+            continue;
+        }
+        g_assert_no_error(error);
+        g_assert_nonnull(got);
+        /* The same tree json-glib makes of it: same text written back,
+         * same types (an integer stays one), sealed. */
+        g_autoptr(JsonParser) parser = json_parser_new_immutable();
+        g_assert_true(json_parser_load_from_data(parser, cases[i].text, (gssize)len, NULL));
+        JsonObject *want = json_node_get_object(json_parser_get_root(parser));
+        g_autofree char *got_text = vml_json_to_string(got, NULL);
+        g_autofree char *want_text = vml_json_to_string(want, NULL);
+        g_assert_cmpstr(got_text, ==, want_text);
+        g_assert_true(json_object_is_immutable(got));
     }
-    /* As deep as json-glib may go, and one deeper. */
+    /* As deep as allowed, and one deeper. */
     g_autoptr(GString) deep = g_string_new("{\"a\":");
-    for (int i = 1; i < VML_JSON_PRESCAN_DEPTH_MAX; i++)
+    for (int i = 1; i < VML_JSON_REQUEST_DEPTH_MAX; i++)
         g_string_append_c(deep, '[');
-    for (int i = 1; i < VML_JSON_PRESCAN_DEPTH_MAX; i++)
+    for (int i = 1; i < VML_JSON_REQUEST_DEPTH_MAX; i++)
         g_string_append_c(deep, ']');
     g_string_append_c(deep, '}');
-    g_assert_null(vml_json_prescan(deep->str, deep->len));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) ok = vml_json_request_parse(deep->str, deep->len, &error);
+    g_assert_no_error(error);
     g_string_insert_c(deep, 5, '[');
     g_string_insert_c(deep, deep->len - 1, ']');
-    g_assert_cmpstr(vml_json_prescan(deep->str, deep->len), ==, "message is nested too deeply");
+    g_assert_null(vml_json_request_parse(deep->str, deep->len, &error));
+    g_assert_cmpstr(error->message, ==, "message is nested too deeply");
 }
 
 int
@@ -455,7 +488,7 @@ main(int argc, char **argv)
     g_test_add_func("/wire-json/check/accepts", test_check_accepts);
     g_test_add_func("/wire-json/check/refuses", test_check_refuses);
     g_test_add_func("/wire-json/check/depth", test_check_depth);
-    g_test_add_func("/wire-json/prescan", test_prescan);
+    g_test_add_func("/wire-json/request-parse", test_request_parse);
     g_test_add_func("/wire-json/write/every-byte", test_every_byte);
     g_test_add_func("/wire-json/write/every-pair", test_every_pair);
     g_test_add_func("/wire-json/write/hostile-strings", test_hostile_strings);
