@@ -1,4 +1,5 @@
 #include "daemon-config.h"
+#include "backends/backend.h"
 #include "vml-conf.h"
 #include "vml-error.h"
 #include "vml-paths.h"
@@ -110,29 +111,6 @@ get_dir(VmlConf *conf, const char *key, char **dir, GError **error)
     return TRUE;
 }
 
-/* The sanlock backend has what it needs. */
-static gboolean
-check_backend(const VmlDaemonConfig *cfg, GError **error)
-{
-    if (g_strcmp0(cfg->backend, "sanlock") != 0)
-        return TRUE;   /* an unknown name is vml_backend_open()'s to report */
-    const char *missing = !cfg->host_id ? "host_id (1..2000, unique per host)"
-                        : !cfg->lockspace_path ? "lockspace_path (on the shared storage)"
-                        : !cfg->lease_dir ? "lease_dir (a directory on the shared storage)"
-                        : NULL;
-    if (missing) {
-        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG, "backend \"sanlock\" needs %s", missing);
-        return FALSE;
-    }
-    if (!*cfg->lockspace_name || strlen(cfg->lockspace_name) > 47 ||
-        strchr(cfg->lockspace_name, ':')) {
-        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "lockspace_name must be 1 to 47 characters without ':'");
-        return FALSE;
-    }
-    return TRUE;
-}
-
 static gboolean
 check_log_level(const char *level, GError **error)
 {
@@ -202,7 +180,7 @@ vml_daemon_config_load(const char *path, GError **error)
              * every host whatever its mount point there. */
             !vml_storage_names_from_conf(conf, &cfg->storage_names, &cfg->n_storage_names,
                                          error) ||
-            !check_backend(cfg, error)) {
+            !vml_backend_check_config(cfg, error)) {
             /* Parse errors name the file already; our own checks do not. */
             if (!g_str_has_prefix((*error)->message, path))
                 g_prefix_error(error, "%s: ", path);

@@ -20,6 +20,9 @@ typedef struct {
      * an image must be on stable storage before a grant or release is
      * answered, not only in this host's page cache. */
     gboolean cross_host;
+    /* What the backend needs from vmleased.conf, checked when it is
+     * loaded; VML_ERROR_CONFIG naming the key. NULL: nothing. */
+    gboolean (*check_config)(const VmlDaemonConfig *cfg, GError **error);
     VmlBackend *(*open)(const VmlDaemonConfig *cfg, GError **error);
     void (*close)(VmlBackend *be);
 
@@ -133,6 +136,10 @@ struct _VmlBackend {
 };
 
 VmlBackend *vml_backend_open(const VmlDaemonConfig *cfg, GError **error);
+
+/* The configured backend's check_config; an unknown backend name passes
+ * here (vml_backend_open reports it). */
+gboolean vml_backend_check_config(const VmlDaemonConfig *cfg, GError **error);
 
 extern const VmlBackendOps vml_fcntl_backend_ops;
 extern const VmlBackendOps vml_sanlock_backend_ops;

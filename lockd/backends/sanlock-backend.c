@@ -647,6 +647,28 @@ keep_joining(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
+/* The shared lockspace's settings: this host's id, the lockspace file and
+ * the lease directory on the shared storage, and a name sanlock takes. */
+static gboolean
+sanlock_check_config(const VmlDaemonConfig *cfg, GError **error)
+{
+    const char *missing = !cfg->host_id ? "host_id (1..2000, unique per host)"
+                        : !cfg->lockspace_path ? "lockspace_path (on the shared storage)"
+                        : !cfg->lease_dir ? "lease_dir (a directory on the shared storage)"
+                        : NULL;
+    if (missing) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG, "backend \"sanlock\" needs %s", missing);
+        return FALSE;
+    }
+    if (!*cfg->lockspace_name || strlen(cfg->lockspace_name) > 47 ||
+        strchr(cfg->lockspace_name, ':')) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "lockspace_name must be 1 to 47 characters without ':'");
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static VmlBackend *
 sanlock_open(const VmlDaemonConfig *cfg, GError **error)
 {
@@ -733,6 +755,7 @@ sanlock_owner_host_state(VmlBackend *parent, const char *machine_id)
 const VmlBackendOps vml_sanlock_backend_ops = {
     .name = "sanlock",
     .cross_host = TRUE,
+    .check_config = sanlock_check_config,
     .open = sanlock_open,
     .close = sanlock_close,
     .acquire = sanlock_acquire_lock,
