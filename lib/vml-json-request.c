@@ -318,8 +318,8 @@ parse_value(Parser *p)
     return fail(p, "message has a character outside strings that is not JSON");
 }
 
-JsonObject *
-vml_json_request_parse(const char *msg, gsize len, GError **error)
+static JsonObject *
+parse_object(const char *msg, gsize len, gboolean seal, GError **error)
 {
     Parser p = { .msg = msg, .len = len };
     JsonNode *root = NULL;
@@ -348,9 +348,22 @@ vml_json_request_parse(const char *msg, gsize len, GError **error)
             g_set_error_literal(error, VML_ERROR, VML_ERROR_INVALID_MESSAGE, p.problem);
         return NULL;
     }
-    /* Sealed, as json-glib's immutable parser left it: handlers only read. */
-    json_node_seal(root);
+    if (seal)
+        json_node_seal(root);
     JsonObject *o = json_object_ref(json_node_get_object(root));
     json_node_unref(root);
     return o;
+}
+
+JsonObject *
+vml_json_request_parse(const char *msg, gsize len, GError **error)
+{
+    /* Sealed, as json-glib's immutable parser left it: handlers only read. */
+    return parse_object(msg, len, TRUE, error);
+}
+
+JsonObject *
+vml_json_parse_object(const char *text, gsize len, GError **error)
+{
+    return parse_object(text, len, FALSE, error);
 }

@@ -20,3 +20,7 @@
  * VML_JSON_REQUEST_DEPTH_MAX deep. Otherwise NULL and
  * VML_ERROR_INVALID_MESSAGE with a sentence that starts with "message". */
 JsonObject *vml_json_request_parse(const char *msg, gsize len, GError **error);
+
+/* The same parse, the tree left open to changes: for turning JSON text
+ * the daemon wrote itself into an object to add to. */
+JsonObject *vml_json_parse_object(const char *text, gsize len, GError **error);

@@ -122,6 +122,17 @@ vml_json_write_strict_string(GString *out, const char *str)
     g_string_append_c(out, '"');
 }
 
+void
+vml_json_write_strict_member_string(GString *out, gboolean first, const char *key,
+                                    const char *value)
+{
+    if (!first)
+        g_string_append_c(out, ',');
+    vml_json_write_string(out, key);
+    g_string_append_c(out, ':');
+    vml_json_write_strict_string(out, value);
+}
+
 static void
 write_double(GString *out, double v)
 {

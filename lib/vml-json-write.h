@@ -17,6 +17,10 @@ void vml_json_write_member_int(GString *out, gboolean first, const char *key, gi
  * U+FFFD, and every control character (U+0000-U+001F, U+007F) is escaped.
  * Text that came from a client may be quoted with it safely. */
 void vml_json_write_strict_string(GString *out, const char *str);
+/* Append "KEY":"VALUE" with VALUE written as above (a leading comma
+ * unless FIRST). */
+void vml_json_write_strict_member_string(GString *out, gboolean first, const char *key,
+                                         const char *value);
 /* Append NODE as compact strict JSON: strings as above, object members in
  * their order, a double that is not finite as null. json-glib's generator
  * is not strict: it passes invalid UTF-8 and U+001F through raw, and writes

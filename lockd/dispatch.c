@@ -11,6 +11,7 @@
 #include "vml-proc.h"
 #include "vml-wire.h"
 #include "vml-json-request.h"
+#include "vml-json-write.h"
 #include "interface-description.h"
 
 #include <errno.h>
@@ -780,36 +781,37 @@ method_owners(Call *call)
             g_ptr_array_add(keys, g_strdup(key));
         g_ptr_array_sort(keys, compare_strings);
     }
-    JsonArray *resources = json_array_new();
+    /* Written as text: a page of a thousand resources as a json-glib tree
+     * costs most of the call in making and freeing it. */
+    VmlBackend *be = call->d->backend;
+    GString *out = g_string_sized_new(256 * keys->len + 64);
+    g_string_append(out, "{\"resources\":[");
     for (guint i = 0; i < keys->len; i++) {
         GPtrArray *owners = g_hash_table_lookup(owners_of, keys->pdata[i]);
-        JsonObject *r = json_object_new();
-        JsonArray *oa = json_array_new();
-        for (guint j = 0; owners && j < owners->len; j++) {
-            const VmlOwner *o = owners->pdata[j];
-            JsonObject *oj = vml_owner_to_json(o);
-            VmlBackend *be = call->d->backend;
-            g_autofree char *state = be->ops->owner_host_state
-                ? be->ops->owner_host_state(be, o->machine_id) : NULL;
-            if (state)
-                json_object_set_string_member(oj, "host_state", state);
-            json_array_add_object_element(oa, oj);
-        }
-        json_object_set_string_member(r, "resource", keys->pdata[i]);
+        g_string_append(out, i ? ",{" : "{");
+        vml_json_write_strict_member_string(out, TRUE, "resource", keys->pdata[i]);
         /* The name asked by, else the one its first owner holds it by. */
         const char *named = paths ? json_array_get_string_element(paths, i) : NULL;
         for (guint j = 0; !named && owners && j < owners->len; j++)
             named = ((const VmlOwner *)owners->pdata[j])->path;
         if (named)
-            json_object_set_string_member(r, "path", named);
-        json_object_set_array_member(r, "owners", oa);
-        json_array_add_object_element(resources, r);
+            vml_json_write_strict_member_string(out, FALSE, "path", named);
+        g_string_append(out, ",\"owners\":[");
+        for (guint j = 0; owners && j < owners->len; j++) {
+            const VmlOwner *o = owners->pdata[j];
+            g_autofree char *state = be->ops->owner_host_state
+                ? be->ops->owner_host_state(be, o->machine_id) : NULL;
+            if (j)
+                g_string_append_c(out, ',');
+            vml_owner_write_json(out, o, state);
+        }
+        g_string_append(out, "]}");
     }
-    JsonObject *reply = json_object_new();
-    json_object_set_array_member(reply, "resources", resources);
+    g_string_append_c(out, ']');
     if (next)
-        json_object_set_string_member(reply, "next", next);
-    vml_conn_reply(call->conn, reply, NULL, 0);
+        vml_json_write_strict_member_string(out, FALSE, "next", next);
+    g_string_append_c(out, '}');
+    vml_conn_reply_text(call->conn, out);
 }
 
 static void

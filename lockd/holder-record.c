@@ -259,6 +259,31 @@ blank(VmlHolder *h, VmlBackend *be, VmlRecordLayout *x, Slot *s, GError **error)
     return ok;
 }
 
+/* How many writes a patch of X for H's touched leases takes. One write is
+ * all of a change or none of it, whenever vmleased is killed; two are
+ * not (a release of two leases, killed between them, would leave one). */
+static guint
+patch_writes(VmlHolder *h, VmlRecordLayout *x, GString *scratch)
+{
+    guint writes = x->dropped->len;
+    gboolean append = FALSE;
+    for (guint i = 0; i < h->record_dirty->len; i++) {
+        VmlLease *l = h->record_dirty->pdata[i];
+        Slot *s = l->record_slot;
+        if (l->leaving)
+            writes += s != NULL;
+        else if (s && slot_matches(s, l))
+            continue;
+        else if (s && slot_text(scratch, l, s->len))
+            writes++;
+        else {
+            writes += s != NULL;
+            append = TRUE;
+        }
+    }
+    return writes + append;
+}
+
 gboolean
 vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GError **error)
 {
@@ -268,10 +293,11 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
     write_head(head, h);
     VmlRecordLayout *x = *layout;
     /* Whole: the first time, when the holder itself changed, after a
-     * failure, without patches from the backend, or once blanks
-     * outweigh the leases. */
+     * failure, without patches from the backend, once blanks outweigh the
+     * leases, or when the change would take more than one write. */
+    g_autoptr(GString) one = g_string_new(NULL);
     if (!x || !be->ops->record_patch || strcmp(x->head, head->str) != 0 ||
-        x->blank > x->live + 4096)
+        x->blank > x->live + 4096 || patch_writes(h, x, one) > 1)
         return write_whole(h, be, layout, head, error);
 
     gboolean ok = TRUE;
@@ -282,7 +308,6 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
     /* Of the leases touched since the last write: changed ones in place
      * where they fit; the rest (and new ones) go to the end, in one write
      * with the terminator. */
-    g_autoptr(GString) one = g_string_new(NULL);
     g_autoptr(GString) appended = g_string_new(NULL);
     for (guint i = 0; ok && i < h->record_dirty->len; i++) {
         VmlLease *l = h->record_dirty->pdata[i];

@@ -20,6 +20,7 @@ struct _VmlLeaseTable {
     GHashTable *holders;        /* gint64* id -> VmlHolder* */
     GHashTable *by_resource;    /* key -> VmlLease* list head; the key is
                                    freed with the list's last lease */
+    GTree *resource_order;      /* the same keys, sorted: Owners pages */
     gint64 next_id;
     guint n_leases;
     gboolean shutting_down;     /* free without unlocking */
@@ -149,6 +150,7 @@ lease_add(VmlLeaseTable *t, VmlHolder *h, const char *key, const char *path, Vml
     if (!g_hash_table_lookup_extended(t->by_resource, key, &stored_key, &head)) {
         stored_key = g_strdup(key);
         head = NULL;
+        g_tree_insert(t->resource_order, stored_key, stored_key);
     }
     l->holder = h;
     l->key = stored_key;
@@ -175,6 +177,7 @@ lease_drop(VmlLeaseTable *t, VmlLease *l)
         g_hash_table_insert(t->by_resource, (char *)l->key, l->next);
     } else if (head == l) {
         g_hash_table_remove(t->by_resource, l->key);
+        g_tree_remove(t->resource_order, l->key);
         g_free((char *)l->key);
     } else {
         for (VmlLease *p = head; p; p = p->next) {
@@ -482,6 +485,7 @@ vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
     t->holders = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
                                        (GDestroyNotify)holder_free);
     t->by_resource = g_hash_table_new(g_str_hash, g_str_equal);
+    t->resource_order = g_tree_new((GCompareFunc)strcmp);
     t->next_id = 1;
     return t;
 }
@@ -516,6 +520,7 @@ vml_lease_table_free(VmlLeaseTable *t)
     t->shutting_down = TRUE;
     g_hash_table_unref(t->holders);
     g_hash_table_unref(t->by_resource);
+    g_tree_unref(t->resource_order);
     g_free(t);
 }
 
@@ -742,27 +747,37 @@ vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after,
 
     /* One pass over the lockspace for every resource, not one per key. */
     record_owners(t, NULL, TRUE, others);
-    /* Which resources, in key order; owners are made for a page only. */
+    /* Which resources, in key order; owners are made for a page only.
+     * A page's keys are among the first MAX + 1 after AFTER of each of
+     * the three sources (leases held here, observers, records), so only
+     * those are gathered and sorted, not every key there is. */
     g_autoptr(GHashTable) keys = g_hash_table_new(g_str_hash, g_str_equal);
-    g_hash_table_iter_init(&it, t->by_resource);
-    while (g_hash_table_iter_next(&it, &key, NULL))
-        g_hash_table_add(keys, key);
-    g_hash_table_iter_init(&it, t->holders);
-    while (g_hash_table_iter_next(&it, NULL, &value)) {
-        GHashTableIter oi;
-        g_hash_table_iter_init(&oi, ((VmlHolder *)value)->observing);
-        while (g_hash_table_iter_next(&oi, &key, NULL))
-            g_hash_table_add(keys, key);
+    if (only) {
+        for (guint i = 0; i < only->len; i++)
+            g_hash_table_add(keys, only->pdata[i]);
+    } else {
+        GTreeNode *n = after ? g_tree_upper_bound(t->resource_order, after)
+                             : g_tree_node_first(t->resource_order);
+        for (guint i = 0; n && (!max || i <= max); i++, n = g_tree_node_next(n))
+            g_hash_table_add(keys, g_tree_node_key(n));
+        g_hash_table_iter_init(&it, t->holders);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+            GHashTableIter oi;
+            g_hash_table_iter_init(&oi, ((VmlHolder *)value)->observing);
+            while (g_hash_table_iter_next(&oi, &key, NULL))
+                if (!after || strcmp(key, after) > 0)
+                    g_hash_table_add(keys, key);
+        }
+        for (guint i = 0; i < others->len; i++) {
+            const char *k = ((VmlOwner *)others->pdata[i])->resource;
+            if (!after || strcmp(k, after) > 0)
+                g_hash_table_add(keys, (gpointer)k);
+        }
     }
-    for (guint i = 0; i < others->len; i++)
-        g_hash_table_add(keys, ((VmlOwner *)others->pdata[i])->resource);
     g_autoptr(GPtrArray) sorted = g_ptr_array_sized_new(g_hash_table_size(keys));
     g_hash_table_iter_init(&it, keys);
-    while (!only && g_hash_table_iter_next(&it, &key, NULL))
-        if (!after || strcmp(key, after) > 0)
-            g_ptr_array_add(sorted, key);
-    for (guint i = 0; only && i < only->len; i++)
-        g_ptr_array_add(sorted, only->pdata[i]);
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        g_ptr_array_add(sorted, key);
     g_ptr_array_sort(sorted, compare_keys);
     if (next)
         *next = NULL;
@@ -777,13 +792,17 @@ vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after,
         g_hash_table_add(page, (gpointer)k);
         for (VmlLease *l = g_hash_table_lookup(t->by_resource, k); l; l = l->next)
             add_owner(map, lease_owner(l));
-        g_hash_table_iter_init(&it, t->holders);
-        while (g_hash_table_iter_next(&it, NULL, &value)) {
-            const VmlHolder *h = value;
-            const char *path = g_hash_table_lookup(h->observing, k);
-            if (path)
-                add_owner(map, observer_owner(h, k, path));
-        }
+    }
+    /* Observers after the holders, one pass over the holders for the page. */
+    g_hash_table_iter_init(&it, t->holders);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        const VmlHolder *h = value;
+        GHashTableIter oi;
+        gpointer path;
+        g_hash_table_iter_init(&oi, h->observing);
+        while (g_hash_table_iter_next(&oi, &key, &path))
+            if (g_hash_table_contains(page, key))
+                add_owner(map, observer_owner(h, key, path));
     }
     for (guint i = 0; i < others->len; i++) {
         if (g_hash_table_contains(page, ((VmlOwner *)others->pdata[i])->resource))

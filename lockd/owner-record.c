@@ -1,4 +1,6 @@
 #include "owner-record.h"
+#include "vml-json-request.h"
+#include "vml-json-write.h"
 #include "vml-image-identity.h"
 #include "vml-error.h"
 #include "vml-proc.h"
@@ -55,27 +57,41 @@ vml_owner_free(VmlOwner *o)
     g_free(o);
 }
 
+void
+vml_owner_write_json(GString *out, const VmlOwner *o, const char *host_state)
+{
+    g_string_append_c(out, '{');
+    vml_json_write_strict_member_string(out, TRUE, "host", o->host);
+    if (o->path)
+        vml_json_write_strict_member_string(out, FALSE, "path", o->path);
+    vml_json_write_strict_member_string(out, FALSE, "uuid", o->uuid);
+    vml_json_write_strict_member_string(out, FALSE, "name", o->name);
+    vml_json_write_member_int(out, FALSE, "pid", o->pid);
+    vml_json_write_strict_member_string(out, FALSE, "mode",
+                                        o->observer ? "observer" : vml_mode_name(o->mode));
+    vml_json_write_member_int(out, FALSE, "since", o->since);
+    vml_json_write_member_int(out, FALSE, "generation", (gint64)o->generation);
+    if (o->parked) {
+        vml_json_write_strict_member_string(out, FALSE, "parked", o->parked);
+        vml_json_write_member_int(out, FALSE, "parked_since", o->parked_since);
+    }
+    if (o->unregistered) {
+        g_string_append(out, ",\"unregistered\":true");
+        vml_json_write_strict_member_string(out, FALSE, "program", o->program ? o->program : "?");
+    }
+    if (host_state)
+        vml_json_write_strict_member_string(out, FALSE, "host_state", host_state);
+    g_string_append_c(out, '}');
+}
+
 JsonObject *
 vml_owner_to_json(const VmlOwner *o)
 {
-    JsonObject *j = json_object_new();
-    json_object_set_string_member(j, "host", o->host);
-    if (o->path)
-        json_object_set_string_member(j, "path", o->path);
-    json_object_set_string_member(j, "uuid", o->uuid);
-    json_object_set_string_member(j, "name", o->name);
-    json_object_set_int_member(j, "pid", o->pid);
-    json_object_set_string_member(j, "mode", o->observer ? "observer" : vml_mode_name(o->mode));
-    json_object_set_int_member(j, "since", o->since);
-    json_object_set_int_member(j, "generation", (gint64)o->generation);
-    if (o->parked) {
-        json_object_set_string_member(j, "parked", o->parked);
-        json_object_set_int_member(j, "parked_since", o->parked_since);
-    }
-    if (o->unregistered) {
-        json_object_set_boolean_member(j, "unregistered", TRUE);
-        json_object_set_string_member(j, "program", o->program ? o->program : "?");
-    }
+    /* One list of the fields, vml_owner_write_json's, for both forms. */
+    g_autoptr(GString) text = g_string_new(NULL);
+    vml_owner_write_json(text, o, NULL);
+    JsonObject *j = vml_json_parse_object(text->str, text->len, NULL);
+    g_assert(j);
     return j;
 }
 

@@ -45,6 +45,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlOwner, vml_owner_free)
 /* The public view: host, uuid, name, pid, mode, since, generation, and
  * parked + parked_since for a lease parked for its domain. */
 JsonObject *vml_owner_to_json(const VmlOwner *owner);
+/* OWNER as a JSON object's text at the end of OUT, strict as on the wire,
+ * with HOST_STATE (may be NULL) as its "host_state". */
+void vml_owner_write_json(GString *out, const VmlOwner *owner, const char *host_state);
 
 /* A holder record (in the lockspace and in the state file) is one JSON
  * object: the holder's identity (host, machine_id, boot_id, uuid, name,

@@ -316,12 +316,13 @@ errno_limit(int err)
     return err == EMFILE ? "RLIMIT_NOFILE" : err == ENFILE ? "fs.file-max" : "memory";
 }
 
+static void conn_queue(VmlConn *c, JsonObject *msg, const int *fds, guint n_fds);
+
+/* Queue JSON (LEN bytes, taken) with FDS (dups are sent). */
 static void
-conn_queue(VmlConn *c, JsonObject *msg, const int *fds, guint n_fds)
+conn_queue_text(VmlConn *c, char *json, gsize len, const int *fds, guint n_fds)
 {
     OutMsg *m = g_new0(OutMsg, 1);
-    gsize len;
-    char *json = vml_json_to_string(msg, &len);
     m->data = g_realloc(json, len + 1);
     m->data[len] = '\0';
     m->len = len + 1;
@@ -353,6 +354,23 @@ conn_queue(VmlConn *c, JsonObject *msg, const int *fds, guint n_fds)
     }
     g_queue_push_tail(&c->out, m);
     out_count(c, m->len + OUT_MSG_COST, m->n_fds);
+}
+
+static void
+conn_queue(VmlConn *c, JsonObject *msg, const int *fds, guint n_fds)
+{
+    gsize len;
+    char *json = vml_json_to_string(msg, &len);
+    conn_queue_text(c, json, len, fds, n_fds);
+}
+
+void
+vml_conn_reply_text(VmlConn *c, GString *params)
+{
+    g_string_prepend(params, "{\"parameters\":");
+    g_string_append_c(params, '}');
+    gsize len = params->len;
+    conn_queue_text(c, g_string_free(params, FALSE), len, NULL, 0);
 }
 
 void
