@@ -718,12 +718,6 @@ method_list(Call *call)
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
-static int
-compare_strings(gconstpointer a, gconstpointer b)
-{
-    return g_strcmp0(*(char *const *)a, *(char *const *)b);
-}
-
 /* Resources per page of a listing of everything: a page stays far
  * below the 1 MiB a message may have. */
 #define OWNERS_PAGE_DEFAULT 1000
@@ -758,7 +752,9 @@ method_owners(Call *call)
         }
     }
     g_autofree char *next = NULL;
-    owners_of = vml_lease_table_all_owners(call->d->table, keys, after, (guint)max, &next);
+    g_autoptr(GPtrArray) order = NULL;
+    owners_of = vml_lease_table_all_owners(call->d->table, keys, after, (guint)max, &next,
+                                           keys ? NULL : &order);
     /* A path asked for with no lease or record on it may still be locked
      * by a process nobody registered: name that process. */
     for (guint i = 0; paths && i < keys->len; i++) {
@@ -770,17 +766,10 @@ method_owners(Call *call)
         else
             g_ptr_array_unref(lockers);
     }
-    if (!keys) {
-        /* Everything, a page at a time in key order (NEXT asks for the
-         * page after this one). */
-        keys = g_ptr_array_new_with_free_func(g_free);
-        GHashTableIter it;
-        gpointer key;
-        g_hash_table_iter_init(&it, owners_of);
-        while (g_hash_table_iter_next(&it, &key, NULL))
-            g_ptr_array_add(keys, g_strdup(key));
-        g_ptr_array_sort(keys, compare_strings);
-    }
+    /* Everything: a page at a time in key order (NEXT asks for the page
+     * after this one). */
+    if (!keys)
+        keys = g_ptr_array_ref(order);
     /* Written as text: a page of a thousand resources as a json-glib tree
      * costs most of the call in making and freeing it. */
     VmlBackend *be = call->d->backend;

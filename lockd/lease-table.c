@@ -737,7 +737,7 @@ compare_keys(gconstpointer a, gconstpointer b)
 
 GHashTable *
 vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after, guint max,
-                           char **next)
+                           char **next, GPtrArray **order)
 {
     GHashTable *map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                             (GDestroyNotify)g_ptr_array_unref);
@@ -807,6 +807,14 @@ vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after,
     for (guint i = 0; i < others->len; i++) {
         if (g_hash_table_contains(page, ((VmlOwner *)others->pdata[i])->resource))
             add_owner(map, g_steal_pointer(&others->pdata[i]));
+    }
+    if (order) {
+        *order = g_ptr_array_sized_new(sorted->len);
+        for (guint i = 0; i < sorted->len; i++) {
+            gpointer mine;
+            if (g_hash_table_lookup_extended(map, sorted->pdata[i], &mine, NULL))
+                g_ptr_array_add(*order, mine);
+        }
     }
     return map;
 }

@@ -180,9 +180,10 @@ GPtrArray *vml_lease_table_lockers(VmlLeaseTable *t, const char *key);
  * observed here or recorded in the lockspace, a page at a time: the MAX
  * (0: all) whose keys sort after AFTER (NULL: from the first), *NEXT (may
  * be NULL) getting the page's last key when more follow, else NULL):
- * key -> GPtrArray of VmlOwner, for the keys that have any. */
+ * key -> GPtrArray of VmlOwner, for the keys that have any. *ORDER (may be
+ * NULL) gets those keys in key order, the map's own strings. */
 GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after,
-                                       guint max, char **next);
+                                       guint max, char **next, GPtrArray **order);
 
 /* The backend lost its leases: apply each holder's on_lockfailure
  * (default, poweroff, restart: SIGKILL; pause: SIGSTOP; ignore: none). */
