@@ -127,10 +127,9 @@ read_reply(VmlClient *c, char **msg, gsize *len, GArray **fds, GError **error)
     return TRUE;
 }
 
-JsonObject *
-vml_client_call(VmlClient *c, const char *method, JsonObject *params,
-                const int *fds, guint n_fds, GArray **fds_out,
-                JsonObject **error_params, GError **error)
+gboolean
+vml_client_send(VmlClient *c, const char *method, JsonObject *params, const int *fds,
+                guint n_fds, GError **error)
 {
     g_autoptr(JsonObject) call = json_object_new();
     json_object_set_string_member(call, "method", method);
@@ -138,19 +137,52 @@ vml_client_call(VmlClient *c, const char *method, JsonObject *params,
                                   params ? json_object_ref(params) : json_object_new());
     gsize len;
     g_autofree char *json = vml_json_to_string(call, &len);
+    return vml_wire_send(c->fd, json, len, fds, n_fds, error);
+}
+
+static JsonObject *receive(VmlClient *c, GArray **fds_out, JsonObject **error_params,
+                           gboolean *got_reply, GError **error);
+
+JsonObject *
+vml_client_call(VmlClient *c, const char *method, JsonObject *params,
+                const int *fds, guint n_fds, GArray **fds_out,
+                JsonObject **error_params, GError **error)
+{
     g_autoptr(GError) send_error = NULL;
-    g_autofree char *msg = NULL;
-    GArray *rfds = NULL;
+    gboolean got_reply;
+    if (vml_client_send(c, method, params, fds, n_fds, &send_error))
+        return receive(c, fds_out, error_params, &got_reply, error);
     /* A daemon that refuses us says why before it hangs up, so read its
      * answer even when our own send failed. */
-    if (!vml_wire_send(c->fd, json, len, fds, n_fds, &send_error)) {
-        if (!read_reply(c, &msg, &len, &rfds, NULL)) {
-            g_propagate_error(error, g_steal_pointer(&send_error));
-            return NULL;
-        }
-    } else if (!read_reply(c, &msg, &len, &rfds, error)) {
+    g_autoptr(GError) receive_error = NULL;
+    JsonObject *r = receive(c, fds_out, error_params, &got_reply, &receive_error);
+    if (!got_reply) {
+        g_propagate_error(error, g_steal_pointer(&send_error));
         return NULL;
     }
+    if (receive_error)
+        g_propagate_error(error, g_steal_pointer(&receive_error));
+    return r;
+}
+
+JsonObject *
+vml_client_receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, GError **error)
+{
+    gboolean got_reply;
+    return receive(c, fds_out, error_params, &got_reply, error);
+}
+
+/* *GOT_REPLY: whether a message came at all (else ERROR says why not). */
+static JsonObject *
+receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, gboolean *got_reply,
+        GError **error)
+{
+    g_autofree char *msg = NULL;
+    gsize len;
+    GArray *rfds = NULL;
+    *got_reply = read_reply(c, &msg, &len, &rfds, error);
+    if (!*got_reply)
+        return NULL;
 
     /* The daemon writes strict JSON: the strict parser reads it at a
      * fraction of json-glib's cost, and takes no GType lock (the plugin

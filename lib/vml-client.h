@@ -32,3 +32,10 @@ JsonObject *vml_client_call(VmlClient *client, const char *method,
                             GArray **fds_out,
                             JsonObject **error_params,
                             GError **error);
+
+/* The two halves of vml_client_call, for sending calls back to back and
+ * reading their replies after, in order: one round trip for several. */
+gboolean vml_client_send(VmlClient *client, const char *method, JsonObject *params,
+                         const int *fds, guint n_fds, GError **error);
+JsonObject *vml_client_receive(VmlClient *client, GArray **fds_out,
+                               JsonObject **error_params, GError **error);

@@ -21,8 +21,18 @@ typedef struct {
 
 /* io.vmlease.Lease.Register: the holder id (> 0), or 0 with ERROR (a reply
  * without a usable holder id is VML_ERROR_PROTOCOL; a daemon on another
- * lockspace than REG's is VML_ERROR_CONFIG). */
+ * lockspace than REG's refuses it). Register also makes the holder the
+ * connection's: a call below given holder 0 acts for it. */
 gint64 vml_lease_register(VmlClient *client, const VmlRegistration *reg, GError **error);
+
+/* Every call below comes in two halves as well, _send and _finish, so
+ * that a client can send Register and the call that follows it (with
+ * holder 0) back to back, then read both replies in order: one round trip
+ * instead of two. */
+gboolean vml_lease_register_send(VmlClient *client, const VmlRegistration *reg,
+                                 GError **error);
+gint64 vml_lease_register_finish(VmlClient *client, const VmlRegistration *reg,
+                                 GError **error);
 
 /* What an Acquire asks for beside its resources. */
 typedef struct {
@@ -39,6 +49,10 @@ typedef struct {
 JsonArray *vml_lease_acquire(VmlClient *client, gint64 holder, JsonArray *resources,
                              const VmlAcquireFlags *flags, GArray **fds,
                              JsonObject **error_params, GError **error);
+gboolean vml_lease_acquire_send(VmlClient *client, gint64 holder, JsonArray *resources,
+                                const VmlAcquireFlags *flags, GError **error);
+JsonArray *vml_lease_acquire_finish(VmlClient *client, GArray **fds,
+                                    JsonObject **error_params, GError **error);
 
 /* What a Release does beside letting go. */
 typedef struct {
@@ -51,6 +65,11 @@ typedef struct {
  * HOLDER). FLAGS may be NULL. */
 gboolean vml_lease_release(VmlClient *client, gint64 holder, JsonArray *resources,
                            const VmlReleaseFlags *flags, GError **error);
+gboolean vml_lease_release_send(VmlClient *client, gint64 holder, JsonArray *resources,
+                                const VmlReleaseFlags *flags, GError **error);
+gboolean vml_lease_release_finish(VmlClient *client, GError **error);
 
 /* io.vmlease.Lease.Inquire: HOLDER's leases, or NULL with ERROR. */
 JsonArray *vml_lease_inquire(VmlClient *client, gint64 holder, GError **error);
+gboolean vml_lease_inquire_send(VmlClient *client, gint64 holder, GError **error);
+JsonArray *vml_lease_inquire_finish(VmlClient *client, GError **error);

@@ -288,9 +288,12 @@ resource_key(Call *call, JsonNode *node, VmlRequest *req)
 static VmlHolder *
 get_holder(Call *call)
 {
-    gint64 id;
+    gint64 id = vml_conn_holder(call->conn);
     g_autoptr(GError) error = NULL;
-    if (!get_int(call, call->params, "holder", 1, G_MAXINT64, &id))
+    /* No holder named: the one this connection registered, so that a
+     * client can send Register and its call in one go. */
+    if ((json_object_has_member(call->params, "holder") || !id) &&
+        !get_int(call, call->params, "holder", 1, G_MAXINT64, &id))
         return NULL;
     VmlHolder *h = vml_lease_table_lookup(call->d->table, id, &error);
     if (!h) {
@@ -328,16 +331,31 @@ leases_json(GPtrArray *leases)
 static void
 method_register(Call *call)
 {
-    const char *uuid, *name, *action, *program;
+    const char *uuid, *name, *action, *program, *lockspace;
     gint64 pid;
     g_autoptr(GError) error = NULL;
 
+    /* Whatever follows on this connection acts for this holder, or for
+     * none if this Register fails. */
+    vml_conn_set_holder(call->conn, 0);
     if (!get_string(call, call->params, "uuid", TRUE, 64, &uuid) ||
         !get_string(call, call->params, "name", TRUE, NAME_MAX_LEN, &name) ||
         !get_int(call, call->params, "pid", 1, INT_MAX, &pid) ||
         !get_string(call, call->params, "on_lockfailure", FALSE, 16, &action) ||
-        !get_string(call, call->params, "program", FALSE, VML_PROGRAM_MAX, &program))
+        !get_string(call, call->params, "program", FALSE, VML_PROGRAM_MAX, &program) ||
+        !get_string(call, call->params, "lockspace", FALSE, PATH_MAX, &lockspace))
         return;
+    /* A client configured for another lockspace: nothing of what it sends
+     * next may take effect here. */
+    if (lockspace && g_strcmp0(lockspace, call->d->backend->lockspace) != 0) {
+        JsonObject *p = json_object_new();
+        json_object_set_string_member(p, "parameter", "lockspace");
+        vml_conn_error(call->conn, VML_ERROR_INVALID_PARAMETER, p,
+                       "vmleased uses lockspace %s, but the client's configuration "
+                       "(qemu-vmlease.conf) says lockspace_dir = \"%s\"",
+                       call->d->backend->lockspace, lockspace);
+        return;
+    }
     if (!is_uuid(uuid)) {
         param_error(call, "uuid", "is not a UUID");
         return;
@@ -385,6 +403,7 @@ method_register(Call *call)
         param_error(call, "mailbox", "must come as at most one file descriptor");
         return;
     }
+    vml_conn_set_holder(call->conn, h->id);
     JsonObject *reply = json_object_new();
     json_object_set_int_member(reply, "holder", h->id);
     json_object_set_string_member(reply, "lockspace", call->d->backend->lockspace);

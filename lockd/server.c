@@ -77,6 +77,7 @@ struct _VmlConn {
     guint hup_source;   /* held: not read, but a hang-up is noticed */
     guint retry_source; /* the kernel was short of memory for a send */
     gboolean closing;   /* close once out is empty */
+    gint64 holder;      /* registered on this connection last; 0: none */
 };
 
 typedef enum {
@@ -268,6 +269,18 @@ VmlAccess
 vml_conn_access(VmlConn *c)
 {
     return c->access;
+}
+
+gint64
+vml_conn_holder(VmlConn *c)
+{
+    return c->holder;
+}
+
+void
+vml_conn_set_holder(VmlConn *c, gint64 holder)
+{
+    c->holder = holder;
 }
 
 uid_t

@@ -40,6 +40,10 @@ void vml_server_adopt(VmlServer *server, JsonObject *state);
 
 VmlAccess vml_conn_access(VmlConn *conn);
 uid_t vml_conn_uid(VmlConn *conn);
+/* The holder the last Register on this connection gave (0: none, or that
+ * Register failed): what a later call that names no holder acts for. */
+gint64 vml_conn_holder(VmlConn *conn);
+void vml_conn_set_holder(VmlConn *conn, gint64 holder);
 const VmlCreds *vml_conn_creds(VmlConn *conn);
 gboolean vml_conn_is_lease_socket(VmlConn *conn);
 

@@ -284,13 +284,20 @@ make_mailbox(GError **error)
     return fd;
 }
 
+/* The call that follows Register on its connection, sent right behind it
+ * (holder 0: the one registered) so that both take one round trip; its
+ * reply is read by the caller, after Register's. */
+typedef gboolean (*FollowUp)(VmlClient *c, gpointer data, GError **error);
+
 /* ACTION < 0: leave the holder's on_lockfailure as it is. MAILBOX >= 0
  * goes to vmleased with the registration. With CHECK_LOCKSPACE, a
  * lockspace_dir in qemu-vmlease.conf must be the one vmleased uses: two
- * daemons on two lockspaces would not see each other's leases. */
+ * daemons on two lockspaces would not see each other's leases (vmleased
+ * refuses the Register, and so whatever follows). THEN (may be NULL)
+ * sends the follow-up call. */
 static VmlClient *
 connect_holder(Domain *d, pid_t pid, int action, int mailbox, gboolean check_lockspace,
-               gint64 *holder, GError **error)
+               FollowUp then, gpointer then_data, gint64 *holder, GError **error)
 {
     g_autofree char *path = g_build_filename(config->socket_dir, "vmleased.sock", NULL);
     g_autoptr(VmlClient) c = vml_client_connect(path, error);
@@ -306,7 +313,25 @@ connect_holder(Domain *d, pid_t pid, int action, int mailbox, gboolean check_loc
         .mailbox_fd = mailbox,
         .lockspace = check_lockspace ? config->lockspace_dir : NULL,
     };
-    *holder = vml_lease_register(c, &reg, error);
+    if (!then) {
+        *holder = vml_lease_register(c, &reg, error);
+        return *holder ? g_steal_pointer(&c) : NULL;
+    }
+    /* A failed send is the daemon hanging up: its Register reply says why. */
+    g_autoptr(GError) send_error = NULL;
+    gboolean sent = vml_lease_register_send(c, &reg, &send_error) && then(c, then_data, NULL);
+    *holder = vml_lease_register_finish(c, &reg, error);
+    if (!*holder && !sent && error && *error &&
+        g_error_matches(*error, VML_ERROR, VML_ERROR_PROTOCOL) && send_error) {
+        g_clear_error(error);
+        g_propagate_error(error, g_steal_pointer(&send_error));
+    }
+    /* Sent but unanswered is as good as failed: the connection goes. */
+    if (*holder && !sent) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL, "cannot send to vmleased: %s",
+                    send_error ? send_error->message : "connection lost");
+        *holder = 0;
+    }
     return *holder ? g_steal_pointer(&c) : NULL;
 }
 
@@ -489,12 +514,15 @@ register_with_sanlock(Domain *d, int action, GError **error)
     return TRUE;
 }
 
-/* CONFLICT, if given, receives a conflict's error parameters. */
-static gboolean
-acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
-                  gboolean in_owner, JsonObject **conflict, GError **error)
+typedef struct {
+    Domain *d;
+    VmlAcquireFlags flags;
+} AcquireCall;
+
+static AcquireCall
+acquire_call(Domain *d, const char *state, gboolean in_owner)
 {
-    VmlAcquireFlags flags = {
+    AcquireCall a = { d, {
         /* On sanlock the lease lives in sanlock, for the registered process. */
         .fds = in_owner && !config->on_sanlock,
         /* From libvirtd (resume, hotplug): lock through QEMU's own fds
@@ -507,10 +535,26 @@ acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
         /* From libvirtd, bring the held set to what the images need now:
          * libvirt names one image at a time and never a backing image. */
         .reconcile = !in_owner,
-    };
+    } };
+    return a;
+}
+
+/* FollowUp: D's Acquire. */
+static gboolean
+send_acquire(VmlClient *c, gpointer data, GError **error)
+{
+    AcquireCall *a = data;
+    return vml_lease_acquire_send(c, 0, resources_json(a->d, TRUE), &a->flags, error);
+}
+
+/* The reply to the Acquire send_acquire sent for HOLDER. CONFLICT, if
+ * given, receives a conflict's error parameters. */
+static gboolean
+acquire_resources(Domain *d, VmlClient *c, gint64 holder, const char *state,
+                  gboolean in_owner, JsonObject **conflict, GError **error)
+{
     GArray *fds = NULL;
-    g_autoptr(JsonArray) leases = vml_lease_acquire(c, holder, resources_json(d, TRUE), &flags,
-                                                    &fds, conflict, error);
+    g_autoptr(JsonArray) leases = vml_lease_acquire_finish(c, &fds, conflict, error);
     if (!leases)
         return FALSE;
     if (state && *state && !check_generations(d, state, leases, error)) {
@@ -571,7 +615,20 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     int mailbox = -1;
     if (in_owner && !config->on_sanlock && (mailbox = make_mailbox(&error)) < 0)
         return report_gerror(what, error);
-    g_autoptr(VmlClient) c = connect_holder(d, pid, action, mailbox, TRUE, &holder, &error);
+    /* libvirt starts QEMU paused and asks the child only to register,
+     * acquiring at resume from libvirtd. We take the leases in the child
+     * all the same: a conflict then fails the start with our message
+     * before QEMU opens (and trips over) the image, and the locked fds go
+     * into QEMU across exec. The later acquire finds them held. */
+    gboolean register_only = (flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) != 0;
+    gboolean acquiring = !(register_only && !in_owner) && d->resources->len > 0;
+    /* The Acquire goes right behind Register, but on sanlock the child
+     * registers with sanlock in between. */
+    gboolean between = in_owner && config->on_sanlock;
+    AcquireCall acq = acquire_call(d, state, in_owner);
+    g_autoptr(VmlClient) c = connect_holder(d, pid, action, mailbox, TRUE,
+                                            acquiring && !between ? send_acquire : NULL, &acq,
+                                            &holder, &error);
     if (!c) {
         if (mailbox >= 0)
             close(mailbox);
@@ -579,17 +636,13 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
     }
     if (mailbox >= 0)
         fcntl(mailbox, F_SETFD, 0);   /* into QEMU across exec, on purpose */
-    /* libvirt starts QEMU paused and asks the child only to register,
-     * acquiring at resume from libvirtd. We take the leases in the child
-     * all the same: a conflict then fails the start with our message
-     * before QEMU opens (and trips over) the image, and the locked fds go
-     * into QEMU across exec. The later acquire finds them held. */
-    gboolean register_only = (flags & VML_LOCK_ACQUIRE_REGISTER_ONLY) != 0;
-    if (in_owner && config->on_sanlock && !register_with_sanlock(d, action, &error))
+    if (between && !register_with_sanlock(d, action, &error))
         return report_gerror(what, error);
     g_autoptr(JsonObject) conflict = NULL;
-    if (!(register_only && !in_owner) && d->resources->len > 0 &&
-        !acquire_resources(d, c, holder, state, in_owner, &conflict, &error)) {
+    if (acquiring && between && !vml_lease_acquire_send(c, holder, resources_json(d, TRUE),
+                                                        &acq.flags, &error))
+        return report_gerror(what, error);
+    if (acquiring && !acquire_resources(d, c, holder, state, in_owner, &conflict, &error)) {
         /* An incoming migration: the source (this domain) holds the disks
          * until it stops; libvirt acquires with its state on resume. Only
          * then: a cold start of a domain that runs elsewhere is refused. */
@@ -606,9 +659,25 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
 /* The holder of D's process (or of libvirtd, before there is one), with
  * the connection it was found on. */
 static VmlClient *
-connect_domain(Domain *d, gint64 *holder, GError **error)
+connect_domain(Domain *d, FollowUp then, gpointer then_data, gint64 *holder, GError **error)
 {
-    return connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, -1, FALSE, holder, error);
+    return connect_holder(d, d->pid > 0 ? d->pid : getpid(), -1, -1, FALSE, then, then_data,
+                          holder, error);
+}
+
+/* FollowUp: Inquire. */
+static gboolean
+send_inquire(VmlClient *c, G_GNUC_UNUSED gpointer data, GError **error)
+{
+    return vml_lease_inquire_send(c, 0, error);
+}
+
+/* FollowUp: the Release of what libvirt named of D (see vml_release). */
+static gboolean
+send_release(VmlClient *c, gpointer data, GError **error)
+{
+    VmlReleaseFlags flags = { .reconcile = TRUE };
+    return vml_lease_release_send(c, 0, resources_json(data, FALSE), &flags, error);
 }
 
 /* The current state of the domain's leases, or NULL (with ERROR) if it
@@ -617,12 +686,12 @@ static char *
 current_state(Domain *d, VmlClient **client, gint64 *holder, gboolean *gone, GError **error)
 {
     *gone = FALSE;
-    g_autoptr(VmlClient) c = connect_domain(d, holder, error);
+    g_autoptr(VmlClient) c = connect_domain(d, send_inquire, NULL, holder, error);
     if (!c) {
         *gone = g_error_matches(*error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS);
         return NULL;
     }
-    g_autoptr(JsonArray) leases = vml_lease_inquire(c, *holder, error);
+    g_autoptr(JsonArray) leases = vml_lease_inquire_finish(c, error);
     if (!leases)
         return NULL;
     if (client)
@@ -642,10 +711,10 @@ vml_release(VmlLockManager *man, char **state, unsigned int flags)
     (void)flags;
     if (!state) {
         /* No state to hand back: nothing to inquire first. */
-        c = connect_domain(d, &holder, &error);
+        c = connect_domain(d, send_release, d, &holder, &error);
         if (!c && g_error_matches(error, VML_ERROR, VML_ERROR_NO_SUCH_PROCESS))
             return 0;   /* gone: vmleased saw it exit */
-        if (!c || !release_call(c, holder, resources_json(d, FALSE), NULL, NULL, &error)) {
+        if (!c || !vml_lease_release_finish(c, &error)) {
             g_autofree char *what = g_strdup_printf("cannot release leases of domain %s",
                                                     d->name);
             return report_gerror(what, error);
