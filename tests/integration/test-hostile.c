@@ -1144,6 +1144,105 @@ case_register_hijack_pid(void)
     g_assert_true(g_str_equal(param, "pid") || g_str_equal(param, "uuid"));
 }
 
+/* Register and the call behind it sent in one write, as the plugin does:
+ * two replies in order, and the holderless call acts for the holder the
+ * connection registered. */
+static void
+case_register_then_call(void)
+{
+    g_autoptr(Raw) r = raw_connect(FALSE);
+    g_autofree char *reg = msg_new("io.vmlease.Lease.Register",
+                                   register_params(SCRATCH_UUID, "scratch-vm", S.scratch_child));
+    JsonObject *p = json_object_new();
+    JsonArray *a = json_array_new();
+    json_array_add_object_element(a, resource_path(S.scratch_image, "exclusive"));
+    json_object_set_array_member(p, "resources", a);
+    g_autofree char *acq = msg_new("io.vmlease.Lease.Acquire", p);
+    g_autoptr(GString) both = g_string_new(NULL);
+    g_string_append_len(both, reg, (gssize)strlen(reg) + 1);
+    g_string_append_len(both, acq, (gssize)strlen(acq) + 1);
+    raw_send(r, both->str, both->len);
+    g_autoptr(JsonObject) first = raw_read(r);
+    g_assert_cmpint(member_int(assert_ok(first), "holder"), ==, S.scratch);
+    g_autoptr(JsonObject) second = raw_read(r);
+    JsonArray *leases = member_array(assert_ok(second), "leases");
+    g_assert_cmpuint(json_array_get_length(leases), ==, 1);
+    JsonObject *l = json_array_get_object_element(leases, 0);
+    g_assert_cmpstr(member_string(l, "mode"), ==, "exclusive");
+    g_assert_cmpstr(member_string(l, "grant"), ==, "new");
+    /* Held by the scratch holder, as another connection sees it. */
+    JsonObject *q = json_object_new();
+    json_object_set_int_member(q, "holder", S.scratch);
+    g_autoptr(JsonObject) inq = call(FALSE, "io.vmlease.Lease.Inquire", q);
+    g_assert_cmpuint(json_array_get_length(member_array(assert_ok(inq), "leases")), ==, 1);
+    /* And let go of the same way. */
+    raw_send_msg(r, "{\"method\":\"io.vmlease.Lease.Release\",\"parameters\":{}}");
+    g_autoptr(JsonObject) rel = raw_read(r);
+    g_assert_cmpint(member_int(assert_ok(rel), "released"), ==, 1);
+}
+
+/* A call naming no holder on a connection that registered none, or whose
+ * last Register failed, acts for nobody. */
+static void
+case_holderless_needs_register(void)
+{
+    JsonObject *p = json_object_new();
+    JsonArray *a = json_array_new();
+    json_array_add_object_element(a, resource_path(S.scratch_image, "exclusive"));
+    json_object_set_array_member(p, "resources", a);
+    g_autofree char *acquire_scratch = msg_new("io.vmlease.Lease.Acquire", p);
+
+    g_autoptr(Raw) fresh = raw_connect(FALSE);
+    raw_send_msg(fresh, acquire_scratch);
+    g_autoptr(JsonObject) none = raw_read(fresh);
+    assert_invalid_parameter(none, "holder");
+
+    g_autoptr(Raw) r = raw_connect(FALSE);
+    g_autofree char *good = msg_new("io.vmlease.Lease.Register",
+                                    register_params(SCRATCH_UUID, "scratch-vm", S.scratch_child));
+    raw_send_msg(r, good);
+    g_autoptr(JsonObject) ok = raw_read(r);
+    g_assert_cmpint(member_int(assert_ok(ok), "holder"), ==, S.scratch);
+    g_autofree char *bad = msg_new("io.vmlease.Lease.Register",
+                                   register_params("not-a-uuid", "scratch-vm", S.scratch_child));
+    raw_send_msg(r, bad);
+    g_autoptr(JsonObject) refused = raw_read(r);
+    assert_invalid_parameter(refused, "uuid");
+    raw_send_msg(r, acquire_scratch);
+    g_autoptr(JsonObject) after = raw_read(r);
+    assert_invalid_parameter(after, "holder");
+    assert_scratch_holds_nothing();
+}
+
+/* A client configured for another lockspace: Register is refused naming
+ * both, and the call sent behind it acts for nobody. */
+static void
+case_register_wrong_lockspace(void)
+{
+    g_autoptr(Raw) r = raw_connect(FALSE);
+    JsonObject *rp = register_params(SCRATCH_UUID, "scratch-vm", S.scratch_child);
+    json_object_set_string_member(rp, "lockspace", "/elsewhere/lockspace");
+    g_autofree char *reg = msg_new("io.vmlease.Lease.Register", rp);
+    JsonObject *p = json_object_new();
+    JsonArray *a = json_array_new();
+    json_array_add_object_element(a, resource_path(S.scratch_image, "exclusive"));
+    json_object_set_array_member(p, "resources", a);
+    g_autofree char *acq = msg_new("io.vmlease.Lease.Acquire", p);
+    raw_send_msg(r, reg);
+    raw_send_msg(r, acq);
+    g_autoptr(JsonObject) first = raw_read(r);
+    JsonObject *e = assert_error(first, INVALID_PARAMETER);
+    g_assert_cmpstr(member_string(e, "parameter"), ==, "lockspace");
+    g_autofree char *ls = g_build_filename(S.root, "lockspace", NULL);
+    g_autofree char *want = g_strdup_printf(
+        "vmleased uses lockspace %s, but the client's configuration (qemu-vmlease.conf) says "
+        "lockspace_dir = \"/elsewhere/lockspace\"", ls);
+    g_assert_cmpstr(member_string(e, "message"), ==, want);
+    g_autoptr(JsonObject) second = raw_read(r);
+    assert_invalid_parameter(second, "holder");
+    assert_scratch_holds_nothing();
+}
+
 static void
 case_register_on_admin_socket(void)
 {
@@ -1789,6 +1888,9 @@ static const Case cases[] = {
     { "/hostile/force-unlock/lying-header", case_force_unlock_lying_header },
     { "/hostile/register/hijack-pid", case_register_hijack_pid },
     { "/hostile/register/on-admin-socket", case_register_on_admin_socket },
+    { "/hostile/register/then-call", case_register_then_call },
+    { "/hostile/register/holderless-needs-register", case_holderless_needs_register },
+    { "/hostile/register/wrong-lockspace", case_register_wrong_lockspace },
     { "/hostile/acquire/holder-negative", case_holder_negative },
     { "/hostile/acquire/holder-huge", case_holder_huge },
     { "/hostile/acquire/holder-wrong-type", case_holder_wrong_type },
