@@ -507,6 +507,8 @@ method_acquire(Call *call)
     g_autofree int *fds = want_fds ? g_new(int, leases->len) : NULL;
     for (guint i = 0; fds && i < leases->len; i++)
         fds[i] = call->d->backend->ops->lock_fd(((VmlLease *)leases->pdata[i])->lock);
+    if (fds)
+        vml_lease_table_handed(h, leases, vml_conn_pid(call->conn));
     JsonArray *granted = leases_json(leases);
     for (guint i = 0; i < leases->len; i++)
         json_object_set_string_member(json_array_get_object_element(granted, i), "grant",

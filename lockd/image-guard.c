@@ -79,13 +79,16 @@ vml_image_guard_check(const char *path, const pid_t *known, guint n_known,
 }
 
 /* Read the qcow2 v3 header of PATH open on FD; NULL when there is nothing
- * we may rewrite (logged when it is worth saying). */
+ * we may rewrite (logged when it is worth saying), with *NEVER (may be
+ * NULL) set when that is for good: no qcow2 at all, or version 2. */
 static VmlQcow2Header *
-writable_header(int fd, const char *path)
+writable_header(int fd, const char *path, gboolean *never)
 {
     g_autoptr(GError) error = NULL;
     gboolean not_qcow2;
     g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, &error);
+    if (never)
+        *never = (!h && not_qcow2) || (h && h->version < 3);
     if (!h) {
         if (error)
             g_warning("%s: left unmarked: %s", path, error->message);
@@ -123,16 +126,17 @@ sync_for(gboolean durable)
     return durable ? VML_QCOW2_DURABLE : VML_QCOW2_ORDERED;
 }
 
-void
+gboolean
 vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean durable)
 {
     g_autoptr(GError) error = NULL;
     int fd = vml_image_open(path, O_RDWR, &error);
     if (fd < 0) {
         g_info("%s: left unmarked: %s", path, error->message);
-        return;
+        return TRUE;
     }
-    g_autoptr(VmlQcow2Header) h = writable_header(fd, path);
+    gboolean never;
+    g_autoptr(VmlQcow2Header) h = writable_header(fd, path, &never);
     if (h && !qemu_holds(fd, path, "not marking it")) {
         g_autoptr(GBytes) ext = vml_image_owner_encode(owner);
         h->compatible_features |= VML_QCOW2_COMPAT_IN_USE;
@@ -141,6 +145,7 @@ vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean dura
             g_warning("%s: left unmarked: %s", path, error->message);
     }
     close(fd);
+    return !never;
 }
 
 gboolean
@@ -154,7 +159,7 @@ vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const 
         return TRUE;
     }
     gboolean done = TRUE;
-    g_autoptr(VmlQcow2Header) h = writable_header(fd, path);
+    g_autoptr(VmlQcow2Header) h = writable_header(fd, path, NULL);
     const VmlQcow2Ext *ext = h ? vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER) : NULL;
     g_autoptr(VmlImageOwner) o = ext ? vml_image_owner_decode(ext->data, NULL) : NULL;
     gboolean here = o && g_strcmp0(o->boot_id, vml_host_boot_id()) == 0 &&

@@ -20,8 +20,10 @@ gboolean vml_image_guard_check(const char *path, const pid_t *known, guint n_kno
 /* Mark PATH in use by OWNER, on stable storage before returning when
  * DURABLE (another host may read the header next), else ordered only
  * (docs/image-format.md, "Durability"). Never fails the lease: what it
- * could not do is logged, and the owner record stays in the lockspace. */
-void vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean durable);
+ * could not do is logged, and the owner record stays in the lockspace.
+ * FALSE when the image has no header vmleased ever writes (raw, qcow2
+ * v2, a header it may not rewrite): there is no mark on it to clear. */
+gboolean vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean durable);
 
 /* Clear the mark of the process PID/START_TIME on PATH, or one an exited
  * process of the same domain UUID (may be NULL) left on this host (a

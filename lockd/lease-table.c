@@ -271,7 +271,7 @@ marks_durable(const VmlLeaseTable *t)
 }
 
 static void
-lease_mark(const VmlLease *l)
+lease_mark(VmlLease *l)
 {
     const VmlHolder *h = l->holder;
     g_autofree char *program = holder_program(h);
@@ -287,7 +287,7 @@ lease_mark(const VmlLease *l)
         .program = program,
         .name = h->name,
     };
-    vml_image_guard_mark(l->path, &o, marks_durable(h->table));
+    l->unmarkable = !vml_image_guard_mark(l->path, &o, marks_durable(h->table));
 }
 
 /* H's exclusive hold on the image at PATH ends: clear its mark, or
@@ -303,7 +303,7 @@ holder_unmark(VmlHolder *h, const char *path)
 static void
 lease_unmark(VmlLeaseTable *t, const VmlLease *l)
 {
-    if (!t->shutting_down && l->mode == VML_MODE_EXCLUSIVE && l->path)
+    if (!t->shutting_down && l->mode == VML_MODE_EXCLUSIVE && l->path && !l->unmarkable)
         holder_unmark(l->holder, l->path);
 }
 
@@ -397,6 +397,7 @@ holder_free(VmlHolder *h)
         holder_retry_unmarks(h, TRUE);
     g_hash_table_unref(h->leases);
     g_hash_table_unref(h->observing);
+    g_clear_pointer(&h->handed, g_hash_table_unref);
     vml_record_layout_free(h->record_layout);
     g_ptr_array_unref(h->record_dirty);
     if (h->record)
@@ -571,6 +572,8 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
     h = holder_new(t, t->next_id, uuid, name, pid, start_time, now_s(), error);
     if (h) {
         h->uid = caller;
+        /* New in this daemon: it has none of our lock fds yet. */
+        h->handed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         if (on_lockfailure) {
             g_free(h->on_lockfailure);
             h->on_lockfailure = g_strdup(on_lockfailure);
@@ -582,6 +585,17 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
         changed(t);
     }
     return h;
+}
+
+void
+vml_lease_table_handed(VmlHolder *h, GPtrArray *leases, pid_t pid)
+{
+    if (pid != h->pid) {
+        g_clear_pointer(&h->handed, g_hash_table_unref);
+        return;
+    }
+    for (guint i = 0; h->handed && i < leases->len; i++)
+        g_hash_table_add(h->handed, g_strdup(((VmlLease *)leases->pdata[i])->key));
 }
 
 VmlHolder *
@@ -1019,7 +1033,9 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                     continue;
                 }
             } else {
-                int pidfd = holder_fds ? vml_holder_watch_pidfd(h->watch) : -1;
+                /* Its own fds are looked through only where ours may be. */
+                int pidfd = holder_fds && (!h->handed || g_hash_table_contains(h->handed, r->key))
+                    ? vml_holder_watch_pidfd(h->watch) : -1;
                 VmlGrant grant = VML_GRANT_NEW;
                 VmlLock *lock = be->ops->acquire(be, r->key, r->mode, h->pid, pidfd, &gen, &local);
                 if (!lock && claim && local->code == VML_ERROR_CONFLICT && be->ops->claim &&
@@ -1094,7 +1110,8 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                    (int)h->pid, s->lease->key);
         if (s->lease->mode == VML_MODE_EXCLUSIVE && s->lease->path)
             lease_mark(s->lease);
-        else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && s->lease->path)
+        else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && s->lease->path &&
+                 !s->lease->unmarkable)
             holder_unmark(h, s->lease->path);   /* downgraded */
     }
 

@@ -46,6 +46,8 @@ struct _VmlLease {
                              open), not because libvirt named it */
     gboolean leaving;     /* being released: left out of the record that
                              must be written before the lock goes */
+    gboolean unmarkable;  /* its mark found no header vmleased writes (raw,
+                             qcow2 v2): no mark of anyone's to clear */
     gpointer record_slot; /* where it is in its holder's record
                              (holder-record.c) */
     gboolean record_dirty; /* changed since the record was written: on
@@ -70,6 +72,10 @@ struct _VmlHolder {
     GHashTable *leases;          /* resource key -> VmlLease* */
     GHashTable *observing;       /* resource key -> canonical path: images it
                                     reads as an observer, holding nothing */
+    GHashTable *handed;          /* keys whose lock fds vmleased sent the
+                                    holder process: only their lock files can
+                                    be in its fd table. NULL: not known (it
+                                    was restored, or fds went elsewhere) */
     VmlHolderWatch *watch;
     VmlMailbox *mailbox;         /* in the VM process: keeps our locks alive */
     VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
@@ -122,6 +128,10 @@ VmlHolder *vml_lease_table_register(VmlLeaseTable *t, const char *uuid,
 gboolean vml_lock_failure_valid(const char *action);
 
 VmlHolder *vml_lease_table_lookup(VmlLeaseTable *t, gint64 id, GError **error);
+
+/* The lock fds of LEASES were sent to process PID: H's own if PID is
+ * H's, and anyone's then, as far as vmleased can tell. */
+void vml_lease_table_handed(VmlHolder *h, GPtrArray *leases, pid_t pid);
 
 /* Clear the in-use marks H let go of while a QEMU still had the image open
  * (a layer that left the chain), where that QEMU has gone since. */

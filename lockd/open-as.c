@@ -12,20 +12,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-gboolean
-vml_creds_of_peer(int fd, VmlCreds *creds)
+void
+vml_creds_of_peer(int fd, const struct ucred *cr, VmlCreds *creds)
 {
-    struct ucred cr;
-    socklen_t len = sizeof(cr);
     memset(creds, 0, sizeof(*creds));
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
-        return FALSE;
-    creds->uid = cr.uid;
-    creds->gid = cr.gid;
+    creds->uid = cr->uid;
+    creds->gid = cr->gid;
     socklen_t glen = sizeof(creds->groups);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, creds->groups, &glen) == 0)
         creds->n_groups = glen / sizeof(gid_t);
-    return TRUE;
 }
 
 static int

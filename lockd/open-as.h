@@ -7,6 +7,7 @@
 #pragma once
 
 #include <glib.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 typedef struct {
@@ -16,9 +17,9 @@ typedef struct {
     guint n_groups;
 } VmlCreds;
 
-/* The credentials of the peer of the unix socket FD (SO_PEERCRED and
- * SO_PEERGROUPS). */
-gboolean vml_creds_of_peer(int fd, VmlCreds *creds);
+/* The credentials of the peer of the unix socket FD: CR (its SO_PEERCRED,
+ * which the caller has read already) and its groups (SO_PEERGROUPS). */
+void vml_creds_of_peer(int fd, const struct ucred *cr, VmlCreds *creds);
 
 /* Open PATH with FLAGS (O_RDONLY or O_RDWR; O_CLOEXEC is added) as CREDS
  * would (NULL or uid 0: as ourselves): in a short-lived child that takes

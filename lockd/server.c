@@ -271,6 +271,12 @@ vml_conn_access(VmlConn *c)
     return c->access;
 }
 
+pid_t
+vml_conn_pid(VmlConn *c)
+{
+    return c->pid;
+}
+
 gint64
 vml_conn_holder(VmlConn *c)
 {
@@ -1019,10 +1025,7 @@ conn_setup(VmlServer *s, int fd, gboolean lease_socket)
     c->lease_socket = lease_socket;
     c->uid = cr.uid;
     c->pid = cr.pid;
-    if (!vml_creds_of_peer(fd, &c->creds)) {
-        c->creds.uid = cr.uid;
-        c->creds.gid = cr.gid;
-    }
+    vml_creds_of_peer(fd, &cr, &c->creds);
     c->reader = vml_frame_reader_new();
     g_queue_init(&c->out);
     g_hash_table_add(s->conns, c);

@@ -40,6 +40,8 @@ void vml_server_adopt(VmlServer *server, JsonObject *state);
 
 VmlAccess vml_conn_access(VmlConn *conn);
 uid_t vml_conn_uid(VmlConn *conn);
+/* The peer's pid when it connected (SO_PEERCRED). */
+pid_t vml_conn_pid(VmlConn *conn);
 /* The holder the last Register on this connection gave (0: none, or that
  * Register failed): what a later call that names no holder acts for. */
 gint64 vml_conn_holder(VmlConn *conn);
