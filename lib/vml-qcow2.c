@@ -747,9 +747,7 @@ vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h, VmlQco
                         name, what);
         return FALSE;
     }
-    /* Ordered: the last step goes to the disk on its own; starting its
-     * writeback now only shortens the time it spends in the page cache. */
-    if (sync == VML_QCOW2_ORDERED)
-        (void)sync_file_range(fd, 0, (off64_t)span, SYNC_FILE_RANGE_WRITE);
+    /* Ordered: the last step reaches the disk with the kernel's writeback
+     * or the next flush of the image, whichever comes first. */
     return TRUE;
 }

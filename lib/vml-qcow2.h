@@ -103,8 +103,8 @@ typedef enum {
      * is on stable storage when the call returns. */
     VML_QCOW2_DURABLE,
     /* An fdatasync between steps only, so that a crash still finds one of
-     * the states the steps go through; the last step's writeback is
-     * started, not waited for (docs/image-format.md, "Durability"). */
+     * the states the steps go through; the last step is left to the
+     * kernel's writeback (docs/image-format.md, "Durability"). */
     VML_QCOW2_ORDERED,
 } VmlQcow2Sync;
 

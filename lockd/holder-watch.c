@@ -4,6 +4,7 @@
 #include "vml-proc.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <glib-unix.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -81,6 +82,13 @@ int
 vml_holder_watch_pidfd(VmlHolderWatch *w)
 {
     return w->pidfd;
+}
+
+gboolean
+vml_holder_watch_running(VmlHolderWatch *w)
+{
+    struct pollfd pfd = { .fd = w->pidfd, .events = POLLIN };
+    return w->pidfd >= 0 && poll(&pfd, 1, 0) == 0;
 }
 
 void

@@ -14,4 +14,7 @@ VmlHolderWatch *vml_holder_watch_new(pid_t pid, guint64 start_time,
                                      VmlHolderExitFunc func, gpointer data,
                                      GError **error);
 int vml_holder_watch_pidfd(VmlHolderWatch *w);
+/* TRUE while the watched process has certainly not exited (its pidfd is
+ * not readable); FALSE once it has, or without a pidfd to ask. */
+gboolean vml_holder_watch_running(VmlHolderWatch *w);
 void vml_holder_watch_free(VmlHolderWatch *w);

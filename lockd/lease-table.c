@@ -531,8 +531,23 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
                          uid_t caller, GError **error)
 {
     guint64 start_time;
-    uid_t runs_as;
-    if (!vml_proc_start_time(pid, &start_time, error) || !vml_proc_uid(pid, &runs_as, error))
+    uid_t runs_as = 0;
+    /* A holder of this pid whose process has not exited is this process
+     * (the pid cannot have been reused meanwhile): no need to read /proc. */
+    VmlHolder *h = NULL;
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, t->holders);
+    while (!h && g_hash_table_iter_next(&it, NULL, &value)) {
+        VmlHolder *known = value;
+        if (known->pid == pid && vml_holder_watch_running(known->watch))
+            h = known;
+    }
+    if (h)
+        start_time = h->start_time;
+    else if (!vml_proc_start_time(pid, &start_time, error))
+        return NULL;
+    if (caller != 0 && !vml_proc_uid(pid, &runs_as, error))
         return NULL;
     /* Nobody holds leases on behalf of another user's process (pid 1
      * holding a disk forever). */
@@ -543,7 +558,8 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
         return NULL;
     }
 
-    VmlHolder *h = find_process(t, pid, start_time);
+    if (!h)
+        h = find_process(t, pid, start_time);
     if (h && caller != 0 && caller != h->uid) {
         g_set_error(error, VML_ERROR, VML_ERROR_PERMISSION_DENIED,
                     "process %d is registered already by uid %u", (int)pid, (unsigned)h->uid);
