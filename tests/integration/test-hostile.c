@@ -1144,6 +1144,17 @@ case_register_hijack_pid(void)
     g_assert_true(g_str_equal(param, "pid") || g_str_equal(param, "uuid"));
 }
 
+/* An Acquire of the scratch image exclusively that names no holder. */
+static char *
+holderless_acquire_msg(void)
+{
+    JsonObject *p = json_object_new();
+    JsonArray *a = json_array_new();
+    json_array_add_object_element(a, resource_path(S.scratch_image, "exclusive"));
+    json_object_set_array_member(p, "resources", a);
+    return msg_new("io.vmlease.Lease.Acquire", p);
+}
+
 /* Register and the call behind it sent in one write, as the plugin does:
  * two replies in order, and the holderless call acts for the holder the
  * connection registered. */
@@ -1153,11 +1164,7 @@ case_register_then_call(void)
     g_autoptr(Raw) r = raw_connect(FALSE);
     g_autofree char *reg = msg_new("io.vmlease.Lease.Register",
                                    register_params(SCRATCH_UUID, "scratch-vm", S.scratch_child));
-    JsonObject *p = json_object_new();
-    JsonArray *a = json_array_new();
-    json_array_add_object_element(a, resource_path(S.scratch_image, "exclusive"));
-    json_object_set_array_member(p, "resources", a);
-    g_autofree char *acq = msg_new("io.vmlease.Lease.Acquire", p);
+    g_autofree char *acq = holderless_acquire_msg();
     g_autoptr(GString) both = g_string_new(NULL);
     g_string_append_len(both, reg, (gssize)strlen(reg) + 1);
     g_string_append_len(both, acq, (gssize)strlen(acq) + 1);
@@ -1186,11 +1193,7 @@ case_register_then_call(void)
 static void
 case_holderless_needs_register(void)
 {
-    JsonObject *p = json_object_new();
-    JsonArray *a = json_array_new();
-    json_array_add_object_element(a, resource_path(S.scratch_image, "exclusive"));
-    json_object_set_array_member(p, "resources", a);
-    g_autofree char *acquire_scratch = msg_new("io.vmlease.Lease.Acquire", p);
+    g_autofree char *acquire_scratch = holderless_acquire_msg();
 
     g_autoptr(Raw) fresh = raw_connect(FALSE);
     raw_send_msg(fresh, acquire_scratch);
@@ -1223,11 +1226,7 @@ case_register_wrong_lockspace(void)
     JsonObject *rp = register_params(SCRATCH_UUID, "scratch-vm", S.scratch_child);
     json_object_set_string_member(rp, "lockspace", "/elsewhere/lockspace");
     g_autofree char *reg = msg_new("io.vmlease.Lease.Register", rp);
-    JsonObject *p = json_object_new();
-    JsonArray *a = json_array_new();
-    json_array_add_object_element(a, resource_path(S.scratch_image, "exclusive"));
-    json_object_set_array_member(p, "resources", a);
-    g_autofree char *acq = msg_new("io.vmlease.Lease.Acquire", p);
+    g_autofree char *acq = holderless_acquire_msg();
     raw_send_msg(r, reg);
     raw_send_msg(r, acq);
     g_autoptr(JsonObject) first = raw_read(r);
