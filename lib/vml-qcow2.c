@@ -280,7 +280,9 @@ VmlQcow2Header *
 vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2, GError **error)
 {
     struct stat st;
-    guint8 head[VML_QCOW2_V2_HEADER_LEN];
+    /* One page: the header, its extensions and the backing file name of
+     * nearly every image lie in it. */
+    guint8 head[4096];
 
     *not_qcow2 = FALSE;
     if (fstat(fd, &st) < 0) {
@@ -302,12 +304,25 @@ vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2, GError **error)
         *not_qcow2 = TRUE;
         return NULL;
     }
-    /* Read the whole first cluster (or the file, if smaller): everything
-     * the header may use lives there. */
+    /* Everything the header may use lives in the first cluster (or the
+     * file, if smaller). What the first page holds is parsed as it is when
+     * the cluster is no bigger or it parses; else the whole cluster is read
+     * and judged: a header that parses in a prefix of the cluster parses
+     * the same in all of it, and only the whole one may refuse. */
     guint32 bits = n >= OFF_CLUSTER_BITS + 4 ? vml_be32(head + OFF_CLUSTER_BITS) : 0;
-    gsize want = sizeof(head);
+    gsize want = VML_QCOW2_V2_HEADER_LEN;
     if (bits >= VML_QCOW2_CLUSTER_BITS_MIN && bits <= VML_QCOW2_CLUSTER_BITS_MAX)
-        want = MIN((guint64)1 << bits, MAX(file_size, sizeof(head)));
+        want = MIN((guint64)1 << bits, MAX(file_size, VML_QCOW2_V2_HEADER_LEN));
+    g_autoptr(GError) local = NULL;
+    if ((gsize)n >= want || (gsize)n < sizeof(head)) {
+        VmlQcow2Header *h = vml_qcow2_parse(head, MIN((gsize)n, want), file_size, &local);
+        if (!h)
+            g_set_error(error, VML_ERROR, local->code, "%s: %s", name, local->message);
+        return h;
+    }
+    VmlQcow2Header *first = vml_qcow2_parse(head, (gsize)n, file_size, NULL);
+    if (first)
+        return first;
     g_autofree guint8 *buf = g_malloc(want);
     n = pread(fd, buf, want, 0);
     if (n < 0) {
@@ -315,7 +330,6 @@ vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2, GError **error)
                     g_strerror(errno));
         return NULL;
     }
-    g_autoptr(GError) local = NULL;
     VmlQcow2Header *h = vml_qcow2_parse(buf, (gsize)n, file_size, &local);
     if (!h)
         g_set_error(error, VML_ERROR, local->code, "%s: %s", name, local->message);

@@ -875,6 +875,45 @@ test_padding_past_cluster(void)
     g_assert_cmpuint(((const guint8 *)g_bytes_get_data(head, NULL))[512], ==, 0xa5);
 }
 
+/* A header area that runs past the first page of a 64 KiB cluster: the
+ * read falls back from the page it tries first to the whole cluster, and a
+ * refusal comes from the whole cluster too. */
+static void
+test_header_past_first_page(void)
+{
+    make_image("pp-base.qcow2", "", "1M");
+    make_image("pp.qcow2", "-b pp-base.qcow2 -F qcow2", "");
+    g_autofree char *path = img("pp.qcow2");
+    g_autoptr(VmlQcow2Header) before = read_good_header(path);
+    guint8 blob[6000];
+    for (gsize i = 0; i < sizeof(blob); i++)
+        blob[i] = (guint8)(i * 7 + 1);
+    g_autoptr(GBytes) data = g_bytes_new(blob, sizeof(blob));
+    vml_qcow2_set_ext(before, 0x7e570001, data);
+    write_header(path, before);
+
+    g_autoptr(VmlQcow2Header) after = read_good_header(path);
+    g_assert_cmpuint(after->area_end, >, 4096);
+    g_assert_cmpstr(after->backing_file, ==, before->backing_file);
+    const VmlQcow2Ext *e = vml_qcow2_find_ext(after, 0x7e570001);
+    g_assert_nonnull(e);
+    g_assert_true(g_bytes_equal(e->data, data));
+    g_autoptr(JsonObject) info = qemu_img_info("pp.qcow2");
+    g_assert_cmpstr(json_object_get_string_member(info, "backing-filename"), ==,
+                    "pp-base.qcow2");
+
+    /* The same extension claiming more than the header area holds. */
+    image_util_poke(path, e->offset + 4, 70000, 4);
+    gboolean not_qcow2;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlQcow2Header) lying = read_header(path, &not_qcow2, &error);
+    g_assert_null(lying);
+    g_autofree char *want = g_strdup_printf(
+        "%s: invalid qcow2 header: header extension 0x7e570001 at offset %u is 70000 bytes "
+        "long, past the header area", path, e->offset);
+    g_assert_cmpstr(error->message, ==, want);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -894,6 +933,7 @@ main(int argc, char **argv)
     g_test_add_func("/qcow2/read-only-headers", test_read_only_headers);
     g_test_add_func("/image-owner/exact-bytes", test_owner_exact_bytes);
     g_test_add_func("/qcow2/padding-past-cluster", test_padding_past_cluster);
+    g_test_add_func("/qcow2/header-past-first-page", test_header_past_first_page);
     int rc = g_test_run();
     g_autofree char *rm = g_strdup_printf("rm -rf '%s'", dir);
     g_assert_cmpint(system(rm), ==, 0);
