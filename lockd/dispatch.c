@@ -1,6 +1,7 @@
 /* What each method means: parse and check its parameters (every one of
  * them hostile until checked), call the lease table, shape the reply. */
-#include "server.h"
+#include "dispatch.h"
+#include "call-params.h"
 #include "vml-protocol.h"
 #include "force-unlock.h"
 #include "image-open.h"
@@ -22,300 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define NAME_MAX_LEN 1024
-#define LEASE_FIELD_MAX 256
-
-typedef struct {
-    VmlDaemon *d;
-    VmlConn *conn;
-    JsonObject *params;
-    GArray *fds;          /* that came with the message; a method that keeps
-                             one sets its slot to -1 */
-} Call;
-
-typedef void (*MethodFunc)(Call *call);
-
-/* ---- parameter checks --------------------------------------------------- */
-
-static gboolean
-param_error(Call *call, const char *name, const char *reason)
-{
-    JsonObject *p = json_object_new();
-    json_object_set_string_member(p, "parameter", name);
-    vml_conn_error(call->conn, VML_ERROR_INVALID_PARAMETER, p,
-                   "parameter '%s' %s", name, reason);
-    return FALSE;
-}
-
-static gboolean
-get_string(Call *call, JsonObject *obj, const char *name, gboolean required,
-           gsize max_len, const char **out)
-{
-    JsonNode *n = json_object_get_member(obj, name);
-    *out = NULL;
-    if (!n || JSON_NODE_HOLDS_NULL(n)) {
-        if (required)
-            return param_error(call, name, "is missing");
-        return TRUE;
-    }
-    if (json_node_get_value_type(n) != G_TYPE_STRING)
-        return param_error(call, name, "must be a string");
-    const char *s = json_node_get_string(n);
-    /* json-glib decodes a lone surrogate escape into invalid UTF-8. */
-    if (!g_utf8_validate(s, -1, NULL))
-        return param_error(call, name, "is not valid UTF-8");
-    if (strlen(s) > max_len)
-        return param_error(call, name, "is too long");
-    for (const char *p = s; *p; p++) {
-        if ((guchar)*p < 0x20 || *p == 0x7f)
-            return param_error(call, name, "contains a control character");
-    }
-    *out = s;
-    return TRUE;
-}
-
-static gboolean
-get_int(Call *call, JsonObject *obj, const char *name, gint64 min, gint64 max, gint64 *out)
-{
-    JsonNode *n = json_object_get_member(obj, name);
-    if (!n)
-        return param_error(call, name, "is missing");
-    if (json_node_get_value_type(n) != G_TYPE_INT64)
-        return param_error(call, name, "must be an integer");
-    *out = json_node_get_int(n);
-    if (*out < min || *out > max)
-        return param_error(call, name, "is out of range");
-    return TRUE;
-}
-
-static gboolean
-get_bool(Call *call, JsonObject *obj, const char *name, gboolean *out)
-{
-    JsonNode *n = json_object_get_member(obj, name);
-    *out = FALSE;
-    if (!n || JSON_NODE_HOLDS_NULL(n))
-        return TRUE;
-    if (json_node_get_value_type(n) != G_TYPE_BOOLEAN)
-        return param_error(call, name, "must be true or false");
-    *out = json_node_get_boolean(n);
-    return TRUE;
-}
-
-/* LimitReached(limit, value) parameters for a limit from the config. */
-static JsonObject *
-limit_params(const char *limit, guint value)
-{
-    JsonObject *p = json_object_new();
-    json_object_set_string_member(p, "limit", limit);
-    json_object_set_int_member(p, "value", value);
-    return p;
-}
-
-static gboolean
-get_array(Call *call, JsonObject *obj, const char *name, gboolean required, JsonArray **out)
-{
-    JsonNode *n = json_object_get_member(obj, name);
-    *out = NULL;
-    if (!n || JSON_NODE_HOLDS_NULL(n)) {
-        if (required)
-            return param_error(call, name, "is missing");
-        return TRUE;
-    }
-    if (!JSON_NODE_HOLDS_ARRAY(n))
-        return param_error(call, name, "must be an array");
-    *out = json_node_get_array(n);
-    if (json_array_get_length(*out) > call->d->cfg->max_resources_per_call) {
-        JsonObject *p = limit_params("max_resources_per_call",
-                                     call->d->cfg->max_resources_per_call);
-        vml_conn_error(call->conn, VML_ERROR_LIMIT, p,
-                       "parameter '%s' lists more than %u entries (max_resources_per_call)",
-                       name, call->d->cfg->max_resources_per_call);
-        return FALSE;
-    }
-    return TRUE;
-}
-
-static gboolean
-is_uuid(const char *s)
-{
-    return g_uuid_string_is_valid(s);
-}
-
-/* PATH (canonical) is one of the daemon's own directories or below one. */
-static gboolean
-path_is_ours(Call *call, const char *path)
-{
-    for (char **dir = call->d->own_dirs; dir && *dir; dir++) {
-        gsize n = strlen(*dir);
-        if (strncmp(path, *dir, n) == 0 && (path[n] == '/' || path[n] == '\0'))
-            return TRUE;
-    }
-    return FALSE;
-}
-
-/* Resolve an image path to its resource key, which every name of the
- * image shares (vml-image-identity.h); *CANONICAL (may be NULL) gets the
- * path with every symlink resolved, what the image is opened by. */
-static char *
-path_key(Call *call, const char *what, const char *path, char **canonical)
-{
-    g_autoptr(GError) error = NULL;
-    if (!vml_path_check(path, strlen(path), &error)) {
-        param_error(call, what, error->message);
-        return NULL;
-    }
-    /* /proc/self, /dev/fd and /proc/PID/fd name what the daemon has open
-     * (its own records), or another process's files by its rights: the
-     * client resolves its own /proc/self/fd names. */
-    if (g_str_has_prefix(path, "/proc/") || g_str_has_prefix(path, "/dev/fd/") ||
-        g_str_equal(path, "/proc") || g_str_equal(path, "/dev/fd")) {
-        param_error(call, what, "names a file through /proc or /dev/fd: give the image's path");
-        return NULL;
-    }
-    /* Resolved first as the caller would: a directory it cannot search
-     * answers "permission denied" whether or not the file exists there. */
-    const VmlCreds *creds = vml_conn_creds(call->conn);
-    int seen = -1;
-    if (creds->uid != 0 && (seen = vml_open_path_as(path, creds, &error)) < 0) {
-        JsonObject *p = json_object_new();
-        json_object_set_string_member(p, "path", path);
-        vml_conn_error(call->conn, error->code, p, "cannot resolve image %s as uid %u: %s",
-                       path, (unsigned)creds->uid,
-                       error->code == VML_ERROR_PERMISSION_DENIED ? "permission denied"
-                                                                  : "no such file");
-        return NULL;
-    }
-    /* Never through a /proc magic link (a symlink to /proc/self/fd/N):
-     * it would name what vmleased itself has open. */
-    if (seen < 0 && (seen = vml_open_path_no_magic(path)) < 0 && errno == ELOOP) {
-        /* ELOOP is a symlink loop too: that one is merely no image. */
-        int plain = open(path, O_PATH | O_CLOEXEC);
-        if (plain >= 0) {
-            close(plain);
-            param_error(call, what, "resolves through a link into /proc");
-            return NULL;
-        }
-    }
-    /* Resolved once: the canonical path is the kernel's name for the inode
-     * opened here (every symlink resolved), and the identity comes from
-     * that inode, not from a name that could be swapped in between. */
-    int fd = seen;
-    int saved = errno;
-    struct stat st;
-    gboolean got = fd >= 0 && fstat(fd, &st) == 0;
-    g_autofree char *canon = got ? vml_proc_own_fd_path(fd) : NULL;
-    /* Unlinked (or renamed away from every name) since it was opened. */
-    gboolean moved = got && ((S_ISREG(st.st_mode) && st.st_nlink == 0) || !canon ||
-                             canon[0] != '/');
-    if (moved) {
-        close(fd);
-        JsonObject *p = json_object_new();
-        json_object_set_string_member(p, "path", path);
-        vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
-                       "image %s changed while it was being resolved", path);
-        return NULL;
-    }
-    if (canon && (g_str_has_prefix(canon, "/proc/") || path_is_ours(call, canon))) {
-        if (fd >= 0)
-            close(fd);
-        param_error(call, what, "resolves into /proc or into vmleased's own directories");
-        return NULL;
-    }
-    if (!got) {
-        if (fd >= 0) {
-            saved = errno;
-            close(fd);
-        }
-        JsonObject *p = json_object_new();
-        json_object_set_string_member(p, "path", path);
-        vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
-                       "cannot resolve image %s: %s", path, g_strerror(saved));
-        return NULL;
-    }
-    char *key = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)
-        ? vml_image_identity(fd, call->d->cfg->storage_names, call->d->cfg->n_storage_names,
-                             &error)
-        : NULL;
-    close(fd);
-    if (!key) {
-        JsonObject *p = json_object_new();
-        json_object_set_string_member(p, "path", path);
-        vml_conn_error(call->conn, VML_ERROR_NO_SUCH_IMAGE, p,
-                       "%s is not a regular file or block device", path);
-        return NULL;
-    }
-    if (canonical)
-        *canonical = g_steal_pointer(&canon);
-    return key;
-}
-
-/* A Resource object to REQ's key, mode and at_least. */
-static char *
-resource_key(Call *call, JsonNode *node, VmlRequest *req)
-{
-    if (!JSON_NODE_HOLDS_OBJECT(node)) {
-        param_error(call, "resources", "must hold objects");
-        return NULL;
-    }
-    JsonObject *r = json_node_get_object(node);
-    const char *path, *lockspace, *key, *mode_name;
-    if (!get_string(call, r, "path", FALSE, PATH_MAX, &path) ||
-        !get_string(call, r, "lockspace", FALSE, LEASE_FIELD_MAX, &lockspace) ||
-        !get_string(call, r, "key", FALSE, LEASE_FIELD_MAX, &key) ||
-        !get_string(call, r, "mode", FALSE, 16, &mode_name))
-        return NULL;
-    req->mode = VML_MODE_EXCLUSIVE;
-    if (mode_name && !vml_mode_parse(mode_name, &req->mode)) {
-        param_error(call, "mode", "must be \"exclusive\" or \"shared\"");
-        return NULL;
-    }
-    if (!get_bool(call, r, "at_least", &req->at_least) ||
-        !get_bool(call, r, "derived", &req->derived))
-        return NULL;
-    if (path && !lockspace && !key) {
-        req->given = path;
-        return path_key(call, "path", path, &req->path);
-    }
-    if (!path && lockspace && key && *lockspace && *key) {
-        g_autofree char *ls = g_uri_escape_string(lockspace, NULL, FALSE);
-        g_autofree char *k = g_uri_escape_string(key, NULL, FALSE);
-        return g_strdup_printf("lease:%s/%s", ls, k);
-    }
-    param_error(call, "resources", "entries need either a path or a lockspace and key");
-    return NULL;
-}
-
-static VmlHolder *
-get_holder(Call *call)
-{
-    gint64 id = vml_conn_holder(call->conn);
-    g_autoptr(GError) error = NULL;
-    /* No holder named: the one this connection registered, so that a
-     * client can send Register and its call in one go. */
-    if ((json_object_has_member(call->params, "holder") || !id) &&
-        !get_int(call, call->params, "holder", 1, G_MAXINT64, &id))
-        return NULL;
-    VmlHolder *h = vml_lease_table_lookup(call->d->table, id, &error);
-    if (!h) {
-        JsonObject *p = json_object_new();
-        json_object_set_int_member(p, "holder", id);
-        vml_conn_error_gerror(call->conn, error, p);
-        return NULL;
-    }
-    /* A holder is its registrant's (and root's): ids are listed to admins. */
-    uid_t uid = vml_conn_uid(call->conn);
-    if (uid != 0 && uid != h->uid) {
-        JsonObject *p = json_object_new();
-        json_object_set_int_member(p, "holder", id);
-        json_object_set_int_member(p, "uid", uid);
-        vml_conn_error(call->conn, VML_ERROR_PERMISSION_DENIED, p,
-                       "holder %" G_GINT64_FORMAT " (VM %s) was registered by uid %u; uid %u "
-                       "may act only on holders it registered", id, h->name, (unsigned)h->uid,
-                       (unsigned)uid);
-        return NULL;
-    }
-    return h;
-}
+typedef void (*MethodFunc)(VmlCall *call);
 
 static JsonArray *
 leases_json(GPtrArray *leases)
@@ -329,7 +37,7 @@ leases_json(GPtrArray *leases)
 /* ---- io.vmlease.Lease --------------------------------------------------- */
 
 static void
-method_register(Call *call)
+method_register(VmlCall *call)
 {
     const char *uuid, *name, *action, *program, *lockspace;
     gint64 pid;
@@ -338,12 +46,12 @@ method_register(Call *call)
     /* Whatever follows on this connection acts for this holder, or for
      * none if this Register fails. */
     vml_conn_set_holder(call->conn, 0);
-    if (!get_string(call, call->params, "uuid", TRUE, 64, &uuid) ||
-        !get_string(call, call->params, "name", TRUE, NAME_MAX_LEN, &name) ||
-        !get_int(call, call->params, "pid", 1, INT_MAX, &pid) ||
-        !get_string(call, call->params, "on_lockfailure", FALSE, 16, &action) ||
-        !get_string(call, call->params, "program", FALSE, VML_PROGRAM_MAX, &program) ||
-        !get_string(call, call->params, "lockspace", FALSE, PATH_MAX, &lockspace))
+    if (!call_get_string(call, call->params, "uuid", TRUE, 64, &uuid) ||
+        !call_get_string(call, call->params, "name", TRUE, VML_CALL_NAME_MAX, &name) ||
+        !call_get_int(call, call->params, "pid", 1, INT_MAX, &pid) ||
+        !call_get_string(call, call->params, "on_lockfailure", FALSE, 16, &action) ||
+        !call_get_string(call, call->params, "program", FALSE, VML_PROGRAM_MAX, &program) ||
+        !call_get_string(call, call->params, "lockspace", FALSE, PATH_MAX, &lockspace))
         return;
     /* A client configured for another lockspace: nothing of what it sends
      * next may take effect here. */
@@ -356,12 +64,12 @@ method_register(Call *call)
                        call->d->backend->lockspace, lockspace);
         return;
     }
-    if (!is_uuid(uuid)) {
-        param_error(call, "uuid", "is not a UUID");
+    if (!call_is_uuid(uuid)) {
+        call_param_error(call, "uuid", "is not a UUID");
         return;
     }
     if (action && !vml_lock_failure_valid(action)) {
-        param_error(call, "on_lockfailure",
+        call_param_error(call, "on_lockfailure",
                     "must be one of default, poweroff, restart, pause, ignore");
         return;
     }
@@ -376,7 +84,7 @@ method_register(Call *call)
             p = json_object_new();
             json_object_set_string_member(p, "parameter", "pid");
         } else if (error->code == VML_ERROR_LIMIT) {
-            p = limit_params("max_holders", call->d->cfg->max_holders);
+            p = call_limit_params("max_holders", call->d->cfg->max_holders);
         }
         vml_conn_error_gerror(call->conn, error, p);
         return;
@@ -387,20 +95,20 @@ method_register(Call *call)
         g_array_index(call->fds, int, 0) = -1;
         VmlMailbox *m = vml_mailbox_new(fd, &error);
         if (!m) {
-            param_error(call, "mailbox", error->message);
+            call_param_error(call, "mailbox", error->message);
             return;
         }
         /* Only a mailbox the holder process itself keeps: whoever else had
          * it could read the holder's lock fds out of it. */
         if (h->mailbox || !vml_mailbox_is_kept_by(m, h->pid)) {
             vml_mailbox_free(m);
-            param_error(call, "mailbox", h->mailbox ? "is given already for this holder"
+            call_param_error(call, "mailbox", h->mailbox ? "is given already for this holder"
                                                     : "must be open in the holder process");
             return;
         }
         vml_lease_table_set_mailbox(call->d->table, h, m);
     } else if (call->fds && call->fds->len > 1) {
-        param_error(call, "mailbox", "must come as at most one file descriptor");
+        call_param_error(call, "mailbox", "must come as at most one file descriptor");
         return;
     }
     vml_conn_set_holder(call->conn, h->id);
@@ -411,58 +119,14 @@ method_register(Call *call)
 }
 
 static void
-request_clear(gpointer data)
+method_acquire(VmlCall *call)
 {
-    g_free(((VmlRequest *)data)->key);
-    g_free(((VmlRequest *)data)->path);
-}
-
-/* The resources parameter as requests; NULL after an error reply. */
-static GArray *
-get_requests(Call *call, gboolean required)
-{
-    JsonArray *res;
-    if (!get_array(call, call->params, "resources", required, &res))
-        return NULL;
-    g_autoptr(GArray) reqs = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
-    g_array_set_clear_func(reqs, request_clear);
-    g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
-    for (guint i = 0; res && i < json_array_get_length(res); i++) {
-        VmlRequest r = { 0 };
-        r.key = resource_key(call, json_array_get_element(res, i), &r);
-        if (!r.key)
-            return NULL;
-        g_array_append_val(reqs, r);
-        if (!g_hash_table_add(seen, r.key)) {
-            param_error(call, "resources", "names the same resource twice");
-            return NULL;
-        }
-    }
-    return g_steal_pointer(&reqs);
-}
-
-/* The resources parameter, which must name at least one. */
-static GArray *
-get_named_requests(Call *call)
-{
-    GArray *reqs = get_requests(call, TRUE);
-    if (reqs && reqs->len == 0) {
-        g_array_unref(reqs);
-        param_error(call, "resources", "is empty");
-        return NULL;
-    }
-    return reqs;
-}
-
-static void
-method_acquire(Call *call)
-{
-    VmlHolder *h = get_holder(call);
+    VmlHolder *h = call_get_holder(call);
     gboolean want_fds, holder_fds, claim, reconcile;
-    if (!h || !get_bool(call, call->params, "fds", &want_fds) ||
-        !get_bool(call, call->params, "holder_fds", &holder_fds) ||
-        !get_bool(call, call->params, "claim", &claim) ||
-        !get_bool(call, call->params, "reconcile", &reconcile))
+    if (!h || !call_get_bool(call, call->params, "fds", &want_fds) ||
+        !call_get_bool(call, call->params, "holder_fds", &holder_fds) ||
+        !call_get_bool(call, call->params, "claim", &claim) ||
+        !call_get_bool(call, call->params, "reconcile", &reconcile))
         return;
     /* Taking over another process's parked lease is libvirt's to do, for
      * its own domain: a lease-group member could register any uuid. */
@@ -474,21 +138,21 @@ method_acquire(Call *call)
                        "leases; uid %u may not", (unsigned)vml_conn_uid(call->conn));
         return;
     }
-    g_autoptr(GArray) reqs = get_named_requests(call);
+    g_autoptr(GArray) reqs = call_get_named_requests(call);
     if (!reqs)
         return;
     if (want_fds && !call->d->backend->ops->lock_fds) {
-        param_error(call, "fds", "cannot be had from this backend: its leases live in the "
+        call_param_error(call, "fds", "cannot be had from this backend: its leases live in the "
                     "lock service, not in fds");
         return;
     }
     if (want_fds && reconcile) {
         /* Reconcile adds backing images: more fds than one reply may carry. */
-        param_error(call, "reconcile", "cannot be combined with fds");
+        call_param_error(call, "reconcile", "cannot be combined with fds");
         return;
     }
     if (want_fds && reqs->len > VML_FDS_MAX) {
-        param_error(call, "resources", "lists more resources than fds fit in one reply (253)");
+        call_param_error(call, "resources", "lists more resources than fds fit in one reply (253)");
         return;
     }
     JsonObject *conflict = NULL;
@@ -500,7 +164,8 @@ method_acquire(Call *call)
                                   holder_fds, claim, &conflict, &error);
     if (!leases) {
         if (error->code == VML_ERROR_LIMIT)
-            conflict = limit_params("max_leases_per_holder", call->d->cfg->max_leases_per_holder);
+            conflict = call_limit_params("max_leases_per_holder",
+                                         call->d->cfg->max_leases_per_holder);
         vml_conn_error_gerror(call->conn, error, conflict);
         return;
     }
@@ -518,27 +183,27 @@ method_acquire(Call *call)
     vml_conn_reply(call->conn, reply, fds, fds ? leases->len : 0);
 }
 
-static void stash_error(Call *call, const GError *error, const char *owner, const char *name,
+static void stash_error(VmlCall *call, const GError *error, const char *owner, const char *name,
                         const char *limit);
 
 /* "read-write" or "read-only", as the lease mode it needs. */
 static gboolean
-get_open_mode(Call *call, VmlMode *mode)
+get_open_mode(VmlCall *call, VmlMode *mode)
 {
     const char *m;
-    if (!get_string(call, call->params, "mode", TRUE, 16, &m))
+    if (!call_get_string(call, call->params, "mode", TRUE, 16, &m))
         return FALSE;
     if (g_strcmp0(m, "read-write") == 0)
         *mode = VML_MODE_EXCLUSIVE;
     else if (g_strcmp0(m, "read-only") == 0)
         *mode = VML_MODE_SHARED;
     else
-        return param_error(call, "mode", "must be read-write or read-only");
+        return call_param_error(call, "mode", "must be read-write or read-only");
     return TRUE;
 }
 
 static void
-reply_image_fd(Call *call, int fd, JsonObject *params, const GError *error)
+reply_image_fd(VmlCall *call, int fd, JsonObject *params, const GError *error)
 {
     if (fd < 0) {
         vml_conn_error_gerror(call->conn, error, params);
@@ -549,41 +214,41 @@ reply_image_fd(Call *call, int fd, JsonObject *params, const GError *error)
 }
 
 static void
-method_open_image(Call *call)
+method_open_image(VmlCall *call)
 {
-    VmlHolder *h = get_holder(call);
+    VmlHolder *h = call_get_holder(call);
     const char *path;
     VmlMode mode;
-    if (!h || !get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
+    if (!h || !call_get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
         !get_open_mode(call, &mode))
         return;
     g_autofree char *canonical = NULL;
-    g_autofree char *key = path_key(call, "path", path, &canonical);
+    g_autofree char *key = call_path_key(call, "path", path, &canonical);
     if (!key)
         return;
     g_autoptr(GError) error = NULL;
     JsonObject *params = NULL;
-    int fd = vml_image_open_leased(call->d->table, h, key, canonical, mode, vml_conn_creds(call->conn),
-                                   &params, &error);
+    int fd = vml_image_open_leased(call->d->table, h, key, canonical, mode,
+                                   vml_conn_creds(call->conn), &params, &error);
     reply_image_fd(call, fd, params, error);
 }
 
 static void
-method_reopen(Call *call)
+method_reopen(VmlCall *call)
 {
-    VmlHolder *h = get_holder(call);
+    VmlHolder *h = call_get_holder(call);
     const char *path, *name;
     VmlMode mode;
-    if (!h || !get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
+    if (!h || !call_get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
         !get_open_mode(call, &mode) ||
-        !get_string(call, call->params, "stash_name", FALSE, 255, &name))
+        !call_get_string(call, call->params, "stash_name", FALSE, 255, &name))
         return;
     if (!call->fds || call->fds->len != 1) {
-        param_error(call, "fd", "must come as exactly one file descriptor with the message");
+        call_param_error(call, "fd", "must come as exactly one file descriptor with the message");
         return;
     }
     g_autofree char *canonical = NULL;
-    g_autofree char *key = path_key(call, "path", path, &canonical);
+    g_autofree char *key = call_path_key(call, "path", path, &canonical);
     if (!key)
         return;
     g_autofree char *default_name = g_strconcat("reopen:", canonical, NULL);
@@ -609,27 +274,27 @@ method_reopen(Call *call)
 }
 
 static void
-method_release(Call *call)
+method_release(VmlCall *call)
 {
-    VmlHolder *h = get_holder(call);
+    VmlHolder *h = call_get_holder(call);
     if (!h)
         return;
     const char *park, *status_file;
     gboolean reconcile;
-    if (!get_string(call, call->params, "park", FALSE, 16, &park) ||
-        !get_string(call, call->params, "status_file", FALSE, PATH_MAX, &status_file) ||
-        !get_bool(call, call->params, "reconcile", &reconcile))
+    if (!call_get_string(call, call->params, "park", FALSE, 16, &park) ||
+        !call_get_string(call, call->params, "status_file", FALSE, PATH_MAX, &status_file) ||
+        !call_get_bool(call, call->params, "reconcile", &reconcile))
         return;
     /* vmleased reads it as root: libvirtd's to give. */
     if (status_file && (vml_conn_uid(call->conn) != 0 || !g_path_is_absolute(status_file))) {
-        param_error(call, "status_file", "is for root (libvirtd) only, as an absolute path");
+        call_param_error(call, "status_file", "is for root (libvirtd) only, as an absolute path");
         return;
     }
     if (park && !vml_park_reason_valid(park)) {
-        param_error(call, "park", "must be paused or migrating");
+        call_param_error(call, "park", "must be paused or migrating");
         return;
     }
-    g_autoptr(GArray) reqs = get_requests(call, FALSE);
+    g_autoptr(GArray) reqs = call_get_requests(call, FALSE);
     if (!reqs)
         return;
     gboolean all = !json_object_has_member(call->params, "resources") ||
@@ -676,12 +341,12 @@ method_release(Call *call)
 }
 
 static void
-method_observe(Call *call)
+method_observe(VmlCall *call)
 {
-    VmlHolder *h = get_holder(call);
+    VmlHolder *h = call_get_holder(call);
     if (!h)
         return;
-    g_autoptr(GArray) reqs = get_named_requests(call);
+    g_autoptr(GArray) reqs = call_get_named_requests(call);
     if (!reqs)
         return;
     g_autoptr(GError) error = NULL;
@@ -709,9 +374,9 @@ method_observe(Call *call)
 }
 
 static void
-method_inquire(Call *call)
+method_inquire(VmlCall *call)
 {
-    VmlHolder *h = get_holder(call);
+    VmlHolder *h = call_get_holder(call);
     if (!h)
         return;
     g_autoptr(GPtrArray) leases = g_ptr_array_new();
@@ -728,7 +393,7 @@ method_inquire(Call *call)
 /* ---- io.vmlease.Admin --------------------------------------------------- */
 
 static void
-method_list(Call *call)
+method_list(VmlCall *call)
 {
     JsonArray *holders = json_array_new();
     g_autoptr(GList) list = vml_lease_table_holders(call->d->table);
@@ -745,7 +410,7 @@ method_list(Call *call)
 #define OWNERS_PAGE_MAX 2000
 
 static void
-method_owners(Call *call)
+method_owners(VmlCall *call)
 {
     JsonArray *paths;
     g_autoptr(GPtrArray) keys = NULL;
@@ -753,20 +418,21 @@ method_owners(Call *call)
     const char *after = NULL;
     gint64 max = OWNERS_PAGE_DEFAULT;
 
-    if (!get_array(call, call->params, "paths", FALSE, &paths) ||
-        !get_string(call, call->params, "after", FALSE, LEASE_FIELD_MAX + PATH_MAX, &after) ||
+    if (!call_get_array(call, call->params, "paths", FALSE, &paths) ||
+        !call_get_string(call, call->params, "after", FALSE, VML_CALL_FIELD_MAX + PATH_MAX,
+                         &after) ||
         (json_object_has_member(call->params, "max") &&
-         !get_int(call, call->params, "max", 1, OWNERS_PAGE_MAX, &max)))
+         !call_get_int(call, call->params, "max", 1, OWNERS_PAGE_MAX, &max)))
         return;
     if (paths) {
         keys = g_ptr_array_new_with_free_func(g_free);
         for (guint i = 0; i < json_array_get_length(paths); i++) {
             JsonNode *n = json_array_get_element(paths, i);
             if (json_node_get_value_type(n) != G_TYPE_STRING) {
-                param_error(call, "paths", "must hold strings");
+                call_param_error(call, "paths", "must hold strings");
                 return;
             }
-            char *key = path_key(call, "paths", json_node_get_string(n), NULL);
+            char *key = call_path_key(call, "paths", json_node_get_string(n), NULL);
             if (!key)
                 return;
             g_ptr_array_add(keys, key);
@@ -825,7 +491,7 @@ method_owners(Call *call)
 }
 
 static void
-method_hosts(Call *call)
+method_hosts(VmlCall *call)
 {
     VmlBackend *be = call->d->backend;
     if (!be->ops->hosts) {
@@ -847,7 +513,7 @@ method_hosts(Call *call)
 }
 
 static void
-method_status(Call *call)
+method_status(VmlCall *call)
 {
     VmlDaemon *d = call->d;
     JsonObject *reply = json_object_new();
@@ -865,15 +531,15 @@ method_status(Call *call)
 }
 
 static void
-method_force_unlock(Call *call)
+method_force_unlock(VmlCall *call)
 {
     const char *path;
     gboolean force;
-    if (!get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
-        !get_bool(call, call->params, "force", &force))
+    if (!call_get_string(call, call->params, "path", TRUE, PATH_MAX, &path) ||
+        !call_get_bool(call, call->params, "force", &force))
         return;
     g_autofree char *canonical = NULL;
-    g_autofree char *key = path_key(call, "path", path, &canonical);
+    g_autofree char *key = call_path_key(call, "path", path, &canonical);
     if (!key)
         return;
     g_autoptr(GError) error = NULL;
@@ -895,26 +561,26 @@ method_force_unlock(Call *call)
 
 /* owner and name, checked; FALSE after an error reply. */
 static gboolean
-stash_params(Call *call, const char **owner, const char **name)
+stash_params(VmlCall *call, const char **owner, const char **name)
 {
-    if (!get_string(call, call->params, "owner", TRUE, 64, owner) ||
-        (name && !get_string(call, call->params, "name", TRUE, STASH_NAME_MAX, name)))
+    if (!call_get_string(call, call->params, "owner", TRUE, 64, owner) ||
+        (name && !call_get_string(call, call->params, "name", TRUE, STASH_NAME_MAX, name)))
         return FALSE;
-    if (!is_uuid(*owner))
-        return param_error(call, "owner", "is not a UUID");
+    if (!call_is_uuid(*owner))
+        return call_param_error(call, "owner", "is not a UUID");
     if (name && !**name)
-        return param_error(call, "name", "is empty");
+        return call_param_error(call, "name", "is empty");
     return TRUE;
 }
 
 static void
-stash_error(Call *call, const GError *error, const char *owner, const char *name,
+stash_error(VmlCall *call, const GError *error, const char *owner, const char *name,
             const char *limit)
 {
     JsonObject *p = json_object_new();
     if (limit) {
         json_object_unref(p);
-        p = limit_params(limit, g_str_equal(limit, "max_stash_total")
+        p = call_limit_params(limit, g_str_equal(limit, "max_stash_total")
                                     ? call->d->cfg->max_stash_total
                                     : call->d->cfg->max_stash_per_owner);
     } else if (error->code == VML_ERROR_PERMISSION_DENIED) {
@@ -928,14 +594,14 @@ stash_error(Call *call, const GError *error, const char *owner, const char *name
 }
 
 static void
-method_stash_give(Call *call)
+method_stash_give(VmlCall *call)
 {
     const char *owner, *name;
     gboolean keep;
-    if (!stash_params(call, &owner, &name) || !get_bool(call, call->params, "keep", &keep))
+    if (!stash_params(call, &owner, &name) || !call_get_bool(call, call->params, "keep", &keep))
         return;
     if (!call->fds || call->fds->len != 1) {
-        param_error(call, "fd", "must come as exactly one file descriptor with the message");
+        call_param_error(call, "fd", "must come as exactly one file descriptor with the message");
         return;
     }
     int fd = g_array_index(call->fds, int, 0);
@@ -952,7 +618,7 @@ method_stash_give(Call *call)
 
 /* Take or Peek: the fd goes back with the reply. */
 static void
-stash_hand_out(Call *call, gboolean take)
+stash_hand_out(VmlCall *call, gboolean take)
 {
     const char *owner, *name;
     if (!stash_params(call, &owner, &name))
@@ -970,19 +636,19 @@ stash_hand_out(Call *call, gboolean take)
 }
 
 static void
-method_stash_take(Call *call)
+method_stash_take(VmlCall *call)
 {
     stash_hand_out(call, TRUE);
 }
 
 static void
-method_stash_peek(Call *call)
+method_stash_peek(VmlCall *call)
 {
     stash_hand_out(call, FALSE);
 }
 
 static void
-method_stash_drop(Call *call)
+method_stash_drop(VmlCall *call)
 {
     const char *owner, *name;
     if (!stash_params(call, &owner, &name))
@@ -996,13 +662,13 @@ method_stash_drop(Call *call)
 }
 
 static void
-method_stash_list(Call *call)
+method_stash_list(VmlCall *call)
 {
     const char *owner;
-    if (!get_string(call, call->params, "owner", FALSE, 64, &owner))
+    if (!call_get_string(call, call->params, "owner", FALSE, 64, &owner))
         return;
-    if (owner && !is_uuid(owner)) {
-        param_error(call, "owner", "is not a UUID");
+    if (owner && !call_is_uuid(owner)) {
+        call_param_error(call, "owner", "is not a UUID");
         return;
     }
     g_autoptr(GError) error = NULL;
@@ -1019,7 +685,7 @@ method_stash_list(Call *call)
 /* ---- org.varlink.service ------------------------------------------------ */
 
 static void
-method_get_info(Call *call)
+method_get_info(VmlCall *call)
 {
     JsonObject *reply = json_object_new();
     JsonArray *ifaces = json_array_new();
@@ -1034,10 +700,10 @@ method_get_info(Call *call)
 }
 
 static void
-method_get_interface_description(Call *call)
+method_get_interface_description(VmlCall *call)
 {
     const char *iface;
-    if (!get_string(call, call->params, "interface", TRUE, 256, &iface))
+    if (!call_get_string(call, call->params, "interface", TRUE, 256, &iface))
         return;
     if (g_strcmp0(iface, "io.vmlease") != 0) {
         JsonObject *p = json_object_new();
@@ -1133,7 +799,7 @@ dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray
                            m->lease_only ? " (lease socket only)" : "");
             return;
         }
-        Call call = { .d = d, .conn = conn, .params = params, .fds = fds };
+        VmlCall call = { .d = d, .conn = conn, .params = params, .fds = fds };
         m->func(&call);
         return;
     }

@@ -1,6 +1,7 @@
 /* vmleased: holds leases on VM disk images on behalf of the VM processes. */
 #include "daemon.h"
 #include "reexec.h"
+#include "dispatch.h"
 #include "server.h"
 #include "vml-config.h"
 #include "vml-error.h"
@@ -274,7 +275,7 @@ main(int argc, char **argv)
     if (reexec_fd >= 0)
         vml_stash_restore(d.stash, state);
 
-    d.server = vml_server_new(&d, lease_fd, admin_fd, &error);
+    d.server = vml_server_new(&d, vml_dispatch, lease_fd, admin_fd, &error);
     if (!d.server)
         return startup_failed(config_path, error);
     if (reexec_fd >= 0)

@@ -107,6 +107,7 @@ typedef struct {
 
 struct _VmlServer {
     VmlDaemon *daemon;
+    VmlMessageHandler handler;
     int lease_fd;
     int admin_fd;
     guint lease_source;
@@ -709,7 +710,7 @@ conn_dispatch_some(VmlConn *c)
         if (!vml_frame_reader_pop(c->reader, &msg, &len, &fds))
             break;
         pending_update(c);
-        vml_dispatch(c->server->daemon, c, msg, len, fds);
+        s->handler(s->daemon, c, msg, len, fds);
         g_free(msg);
         /* Dispatch may have hung up on C. */
         if (!conn_alive(s, c))
@@ -1103,7 +1104,8 @@ listen_on(const char *path, GError **error)
 }
 
 VmlServer *
-vml_server_new(VmlDaemon *daemon, int lease_fd, int admin_fd, GError **error)
+vml_server_new(VmlDaemon *daemon, VmlMessageHandler handler, int lease_fd, int admin_fd,
+               GError **error)
 {
     const VmlDaemonConfig *cfg = daemon->cfg;
 
@@ -1124,6 +1126,7 @@ vml_server_new(VmlDaemon *daemon, int lease_fd, int admin_fd, GError **error)
     }
     VmlServer *s = g_new0(VmlServer, 1);
     s->daemon = daemon;
+    s->handler = handler;
     s->lease_fd = lease_fd;
     s->admin_fd = admin_fd;
     s->conns = g_hash_table_new_full(g_direct_hash, g_direct_equal,

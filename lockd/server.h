@@ -21,8 +21,16 @@ typedef enum {
 
 typedef struct _VmlConn VmlConn;
 
-/* Create the sockets, or take over LEASE_FD/ADMIN_FD (>= 0) from re-exec. */
-VmlServer *vml_server_new(VmlDaemon *daemon, int lease_fd, int admin_fd, GError **error);
+/* What the server does with each whole message it reads from CONN (FDS,
+ * the fds that came with it, owned by the callee); replies go through
+ * vml_conn_reply and vml_conn_error. */
+typedef void (*VmlMessageHandler)(VmlDaemon *daemon, VmlConn *conn, const char *msg, gsize len,
+                                  GArray *fds);
+
+/* Create the sockets, or take over LEASE_FD/ADMIN_FD (>= 0) from re-exec;
+ * every message goes to HANDLER. */
+VmlServer *vml_server_new(VmlDaemon *daemon, VmlMessageHandler handler, int lease_fd,
+                          int admin_fd, GError **error);
 void vml_server_free(VmlServer *server);
 /* The listening fds, for re-exec. */
 void vml_server_listen_fds(VmlServer *server, int *lease_fd, int *admin_fd);
@@ -60,5 +68,3 @@ void vml_conn_error(VmlConn *conn, VmlErrorCode code, JsonObject *params,
                     const char *format, ...) G_GNUC_PRINTF(4, 5);
 void vml_conn_error_gerror(VmlConn *conn, const GError *error, JsonObject *params);
 
-/* Implemented by dispatch.c: handle one message (FDS owned by the callee). */
-void vml_dispatch(VmlDaemon *daemon, VmlConn *conn, const char *msg, gsize len, GArray *fds);

@@ -34,6 +34,7 @@
  *
  * FUZZ_WIRE_VERBOSE=1 shows every message and reply on stderr. */
 #include "daemon.h"
+#include "dispatch.h"
 #include "server.h"
 #include "vml-json-strict.h"
 #include "vml-wire.h"
@@ -269,7 +270,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
         free(real);
     }
     D.own_dirs = g_strv_builder_end(dirs);
-    D.server = vml_server_new(&D, -1, -1, &error);
+    D.server = vml_server_new(&D, vml_dispatch, -1, -1, &error);
     if (!D.server)
         die("%s", error->message);
     return 0;
