@@ -1,5 +1,6 @@
 #include "vml-backing-chain.h"
 #include "vml-error.h"
+#include "vml-proc.h"
 #include "vml-qcow2.h"
 
 #include <errno.h>
@@ -34,21 +35,50 @@ format_name_ok(const char *name)
     return TRUE;
 }
 
-/* What PATH's header says: whether it is qcow2 (else it is taken as raw),
- * its backing file name (NULL when none, or not a file) and the backing
- * format its extension declares (NULL when none). Without PROBE only
- * whether PATH is a block device is found out. */
+/* PATH opened for reading its header (*FD; -1, with *OPEN_ERRNO, when it
+ * cannot be) and its canonical path: the kernel's name of the file opened
+ * (every symlink resolved), or realpath's when that is not to be had.
+ * NULL, with errno, when PATH does not resolve at all. */
+static char *
+open_resolved(const char *path, int *fd, int *open_errno)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    *open_errno = errno;
+    if (*fd >= 0) {
+        char *canon = vml_proc_own_fd_path(*fd);
+        if (canon && canon[0] == '/' && !g_str_has_suffix(canon, " (deleted)"))
+            return canon;
+        g_free(canon);
+    }
+    char *real = realpath(path, NULL);
+    if (!real && *fd >= 0) {
+        int err = errno;
+        close(*fd);
+        *fd = -1;
+        errno = err;
+    }
+    if (!real)
+        return NULL;
+    char *canon = g_strdup(real);
+    free(real);
+    return canon;
+}
+
+/* What PATH's header says, read from FD (taken; -1: PATH could not be
+ * opened, with OPEN_ERRNO): whether it is qcow2 (else it is taken as
+ * raw), its backing file name (NULL when none, or not a file) and the
+ * backing format its extension declares (NULL when none). Without PROBE
+ * only whether PATH is a block device is found out. */
 static gboolean
-read_image(const char *path, gboolean probe, gboolean *is_qcow2, char **backing,
-           char **backing_format, gboolean *block, GError **error)
+read_image(int fd, int open_errno, const char *path, gboolean probe, gboolean *is_qcow2,
+           char **backing, char **backing_format, gboolean *block, GError **error)
 {
     *is_qcow2 = FALSE;
     *backing = NULL;
     *backing_format = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
-                    "cannot open %s: %s", path, g_strerror(errno));
+                    "cannot open %s: %s", path, g_strerror(open_errno));
         return FALSE;
     }
     struct stat st;
@@ -84,7 +114,8 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, GError
 {
     g_autoptr(GPtrArray) chain = g_ptr_array_new_with_free_func((GDestroyNotify)vml_backing_layer_free);
     g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    g_autofree char *current = realpath(path, NULL);
+    int fd, open_errno;
+    g_autofree char *current = open_resolved(path, &fd, &open_errno);
 
     if (!current) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
@@ -100,7 +131,10 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, GError
         gboolean is_qcow2, block;
         g_autofree char *name = NULL;
         g_autofree char *backing_format = NULL;
-        if (!read_image(current, probe, &is_qcow2, &name, &backing_format, &block, error))
+        gboolean ok = read_image(fd, open_errno, current, probe, &is_qcow2, &name,
+                                 &backing_format, &block, error);
+        fd = -1;
+        if (!ok)
             return NULL;
         VmlBackingLayer *layer = g_new0(VmlBackingLayer, 1);
         layer->path = g_strdup(current);
@@ -113,7 +147,7 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, GError
         g_autofree char *dir = g_path_get_dirname(current);
         g_autofree char *joined = g_path_is_absolute(name) ? g_strdup(name)
                                                            : g_build_filename(dir, name, NULL);
-        char *real = realpath(joined, NULL);
+        g_autofree char *real = open_resolved(joined, &fd, &open_errno);
         if (!real) {
             g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
                         "%s: backing file %s: %s", current, joined, g_strerror(errno));
@@ -122,20 +156,21 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, GError
         if (!g_hash_table_add(seen, g_strdup(real))) {
             g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
                         "%s: backing chain loops back to %s", path, real);
-            free(real);
+            if (fd >= 0)
+                close(fd);
             return NULL;
         }
         /* [0] is PATH itself: the backing images are the rest. */
         if (chain->len > VML_BACKING_CHAIN_MAX) {
             g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
                         "%s: backing chain deeper than %d", path, VML_BACKING_CHAIN_MAX);
-            free(real);
+            if (fd >= 0)
+                close(fd);
             return NULL;
         }
         declared = g_steal_pointer(&backing_format);
         g_free(current);
-        current = g_strdup(real);
-        free(real);
+        current = g_steal_pointer(&real);
     }
     return g_steal_pointer(&chain);
 }
