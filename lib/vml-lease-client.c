@@ -3,6 +3,8 @@
 #include "vml-error.h"
 #include "vml-wire.h"
 
+#include <string.h>
+
 /* The params of a call for HOLDER: none named (0) is the connection's. */
 static JsonObject *
 holder_params(gint64 holder)
@@ -202,4 +204,39 @@ vml_lease_inquire(VmlClient *client, gint64 holder, GError **error)
     JsonArray *leases = vml_lease_inquire_finish(client, &reply_error);
     after_failed_send(error, send_error, reply_error);
     return leases;
+}
+
+JsonArray *
+vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error)
+{
+    g_autoptr(JsonObject) p = json_object_new();
+    if (paths)
+        json_object_set_array_member(p, "paths", paths);
+    g_autoptr(JsonArray) all = json_array_new();
+    g_autofree char *after = NULL;
+    do {
+        if (after)
+            json_object_set_string_member(p, "after", after);
+        g_autoptr(JsonObject) page = vml_client_call(client, VML_METHOD_OWNERS, p, NULL, 0,
+                                                     NULL, NULL, error);
+        if (!page)
+            return NULL;
+        g_autoptr(JsonArray) got = reply_array(page, "resources", "Owners", error);
+        if (!got)
+            return NULL;
+        for (guint i = 0; i < json_array_get_length(got); i++)
+            json_array_add_element(all, json_array_dup_element(got, i));
+        JsonNode *n = json_object_get_member(page, "next");
+        const char *next = n && JSON_NODE_HOLDS_VALUE(n) &&
+                           json_node_get_value_type(n) == G_TYPE_STRING
+            ? json_node_get_string(n) : NULL;
+        if (next && after && strcmp(next, after) <= 0) {
+            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                        "malformed Owners reply from vmleased");
+            return NULL;
+        }
+        g_free(after);
+        after = g_strdup(next);
+    } while (after);
+    return g_steal_pointer(&all);
 }

@@ -73,3 +73,10 @@ gboolean vml_lease_release_finish(VmlClient *client, GError **error);
 JsonArray *vml_lease_inquire(VmlClient *client, gint64 holder, GError **error);
 gboolean vml_lease_inquire_send(VmlClient *client, gint64 holder, GError **error);
 JsonArray *vml_lease_inquire_finish(VmlClient *client, GError **error);
+
+/* io.vmlease.Admin.Owners (on an admin-socket CLIENT): the resources PATHS
+ * (taken; NULL: every resource, page after page, joined) name, each
+ * {resource, path, owners: [...]}; NULL with ERROR. A page without
+ * "resources", or a "next" that does not move on (which would loop), is
+ * VML_ERROR_PROTOCOL. */
+JsonArray *vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error);

@@ -92,7 +92,6 @@ load_subject(const ChainArgs *a, Subject *s)
 static GHashTable *
 layer_owners(const VmlCliOptions *opts, VmlDomain *model)
 {
-    g_autoptr(JsonObject) params = json_object_new();
     JsonArray *paths = json_array_new();
     for (guint d = 0; d < model->disks->len; d++) {
         VmlDisk *disk = model->disks->pdata[d];
@@ -103,19 +102,17 @@ layer_owners(const VmlCliOptions *opts, VmlDomain *model)
             free(real);
         }
     }
-    json_object_set_array_member(params, "paths", paths);
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
-    g_autoptr(JsonObject) reply = client
-        ? vml_client_call(client, VML_METHOD_OWNERS, params, NULL, 0, NULL, NULL, &error)
-        : NULL;
-    if (!reply) {
+    g_autoptr(JsonArray) resources = client ? vml_admin_owners(client, paths, &error) : NULL;
+    if (!client)
+        json_array_unref(paths);
+    if (!resources) {
         cli_error(0, "warning: leases not shown: %s", error->message);
         return NULL;
     }
     GHashTable *layers = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                                (GDestroyNotify)json_object_unref);
-    JsonArray *resources = cli_json_array(reply, "resources");
     for (guint i = 0; resources && i < json_array_get_length(resources); i++) {
         JsonObject *r = cli_json_array_object(resources, i);
         /* By the path asked: its owners may hold it by another name. */

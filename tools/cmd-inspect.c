@@ -1,7 +1,7 @@
 /* vmlease inspect: what an image is, who holds it (leases and QEMU locks),
  * what its header says about its use, and a verdict. */
 #include "vmlease-cli.h"
-#include "vml-protocol.h"
+#include "vml-lease-client.h"
 #include "output.h"
 #include "vml-backing-chain.h"
 #include "vml-image-verdict.h"
@@ -282,23 +282,19 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
     g_autofree char *path = cli_resolve_image(args->pdata[0], &st, &status);
     if (!path)
         return status;
-    g_autoptr(JsonObject) params = json_object_new();
-    JsonArray *paths = json_array_new();
-    json_array_add_string_element(paths, path);
-    json_object_set_array_member(params, "paths", paths);
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
-    g_autoptr(JsonObject) reply = NULL;
+    g_autoptr(JsonArray) resources = NULL;
     g_autoptr(JsonArray) no_owners = json_array_new();
     g_autofree char *local_key = NULL;
     JsonArray *owners = no_owners;
     const char *resource;
     if (client) {
-        reply = vml_client_call(client, VML_METHOD_OWNERS, params, NULL, 0, NULL, NULL,
-                                &error);
-        if (!reply)
+        JsonArray *paths = json_array_new();
+        json_array_add_string_element(paths, path);
+        resources = vml_admin_owners(client, paths, &error);
+        if (!resources)
             return cli_call_failed(error);
-        JsonArray *resources = cli_json_array(reply, "resources");
         JsonObject *res = (resources && json_array_get_length(resources) == 1)
             ? cli_json_array_object(resources, 0) : NULL;
         owners = cli_json_array(res, "owners");

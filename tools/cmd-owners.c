@@ -1,6 +1,6 @@
 /* vmlease owners: who holds leases, on the given images or on everything. */
 #include "vmlease-cli.h"
-#include "vml-protocol.h"
+#include "vml-lease-client.h"
 #include "output.h"
 
 /* The name to show an image by: the path asked by, else the one its
@@ -49,47 +49,26 @@ add_rows(CliTable *table, JsonObject *resource, const char *asked)
     }
 }
 
-/* Owners with PARAMS; a listing of everything comes a page at a time
- * (its "next" says where the next one starts): all pages in one reply. */
+/* Owners of PATHS (taken; NULL: everything, all pages) as one reply. */
 static JsonObject *
-owners_all_pages(const VmlCliOptions *opts, JsonObject *params, int *status)
+owners_all_pages(const VmlCliOptions *opts, JsonArray *paths, int *status)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
     if (!client) {
+        if (paths)
+            json_array_unref(paths);
         *status = cli_error(VML_EXIT_DAEMON, "%s", error->message);
         return NULL;
     }
-    g_autoptr(JsonObject) all = json_object_new();
-    JsonArray *resources = json_array_new();
+    JsonArray *resources = vml_admin_owners(client, paths, &error);
+    if (!resources) {
+        *status = cli_call_failed(error);
+        return NULL;
+    }
+    JsonObject *all = json_object_new();
     json_object_set_array_member(all, "resources", resources);
-    g_autofree char *after = NULL;
-    do {
-        if (after)
-            json_object_set_string_member(params, "after", after);
-        g_autoptr(JsonObject) page = vml_client_call(client, VML_METHOD_OWNERS, params,
-                                                     NULL, 0, NULL, NULL, &error);
-        if (!page) {
-            *status = cli_call_failed(error);
-            return NULL;
-        }
-        JsonArray *got = cli_json_array(page, "resources");
-        if (!got) {
-            *status = cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
-            return NULL;
-        }
-        for (guint i = 0; i < json_array_get_length(got); i++)
-            json_array_add_element(resources, json_array_dup_element(got, i));
-        const char *next = cli_json_string(page, "next", NULL);
-        /* A next that does not move on would loop forever. */
-        if (next && after && strcmp(next, after) <= 0) {
-            *status = cli_error(VML_EXIT_DAEMON, "malformed Owners reply from vmleased");
-            return NULL;
-        }
-        g_free(after);
-        after = g_strdup(next);
-    } while (after);
-    return g_steal_pointer(&all);
+    return all;
 }
 
 static int
@@ -117,14 +96,11 @@ owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
             g_free(path);
         }
     }
-    g_autoptr(JsonObject) params = json_object_new();
     g_autoptr(GPtrArray) canonical = g_ptr_array_new_with_free_func(g_free);
     for (guint i = 0; paths && i < json_array_get_length(paths); i++)
         g_ptr_array_add(canonical, g_strdup(json_array_get_string_element(paths, i)));
-    if (paths)
-        json_object_set_array_member(params, "paths", paths);
 
-    g_autoptr(JsonObject) reply = owners_all_pages(opts, params, &status);
+    g_autoptr(JsonObject) reply = owners_all_pages(opts, paths, &status);
     if (!reply)
         return status;
     JsonArray *resources = cli_json_array(reply, "resources");
