@@ -15,28 +15,11 @@ holder_params(gint64 holder)
     return p;
 }
 
-/* After a send that failed with SEND_ERROR, the call's reply was read
- * anyway (a daemon that refuses a client says why before it hangs up):
- * nothing if it succeeded (REPLY_ERROR NULL), the reply's error if one
- * came, else why the send failed. Takes both errors. */
-static void
-after_failed_send(GError **error, GError *send_error, GError *reply_error)
+/* Register's params for REG (its mailbox fd goes beside them). */
+static JsonObject *
+register_params(const VmlRegistration *reg)
 {
-    if (!reply_error) {
-        g_error_free(send_error);
-    } else if (!g_error_matches(reply_error, VML_ERROR, VML_ERROR_PROTOCOL)) {
-        g_propagate_error(error, reply_error);
-        g_error_free(send_error);
-    } else {
-        g_propagate_error(error, send_error);
-        g_clear_error(&reply_error);
-    }
-}
-
-gboolean
-vml_lease_register_send(VmlClient *client, const VmlRegistration *reg, GError **error)
-{
-    g_autoptr(JsonObject) p = json_object_new();
+    JsonObject *p = json_object_new();
     json_object_set_string_member(p, "uuid", reg->uuid);
     json_object_set_string_member(p, "name", reg->name);
     json_object_set_int_member(p, "pid", reg->pid);
@@ -48,16 +31,13 @@ vml_lease_register_send(VmlClient *client, const VmlRegistration *reg, GError **
      * on a daemon of another lockspace. */
     if (reg->lockspace)
         json_object_set_string_member(p, "lockspace", reg->lockspace);
-    gboolean with_mailbox = reg->mailbox_fd >= 0;
-    return vml_client_send(client, VML_METHOD_REGISTER, p,
-                           with_mailbox ? &reg->mailbox_fd : NULL, with_mailbox ? 1 : 0,
-                           error);
+    return p;
 }
 
-gint64
-vml_lease_register_finish(VmlClient *client, const VmlRegistration *reg, GError **error)
+/* The holder id of a Register reply R (NULL: the call failed, ERROR set). */
+static gint64
+register_reply(JsonObject *r, const VmlRegistration *reg, GError **error)
 {
-    g_autoptr(JsonObject) r = vml_client_receive(client, NULL, NULL, error);
     if (!r)
         return 0;
     JsonNode *n = json_object_get_member(r, "holder");
@@ -77,15 +57,32 @@ vml_lease_register_finish(VmlClient *client, const VmlRegistration *reg, GError 
     return holder;
 }
 
+gboolean
+vml_lease_register_send(VmlClient *client, const VmlRegistration *reg, GError **error)
+{
+    g_autoptr(JsonObject) p = register_params(reg);
+    gboolean with_mailbox = reg->mailbox_fd >= 0;
+    return vml_client_send(client, VML_METHOD_REGISTER, p,
+                           with_mailbox ? &reg->mailbox_fd : NULL, with_mailbox ? 1 : 0,
+                           error);
+}
+
+gint64
+vml_lease_register_finish(VmlClient *client, const VmlRegistration *reg, GError **error)
+{
+    g_autoptr(JsonObject) r = vml_client_receive(client, NULL, NULL, error);
+    return register_reply(r, reg, error);
+}
+
 gint64
 vml_lease_register(VmlClient *client, const VmlRegistration *reg, GError **error)
 {
-    GError *send_error = NULL, *reply_error = NULL;
-    if (vml_lease_register_send(client, reg, &send_error))
-        return vml_lease_register_finish(client, reg, error);
-    gint64 holder = vml_lease_register_finish(client, reg, &reply_error);
-    after_failed_send(error, send_error, reply_error);
-    return holder;
+    g_autoptr(JsonObject) p = register_params(reg);
+    gboolean with_mailbox = reg->mailbox_fd >= 0;
+    g_autoptr(JsonObject) r = vml_client_call(client, VML_METHOD_REGISTER, p,
+                                              with_mailbox ? &reg->mailbox_fd : NULL,
+                                              with_mailbox ? 1 : 0, NULL, NULL, error);
+    return register_reply(r, reg, error);
 }
 
 /* The array member NAME of a reply to METHOD; VML_ERROR_PROTOCOL without. */
@@ -101,11 +98,10 @@ reply_array(JsonObject *reply, const char *name, const char *method, GError **er
     return json_array_ref(json_node_get_array(n));
 }
 
-gboolean
-vml_lease_acquire_send(VmlClient *client, gint64 holder, JsonArray *resources,
-                       const VmlAcquireFlags *flags, GError **error)
+static JsonObject *
+acquire_params(gint64 holder, JsonArray *resources, const VmlAcquireFlags *flags)
 {
-    g_autoptr(JsonObject) p = holder_params(holder);
+    JsonObject *p = holder_params(holder);
     json_object_set_array_member(p, "resources", resources);
     json_object_set_boolean_member(p, "fds", flags->fds);
     if (flags->holder_fds)
@@ -114,6 +110,27 @@ vml_lease_acquire_send(VmlClient *client, gint64 holder, JsonArray *resources,
         json_object_set_boolean_member(p, "claim", TRUE);
     if (flags->reconcile)
         json_object_set_boolean_member(p, "reconcile", TRUE);
+    return p;
+}
+
+/* The leases of an Acquire reply R (NULL: the call failed), with the fds
+ * GOT that came with it into *FDS (may be NULL: closed). */
+static JsonArray *
+acquire_reply(JsonObject *r, GArray *got, GArray **fds, GError **error)
+{
+    JsonArray *leases = r ? reply_array(r, "leases", "Acquire", error) : NULL;
+    if (leases && fds)
+        *fds = got;
+    else if (got)
+        vml_fds_close(got);
+    return leases;
+}
+
+gboolean
+vml_lease_acquire_send(VmlClient *client, gint64 holder, JsonArray *resources,
+                       const VmlAcquireFlags *flags, GError **error)
+{
+    g_autoptr(JsonObject) p = acquire_params(holder, resources, flags);
     return vml_client_send(client, VML_METHOD_ACQUIRE, p, NULL, 0, error);
 }
 
@@ -123,12 +140,7 @@ vml_lease_acquire_finish(VmlClient *client, GArray **fds, JsonObject **error_par
 {
     GArray *got = NULL;
     g_autoptr(JsonObject) r = vml_client_receive(client, &got, error_params, error);
-    JsonArray *leases = r ? reply_array(r, "leases", "Acquire", error) : NULL;
-    if (leases && fds)
-        *fds = got;
-    else if (got)
-        vml_fds_close(got);
-    return leases;
+    return acquire_reply(r, got, fds, error);
 }
 
 JsonArray *
@@ -136,21 +148,19 @@ vml_lease_acquire(VmlClient *client, gint64 holder, JsonArray *resources,
                   const VmlAcquireFlags *flags, GArray **fds, JsonObject **error_params,
                   GError **error)
 {
-    GError *send_error = NULL, *reply_error = NULL;
     if (fds)
         *fds = NULL;
-    if (vml_lease_acquire_send(client, holder, resources, flags, &send_error))
-        return vml_lease_acquire_finish(client, fds, error_params, error);
-    JsonArray *leases = vml_lease_acquire_finish(client, fds, error_params, &reply_error);
-    after_failed_send(error, send_error, reply_error);
-    return leases;
+    g_autoptr(JsonObject) p = acquire_params(holder, resources, flags);
+    GArray *got = NULL;
+    g_autoptr(JsonObject) r = vml_client_call(client, VML_METHOD_ACQUIRE, p, NULL, 0, &got,
+                                              error_params, error);
+    return acquire_reply(r, got, fds, error);
 }
 
-gboolean
-vml_lease_release_send(VmlClient *client, gint64 holder, JsonArray *resources,
-                       const VmlReleaseFlags *flags, GError **error)
+static JsonObject *
+release_params(gint64 holder, JsonArray *resources, const VmlReleaseFlags *flags)
 {
-    g_autoptr(JsonObject) p = holder_params(holder);
+    JsonObject *p = holder_params(holder);
     if (resources)
         json_object_set_array_member(p, "resources", resources);
     if (flags && flags->park)
@@ -159,6 +169,14 @@ vml_lease_release_send(VmlClient *client, gint64 holder, JsonArray *resources,
         json_object_set_string_member(p, "status_file", flags->status_file);
     if (flags && flags->reconcile)
         json_object_set_boolean_member(p, "reconcile", TRUE);
+    return p;
+}
+
+gboolean
+vml_lease_release_send(VmlClient *client, gint64 holder, JsonArray *resources,
+                       const VmlReleaseFlags *flags, GError **error)
+{
+    g_autoptr(JsonObject) p = release_params(holder, resources, flags);
     return vml_client_send(client, VML_METHOD_RELEASE, p, NULL, 0, error);
 }
 
@@ -173,12 +191,10 @@ gboolean
 vml_lease_release(VmlClient *client, gint64 holder, JsonArray *resources,
                   const VmlReleaseFlags *flags, GError **error)
 {
-    GError *send_error = NULL, *reply_error = NULL;
-    if (vml_lease_release_send(client, holder, resources, flags, &send_error))
-        return vml_lease_release_finish(client, error);
-    gboolean ok = vml_lease_release_finish(client, &reply_error);
-    after_failed_send(error, send_error, reply_error);
-    return ok;
+    g_autoptr(JsonObject) p = release_params(holder, resources, flags);
+    g_autoptr(JsonObject) r = vml_client_call(client, VML_METHOD_RELEASE, p, NULL, 0, NULL,
+                                              NULL, error);
+    return r != NULL;
 }
 
 gboolean
@@ -198,12 +214,10 @@ vml_lease_inquire_finish(VmlClient *client, GError **error)
 JsonArray *
 vml_lease_inquire(VmlClient *client, gint64 holder, GError **error)
 {
-    GError *send_error = NULL, *reply_error = NULL;
-    if (vml_lease_inquire_send(client, holder, &send_error))
-        return vml_lease_inquire_finish(client, error);
-    JsonArray *leases = vml_lease_inquire_finish(client, &reply_error);
-    after_failed_send(error, send_error, reply_error);
-    return leases;
+    g_autoptr(JsonObject) p = holder_params(holder);
+    g_autoptr(JsonObject) r = vml_client_call(client, VML_METHOD_INQUIRE, p, NULL, 0, NULL,
+                                              NULL, error);
+    return r ? reply_array(r, "leases", "Inquire", error) : NULL;
 }
 
 JsonArray *
