@@ -72,10 +72,10 @@ hex4(const Parser *p, gsize i, gunichar *unit)
  * (a C string would end there), surrogates only in pairs and no raw
  * control characters. Leaves I past the closing quote. */
 static char *
-parse_string(Parser *p)
+parse_string_slow(Parser *p)
 {
-    g_autoptr(GString) out = g_string_new(NULL);
     const char *msg = p->msg;
+    g_autoptr(GString) out = g_string_new(NULL);
     for (gsize j = p->i + 1; j < p->len; j++) {
         gsize run = j;
         while (j < p->len && (guchar)msg[j] >= 0x20 && msg[j] != '"' && msg[j] != '\\')
@@ -134,6 +134,25 @@ parse_string(Parser *p)
     }
     fail(p, "message ends inside a string");
     return NULL;
+}
+
+/* The same into BUF when it has no escape and fits (json-glib copies
+ * names and values again anyway), else into *HEAP. NULL on a fault. */
+static const char *
+parse_string_tmp(Parser *p, char *buf, gsize size, char **heap)
+{
+    const char *msg = p->msg;
+    gsize end = p->i + 1;
+    while (end < p->len && (guchar)msg[end] >= 0x20 && msg[end] != '"' && msg[end] != '\\')
+        end++;
+    gsize n = end - p->i - 1;
+    if (end < p->len && msg[end] == '"' && n < size) {
+        memcpy(buf, msg + p->i + 1, n);
+        buf[n] = '\0';
+        p->i = end + 1;
+        return buf;
+    }
+    return *heap = parse_string_slow(p);
 }
 
 /* The number at MSG[i], in JSON's form only; an integer must fit 64 bits.
@@ -226,13 +245,15 @@ parse_container(Parser *p, gboolean object)
             p->i++;
             break;
         }
-        g_autofree char *name = NULL;
+        char name_buf[128];
+        g_autofree char *name_heap = NULL;
+        const char *name = NULL;
         if (object) {
             if (p->msg[p->i] != '"') {
                 json_node_unref(node);
                 return fail_grammar(p, "a member name in double quotes");
             }
-            if (!(name = parse_string(p))) {
+            if (!(name = parse_string_tmp(p, name_buf, sizeof(name_buf), &name_heap))) {
                 json_node_unref(node);
                 return NULL;
             }
@@ -283,12 +304,13 @@ parse_value(Parser *p)
     if (ch == '{' || ch == '[')
         return parse_container(p, ch == '{');
     if (ch == '"') {
-        char *s = parse_string(p);
+        char buf[512];
+        g_autofree char *heap = NULL;
+        const char *s = parse_string_tmp(p, buf, sizeof(buf), &heap);
         if (!s)
             return NULL;
         JsonNode *node = json_node_new(JSON_NODE_VALUE);
         json_node_set_string(node, s);
-        g_free(s);
         return node;
     }
     if (ch == '-' || g_ascii_isdigit(ch))

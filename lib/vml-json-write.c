@@ -175,26 +175,35 @@ write_value(GString *out, JsonNode *node)
 }
 
 void
+vml_json_write_object(GString *out, JsonObject *o)
+{
+    g_string_append_c(out, '{');
+    if (o) {
+        /* Members in the order they were set, as json-glib writes them. */
+        JsonObjectIter it;
+        const char *name;
+        JsonNode *member;
+        gboolean first = TRUE;
+        json_object_iter_init_ordered(&it, o);
+        while (json_object_iter_next_ordered(&it, &name, &member)) {
+            if (!first)
+                g_string_append_c(out, ',');
+            first = FALSE;
+            vml_json_write_strict_string(out, name);
+            g_string_append_c(out, ':');
+            vml_json_write_node(out, member);
+        }
+    }
+    g_string_append_c(out, '}');
+}
+
+void
 vml_json_write_node(GString *out, JsonNode *node)
 {
     switch (node ? JSON_NODE_TYPE(node) : JSON_NODE_NULL) {
-    case JSON_NODE_OBJECT: {
-        JsonObject *o = json_node_get_object(node);
-        g_string_append_c(out, '{');
-        if (o) {
-            /* Members in the order they were set, as json-glib writes them. */
-            g_autoptr(GList) names = json_object_get_members(o);
-            for (GList *l = names; l; l = l->next) {
-                if (l != names)
-                    g_string_append_c(out, ',');
-                vml_json_write_strict_string(out, l->data);
-                g_string_append_c(out, ':');
-                vml_json_write_node(out, json_object_get_member(o, l->data));
-            }
-        }
-        g_string_append_c(out, '}');
+    case JSON_NODE_OBJECT:
+        vml_json_write_object(out, json_node_get_object(node));
         break;
-    }
     case JSON_NODE_ARRAY: {
         JsonArray *a = json_node_get_array(node);
         g_string_append_c(out, '[');

@@ -26,3 +26,5 @@ void vml_json_write_strict_member_string(GString *out, gboolean first, const cha
  * is not strict: it passes invalid UTF-8 and U+001F through raw, and writes
  * doubles such as 1e+20.0. */
 void vml_json_write_node(GString *out, JsonNode *node);
+/* Append object O (NULL as {}) the same way. */
+void vml_json_write_object(GString *out, JsonObject *o);

@@ -1,6 +1,7 @@
 #include "server.h"
 #include "fd-watch.h"
 #include "vml-wire.h"
+#include "vml-json-write.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -396,9 +397,14 @@ vml_conn_reply_text(VmlConn *c, GString *params)
 void
 vml_conn_reply(VmlConn *c, JsonObject *params, const int *fds, guint n_fds)
 {
-    g_autoptr(JsonObject) msg = json_object_new();
-    json_object_set_object_member(msg, "parameters", params ? params : json_object_new());
-    conn_queue(c, msg, fds, n_fds);
+    /* Written around PARAMS, not wrapped in an object of its own. */
+    g_autoptr(JsonObject) owned = params;
+    GString *out = g_string_sized_new(256);
+    g_string_append(out, "{\"parameters\":");
+    vml_json_write_object(out, owned);
+    g_string_append_c(out, '}');
+    gsize len = out->len;
+    conn_queue_text(c, g_string_free(out, FALSE), len, fds, n_fds);
 }
 
 void
