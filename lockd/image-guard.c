@@ -14,8 +14,10 @@ vml_image_open(const char *path, int flags, GError **error)
 {
     int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0) {
+        int err = errno;
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE, "cannot open %s: %s",
-                    path, g_strerror(errno));
+                    path, g_strerror(err));
+        errno = err;
         return -1;
     }
     struct stat st;
@@ -23,6 +25,7 @@ vml_image_open(const char *path, int flags, GError **error)
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
                     "%s is not a regular file or block device", path);
         close(fd);
+        errno = ENODEV;
         return -1;
     }
     return fd;
@@ -38,16 +41,24 @@ pid_known(pid_t pid, const pid_t *known, guint n_known)
     return FALSE;
 }
 
+int
+vml_image_guard_open(const char *path, gboolean *writable)
+{
+    int fd = vml_image_open(path, O_RDWR, NULL);
+    *writable = fd >= 0;
+    if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM || errno == ETXTBSY))
+        fd = vml_image_open(path, O_RDONLY, NULL);
+    return fd;
+}
+
 gboolean
-vml_image_guard_check(const char *path, const pid_t *known, guint n_known,
+vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_known,
                       JsonObject **params, GError **error)
 {
     g_autoptr(GError) local = NULL;
-    int fd = vml_image_open(path, O_RDONLY, &local);
     if (fd < 0)
         return TRUE;   /* nothing to probe: the lease alone decides */
     g_autoptr(VmlQemuLocks) locks = vml_qemu_probe(fd, &local);
-    close(fd);
     if (!locks) {
         g_warning("%s: QEMU lock probe failed: %s", path, local->message);
         return TRUE;
@@ -127,10 +138,11 @@ sync_for(gboolean durable)
 }
 
 gboolean
-vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean durable)
+vml_image_guard_mark(const char *path, int writable_fd, const VmlImageOwner *owner,
+                     gboolean durable)
 {
     g_autoptr(GError) error = NULL;
-    int fd = vml_image_open(path, O_RDWR, &error);
+    int fd = writable_fd >= 0 ? writable_fd : vml_image_open(path, O_RDWR, &error);
     if (fd < 0) {
         g_info("%s: left unmarked: %s", path, error->message);
         return TRUE;
@@ -144,7 +156,8 @@ vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean dura
         if (!vml_qcow2_write_synced(fd, path, h, sync_for(durable), &error))
             g_warning("%s: left unmarked: %s", path, error->message);
     }
-    close(fd);
+    if (fd != writable_fd)
+        close(fd);
     return !never;
 }
 
@@ -168,7 +181,7 @@ vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const 
     /* A migration hands the lease over while QEMU has the image open, so
      * the mark keeps naming the source: the domain's later process clears
      * it once that source is gone. */
-    gboolean our_domains = here && uuid && g_strcmp0(o->uuid, uuid) == 0 &&
+    gboolean our_domains = !ours && here && uuid && g_strcmp0(o->uuid, uuid) == 0 &&
                            !vml_proc_is_same((pid_t)o->pid, o->start_time);
     if (ours || our_domains) {
         if (qemu_holds(fd, path, "its in-use mark is cleared once that is gone")) {

@@ -12,18 +12,25 @@
 
 #include "vml-image-owner.h"
 
+/* PATH opened once for the check and the mark of one acquire: read-write
+ * (*WRITABLE) where it may be, else read-only; -1 when it cannot be. */
+int vml_image_guard_open(const char *path, gboolean *writable);
+
 /* FALSE with VML_ERROR_IMAGE_BUSY (and *PARAMS: resource, pid, command)
- * when a QEMU whose pid is not in KNOWN holds PATH for writing. */
-gboolean vml_image_guard_check(const char *path, const pid_t *known, guint n_known,
+ * when a QEMU whose pid is not in KNOWN holds PATH, open on FD (from
+ * vml_image_guard_open; -1: nothing to probe), for writing. */
+gboolean vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_known,
                                JsonObject **params, GError **error);
 
-/* Mark PATH in use by OWNER, on stable storage before returning when
- * DURABLE (another host may read the header next), else ordered only
+/* Mark PATH (open read-write on WRITABLE_FD, or -1) in use by OWNER, on
+ * stable storage before returning when DURABLE (another host may read the
+ * header next), else ordered only
  * (docs/image-format.md, "Durability"). Never fails the lease: what it
  * could not do is logged, and the owner record stays in the lockspace.
  * FALSE when the image has no header vmleased ever writes (raw, qcow2
  * v2, a header it may not rewrite): there is no mark on it to clear. */
-gboolean vml_image_guard_mark(const char *path, const VmlImageOwner *owner, gboolean durable);
+gboolean vml_image_guard_mark(const char *path, int writable_fd, const VmlImageOwner *owner,
+                              gboolean durable);
 
 /* Clear the mark of the process PID/START_TIME on PATH, or one an exited
  * process of the same domain UUID (may be NULL) left on this host (a

@@ -271,7 +271,7 @@ marks_durable(const VmlLeaseTable *t)
 }
 
 static void
-lease_mark(VmlLease *l)
+lease_mark(VmlLease *l, int writable_fd)
 {
     const VmlHolder *h = l->holder;
     g_autofree char *program = holder_program(h);
@@ -287,7 +287,7 @@ lease_mark(VmlLease *l)
         .program = program,
         .name = h->name,
     };
-    l->unmarkable = !vml_image_guard_mark(l->path, &o, marks_durable(h->table));
+    l->unmarkable = !vml_image_guard_mark(l->path, writable_fd, &o, marks_durable(h->table));
 }
 
 /* H's exclusive hold on the image at PATH ends: clear its mark, or
@@ -334,16 +334,35 @@ vml_lease_table_retry_unmarks(VmlHolder *h)
     holder_retry_unmarks(h, FALSE);
 }
 
+/* An image of one acquire, opened once for its check and its mark. */
+typedef struct {
+    int fd;
+    gboolean writable;
+} GuardFile;
+
+static void
+guard_file_free(gpointer data)
+{
+    GuardFile *g = data;
+    if (g->fd >= 0)
+        close(g->fd);
+    g_free(g);
+}
+
 /* Before granting exclusive leases on images: refuse when a QEMU that no
- * holder of the image accounts for has it open for writing. */
+ * holder of the image accounts for has it open for writing. Each image
+ * checked is left open in IMAGES (by path) for its mark. */
 static gboolean
-check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, JsonObject **params,
-             GError **error)
+check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, GHashTable *images,
+             JsonObject **params, GError **error)
 {
     for (guint i = 0; i < steps->len; i++) {
         const VmlLease *l = g_array_index(steps, AcquireStep, i).lease;
         if (l->mode != VML_MODE_EXCLUSIVE || !l->path)
             continue;
+        GuardFile *g = g_new0(GuardFile, 1);
+        g->fd = vml_image_guard_open(l->path, &g->writable);
+        g_hash_table_replace(images, g_strdup(l->path), g);
         g_autoptr(GArray) known = g_array_new(FALSE, FALSE, sizeof(pid_t));
         g_array_append_val(known, h->pid);
         for (const VmlLease *o = g_hash_table_lookup(t->by_resource, l->key); o; o = o->next)
@@ -359,8 +378,8 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, JsonObject **params,
                     g_array_append_val(known, pid);
             }
         }
-        if (!vml_image_guard_check(l->path, (const pid_t *)(void *)known->data, known->len,
-                                   params, error)) {
+        if (!vml_image_guard_check(l->path, g->fd, (const pid_t *)(void *)known->data,
+                                   known->len, params, error)) {
             if (*params) {
                 json_object_set_string_member(*params, "path", l->path);
                 json_object_set_string_member(*params, "resource", l->key);
@@ -1000,6 +1019,8 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     }
 
     g_autoptr(GArray) steps = g_array_new(FALSE, FALSE, sizeof(AcquireStep));
+    g_autoptr(GHashTable) images = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                                         guard_file_free);
     gint64 since = now_s();
     for (guint i = 0; i < n_reqs; i++) {
         VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
@@ -1008,7 +1029,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     }
     /* Downgrades go last: once done they could not be undone safely. */
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && !check_images(t, h, steps, conflict, error)) {
+        if (pass == 1 && !check_images(t, h, steps, images, conflict, error)) {
             rollback(t, h, steps);
             return NULL;
         }
@@ -1124,8 +1145,10 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         if (s->lease->grant == VML_GRANT_CLAIMED)
             g_info("VM %s (pid %d) claimed the lease its domain parked on %s", h->name,
                    (int)h->pid, s->lease->key);
-        if (s->lease->mode == VML_MODE_EXCLUSIVE && s->lease->path)
-            lease_mark(s->lease);
+        if (s->lease->mode == VML_MODE_EXCLUSIVE && s->lease->path) {
+            const GuardFile *g = g_hash_table_lookup(images, s->lease->path);
+            lease_mark(s->lease, g && g->writable ? g->fd : -1);
+        }
         else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && s->lease->path &&
                  !s->lease->unmarkable)
             holder_unmark(h, s->lease->path);   /* downgraded */
