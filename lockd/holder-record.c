@@ -230,7 +230,7 @@ write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *hea
     g_string_append(text, TERMINATOR);
     x->head = g_strdup(head->str);
     g_clear_pointer(layout, vml_record_layout_free);
-    if (!be->ops->record_write(be, h->record, text->str, text->len, error)) {
+    if (!vml_record_store_write(&be->records, h->record, text->str, text->len, error)) {
         vml_record_layout_free(x);
         return FALSE;
     }
@@ -243,7 +243,7 @@ write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *hea
 static gboolean
 patch(VmlHolder *h, VmlBackend *be, gsize off, const char *data, gsize len, GError **error)
 {
-    return be->ops->record_patch(be, h->record, off, data, len, error);
+    return vml_record_store_patch(&be->records, h->record, off, data, len, error);
 }
 
 /* Spaces over slot S (no longer in X's set; freed). */
@@ -296,7 +296,7 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
      * failure, without patches from the backend, once blanks outweigh the
      * leases, or when the change would take more than one write. */
     g_autoptr(GString) one = g_string_new(NULL);
-    if (!x || !be->ops->record_patch || strcmp(x->head, head->str) != 0 ||
+    if (!x || strcmp(x->head, head->str) != 0 ||
         x->blank > x->live + 4096 || patch_writes(h, x, one) > 1)
         return write_whole(h, be, layout, head, error);
 

@@ -420,7 +420,7 @@ holder_free(VmlHolder *h)
     vml_record_layout_free(h->record_layout);
     g_ptr_array_unref(h->record_dirty);
     if (h->record)
-        t->backend->ops->record_close(t->backend, h->record, !t->shutting_down);
+        vml_record_store_close(&t->backend->records, h->record, !t->shutting_down);
     vml_holder_watch_free(h->watch);
     vml_mailbox_free(h->mailbox);
     vml_resume_watch_free(h->resume_watch);
@@ -458,7 +458,7 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
         return NULL;
     }
     h->tag = holder_tag(vml_host_machine_id(), vml_host_boot_id(), pid, start_time);
-    h->record = t->backend->ops->record_open(t->backend, h->tag, error);
+    h->record = vml_record_store_open(&t->backend->records, h->tag, error);
     if (!h->record) {
         vml_holder_watch_free(h->watch);
         g_free(h->tag);
@@ -715,7 +715,7 @@ record_owners(VmlLeaseTable *t, const char *key, gboolean observers, GPtrArray *
     g_hash_table_iter_init(&hi, t->holders);
     while (g_hash_table_iter_next(&hi, NULL, &hv))
         g_hash_table_add(ours, ((VmlHolder *)hv)->tag);
-    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, ours, NULL);
+    g_autoptr(GPtrArray) records = vml_record_store_all(&t->backend->records, ours, NULL);
 
     for (guint i = 0; records && i < records->len; i++) {
         gsize len;
@@ -1570,7 +1570,7 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
                        o->path, (int)id->pid);
         }
         g_autofree char *tag = holder_tag(id->machine_id, id->boot_id, id->pid, id->start_time);
-        t->backend->ops->record_remove(t->backend, tag);
+        vml_record_store_remove(&t->backend->records, tag);
         /* A process it forked may keep its mailbox, and so its locks. */
         gint64 gone_ino = json_object_get_int_member_with_default(record, "mailbox_ino", 0);
         g_autoptr(VmlMailbox) kept = gone_ino > 0 ? vml_mailbox_find_anywhere((guint64)gone_ino)
@@ -1778,7 +1778,7 @@ vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
      * registration, and a holder that has exited left no record: start
      * past any id this boot can have seen (one per microsecond at most),
      * so no client's stale id names a new holder. */
-    g_autoptr(GPtrArray) records = t->backend->ops->records(t->backend, NULL, NULL);
+    g_autoptr(GPtrArray) records = vml_record_store_all(&t->backend->records, NULL, NULL);
     gboolean ran_before = (records && records->len) ||
         (state && g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
                             vml_host_boot_id()) == 0);

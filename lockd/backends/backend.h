@@ -1,5 +1,6 @@
 /* A lease backend is an ops table; the daemon core knows nothing of how a
- * backend locks or where it keeps holder records. */
+ * backend locks, and of where it keeps holder records only the record
+ * store it opened (record-store.h). */
 #pragma once
 
 #include <glib.h>
@@ -8,10 +9,10 @@
 
 #include "daemon-config.h"
 #include "owner-record.h"
+#include "record-store.h"
 
 typedef struct _VmlBackend VmlBackend;
 typedef struct _VmlLock VmlLock;       /* one holder's lock on one resource */
-typedef struct _VmlRecord VmlRecord;   /* one holder's published record */
 
 typedef struct {
     const char *name;
@@ -92,22 +93,6 @@ typedef struct {
      * backend has none. Stays owned by the lock. */
     int (*lock_fd)(VmlLock *lock);
 
-    /* Holder records, published for admins and other hosts, named by a
-     * stable tag of the holder process. Writes replace the content. */
-    VmlRecord *(*record_open)(VmlBackend *be, const char *tag, GError **error);
-    gboolean (*record_write)(VmlBackend *be, VmlRecord *rec, const char *data,
-                             gsize len, GError **error);
-    /* Write DATA over [OFF, OFF+LEN) of the record, room for it taken
-     * first (a full disk fails the write, never cuts it short). May be
-     * NULL: then records are only written whole. */
-    gboolean (*record_patch)(VmlBackend *be, VmlRecord *rec, gsize off, const char *data,
-                             gsize len, GError **error);
-    /* Close; with REMOVE the record is deleted too. */
-    void (*record_close)(VmlBackend *be, VmlRecord *rec, gboolean remove);
-    /* Every record's text (GBytes), every host's, but those whose tags are
-     * in SKIP (may be NULL). */
-    GPtrArray *(*records)(VmlBackend *be, GHashTable *skip, GError **error);
-    void (*record_remove)(VmlBackend *be, const char *tag);
     /* Processes on this host that keep a lock on KEY though no holder or
      * record names them (a VM's child that inherited its lock fd, the VM
      * having exited while vmleased was down): unregistered VmlOwners with
@@ -129,6 +114,10 @@ struct _VmlBackend {
     /* Where its leases live, as people and qemu-vmlease.conf name it:
      * the lockspace directory, or sanlock's "NAME (PATH)". Set by open. */
     char *lockspace;
+    /* Where the holder records live, beside the leases so that every
+     * host sharing them reads them too. Initialized by open, cleared by
+     * close; the core uses it through record-store.h only. */
+    VmlRecordStore records;
     /* Called when the backend can no longer keep leases alive (sanlock
      * died): the holders must be stopped before other hosts take over. */
     void (*lost)(VmlBackend *be, gpointer data);

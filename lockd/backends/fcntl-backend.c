@@ -10,7 +10,6 @@
  * the park to the claim and on to the parked holder's exit, some byte is
  * always locked: the lease is never free for anyone else. */
 #include "backend.h"
-#include "record-dir.h"
 #include "vml-error.h"
 #include "vml-lock-holders.h"
 #include "vml-paths.h"
@@ -41,7 +40,6 @@ typedef struct {
     VmlBackend parent;
     char *dir;
     int dirfd;
-    VmlRecordDir records;
     gboolean in_batch;    /* between recover_batch(TRUE) and (FALSE) */
     FdIndex holder_index, candidate_index;
 } FcntlBackend;
@@ -81,7 +79,7 @@ fcntl_open(const VmlDaemonConfig *cfg, GError **error)
         return NULL;
     }
     FcntlBackend *be = g_new0(FcntlBackend, 1);
-    if (!vml_record_dir_init(&be->records, cfg->lockspace_dir, error)) {
+    if (!vml_record_store_init(&be->parent.records, cfg->lockspace_dir, error)) {
         close(dirfd);
         g_free(be);
         return NULL;
@@ -99,7 +97,7 @@ fcntl_close(VmlBackend *parent)
     FcntlBackend *be = (FcntlBackend *)parent;
     fd_index_clear(&be->holder_index);
     fd_index_clear(&be->candidate_index);
-    vml_record_dir_clear(&be->records);
+    vml_record_store_clear(&be->parent.records);
     close(be->dirfd);
     g_free(be->dir);
     g_free(be->parent.lockspace);
@@ -784,39 +782,7 @@ fcntl_lock_fd(VmlLock *l)
     return l->fd;
 }
 
-/* ---- holder records, in the lockspace ------------------------------------ */
-
-static VmlRecord *
-fcntl_record_open(VmlBackend *parent, const char *tag, GError **error)
-{
-    return vml_record_dir_open(&((FcntlBackend *)parent)->records, tag, error);
-}
-
-static gboolean
-fcntl_record_write(VmlBackend *parent, VmlRecord *r, const char *data, gsize len,
-                   GError **error)
-{
-    return vml_record_dir_write(&((FcntlBackend *)parent)->records, r, data, len, error);
-}
-
-static gboolean
-fcntl_record_patch(VmlBackend *parent, VmlRecord *r, gsize off, const char *data, gsize len,
-                   GError **error)
-{
-    return vml_record_dir_patch(&((FcntlBackend *)parent)->records, r, off, data, len, error);
-}
-
-static void
-fcntl_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
-{
-    vml_record_dir_close(&((FcntlBackend *)parent)->records, r, remove);
-}
-
-static GPtrArray *
-fcntl_records(VmlBackend *parent, GHashTable *skip, GError **error)
-{
-    return vml_record_dir_all(&((FcntlBackend *)parent)->records, skip, error);
-}
+/* ---- locks nobody registered ---------------------------------------------- */
 
 /* Processes keeping a lock on KEY's lock file that the caller knows
  * nothing of: a cheap probe first, the /proc walk only if it is locked. */
@@ -855,11 +821,6 @@ fcntl_lockers(VmlBackend *parent, const char *key)
     return out;
 }
 
-static void
-fcntl_record_remove(VmlBackend *parent, const char *tag)
-{
-    vml_record_dir_remove(&((FcntlBackend *)parent)->records, tag);
-}
 
 const VmlBackendOps vml_fcntl_backend_ops = {
     .name = "fcntl",
@@ -879,11 +840,5 @@ const VmlBackendOps vml_fcntl_backend_ops = {
     .release = fcntl_release,
     .forget = fcntl_forget,
     .lock_fd = fcntl_lock_fd,
-    .record_open = fcntl_record_open,
-    .record_write = fcntl_record_write,
-    .record_patch = fcntl_record_patch,
-    .record_close = fcntl_record_close,
-    .records = fcntl_records,
-    .record_remove = fcntl_record_remove,
     .lockers = fcntl_lockers,
 };

@@ -10,7 +10,6 @@
  * before exec, vmlease run for itself), and sanlock releases its leases
  * when it exits and kills it if this host loses the lockspace. */
 #include "backend.h"
-#include "record-dir.h"
 #include "vml-error.h"
 #include "vml-paths.h"
 #include "vml-proc.h"
@@ -39,7 +38,6 @@ typedef struct {
     char *lease_dir;
     guint host_id;
     guint io_timeout;
-    VmlRecordDir records;
     int watch_sock;        /* our own registration: HUP when sanlock dies */
     guint watch_source;
     guint join_source;     /* until joined: join again if a join failed */
@@ -536,46 +534,6 @@ sanlock_hosts(VmlBackend *parent, GError **error)
     return out;
 }
 
-/* ---- records, next to the leases ---------------------------------------- */
-
-static VmlRecord *
-sanlock_record_open(VmlBackend *parent, const char *tag, GError **error)
-{
-    return vml_record_dir_open(&((SanlockBackend *)parent)->records, tag, error);
-}
-
-static gboolean
-sanlock_record_write(VmlBackend *parent, VmlRecord *r, const char *data, gsize len,
-                     GError **error)
-{
-    return vml_record_dir_write(&((SanlockBackend *)parent)->records, r, data, len, error);
-}
-
-static gboolean
-sanlock_record_patch(VmlBackend *parent, VmlRecord *r, gsize off, const char *data, gsize len,
-                     GError **error)
-{
-    return vml_record_dir_patch(&((SanlockBackend *)parent)->records, r, off, data, len, error);
-}
-
-static void
-sanlock_record_close(VmlBackend *parent, VmlRecord *r, gboolean remove)
-{
-    vml_record_dir_close(&((SanlockBackend *)parent)->records, r, remove);
-}
-
-static GPtrArray *
-sanlock_records(VmlBackend *parent, GHashTable *skip, GError **error)
-{
-    return vml_record_dir_all(&((SanlockBackend *)parent)->records, skip, error);
-}
-
-static void
-sanlock_record_remove(VmlBackend *parent, const char *tag)
-{
-    vml_record_dir_remove(&((SanlockBackend *)parent)->records, tag);
-}
-
 /* ---- open, join, watch --------------------------------------------------- */
 
 static gboolean
@@ -689,7 +647,7 @@ sanlock_open(const VmlDaemonConfig *cfg, GError **error)
     be->host_id = cfg->host_id;
     be->io_timeout = cfg->io_timeout;
     be->watch_sock = -1;
-    if (!vml_record_dir_init(&be->records, cfg->lease_dir, error) ||
+    if (!vml_record_store_init(&be->parent.records, cfg->lease_dir, error) ||
         !write_host_entry(be, error) || !ensure_lockspace(be, error)) {
         sanlock_close(&be->parent);
         return NULL;
@@ -729,7 +687,7 @@ sanlock_close(VmlBackend *parent)
         g_source_remove(be->join_source);
     if (be->watch_sock >= 0)
         close(be->watch_sock);
-    vml_record_dir_clear(&be->records);
+    vml_record_store_clear(&be->parent.records);
     g_free(be->ls_name);
     g_free(be->ls_path);
     g_free(be->parent.lockspace);
@@ -768,12 +726,6 @@ const VmlBackendOps vml_sanlock_backend_ops = {
     .release = sanlock_release_lock,
     .forget = sanlock_forget,
     .lock_fd = sanlock_lock_fd,
-    .record_open = sanlock_record_open,
-    .record_write = sanlock_record_write,
-    .record_patch = sanlock_record_patch,
-    .record_close = sanlock_record_close,
-    .records = sanlock_records,
-    .record_remove = sanlock_record_remove,
     .hosts = sanlock_hosts,
     .owner_host_state = sanlock_owner_host_state,
 };

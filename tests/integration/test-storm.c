@@ -556,7 +556,7 @@ static KnownCause known_causes[] = {
       "over the old content and then an ftruncate: a SIGKILL between the two leaves the new "
       "JSON followed by the old one's tail, which does not parse, and the restart skips the "
       "record, so a live holder and the leases it kept are forgotten (a lock kept by the "
-      "daemon alone is gone for good) (lockd/backends/record-dir.c vml_record_dir_write; "
+      "daemon alone is gone for good) (lockd/record-store.c vml_record_store_write; "
       "lockd/lease-table.c vml_lease_table_restore skips a record that does not parse)", 0 },
     { "id-after-restart",
       "a holder id is handed out twice: after a SIGKILL the restarted vmleased takes its "

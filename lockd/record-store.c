@@ -1,6 +1,6 @@
 /* Holder records as files <tag>.holder in one directory (the fcntl
  * lockspace, or sanlock's shared lease directory), rewritten in place. */
-#include "record-dir.h"
+#include "record-store.h"
 #include "vml-error.h"
 
 #include <dirent.h>
@@ -21,7 +21,7 @@ struct _VmlRecord {
 };
 
 gboolean
-vml_record_dir_init(VmlRecordDir *rd, const char *dir, GError **error)
+vml_record_store_init(VmlRecordStore *rd, const char *dir, GError **error)
 {
     if (g_mkdir_with_parents(dir, 0700) < 0 ||
         (rd->dirfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC)) < 0) {
@@ -34,7 +34,7 @@ vml_record_dir_init(VmlRecordDir *rd, const char *dir, GError **error)
 }
 
 void
-vml_record_dir_clear(VmlRecordDir *rd)
+vml_record_store_clear(VmlRecordStore *rd)
 {
     g_clear_pointer(&rd->names, g_ptr_array_unref);
     if (rd->dir) {
@@ -44,7 +44,7 @@ vml_record_dir_clear(VmlRecordDir *rd)
 }
 
 VmlRecord *
-vml_record_dir_open(VmlRecordDir *be, const char *tag, GError **error)
+vml_record_store_open(VmlRecordStore *be, const char *tag, GError **error)
 {
     g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
     int fd = openat(be->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -67,7 +67,7 @@ vml_record_dir_open(VmlRecordDir *be, const char *tag, GError **error)
  * content; the file is only cut when it would shrink a lot. Readers that
  * catch a write half-way retry. */
 gboolean
-vml_record_dir_write(VmlRecordDir *be, VmlRecord *r, const char *data, gsize len,
+vml_record_store_write(VmlRecordStore *be, VmlRecord *r, const char *data, gsize len,
                      GError **error)
 {
     gsize total = len;
@@ -104,7 +104,7 @@ vml_record_dir_write(VmlRecordDir *be, VmlRecord *r, const char *data, gsize len
 }
 
 gboolean
-vml_record_dir_patch(VmlRecordDir *be, VmlRecord *r, gsize off, const char *data, gsize len,
+vml_record_store_patch(VmlRecordStore *be, VmlRecord *r, gsize off, const char *data, gsize len,
                      GError **error)
 {
     gsize end = off + len;
@@ -125,7 +125,7 @@ vml_record_dir_patch(VmlRecordDir *be, VmlRecord *r, gsize off, const char *data
 }
 
 void
-vml_record_dir_close(VmlRecordDir *be, VmlRecord *r, gboolean remove)
+vml_record_store_close(VmlRecordStore *be, VmlRecord *r, gboolean remove)
 {
     if (remove)
         unlinkat(be->dirfd, r->name, 0);
@@ -135,7 +135,7 @@ vml_record_dir_close(VmlRecordDir *be, VmlRecord *r, gboolean remove)
 }
 
 static GBytes *
-read_record(VmlRecordDir *be, const char *name)
+read_record(VmlRecordStore *be, const char *name)
 {
     int fd = openat(be->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
@@ -170,7 +170,7 @@ read_record(VmlRecordDir *be, const char *name)
  * leave the mtime as it was, so a listing is only kept when the mtime it
  * saw was older than that listing by far more than a tick. */
 static GPtrArray *
-record_names(VmlRecordDir *be, GError **error)
+record_names(VmlRecordStore *be, GError **error)
 {
     struct stat st;
     struct timespec now;
@@ -209,7 +209,7 @@ record_names(VmlRecordDir *be, GError **error)
 }
 
 GPtrArray *
-vml_record_dir_all(VmlRecordDir *be, GHashTable *skip, GError **error)
+vml_record_store_all(VmlRecordStore *be, GHashTable *skip, GError **error)
 {
     g_autoptr(GPtrArray) names = record_names(be, error);
     if (!names)
@@ -230,7 +230,7 @@ vml_record_dir_all(VmlRecordDir *be, GHashTable *skip, GError **error)
 }
 
 void
-vml_record_dir_remove(VmlRecordDir *be, const char *tag)
+vml_record_store_remove(VmlRecordStore *be, const char *tag)
 {
     g_autofree char *name = g_strconcat(tag, RECORD_SUFFIX, NULL);
     unlinkat(be->dirfd, name, 0);
