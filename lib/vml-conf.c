@@ -577,3 +577,43 @@ vml_conf_update_bool(VmlConf *conf, const char *key, gboolean *field, GError **e
     }
     return TRUE;
 }
+
+gboolean
+vml_conf_update_uint(VmlConf *conf, const char *key, guint *field, guint min, guint max,
+                     gboolean *set, GError **error)
+{
+    gint64 v;
+    g_autoptr(GError) local = NULL;
+
+    if (set)
+        *set = FALSE;
+    if (!vml_conf_get_int(conf, key, &v, &local)) {
+        if (local) {
+            g_propagate_error(error, g_steal_pointer(&local));
+            return FALSE;
+        }
+        return TRUE;
+    }
+    if (v < (gint64)min || v > (gint64)max) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s must be between %u and %u, not %" G_GINT64_FORMAT, key, min, max, v);
+        return FALSE;
+    }
+    *field = (guint)v;
+    if (set)
+        *set = TRUE;
+    return TRUE;
+}
+
+gboolean
+vml_conf_update_abs_path(VmlConf *conf, const char *key, char **field, GError **error)
+{
+    if (!vml_conf_update_string(conf, key, field, error))
+        return FALSE;
+    if (*field && !g_path_is_absolute(*field)) {
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s must be an absolute path, not '%s'", key, *field);
+        return FALSE;
+    }
+    return TRUE;
+}

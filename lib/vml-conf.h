@@ -39,6 +39,13 @@ gboolean vml_conf_update_string(VmlConf *conf, const char *key, char **field,
                                 GError **error);
 gboolean vml_conf_update_bool(VmlConf *conf, const char *key, gboolean *field,
                               GError **error);
+/* An integer within [MIN, MAX] (VML_ERROR_CONFIG naming KEY otherwise);
+ * *SET (may be NULL) says whether KEY was there. */
+gboolean vml_conf_update_uint(VmlConf *conf, const char *key, guint *field, guint min,
+                              guint max, gboolean *set, GError **error);
+/* A string that must be an absolute path. */
+gboolean vml_conf_update_abs_path(VmlConf *conf, const char *key, char **field,
+                                  GError **error);
 
 /* Fails naming the first key (and its line) not in the NULL-terminated list. */
 gboolean vml_conf_check_keys(VmlConf *conf, const char *const *known,

@@ -13,44 +13,14 @@ static const char *const known_keys[] = {
     "lease_group", "admin_group", "max_clients", "max_clients_per_uid",
     "reserved_clients", "max_pending_request_bytes", "max_holders",
     "max_leases_per_holder", "max_resources_per_call", "max_stash_per_owner",
-    "max_stash_total", "log_level", "host_id", "lockspace_name", "lockspace_path",
-    "lease_dir", "io_timeout", "shared_storage",
+    "max_stash_total", "log_level", "shared_storage",
     NULL,
 };
-
-/* KEY, if set, into *OUT, checked to be within [MIN, MAX]; *SET (may be
- * NULL) says whether it was set. */
-static gboolean
-get_limit_in(VmlConf *conf, const char *key, guint *out, guint min, guint max,
-             gboolean *set, GError **error)
-{
-    gint64 v;
-    g_autoptr(GError) local = NULL;
-
-    if (set)
-        *set = FALSE;
-    if (!vml_conf_get_int(conf, key, &v, &local)) {
-        if (local) {
-            g_propagate_error(error, g_steal_pointer(&local));
-            return FALSE;
-        }
-        return TRUE;
-    }
-    if (v < (gint64)min || v > (gint64)max) {
-        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s must be between %u and %u, not %" G_GINT64_FORMAT, key, min, max, v);
-        return FALSE;
-    }
-    *out = (guint)v;
-    if (set)
-        *set = TRUE;
-    return TRUE;
-}
 
 static gboolean
 get_limit(VmlConf *conf, const char *key, guint *out, guint max, GError **error)
 {
-    return get_limit_in(conf, key, out, 1, max, NULL, error);
+    return vml_conf_update_uint(conf, key, out, 1, max, NULL, error);
 }
 
 /* The connection limits: reserved_clients defaults to an eighth of
@@ -62,9 +32,9 @@ get_client_limits(VmlConf *conf, VmlDaemonConfig *cfg, GError **error)
     gboolean reserved_set;
     if (!get_limit(conf, "max_clients", &cfg->max_clients, 65536, error) ||
         !get_limit(conf, "max_clients_per_uid", &cfg->max_clients_per_uid, 65536, error) ||
-        !get_limit_in(conf, "reserved_clients", &cfg->reserved_clients, 0, 32767,
+        !vml_conf_update_uint(conf, "reserved_clients", &cfg->reserved_clients, 0, 32767,
                       &reserved_set, error) ||
-        !get_limit_in(conf, "max_pending_request_bytes", &cfg->max_pending_request_bytes,
+        !vml_conf_update_uint(conf, "max_pending_request_bytes", &cfg->max_pending_request_bytes,
                       2 * VML_MSG_MAX, 1u << 30, NULL, error))
         return FALSE;
     if (!reserved_set)
@@ -95,19 +65,6 @@ get_group(VmlConf *conf, const char *key, gid_t *gid, GError **error)
         return FALSE;
     }
     *gid = gr->gr_gid;
-    return TRUE;
-}
-
-static gboolean
-get_dir(VmlConf *conf, const char *key, char **dir, GError **error)
-{
-    if (!vml_conf_update_string(conf, key, dir, error))
-        return FALSE;
-    if (*dir && !g_path_is_absolute(*dir)) {
-        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s must be an absolute path, not '%s'", key, *dir);
-        return FALSE;
-    }
     return TRUE;
 }
 
@@ -145,8 +102,6 @@ vml_daemon_config_load(const char *path, GError **error)
     cfg->max_stash_per_owner = 1024;
     cfg->max_stash_total = 16384;
     cfg->log_level = g_strdup("info");
-    cfg->lockspace_name = g_strdup("vmlease");
-    cfg->io_timeout = 10;
 
     if (!path) {
         default_path = vml_default_config_file();
@@ -155,11 +110,18 @@ vml_daemon_config_load(const char *path, GError **error)
     }
     if (path) {
         conf = vml_conf_new_from_file(path, error);
-        if (!conf || !vml_conf_check_keys(conf, known_keys, error))
+        if (!conf)
             return NULL;
-        if (!get_dir(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
-            !get_dir(conf, "state_dir", &cfg->state_dir, error) ||
-            !get_dir(conf, "socket_dir", &cfg->run_dir, error) ||
+        /* Each backend's own keys too, whichever is chosen. */
+        g_autoptr(GStrvBuilder) keys = g_strv_builder_new();
+        g_strv_builder_addv(keys, (const char **)known_keys);
+        vml_backend_add_config_keys(keys);
+        g_auto(GStrv) known = g_strv_builder_end(keys);
+        if (!vml_conf_check_keys(conf, (const char *const *)known, error))
+            return NULL;
+        if (!vml_conf_update_abs_path(conf, "lockspace_dir", &cfg->lockspace_dir, error) ||
+            !vml_conf_update_abs_path(conf, "state_dir", &cfg->state_dir, error) ||
+            !vml_conf_update_abs_path(conf, "socket_dir", &cfg->run_dir, error) ||
             !get_group(conf, "lease_group", &cfg->lease_gid, error) ||
             !get_group(conf, "admin_group", &cfg->admin_gid, error) ||
             !get_client_limits(conf, cfg, error) ||
@@ -171,11 +133,7 @@ vml_daemon_config_load(const char *path, GError **error)
             !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
             !vml_conf_update_string(conf, "log_level", &cfg->log_level, error) ||
             !check_log_level(cfg->log_level, error) ||
-            !get_limit(conf, "host_id", &cfg->host_id, 2000, error) ||
-            !get_limit(conf, "io_timeout", &cfg->io_timeout, 300, error) ||
-            !vml_conf_update_string(conf, "lockspace_name", &cfg->lockspace_name, error) ||
-            !get_dir(conf, "lockspace_path", &cfg->lockspace_path, error) ||
-            !get_dir(conf, "lease_dir", &cfg->lease_dir, error) ||
+            !vml_backend_load_config(cfg->backend, conf, &cfg->backend_settings, error) ||
             /* shared_storage: one name per shared filesystem, the same on
              * every host whatever its mount point there. */
             !vml_storage_names_from_conf(conf, &cfg->storage_names, &cfg->n_storage_names,
@@ -187,6 +145,8 @@ vml_daemon_config_load(const char *path, GError **error)
             return NULL;
         }
     }
+    if (!path && !vml_backend_load_config(cfg->backend, NULL, &cfg->backend_settings, error))
+        return NULL;
     cfg->lease_socket = g_build_filename(cfg->run_dir, "vmleased.sock", NULL);
     cfg->admin_socket = g_build_filename(cfg->run_dir, "vmleased-admin.sock", NULL);
     return g_steal_pointer(&cfg);
@@ -204,9 +164,7 @@ vml_daemon_config_free(VmlDaemonConfig *cfg)
     g_free(cfg->state_dir);
     g_free(cfg->backend);
     g_free(cfg->log_level);
-    g_free(cfg->lockspace_name);
-    g_free(cfg->lockspace_path);
-    g_free(cfg->lease_dir);
+    vml_backend_free_config(cfg->backend, cfg->backend_settings);
     vml_storage_names_free(cfg->storage_names, cfg->n_storage_names);
     g_free(cfg);
 }

@@ -27,12 +27,9 @@ typedef struct {
     guint max_stash_per_owner;  /* fds in the stash, per owner and in all */
     guint max_stash_total;
     char *log_level;          /* "error", "warning", "info", "debug" */
-    /* backend "sanlock": this host in the shared lockspace */
-    guint host_id;            /* 1..2000; 0: not set */
-    char *lockspace_name;     /* sanlock lockspace name, "vmlease" */
-    char *lockspace_path;     /* its delta-lease area on shared storage */
-    char *lease_dir;          /* per-resource lease files and owner records */
-    guint io_timeout;         /* sanlock's io_timeout, seconds */
+    /* What the chosen backend read of its own keys (backend.h, load_config);
+     * NULL without a config file. */
+    gpointer backend_settings;
     VmlStorageName *storage_names;  /* shared_storage: NAME=/mount/point */
     guint n_storage_names;
 } VmlDaemonConfig;

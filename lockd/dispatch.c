@@ -500,15 +500,11 @@ method_hosts(VmlCall *call)
         return;
     }
     g_autoptr(GError) error = NULL;
-    JsonArray *hosts = be->ops->hosts(be, &error);
-    if (!hosts) {
+    JsonObject *reply = be->ops->hosts(be, &error);
+    if (!reply) {
         vml_conn_error_gerror(call->conn, error, NULL);
         return;
     }
-    JsonObject *reply = json_object_new();
-    json_object_set_string_member(reply, "lockspace", call->d->cfg->lockspace_name);
-    json_object_set_int_member(reply, "host_id", call->d->cfg->host_id);
-    json_object_set_array_member(reply, "hosts", hosts);
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 

@@ -238,7 +238,7 @@ main(int argc, char **argv)
         return startup_failed(config_path, error);
     /* Canonical once, here (the backend and the state file made them): checked per request. */
     g_autoptr(GStrvBuilder) dirs = g_strv_builder_new();
-    const char *const own[] = { d.cfg->lockspace_dir, d.cfg->state_dir, d.cfg->lease_dir };
+    const char *const own[] = { d.cfg->lockspace_dir, d.cfg->state_dir, d.backend->records.dir };
     for (guint i = 0; i < G_N_ELEMENTS(own); i++) {
         char *real = own[i] ? realpath(own[i], NULL) : NULL;
         if (real)

@@ -16,11 +16,49 @@ find(const char *name)
     return NULL;
 }
 
+void
+vml_backend_add_config_keys(GStrvBuilder *keys)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(backends); i++) {
+        if (backends[i]->config_keys)
+            g_strv_builder_addv(keys, (const char **)backends[i]->config_keys);
+    }
+}
+
+gboolean
+vml_backend_load_config(const char *chosen, VmlConf *conf, gpointer *settings, GError **error)
+{
+    *settings = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(backends); i++) {
+        const VmlBackendOps *ops = backends[i];
+        if (!ops->load_config)
+            continue;
+        gpointer s = ops->load_config(conf, error);
+        if (!s) {
+            vml_backend_free_config(chosen, g_steal_pointer(settings));
+            return FALSE;
+        }
+        if (g_strcmp0(ops->name, chosen) == 0)
+            *settings = s;
+        else
+            ops->free_config(s);
+    }
+    return TRUE;
+}
+
+void
+vml_backend_free_config(const char *chosen, gpointer settings)
+{
+    const VmlBackendOps *ops = find(chosen);
+    if (settings && ops && ops->free_config)
+        ops->free_config(settings);
+}
+
 gboolean
 vml_backend_check_config(const VmlDaemonConfig *cfg, GError **error)
 {
     const VmlBackendOps *ops = find(cfg->backend);
-    return !ops || !ops->check_config || ops->check_config(cfg, error);
+    return !ops || !ops->check_config || ops->check_config(cfg->backend_settings, error);
 }
 
 VmlBackend *

@@ -10,6 +10,7 @@
 #include "daemon-config.h"
 #include "owner-record.h"
 #include "record-store.h"
+#include "vml-conf.h"
 
 typedef struct _VmlBackend VmlBackend;
 typedef struct _VmlLock VmlLock;       /* one holder's lock on one resource */
@@ -21,9 +22,17 @@ typedef struct {
      * an image must be on stable storage before a grant or release is
      * answered, not only in this host's page cache. */
     gboolean cross_host;
-    /* What the backend needs from vmleased.conf, checked when it is
-     * loaded; VML_ERROR_CONFIG naming the key. NULL: nothing. */
-    gboolean (*check_config)(const VmlDaemonConfig *cfg, GError **error);
+    /* Its own keys of vmleased.conf (NULL-terminated; NULL: none). Every
+     * backend's load_config reads them whichever backend is chosen, so a
+     * bad value is an error anyway (VML_ERROR_CONFIG naming the key), and
+     * returns its settings (CONF NULL: the defaults); free_config frees
+     * them. check_config then checks the chosen backend's settings as a
+     * whole. Each may be NULL. */
+    const char *const *config_keys;
+    gpointer (*load_config)(VmlConf *conf, GError **error);
+    void (*free_config)(gpointer settings);
+    gboolean (*check_config)(gconstpointer settings, GError **error);
+    /* CFG->backend_settings are what its load_config returned. */
     VmlBackend *(*open)(const VmlDaemonConfig *cfg, GError **error);
     void (*close)(VmlBackend *be);
 
@@ -101,11 +110,12 @@ typedef struct {
      * backend cannot see such locks. */
     GPtrArray *(*lockers)(VmlBackend *be, const char *key);
 
-    /* Backends shared by several hosts (NULL otherwise): the hosts
-     * [{host_id, host, machine_id, state, generation, timestamp, this_host}],
+    /* Backends shared by several hosts (NULL otherwise): {lockspace,
+     * host_id (this host's), hosts: [{host_id, host, machine_id, state,
+     * generation, timestamp, this_host}]},
      * and the state ("live", "failing", "dead", ...) of the host with
      * MACHINE_ID, NULL if unknown. */
-    JsonArray *(*hosts)(VmlBackend *be, GError **error);
+    JsonObject *(*hosts)(VmlBackend *be, GError **error);
     char *(*owner_host_state)(VmlBackend *be, const char *machine_id);
 } VmlBackendOps;
 
@@ -126,8 +136,14 @@ struct _VmlBackend {
 
 VmlBackend *vml_backend_open(const VmlDaemonConfig *cfg, GError **error);
 
-/* The configured backend's check_config; an unknown backend name passes
- * here (vml_backend_open reports it). */
+/* Every backend's config keys, added to KEYS. */
+void vml_backend_add_config_keys(GStrvBuilder *keys);
+/* Every backend's load_config over CONF; *SETTINGS gets the one of
+ * backend CHOSEN (an unknown name gets none: vml_backend_open reports it). */
+gboolean vml_backend_load_config(const char *chosen, VmlConf *conf, gpointer *settings,
+                                 GError **error);
+void vml_backend_free_config(const char *chosen, gpointer settings);
+/* The configured backend's check_config of its settings. */
 gboolean vml_backend_check_config(const VmlDaemonConfig *cfg, GError **error);
 
 extern const VmlBackendOps vml_fcntl_backend_ops;

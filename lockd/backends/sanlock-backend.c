@@ -503,7 +503,7 @@ host_state_name(guint32 flags)
     }
 }
 
-static JsonArray *
+static JsonObject *
 sanlock_hosts(VmlBackend *parent, GError **error)
 {
     SanlockBackend *be = (SanlockBackend *)parent;
@@ -531,7 +531,11 @@ sanlock_hosts(VmlBackend *parent, GError **error)
         json_array_add_object_element(out, h);
     }
     free(hss);
-    return out;
+    JsonObject *reply = json_object_new();
+    json_object_set_string_member(reply, "lockspace", be->ls_name);
+    json_object_set_int_member(reply, "host_id", be->host_id);
+    json_object_set_array_member(reply, "hosts", out);
+    return reply;
 }
 
 /* ---- open, join, watch --------------------------------------------------- */
@@ -607,19 +611,62 @@ keep_joining(gpointer data)
 
 /* The shared lockspace's settings: this host's id, the lockspace file and
  * the lease directory on the shared storage, and a name sanlock takes. */
-static gboolean
-sanlock_check_config(const VmlDaemonConfig *cfg, GError **error)
+/* ---- settings: this host in the shared lockspace ------------------------ */
+
+static const char *const sanlock_config_keys[] = {
+    "host_id", "lockspace_name", "lockspace_path", "lease_dir", "io_timeout", NULL,
+};
+
+typedef struct {
+    guint host_id;          /* 1..2000; 0: not set */
+    char *lockspace_name;   /* sanlock's name of the lockspace */
+    char *lockspace_path;   /* its delta-lease area on the shared storage */
+    char *lease_dir;        /* per-resource lease files and holder records */
+    guint io_timeout;       /* sanlock's io_timeout, seconds */
+} SanlockSettings;
+
+static void
+sanlock_free_config(gpointer data)
 {
-    const char *missing = !cfg->host_id ? "host_id (1..2000, unique per host)"
-                        : !cfg->lockspace_path ? "lockspace_path (on the shared storage)"
-                        : !cfg->lease_dir ? "lease_dir (a directory on the shared storage)"
+    SanlockSettings *st = data;
+    g_free(st->lockspace_name);
+    g_free(st->lockspace_path);
+    g_free(st->lease_dir);
+    g_free(st);
+}
+
+static gpointer
+sanlock_load_config(VmlConf *conf, GError **error)
+{
+    SanlockSettings *st = g_new0(SanlockSettings, 1);
+    st->lockspace_name = g_strdup("vmlease");
+    st->io_timeout = 10;
+    if (conf &&
+        (!vml_conf_update_uint(conf, "host_id", &st->host_id, 1, 2000, NULL, error) ||
+         !vml_conf_update_uint(conf, "io_timeout", &st->io_timeout, 1, 300, NULL, error) ||
+         !vml_conf_update_string(conf, "lockspace_name", &st->lockspace_name, error) ||
+         !vml_conf_update_abs_path(conf, "lockspace_path", &st->lockspace_path, error) ||
+         !vml_conf_update_abs_path(conf, "lease_dir", &st->lease_dir, error))) {
+        sanlock_free_config(st);
+        return NULL;
+    }
+    return st;
+}
+
+static gboolean
+sanlock_check_config(gconstpointer settings, GError **error)
+{
+    const SanlockSettings *st = settings;
+    const char *missing = !st->host_id ? "host_id (1..2000, unique per host)"
+                        : !st->lockspace_path ? "lockspace_path (on the shared storage)"
+                        : !st->lease_dir ? "lease_dir (a directory on the shared storage)"
                         : NULL;
     if (missing) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG, "backend \"sanlock\" needs %s", missing);
         return FALSE;
     }
-    if (!*cfg->lockspace_name || strlen(cfg->lockspace_name) > 47 ||
-        strchr(cfg->lockspace_name, ':')) {
+    if (!*st->lockspace_name || strlen(st->lockspace_name) > 47 ||
+        strchr(st->lockspace_name, ':')) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
                     "lockspace_name must be 1 to 47 characters without ':'");
         return FALSE;
@@ -638,16 +685,19 @@ sanlock_open(const VmlDaemonConfig *cfg, GError **error)
                       "wdmd sanlock)");
         return NULL;
     }
+    const SanlockSettings *st = cfg->backend_settings;
+    if (!st || !sanlock_check_config(st, error))
+        return NULL;
     SanlockBackend *be = g_new0(SanlockBackend, 1);
     be->parent.ops = &vml_sanlock_backend_ops;
-    be->ls_name = g_strdup(cfg->lockspace_name);
-    be->ls_path = g_strdup(cfg->lockspace_path);
+    be->ls_name = g_strdup(st->lockspace_name);
+    be->ls_path = g_strdup(st->lockspace_path);
     be->parent.lockspace = g_strdup_printf("%s (%s)", be->ls_name, be->ls_path);
-    be->lease_dir = g_strdup(cfg->lease_dir);
-    be->host_id = cfg->host_id;
-    be->io_timeout = cfg->io_timeout;
+    be->lease_dir = g_strdup(st->lease_dir);
+    be->host_id = st->host_id;
+    be->io_timeout = st->io_timeout;
     be->watch_sock = -1;
-    if (!vml_record_store_init(&be->parent.records, cfg->lease_dir, error) ||
+    if (!vml_record_store_init(&be->parent.records, st->lease_dir, error) ||
         !write_host_entry(be, error) || !ensure_lockspace(be, error)) {
         sanlock_close(&be->parent);
         return NULL;
@@ -701,7 +751,8 @@ static char *
 sanlock_owner_host_state(VmlBackend *parent, const char *machine_id)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonArray) hosts = sanlock_hosts(parent, &error);
+    g_autoptr(JsonObject) reply = sanlock_hosts(parent, &error);
+    JsonArray *hosts = reply ? json_object_get_array_member(reply, "hosts") : NULL;
     for (guint i = 0; hosts && i < json_array_get_length(hosts); i++) {
         JsonObject *h = json_array_get_object_element(hosts, i);
         if (g_strcmp0(json_object_get_string_member(h, "machine_id"), machine_id) == 0)
@@ -713,6 +764,9 @@ sanlock_owner_host_state(VmlBackend *parent, const char *machine_id)
 const VmlBackendOps vml_sanlock_backend_ops = {
     .name = "sanlock",
     .cross_host = TRUE,
+    .config_keys = sanlock_config_keys,
+    .load_config = sanlock_load_config,
+    .free_config = sanlock_free_config,
     .check_config = sanlock_check_config,
     .open = sanlock_open,
     .close = sanlock_close,
