@@ -254,3 +254,80 @@ vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error)
     } while (after);
     return g_steal_pointer(&all);
 }
+
+/* REPLY when it has every member of WANTED ("name:kind", kind s string,
+ * i integer, b boolean, a array), else NULL with VML_ERROR_PROTOCOL. */
+static JsonObject *
+checked_reply(JsonObject *reply, const char *method, const char *const *wanted,
+              GError **error)
+{
+    if (!reply)
+        return NULL;
+    for (guint i = 0; wanted[i]; i++) {
+        const char *colon = strchr(wanted[i], ':');
+        g_autofree char *name = g_strndup(wanted[i], colon - wanted[i]);
+        JsonNode *n = json_object_get_member(reply, name);
+        gboolean ok = FALSE;
+        if (n && colon[1] == 'a')
+            ok = JSON_NODE_HOLDS_ARRAY(n);
+        else if (n && JSON_NODE_HOLDS_VALUE(n))
+            ok = json_node_get_value_type(n) == (colon[1] == 's' ? G_TYPE_STRING
+                                                : colon[1] == 'i' ? G_TYPE_INT64
+                                                                  : G_TYPE_BOOLEAN);
+        if (!ok) {
+            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                        "malformed %s reply from vmleased: no %s", method, name);
+            json_object_unref(reply);
+            return NULL;
+        }
+    }
+    return reply;
+}
+
+JsonObject *
+vml_admin_list(VmlClient *client, GError **error)
+{
+    static const char *const wanted[] = { "holders:a", NULL };
+    return checked_reply(vml_client_call(client, VML_METHOD_LIST, NULL, NULL, 0, NULL, NULL,
+                                         error), "List", wanted, error);
+}
+
+JsonObject *
+vml_admin_status(VmlClient *client, GError **error)
+{
+    static const char *const wanted[] = { "version:s", "backend:s", "lockspace:s", "pid:i",
+                                          NULL };
+    return checked_reply(vml_client_call(client, VML_METHOD_STATUS, NULL, NULL, 0, NULL, NULL,
+                                         error), "Status", wanted, error);
+}
+
+JsonObject *
+vml_admin_hosts(VmlClient *client, GError **error)
+{
+    static const char *const wanted[] = { "lockspace:s", "host_id:i", "hosts:a", NULL };
+    return checked_reply(vml_client_call(client, VML_METHOD_HOSTS, NULL, NULL, 0, NULL, NULL,
+                                         error), "Hosts", wanted, error);
+}
+
+JsonObject *
+vml_admin_force_unlock(VmlClient *client, const char *path, gboolean force,
+                       JsonObject **error_params, GError **error)
+{
+    static const char *const wanted[] = { "resource:s", "cleared:b", "verdict:s", "reason:s",
+                                          NULL };
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_string_member(p, "path", path);
+    json_object_set_boolean_member(p, "force", force);
+    return checked_reply(vml_client_call(client, VML_METHOD_FORCE_UNLOCK, p, NULL, 0, NULL,
+                                         error_params, error), "ForceUnlock", wanted, error);
+}
+
+JsonArray *
+vml_lease_observe(VmlClient *client, gint64 holder, JsonArray *resources, GError **error)
+{
+    g_autoptr(JsonObject) p = holder_params(holder);
+    json_object_set_array_member(p, "resources", resources);
+    g_autoptr(JsonObject) r = vml_client_call(client, VML_METHOD_OBSERVE, p, NULL, 0, NULL,
+                                              NULL, error);
+    return r ? reply_array(r, "observing", "Observe", error) : NULL;
+}

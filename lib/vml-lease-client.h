@@ -1,6 +1,8 @@
-/* The typed side of the lease interface (io.vmlease.Lease), over the
- * generic vml_client_call(): one place that builds each request and checks
- * each reply, for the plugin, the CLI and xml/. */
+/* The typed side of the lease and admin interfaces (io.vmlease.Lease,
+ * io.vmlease.Admin; the stash's is lib/vmlease-stash), over the generic
+ * vml_client_call(): one place that builds each request and checks each
+ * reply, for the plugin, the CLI and xml/. A reply without what the
+ * interface promises is VML_ERROR_PROTOCOL. */
 #pragma once
 
 #include <glib.h>
@@ -80,3 +82,20 @@ JsonArray *vml_lease_inquire_finish(VmlClient *client, GError **error);
  * "resources", or a "next" that does not move on (which would loop), is
  * VML_ERROR_PROTOCOL. */
 JsonArray *vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error);
+
+/* io.vmlease.Lease.Observe of RESOURCES (taken) for HOLDER (0: the
+ * connection's): the images now observed, backing images included. */
+JsonArray *vml_lease_observe(VmlClient *client, gint64 holder, JsonArray *resources,
+                             GError **error);
+
+/* io.vmlease.Admin.List: the reply, {holders: [...]}. */
+JsonObject *vml_admin_list(VmlClient *client, GError **error);
+/* io.vmlease.Admin.Status: the reply (version, pid, backend, lockspace, ...). */
+JsonObject *vml_admin_status(VmlClient *client, GError **error);
+/* io.vmlease.Admin.Hosts: the reply, {lockspace, host_id, hosts: [...]}. */
+JsonObject *vml_admin_hosts(VmlClient *client, GError **error);
+/* io.vmlease.Admin.ForceUnlock of PATH: the reply {resource, cleared,
+ * verdict, reason, owner?}; a refusal's parameters in *ERROR_PARAMS (may
+ * be NULL). */
+JsonObject *vml_admin_force_unlock(VmlClient *client, const char *path, gboolean force,
+                                   JsonObject **error_params, GError **error);

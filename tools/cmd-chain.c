@@ -266,8 +266,7 @@ vm_holder(const VmlCliOptions *opts, const VmlDomain *model, const VmlDisk *disk
     g_autoptr(VmlClient) admin = cli_connect_admin(opts, error);
     if (!admin)
         return 0;
-    g_autoptr(JsonObject) reply = vml_client_call(admin, VML_METHOD_LIST, NULL, NULL, 0,
-                                                  NULL, NULL, error);
+    g_autoptr(JsonObject) reply = vml_admin_list(admin, error);
     if (!reply)
         return 0;
     g_autofree char *active = vml_canonical_path(((VmlLayer *)disk->chain->pdata[0])->path);

@@ -1,6 +1,6 @@
 /* vmlease force-unlock: have vmleased clear an image's stale in-use mark. */
 #include "vmlease-cli.h"
-#include "vml-protocol.h"
+#include "vml-lease-client.h"
 #include "output.h"
 
 static int
@@ -18,13 +18,13 @@ force_unlock_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char *
     g_autofree char *path = cli_resolve_image(args->pdata[0], &st, &status);
     if (!path)
         return status;
-    g_autoptr(JsonObject) params = json_object_new();
-    json_object_set_string_member(params, "path", path);
-    json_object_set_boolean_member(params, "force", force);
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, VML_METHOD_FORCE_UNLOCK, params,
-                                                 &status);
-    if (!reply)
+    g_autoptr(VmlClient) client = cli_admin_client(opts, &status);
+    if (!client)
         return status;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) reply = vml_admin_force_unlock(client, path, force, NULL, &error);
+    if (!reply)
+        return cli_call_failed(error);
     if (json) {
         cli_print_json(reply);
         return VML_EXIT_OK;

@@ -1,7 +1,7 @@
 /* vmlease hosts: the hosts of a shared (sanlock) lockspace and whether
  * each is live, failing or dead. */
 #include "vmlease-cli.h"
-#include "vml-protocol.h"
+#include "vml-lease-client.h"
 #include "output.h"
 
 static int
@@ -14,9 +14,13 @@ hosts_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         return status;
     if (args->len)
         return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, VML_METHOD_HOSTS, NULL, &status);
-    if (!reply)
+    g_autoptr(VmlClient) client = cli_admin_client(opts, &status);
+    if (!client)
         return status;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) reply = vml_admin_hosts(client, &error);
+    if (!reply)
+        return cli_call_failed(error);
     if (json) {
         cli_print_json(reply);
         return VML_EXIT_OK;

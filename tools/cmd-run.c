@@ -168,7 +168,6 @@ acquire(VmlClient *client, const Holder *h, GArray *images, gboolean want_fds, G
 static int
 observe(VmlClient *client, const Holder *h, GArray *images)
 {
-    g_autoptr(JsonObject) params = json_object_new();
     JsonArray *resources = json_array_new();
     for (guint i = 0; i < images->len; i++) {
         Image *img = &g_array_index(images, Image, i);
@@ -178,12 +177,9 @@ observe(VmlClient *client, const Holder *h, GArray *images)
         json_object_set_string_member(r, "path", img->path);
         json_array_add_object_element(resources, r);
     }
-    json_object_set_int_member(params, "holder", h->id);
-    json_object_set_array_member(params, "resources", resources);
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) reply = vml_client_call(client, VML_METHOD_OBSERVE, params,
-                                                  NULL, 0, NULL, NULL, &error);
-    return reply ? VML_EXIT_OK : cli_call_failed(error);
+    g_autoptr(JsonArray) observing = vml_lease_observe(client, h->id, resources, &error);
+    return observing ? VML_EXIT_OK : cli_call_failed(error);
 }
 
 
@@ -192,8 +188,7 @@ static gboolean
 register_with_lock_service(VmlClient *client, gboolean *on_sanlock)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) st = vml_client_call(client, VML_METHOD_STATUS, NULL, NULL, 0,
-                                               NULL, NULL, &error);
+    g_autoptr(JsonObject) st = vml_admin_status(client, &error);
     if (!st) {
         cli_call_failed(error);
         return FALSE;

@@ -1,6 +1,6 @@
 /* vmlease status: what vmleased reports about itself. */
 #include "vmlease-cli.h"
-#include "vml-protocol.h"
+#include "vml-lease-client.h"
 #include "output.h"
 
 #include <string.h>
@@ -16,9 +16,13 @@ status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     if (args->len)
         return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
 
-    g_autoptr(JsonObject) reply = cli_call_admin(opts, VML_METHOD_STATUS, NULL, &status);
-    if (!reply)
+    g_autoptr(VmlClient) client = cli_admin_client(opts, &status);
+    if (!client)
         return status;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) reply = vml_admin_status(client, &error);
+    if (!reply)
+        return cli_call_failed(error);
 
     if (json) {
         cli_print_json(reply);

@@ -75,10 +75,9 @@ int cli_parse_flag_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc,
 /* Connect to the admin socket (--admin-socket, else --socket, else the
  * default) or the lease socket (--socket, else the default). */
 VmlClient *cli_connect_admin(const VmlCliOptions *opts, GError **error);
-/* Call an io.vmlease.Admin METHOD on the admin socket. NULL after the error
- * was printed, with *status the exit code to return. */
-JsonObject *cli_call_admin(const VmlCliOptions *opts, const char *method,
-                           JsonObject *params, int *status);
+/* The same, or NULL after the error was printed, with *STATUS the exit
+ * code to return. */
+VmlClient *cli_admin_client(const VmlCliOptions *opts, int *status);
 VmlClient *cli_connect_lease(const VmlCliOptions *opts, GError **error);
 
 /* Where cli_run_command() puts PASS_FD in the command (VMLEASE_FD says so). */

@@ -272,19 +272,14 @@ cli_call_failed(const GError *error)
     return cli_error(cli_exit_code(error), "%s", error->message);
 }
 
-JsonObject *
-cli_call_admin(const VmlCliOptions *opts, const char *method, JsonObject *params, int *status)
+VmlClient *
+cli_admin_client(const VmlCliOptions *opts, int *status)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
-    if (!client) {
+    VmlClient *client = cli_connect_admin(opts, &error);
+    if (!client)
         *status = cli_error(VML_EXIT_DAEMON, "%s", error->message);
-        return NULL;
-    }
-    JsonObject *reply = vml_client_call(client, method, params, NULL, 0, NULL, NULL, &error);
-    if (!reply)
-        *status = cli_call_failed(error);
-    return reply;
+    return client;
 }
 
 /* ---- paths -------------------------------------------------------------- */
