@@ -18,6 +18,9 @@ struct _VmlClient {
     int timeout_ms;
     char *path;
     VmlFrameReader *reader;
+    /* Why the last send failed, if it did: what a receive that gets no
+     * reply at all reports, the daemon having hung up on us. */
+    GError *send_error;
 };
 
 VmlClient *
@@ -77,6 +80,7 @@ vml_client_free(VmlClient *c)
     close(c->fd);
     g_free(c->path);
     vml_frame_reader_free(c->reader);
+    g_clear_error(&c->send_error);
     g_free(c);
 }
 
@@ -137,7 +141,12 @@ vml_client_send(VmlClient *c, const char *method, JsonObject *params, const int 
                                   params ? json_object_ref(params) : json_object_new());
     gsize len;
     g_autofree char *json = vml_json_to_string(call, &len);
-    return vml_wire_send(c->fd, json, len, fds, n_fds, error);
+    g_clear_error(&c->send_error);
+    if (vml_wire_send(c->fd, json, len, fds, n_fds, &c->send_error))
+        return TRUE;
+    if (error)
+        *error = g_error_copy(c->send_error);
+    return FALSE;
 }
 
 static JsonObject *receive(VmlClient *c, GArray **fds_out, JsonObject **error_params,
@@ -148,28 +157,26 @@ vml_client_call(VmlClient *c, const char *method, JsonObject *params,
                 const int *fds, guint n_fds, GArray **fds_out,
                 JsonObject **error_params, GError **error)
 {
-    g_autoptr(GError) send_error = NULL;
-    gboolean got_reply;
-    if (vml_client_send(c, method, params, fds, n_fds, &send_error))
-        return receive(c, fds_out, error_params, &got_reply, error);
-    /* A daemon that refuses us says why before it hangs up, so read its
-     * answer even when our own send failed. */
-    g_autoptr(GError) receive_error = NULL;
-    JsonObject *r = receive(c, fds_out, error_params, &got_reply, &receive_error);
-    if (!got_reply) {
-        g_propagate_error(error, g_steal_pointer(&send_error));
-        return NULL;
-    }
-    if (receive_error)
-        g_propagate_error(error, g_steal_pointer(&receive_error));
-    return r;
+    /* A daemon that refuses us says why before it hangs up, so its answer
+     * is read even when our own send failed (receive reports the send's
+     * error when none came). */
+    vml_client_send(c, method, params, fds, n_fds, NULL);
+    return vml_client_receive(c, fds_out, error_params, error);
 }
 
 JsonObject *
 vml_client_receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, GError **error)
 {
     gboolean got_reply;
-    return receive(c, fds_out, error_params, &got_reply, error);
+    g_autoptr(GError) local = NULL;
+    JsonObject *r = receive(c, fds_out, error_params, &got_reply, &local);
+    if (!got_reply && c->send_error) {
+        g_propagate_error(error, g_error_copy(c->send_error));
+        return NULL;
+    }
+    if (local)
+        g_propagate_error(error, g_steal_pointer(&local));
+    return r;
 }
 
 /* *GOT_REPLY: whether a message came at all (else ERROR says why not). */

@@ -34,7 +34,10 @@ JsonObject *vml_client_call(VmlClient *client, const char *method,
                             GError **error);
 
 /* The two halves of vml_client_call, for sending calls back to back and
- * reading their replies after, in order: one round trip for several. */
+ * reading their replies after, in order: one round trip for several. A
+ * receive that gets no reply at all after a failed send reports that
+ * send's error (a daemon that refuses a client answers before it hangs
+ * up, so its reply, when there is one, comes first). */
 gboolean vml_client_send(VmlClient *client, const char *method, JsonObject *params,
                          const int *fds, guint n_fds, GError **error);
 JsonObject *vml_client_receive(VmlClient *client, GArray **fds_out,

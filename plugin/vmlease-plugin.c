@@ -317,16 +317,13 @@ connect_holder(Domain *d, pid_t pid, int action, int mailbox, gboolean check_loc
         *holder = vml_lease_register(c, &reg, error);
         return *holder ? g_steal_pointer(&c) : NULL;
     }
-    /* A failed send is the daemon hanging up: its Register reply says why. */
+    /* A failed send is the daemon hanging up: its Register reply says why
+     * (or, if none came, the receive reports the failed send). */
     g_autoptr(GError) send_error = NULL;
-    gboolean sent = vml_lease_register_send(c, &reg, &send_error) && then(c, then_data, NULL);
+    gboolean sent = vml_lease_register_send(c, &reg, &send_error) &&
+                    then(c, then_data, &send_error);
     *holder = vml_lease_register_finish(c, &reg, error);
-    if (!*holder && !sent && error && *error &&
-        g_error_matches(*error, VML_ERROR, VML_ERROR_PROTOCOL) && send_error) {
-        g_clear_error(error);
-        g_propagate_error(error, g_steal_pointer(&send_error));
-    }
-    /* Sent but unanswered is as good as failed: the connection goes. */
+    /* Registered, but the follow-up did not go: the connection goes. */
     if (*holder && !sent) {
         g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL, "cannot send to vmleased: %s",
                     send_error ? send_error->message : "connection lost");
