@@ -18,6 +18,7 @@ struct _VmlLeaseTable {
     VmlBackend *backend;
     const VmlDaemonConfig *cfg;
     GHashTable *holders;        /* gint64* id -> VmlHolder* */
+    GHashTable *by_pid;         /* pid -> VmlHolder* list (next_same_pid) */
     GHashTable *by_resource;    /* key -> VmlLease* list head; the key is
                                    freed with the list's last lease */
     GTree *resource_order;      /* the same keys, sorted: Owners pages */
@@ -411,6 +412,16 @@ holder_free(VmlHolder *h)
 {
     VmlLeaseTable *t = h->table;
 
+    VmlHolder *first = g_hash_table_lookup(t->by_pid, GINT_TO_POINTER(h->pid));
+    if (first == h && h->next_same_pid)
+        g_hash_table_insert(t->by_pid, GINT_TO_POINTER(h->pid), h->next_same_pid);
+    else if (first == h)
+        g_hash_table_remove(t->by_pid, GINT_TO_POINTER(h->pid));
+    for (VmlHolder *o = first; o && o != h; o = o->next_same_pid) {
+        if (o->next_same_pid == h)
+            o->next_same_pid = h->next_same_pid;
+    }
+
     holder_drop_leases(h);
     if (!t->shutting_down)
         holder_retry_unmarks(h, TRUE);
@@ -478,6 +489,8 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
     h->record_dirty = g_ptr_array_new();
     h->pending_unmarks = g_ptr_array_new_with_free_func(g_free);
     g_hash_table_insert(t->holders, &h->id, h);
+    h->next_same_pid = g_hash_table_lookup(t->by_pid, GINT_TO_POINTER(pid));
+    g_hash_table_insert(t->by_pid, GINT_TO_POINTER(pid), h);
     t->next_id = MAX(t->next_id, id + 1);
     return h;
 }
@@ -485,12 +498,22 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
 static VmlHolder *
 find_process(VmlLeaseTable *t, pid_t pid, guint64 start_time)
 {
-    GHashTableIter it;
-    gpointer value;
-    g_hash_table_iter_init(&it, t->holders);
-    while (g_hash_table_iter_next(&it, NULL, &value)) {
-        VmlHolder *h = value;
-        if (h->pid == pid && h->start_time == start_time)
+    for (VmlHolder *h = g_hash_table_lookup(t->by_pid, GINT_TO_POINTER(pid)); h;
+         h = h->next_same_pid) {
+        if (h->start_time == start_time)
+            return h;
+    }
+    return NULL;
+}
+
+/* The holder of PID whose process has not exited: that process, since the
+ * pid cannot have been reused meanwhile; NULL if there is none. */
+static VmlHolder *
+find_running(VmlLeaseTable *t, pid_t pid)
+{
+    for (VmlHolder *h = g_hash_table_lookup(t->by_pid, GINT_TO_POINTER(pid)); h;
+         h = h->next_same_pid) {
+        if (vml_holder_watch_running(h->watch))
             return h;
     }
     return NULL;
@@ -504,6 +527,7 @@ vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
     t->cfg = cfg;
     t->holders = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
                                        (GDestroyNotify)holder_free);
+    t->by_pid = g_hash_table_new(g_direct_hash, g_direct_equal);
     t->by_resource = g_hash_table_new(g_str_hash, g_str_equal);
     t->resource_order = g_tree_new((GCompareFunc)strcmp);
     t->next_id = 1;
@@ -539,6 +563,7 @@ vml_lease_table_free(VmlLeaseTable *t)
         return;
     t->shutting_down = TRUE;
     g_hash_table_unref(t->holders);
+    g_hash_table_unref(t->by_pid);
     g_hash_table_unref(t->by_resource);
     g_tree_unref(t->resource_order);
     g_free(t);
@@ -551,17 +576,8 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
 {
     guint64 start_time;
     uid_t runs_as = 0;
-    /* A holder of this pid whose process has not exited is this process
-     * (the pid cannot have been reused meanwhile): no need to read /proc. */
-    VmlHolder *h = NULL;
-    GHashTableIter it;
-    gpointer value;
-    g_hash_table_iter_init(&it, t->holders);
-    while (!h && g_hash_table_iter_next(&it, NULL, &value)) {
-        VmlHolder *known = value;
-        if (known->pid == pid && vml_holder_watch_running(known->watch))
-            h = known;
-    }
+    /* A running holder of this pid needs no /proc read. */
+    VmlHolder *h = find_running(t, pid);
     if (h)
         start_time = h->start_time;
     else if (!vml_proc_start_time(pid, &start_time, error))

@@ -84,6 +84,9 @@ struct _VmlHolder {
     GPtrArray *record_dirty;     /* VmlLease* changed since it was written */
     char *tag;                   /* its record's name */
     VmlLeaseTable *table;
+    struct _VmlHolder *next_same_pid;  /* the table's other holders of PID
+                                          (one whose process exited, before
+                                          its exit is handled) */
 };
 
 typedef struct {
