@@ -7,6 +7,7 @@
 #include "daemon-config.h"
 #include "fd-stash.h"
 #include "lease-table.h"
+#include "request-cache.h"
 #include "state-file.h"
 
 typedef struct _VmlServer VmlServer;
@@ -20,6 +21,7 @@ typedef struct {
     VmlStash *stash;
     VmlStateFile *state;
     VmlServer *server;
+    VmlRequestCache *requests;  /* parsed requests by text (may be NULL) */
     GStrv own_dirs;          /* our lockspace, state and lease directories,
                                 canonical: never a resource */
     GMainLoop *loop;

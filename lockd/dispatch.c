@@ -760,7 +760,7 @@ static void
 dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray *fds)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) obj = vml_json_request_parse(msg, len, &error);
+    g_autoptr(JsonObject) obj = vml_request_cache_parse(d->requests, msg, len, &error);
     if (!obj) {
         vml_conn_error(conn, VML_ERROR_INVALID_MESSAGE, NULL, "%s", error->message);
         return;

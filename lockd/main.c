@@ -233,6 +233,7 @@ main(int argc, char **argv)
         return startup_failed(config_path, error);
     d.table = vml_lease_table_new(d.backend, d.cfg);
     d.stash = vml_stash_new(d.cfg->max_stash_per_owner, d.cfg->max_stash_total);
+    d.requests = vml_request_cache_new();
     d.state = vml_state_file_new(d.cfg->state_dir, d.table, &error);
     if (!d.state)
         return startup_failed(config_path, error);
@@ -312,6 +313,7 @@ main(int argc, char **argv)
     vml_state_file_free(d.state);
     vml_lease_table_free(d.table);
     vml_stash_free(d.stash, TRUE);
+    vml_request_cache_free(d.requests);
     d.backend->ops->close(d.backend);
     g_main_loop_unref(d.loop);
     g_free(d.exe);
