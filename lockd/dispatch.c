@@ -25,13 +25,19 @@
 
 typedef void (*MethodFunc)(VmlCall *call);
 
-static JsonArray *
-leases_json(GPtrArray *leases)
+/* Reply {"leases": LEASES}, each with how it came when GRANT. */
+static void
+reply_leases(VmlCall *call, GPtrArray *leases, gboolean grant, const int *fds, guint n_fds)
 {
-    JsonArray *a = json_array_new();
-    for (guint i = 0; i < leases->len; i++)
-        json_array_add_object_element(a, vml_lease_to_json(leases->pdata[i]));
-    return a;
+    GString *out = g_string_sized_new(64 + 256 * leases->len);
+    g_string_append(out, "{\"leases\":[");
+    for (guint i = 0; i < leases->len; i++) {
+        g_string_append(out, i ? ",{" : "{");
+        vml_lease_write_json(out, leases->pdata[i], grant);
+        g_string_append_c(out, '}');
+    }
+    g_string_append(out, "]}");
+    vml_conn_reply_text(call->conn, out, fds, n_fds);
 }
 
 /* ---- io.vmlease.Lease --------------------------------------------------- */
@@ -174,13 +180,7 @@ method_acquire(VmlCall *call)
         fds[i] = call->d->backend->ops->lock_fd(((VmlLease *)leases->pdata[i])->lock);
     if (fds)
         vml_lease_table_handed(h, leases, vml_conn_pid(call->conn));
-    JsonArray *granted = leases_json(leases);
-    for (guint i = 0; i < leases->len; i++)
-        json_object_set_string_member(json_array_get_object_element(granted, i), "grant",
-                                      vml_grant_name(((VmlLease *)leases->pdata[i])->grant));
-    JsonObject *reply = json_object_new();
-    json_object_set_array_member(reply, "leases", granted);
-    vml_conn_reply(call->conn, reply, fds, fds ? leases->len : 0);
+    reply_leases(call, leases, TRUE, fds, fds ? leases->len : 0);
 }
 
 static void stash_error(VmlCall *call, const GError *error, const char *owner, const char *name,
@@ -385,9 +385,7 @@ method_inquire(VmlCall *call)
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value))
         g_ptr_array_add(leases, value);
-    JsonObject *reply = json_object_new();
-    json_object_set_array_member(reply, "leases", leases_json(leases));
-    vml_conn_reply(call->conn, reply, NULL, 0);
+    reply_leases(call, leases, FALSE, NULL, 0);
 }
 
 /* ---- io.vmlease.Admin --------------------------------------------------- */
@@ -395,13 +393,16 @@ method_inquire(VmlCall *call)
 static void
 method_list(VmlCall *call)
 {
-    JsonArray *holders = json_array_new();
     g_autoptr(GList) list = vml_lease_table_holders(call->d->table);
-    for (GList *l = list; l; l = l->next)
-        json_array_add_object_element(holders, vml_holder_to_json(l->data));
-    JsonObject *reply = json_object_new();
-    json_object_set_array_member(reply, "holders", holders);
-    vml_conn_reply(call->conn, reply, NULL, 0);
+    GString *out = g_string_sized_new(4096);
+    g_string_append(out, "{\"holders\":[");
+    for (GList *l = list; l; l = l->next) {
+        if (l != list)
+            g_string_append_c(out, ',');
+        vml_holder_write_json_summary(out, l->data);
+    }
+    g_string_append(out, "]}");
+    vml_conn_reply_text(call->conn, out, NULL, 0);
 }
 
 /* Resources per page of a listing of everything: a page stays far
@@ -487,7 +488,7 @@ method_owners(VmlCall *call)
     if (next)
         vml_json_write_strict_member_string(out, FALSE, "next", next);
     g_string_append_c(out, '}');
-    vml_conn_reply_text(call->conn, out);
+    vml_conn_reply_text(call->conn, out, NULL, 0);
 }
 
 static void

@@ -24,6 +24,12 @@ typedef struct {
 
 struct _VmlRecordLayout {
     char *head;          /* the text before the first slot */
+    /* The start of the head that names the holder, which stays as it was
+     * registered: written once, not at every write (with the uid and the
+     * program it was written with). */
+    char *fixed;
+    uid_t fixed_uid;
+    const char *fixed_program;
     GHashTable *slots;   /* Slot* of the leases in the file (a set) */
     GPtrArray *dropped;  /* Slot* of leases dropped since: to blank */
     gsize tail;          /* where TERMINATOR starts */
@@ -43,6 +49,7 @@ vml_record_layout_free(VmlRecordLayout *x)
     if (!x)
         return;
     g_free(x->head);
+    g_free(x->fixed);
     g_hash_table_unref(x->slots);
     g_ptr_array_unref(x->dropped);
     g_free(x);
@@ -59,14 +66,11 @@ vml_record_layout_forget(VmlRecordLayout *x, VmlLease *l)
     g_ptr_array_add(x->dropped, s);
 }
 
-/* Everything of H but its leases, up to the leases' '['. */
-static void
-write_head(GString *out, const VmlHolder *h)
+/* H's identity: host, holder, process, uid and program. */
+static char *
+head_fixed_text(const VmlHolder *h)
 {
-    GHashTableIter it;
-    gpointer key, path;
-    gboolean first = TRUE;
-
+    GString *out = g_string_sized_new(384);
     g_string_append_c(out, '{');
     vml_json_write_member_string(out, TRUE, "host", vml_host_name());
     vml_json_write_member_string(out, FALSE, "machine_id", vml_host_machine_id());
@@ -78,9 +82,42 @@ write_head(GString *out, const VmlHolder *h)
     vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
     vml_json_write_member_int(out, FALSE, "since", h->since);
     vml_json_write_member_int(out, FALSE, "uid", h->uid);
-    vml_json_write_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
     if (h->program)
         vml_json_write_member_string(out, FALSE, "program", h->program);
+    return g_string_free(out, FALSE);
+}
+
+/* X's fixed text for H, made anew (into *BUILT) unless X has it. */
+static const char *
+head_fixed(VmlRecordLayout *x, const VmlHolder *h, char **built)
+{
+    if (x && x->fixed && x->fixed_uid == h->uid && x->fixed_program == h->program)
+        return x->fixed;
+    return *built = head_fixed_text(h);
+}
+
+static void
+keep_fixed(VmlRecordLayout *x, const VmlHolder *h, const char *fixed)
+{
+    if (x->fixed == fixed)
+        return;
+    g_free(x->fixed);
+    x->fixed = g_strdup(fixed);
+    x->fixed_uid = h->uid;
+    x->fixed_program = h->program;
+}
+
+/* Everything of H but its leases, up to the leases' '[': FIXED, then what
+ * may change. */
+static void
+write_head(GString *out, const VmlHolder *h, const char *fixed)
+{
+    GHashTableIter it;
+    gpointer key, path;
+    gboolean first = TRUE;
+
+    g_string_append(out, fixed);
+    vml_json_write_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
     if (h->mailbox)
         vml_json_write_member_int(out, FALSE, "mailbox_ino", (gint64)vml_mailbox_ino(h->mailbox));
     if (h->resume_watch)
@@ -128,7 +165,8 @@ vml_holder_write_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *
     GHashTableIter it;
     gpointer value;
 
-    write_head(out, h);
+    g_autofree char *fixed = head_fixed_text(h);
+    write_head(out, h, fixed);
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
@@ -208,7 +246,7 @@ clear_dirty(VmlHolder *h)
 
 static gboolean
 write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *head,
-            GError **error)
+            const char *fixed, GError **error)
 {
     g_autoptr(GString) text = g_string_new(head->str);
     g_autoptr(GString) one = g_string_new(NULL);
@@ -229,6 +267,7 @@ write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *hea
     x->tail = text->len;
     g_string_append(text, TERMINATOR);
     x->head = g_strdup(head->str);
+    keep_fixed(x, h, fixed);
     g_clear_pointer(layout, vml_record_layout_free);
     if (!vml_record_store_write(&be->records, h->record, text->str, text->len, error)) {
         vml_record_layout_free(x);
@@ -289,16 +328,18 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
 {
     if (!h->record)
         return TRUE;
-    g_autoptr(GString) head = g_string_new(NULL);
-    write_head(head, h);
     VmlRecordLayout *x = *layout;
+    g_autofree char *built = NULL;
+    const char *fixed = head_fixed(x, h, &built);
+    g_autoptr(GString) head = g_string_sized_new(512);
+    write_head(head, h, fixed);
     /* Whole: the first time, when the holder itself changed, after a
      * failure, without patches from the backend, once blanks outweigh the
      * leases, or when the change would take more than one write. */
     g_autoptr(GString) one = g_string_new(NULL);
     if (!x || strcmp(x->head, head->str) != 0 ||
         x->blank > x->live + 4096 || patch_writes(h, x, one) > 1)
-        return write_whole(h, be, layout, head, error);
+        return write_whole(h, be, layout, head, fixed, error);
 
     gboolean ok = TRUE;
     /* Gone or going first: a release is recorded before its lock goes. */

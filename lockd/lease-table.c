@@ -1409,21 +1409,21 @@ vml_lease_table_n_leases(VmlLeaseTable *t)
     return t->n_leases;
 }
 
-JsonObject *
-vml_lease_to_json(const VmlLease *l)
+void
+vml_lease_write_json(GString *out, const VmlLease *l, gboolean grant)
 {
-    JsonObject *j = json_object_new();
-    json_object_set_string_member(j, "resource", l->key);
+    vml_json_write_strict_member_string(out, TRUE, "resource", l->key);
     if (l->path)
-        json_object_set_string_member(j, "path", l->path);
-    json_object_set_string_member(j, "mode", vml_mode_name(l->mode));
-    json_object_set_int_member(j, "generation", (gint64)l->generation);
-    json_object_set_int_member(j, "since", l->since);
+        vml_json_write_strict_member_string(out, FALSE, "path", l->path);
+    vml_json_write_member_string(out, FALSE, "mode", vml_mode_name(l->mode));
+    vml_json_write_member_int(out, FALSE, "generation", (gint64)l->generation);
+    vml_json_write_member_int(out, FALSE, "since", l->since);
     if (l->parked) {
-        json_object_set_string_member(j, "parked", l->parked);
-        json_object_set_int_member(j, "parked_since", l->parked_since);
+        vml_json_write_strict_member_string(out, FALSE, "parked", l->parked);
+        vml_json_write_member_int(out, FALSE, "parked_since", l->parked_since);
     }
-    return j;
+    if (grant)
+        vml_json_write_member_string(out, FALSE, "grant", vml_grant_name(l->grant));
 }
 
 const char *
@@ -1436,28 +1436,32 @@ vml_grant_name(VmlGrant grant)
     return names[grant];
 }
 
-JsonObject *
-vml_holder_to_json(const VmlHolder *h)
+void
+vml_holder_write_json_summary(GString *out, const VmlHolder *h)
 {
-    JsonObject *j = json_object_new();
-    JsonArray *leases = json_array_new();
     GHashTableIter it;
     gpointer value;
+    gboolean first = TRUE;
 
-    json_object_set_int_member(j, "holder", h->id);
-    json_object_set_string_member(j, "uuid", h->uuid);
-    json_object_set_string_member(j, "name", h->name);
-    json_object_set_int_member(j, "pid", h->pid);
-    json_object_set_int_member(j, "start_time", (gint64)h->start_time);
-    json_object_set_int_member(j, "since", h->since);
-    json_object_set_string_member(j, "on_lockfailure", h->on_lockfailure);
+    g_string_append_c(out, '{');
+    vml_json_write_member_int(out, TRUE, "holder", h->id);
+    vml_json_write_strict_member_string(out, FALSE, "uuid", h->uuid);
+    vml_json_write_strict_member_string(out, FALSE, "name", h->name);
+    vml_json_write_member_int(out, FALSE, "pid", h->pid);
+    vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
+    vml_json_write_member_int(out, FALSE, "since", h->since);
+    vml_json_write_strict_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
     if (h->program)
-        json_object_set_string_member(j, "program", h->program);
+        vml_json_write_strict_member_string(out, FALSE, "program", h->program);
+    g_string_append(out, ",\"leases\":[");
     g_hash_table_iter_init(&it, h->leases);
-    while (g_hash_table_iter_next(&it, NULL, &value))
-        json_array_add_object_element(leases, vml_lease_to_json(value));
-    json_object_set_array_member(j, "leases", leases);
-    return j;
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        g_string_append(out, first ? "{" : ",{");
+        first = FALSE;
+        vml_lease_write_json(out, value, FALSE);
+        g_string_append_c(out, '}');
+    }
+    g_string_append(out, "]}");
 }
 
 /* ---- state: save and restore ------------------------------------------------ */

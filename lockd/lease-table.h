@@ -206,9 +206,13 @@ GList *vml_lease_table_holders(VmlLeaseTable *t);   /* sorted by id; free list o
 guint vml_lease_table_n_holders(VmlLeaseTable *t);
 guint vml_lease_table_n_leases(VmlLeaseTable *t);
 
-JsonObject *vml_lease_to_json(const VmlLease *lease);
+/* A lease's members as replies carry them (strict JSON, no braces): its
+ * resource, path, mode, generation, since, parked; with GRANT how the last
+ * Acquire gave it. */
+void vml_lease_write_json(GString *out, const VmlLease *lease, gboolean grant);
 const char *vml_grant_name(VmlGrant grant);
-JsonObject *vml_holder_to_json(const VmlHolder *h);
+/* A holder as Admin.List gives it, with its leases: one JSON object. */
+void vml_holder_write_json_summary(GString *out, const VmlHolder *h);
 
 /* The whole table as JSON text (state file, re-exec). With FDS, each lease
  * records its lock fd number and the fd is appended to FDS. */

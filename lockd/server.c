@@ -386,12 +386,12 @@ conn_queue(VmlConn *c, JsonObject *msg, const int *fds, guint n_fds)
 }
 
 void
-vml_conn_reply_text(VmlConn *c, GString *params)
+vml_conn_reply_text(VmlConn *c, GString *params, const int *fds, guint n_fds)
 {
     g_string_prepend(params, "{\"parameters\":");
     g_string_append_c(params, '}');
     gsize len = params->len;
-    conn_queue_text(c, g_string_free(params, FALSE), len, NULL, 0);
+    conn_queue_text(c, g_string_free(params, FALSE), len, fds, n_fds);
 }
 
 void
