@@ -19,6 +19,7 @@
 #pragma once
 
 #include <glib.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "vml-conf.h"
@@ -46,6 +47,10 @@ void vml_storage_names_free(VmlStorageName *names, guint n_names);
  * file or block device. NAMES: the configured storage names (N_NAMES may
  * be 0). Fails with VML_ERROR_NO_SUCH_IMAGE for anything else. */
 char *vml_image_identity(int fd, const VmlStorageName *names, guint n_names, GError **error);
+/* The same for the image whose fstat() is ST (a regular file or block
+ * device), for a caller that has it already. */
+char *vml_image_identity_stat(const struct stat *st, const VmlStorageName *names,
+                              guint n_names, GError **error);
 
 /* The same for PATH, following symlinks. */
 char *vml_image_identity_of_path(const char *path, const VmlStorageName *names,

@@ -210,8 +210,8 @@ call_path_key(VmlCall *call, const char *what, const char *path, char **canonica
         return NULL;
     }
     char *key = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)
-        ? vml_image_identity(fd, call->d->cfg->storage_names, call->d->cfg->n_storage_names,
-                             &error)
+        ? vml_image_identity_stat(&st, call->d->cfg->storage_names,
+                                  call->d->cfg->n_storage_names, &error)
         : NULL;
     close(fd);
     if (!key) {

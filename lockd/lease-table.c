@@ -1022,10 +1022,12 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                         JsonObject **conflict, GError **error)
 {
     VmlBackend *be = t->backend;
+    /* Each request's lease, looked up once (a new one once it is added). */
+    g_autofree VmlLease **held = g_new(VmlLease *, n_reqs);
     guint n_new = 0;
     for (guint i = 0; i < n_reqs; i++) {
-        if (!g_hash_table_contains(h->leases, reqs[i].key))
-            n_new++;
+        held[i] = g_hash_table_lookup(h->leases, reqs[i].key);
+        n_new += !held[i];
     }
     if (g_hash_table_size(h->leases) + n_new > t->cfg->max_leases_per_holder) {
         g_set_error(error, VML_ERROR, VML_ERROR_LIMIT,
@@ -1039,9 +1041,8 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                                                          guard_file_free);
     gint64 since = now_s();
     for (guint i = 0; i < n_reqs; i++) {
-        VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
-        if (l)
-            l->grant = VML_GRANT_HELD;
+        if (held[i])
+            held[i]->grant = VML_GRANT_HELD;
     }
     /* Downgrades go last: once done they could not be undone safely. */
     for (int pass = 0; pass < 2; pass++) {
@@ -1051,7 +1052,8 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         }
         for (guint i = 0; i < n_reqs; i++) {
             const VmlRequest *r = &reqs[i];
-            VmlLease *l = g_hash_table_lookup(h->leases, r->key);
+            /* A key asked for twice is added by the first. */
+            VmlLease *l = held[i] ? held[i] : (held[i] = g_hash_table_lookup(h->leases, r->key));
             g_autoptr(GError) local = NULL;
             guint64 gen;
 
@@ -1119,7 +1121,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     gboolean roles_changed = FALSE;
     g_autoptr(GArray) was_derived = g_array_sized_new(FALSE, FALSE, sizeof(gboolean), n_reqs);
     for (guint i = 0; i < n_reqs; i++) {
-        VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
+        VmlLease *l = held[i] ? held[i] : (held[i] = g_hash_table_lookup(h->leases, reqs[i].key));
         gboolean taken = l->grant == VML_GRANT_NEW || l->grant == VML_GRANT_CLAIMED;
         gboolean derived = reqs[i].derived && (taken || l->derived);
         roles_changed = roles_changed || derived != l->derived;
@@ -1134,7 +1136,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         g_autoptr(GError) local = NULL;
         if (!holder_write_record(h, &local)) {
             for (guint i = 0; i < n_reqs; i++) {
-                VmlLease *l = g_hash_table_lookup(h->leases, reqs[i].key);
+                VmlLease *l = held[i];
                 l->derived = g_array_index(was_derived, gboolean, i);
                 vml_lease_touch(l);
             }
@@ -1172,7 +1174,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
 
     GPtrArray *out = g_ptr_array_sized_new(n_reqs);
     for (guint i = 0; i < n_reqs; i++)
-        g_ptr_array_add(out, g_hash_table_lookup(h->leases, reqs[i].key));
+        g_ptr_array_add(out, held[i]);
     if (unparked)
         holder_publish(h);   /* no longer parked: the lock says so already */
     if (steps->len || roles_changed)

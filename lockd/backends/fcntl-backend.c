@@ -42,7 +42,12 @@ typedef struct {
     int dirfd;
     gboolean in_batch;    /* between recover_batch(TRUE) and (FALSE) */
     FdIndex holder_index, candidate_index;
+    /* Key -> lock file name, so that a lease taken again does not hash
+     * its key again; dropped whole past LOCK_NAMES_MAX entries. */
+    GHashTable *lock_names;
 } FcntlBackend;
+
+#define LOCK_NAMES_MAX 4096
 
 static void fd_index_clear(FdIndex *x);
 
@@ -85,6 +90,7 @@ fcntl_open(const VmlDaemonConfig *cfg, GError **error)
         return NULL;
     }
     be->parent.ops = &vml_fcntl_backend_ops;
+    be->lock_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     be->dir = g_strdup(cfg->lockspace_dir);
     be->parent.lockspace = g_strdup(be->dir);
     be->dirfd = dirfd;
@@ -98,6 +104,7 @@ fcntl_close(VmlBackend *parent)
     fd_index_clear(&be->holder_index);
     fd_index_clear(&be->candidate_index);
     vml_record_store_clear(&be->parent.records);
+    g_hash_table_unref(be->lock_names);
     close(be->dirfd);
     g_free(be->dir);
     g_free(be->parent.lockspace);
@@ -105,17 +112,24 @@ fcntl_close(VmlBackend *parent)
 }
 
 static char *
-lock_name(const char *key)
+lock_name(FcntlBackend *be, const char *key)
 {
+    const char *known = g_hash_table_lookup(be->lock_names, key);
+    if (known)
+        return g_strdup(known);
     g_autofree char *hash = vml_key_hash(key);
-    return g_strconcat(hash, ".lock", NULL);
+    char *name = g_strconcat(hash, ".lock", NULL);
+    if (g_hash_table_size(be->lock_names) >= LOCK_NAMES_MAX)
+        g_hash_table_remove_all(be->lock_names);
+    g_hash_table_insert(be->lock_names, g_strdup(key), g_strdup(name));
+    return name;
 }
 
 /* The full path of KEY's lock file, as /proc shows it in fd tables. */
 static char *
 lock_path(FcntlBackend *be, const char *key)
 {
-    g_autofree char *name = lock_name(key);
+    g_autofree char *name = lock_name(be, key);
     return g_build_filename(be->dir, name, NULL);
 }
 
@@ -227,7 +241,7 @@ update_generation(int fd, VmlMode mode, const char *key, guint64 *generation, GE
 static int
 open_lock_file(FcntlBackend *be, const char *key, GError **error)
 {
-    g_autofree char *name = lock_name(key);
+    g_autofree char *name = lock_name(be, key);
     int fd = openat(be->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND,
@@ -791,7 +805,7 @@ fcntl_lockers(VmlBackend *parent, const char *key)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
     GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
-    g_autofree char *name = lock_name(key);
+    g_autofree char *name = lock_name(be, key);
     int fd = openat(be->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return out;
