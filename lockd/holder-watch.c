@@ -17,6 +17,7 @@ struct _VmlHolderWatch {
     int pidfd;            /* -1: polled */
     pid_t pid;
     guint64 start_time;
+    gboolean polled;      /* SOURCE is a timeout, else an fd watch */
     guint source;
     VmlHolderExitFunc func;
     gpointer data;
@@ -26,7 +27,8 @@ static gboolean
 on_pidfd(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer user_data)
 {
     VmlHolderWatch *w = user_data;
-    w->source = 0;
+    /* W keeps its watch id: freeing W ends the watch before the pidfd is
+     * closed. */
     w->func(w->data);   /* may free w */
     return G_SOURCE_REMOVE;
 }
@@ -73,6 +75,7 @@ vml_holder_watch_new(pid_t pid, guint64 start_time,
     w->start_time = start_time;
     w->func = func;
     w->data = data;
+    w->polled = polled;
     w->source = polled ? g_timeout_add(POLL_MS, on_poll, w)
                        : vml_fd_watch_add(pidfd, G_IO_IN, on_pidfd, w);
     return w;
@@ -96,8 +99,10 @@ vml_holder_watch_free(VmlHolderWatch *w)
 {
     if (!w)
         return;
-    if (w->source)
+    if (w->source && w->polled)
         g_source_remove(w->source);
+    else if (w->source)
+        vml_fd_watch_remove(w->source);
     if (w->pidfd >= 0)
         close(w->pidfd);
     g_free(w);

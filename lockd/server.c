@@ -465,6 +465,8 @@ on_conn_out(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data
 {
     VmlConn *c = data;
     VmlServer *s = c->server;
+    /* Ended now, not on return: the flush may close the fd. */
+    vml_fd_watch_remove(c->out_source);
     c->out_source = 0;
     conn_flush(c);
     if (conn_alive(s, c))
@@ -666,6 +668,7 @@ static gboolean
 on_conn_hup(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data)
 {
     VmlConn *c = data;
+    vml_fd_watch_remove(c->hup_source);   /* before the fd is closed */
     c->hup_source = 0;
     conn_destroy(c);
     return G_SOURCE_REMOVE;
@@ -690,7 +693,7 @@ conn_schedule(VmlConn *c)
     if (want_in && !c->in_source)
         c->in_source = vml_fd_watch_add(c->fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_conn_in, c);
     else if (!want_in && c->in_source) {
-        g_source_remove(c->in_source);
+        vml_fd_watch_remove(c->in_source);
         c->in_source = 0;
     }
     /* A held client that hangs up gives its bytes back at once. */
@@ -698,7 +701,7 @@ conn_schedule(VmlConn *c)
     if (want_hup && !c->hup_source)
         c->hup_source = vml_fd_watch_add(c->fd, G_IO_HUP | G_IO_ERR, on_conn_hup, c);
     else if (!want_hup && c->hup_source) {
-        g_source_remove(c->hup_source);
+        vml_fd_watch_remove(c->hup_source);
         c->hup_source = 0;
     }
 }
@@ -813,16 +816,17 @@ static void
 conn_free(VmlConn *c)
 {
     VmlServer *s = c->server;
+    /* Its fd is closed below, and nothing else has its description. */
     if (c->in_source)
-        g_source_remove(c->in_source);
+        vml_fd_watch_remove_closing(c->in_source);
     if (c->out_source)
-        g_source_remove(c->out_source);
+        vml_fd_watch_remove_closing(c->out_source);
     if (c->work_source)
         g_source_remove(c->work_source);
     if (c->retry_source)
         g_source_remove(c->retry_source);
     if (c->hup_source)
-        g_source_remove(c->hup_source);
+        vml_fd_watch_remove_closing(c->hup_source);
     if (c->held)
         g_queue_delete_link(&s->held, c->held);
     if (c->counted) {
@@ -909,9 +913,9 @@ listen_pause(VmlServer *s, int err)
     rate_log(s, LOG_ACCEPT, (uid_t)-1, "cannot accept clients: %s%s; pausing for %d ms",
              g_strerror(err), which ? which : "", LISTEN_PAUSE_MS);
     if (s->lease_source)
-        g_source_remove(s->lease_source);
+        vml_fd_watch_remove(s->lease_source);
     if (s->admin_source)
-        g_source_remove(s->admin_source);
+        vml_fd_watch_remove(s->admin_source);
     s->lease_source = s->admin_source = 0;
     s->pause_source = g_timeout_add(LISTEN_PAUSE_MS, on_listen_pause_over, s);
 }
@@ -1158,9 +1162,9 @@ vml_server_free(VmlServer *s)
     if (!s)
         return;
     if (s->lease_source)
-        g_source_remove(s->lease_source);
+        vml_fd_watch_remove(s->lease_source);
     if (s->admin_source)
-        g_source_remove(s->admin_source);
+        vml_fd_watch_remove(s->admin_source);
     if (s->pause_source)
         g_source_remove(s->pause_source);
     s->freeing = TRUE;
