@@ -20,6 +20,9 @@ struct _VmlMailbox {
     int fd;
     guint64 ino;
     guint64 serial;
+    /* Messages queued, when we know (nobody but us writes or reads the
+     * mailbox while we have it); -1 after a restart's takeover. */
+    int queued;
 };
 
 static guint64
@@ -53,6 +56,7 @@ vml_mailbox_new(int fd, GError **error)
     m->fd = fd;
     m->ino = socket_ino(fd);
     m->serial = (guint64)g_get_real_time() << 8;
+    m->queued = -1;
     return m;
 }
 
@@ -205,16 +209,26 @@ vml_mailbox_store(VmlMailbox *m, const int *fds, guint n_fds, GError **error)
 {
     guint64 serial = ++m->serial;
     guint64 head;
+    int parts = 0;
     /* First the new set, whole... */
     for (guint off = 0; off < n_fds || off == 0; off += FDS_PER_MESSAGE) {
-        if (!send_part(m, serial, fds + off, MIN(FDS_PER_MESSAGE, n_fds - off), error))
+        if (!send_part(m, serial, fds + off, MIN(FDS_PER_MESSAGE, n_fds - off), error)) {
+            m->queued = -1;
             return FALSE;
+        }
+        parts++;
         if (n_fds == 0)
             break;
     }
-    /* ... then out with everything queued before it. */
-    while (peek_head(m, &head, NULL) && head != serial)
+    /* ... then out with everything queued before it: as many as we know
+     * of, else (or if the head is not the new set then) one by one. */
+    for (int i = 0; i < m->queued; i++)
         drop_head(m);
+    if (m->queued < 0) {
+        while (peek_head(m, &head, NULL) && head != serial)
+            drop_head(m);
+    }
+    m->queued = parts;
     return TRUE;
 }
 
@@ -244,5 +258,6 @@ vml_mailbox_contents(VmlMailbox *m, GError **error)
     }
     drop_head(m);   /* the marker */
     m->serial++;
+    m->queued = -1;
     return all;
 }
