@@ -82,14 +82,16 @@ read_image(int fd, int open_errno, const char *path, gboolean probe, gboolean *i
         return FALSE;
     }
     struct stat st;
-    *block = fstat(fd, &st) == 0 && S_ISBLK(st.st_mode);
+    gboolean stated = fstat(fd, &st) == 0;
+    *block = stated && S_ISBLK(st.st_mode);
     if (!probe) {
         close(fd);
         return TRUE;
     }
     gboolean not_qcow2;
     g_autoptr(GError) local = NULL;
-    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, &local);
+    g_autoptr(VmlQcow2Header) h = stated ? vml_qcow2_read_stat(fd, &st, path, &not_qcow2, &local)
+                                         : vml_qcow2_read(fd, path, &not_qcow2, &local);
     close(fd);
     if (local) {
         g_propagate_error(error, g_steal_pointer(&local));

@@ -280,17 +280,25 @@ VmlQcow2Header *
 vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2, GError **error)
 {
     struct stat st;
-    /* One page: the header, its extensions and the backing file name of
-     * nearly every image lie in it. */
-    guint8 head[4096];
-
     *not_qcow2 = FALSE;
     if (fstat(fd, &st) < 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_FAILED, "%s: %s", name, g_strerror(errno));
         return NULL;
     }
-    guint64 file_size = (guint64)st.st_size;
-    if (!S_ISREG(st.st_mode)) {
+    return vml_qcow2_read_stat(fd, &st, name, not_qcow2, error);
+}
+
+VmlQcow2Header *
+vml_qcow2_read_stat(int fd, const struct stat *st, const char *name, gboolean *not_qcow2,
+                    GError **error)
+{
+    /* One page: the header, its extensions and the backing file name of
+     * nearly every image lie in it. */
+    guint8 head[4096];
+
+    *not_qcow2 = FALSE;
+    guint64 file_size = (guint64)st->st_size;
+    if (!S_ISREG(st->st_mode)) {
         off_t end = lseek(fd, 0, SEEK_END);
         file_size = end < 0 ? 0 : (guint64)end;
     }
@@ -594,6 +602,25 @@ undo(int fd, GArray *plan, guint upto)
     return dirty ? sync_fd(fd) : 0;
 }
 
+/* ORIG[*GOT, UPTO) read from the file at the same offsets; *GOT = UPTO. */
+static gboolean
+read_upto(int fd, const char *name, guint8 *orig, gsize *got, gsize upto, GError **error)
+{
+    while (*got < upto) {
+        ssize_t n = pread(fd, orig + *got, upto - *got, (off_t)*got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
+                        "%s: cannot read the qcow2 header before rewriting it: %s", name,
+                        n < 0 ? g_strerror(errno) : "the file got shorter");
+            return FALSE;
+        }
+        *got += (gsize)n;
+    }
+    return TRUE;
+}
+
 static guint64
 fd_size(int fd)
 {
@@ -663,24 +690,24 @@ vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h, VmlQco
         return FALSE;
     }
     /* The plan starts from what the file holds now, not from what H was
-     * read from: the first cluster, parsed again. */
+     * read from: the first cluster, parsed again. Its first page is read
+     * first, the rest only when the header or the plan reach past it (a
+     * header that parses in a prefix of the cluster parses the same in
+     * all of it, as in vml_qcow2_read). */
     guint64 size = fd_size(fd);
     gsize len = (gsize)MIN(h->cluster_size, size);
     g_autofree guint8 *orig = g_malloc(len);
     gsize got = 0;
-    while (got < len) {
-        ssize_t n = pread(fd, orig + got, len - got, (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            g_set_error(error, VML_ERROR, VML_ERROR_FAILED,
-                        "%s: cannot read the qcow2 header before rewriting it: %s", name,
-                        n < 0 ? g_strerror(errno) : "the file got shorter");
+    if (!read_upto(fd, name, orig, &got, MIN(len, 4096), error))
+        return FALSE;
+    g_autoptr(VmlQcow2Header) now = vml_qcow2_parse(orig, got, size, NULL);
+    if (!now && got < len) {
+        if (!read_upto(fd, name, orig, &got, len, error))
             return FALSE;
-        }
-        got += (gsize)n;
+        now = vml_qcow2_parse(orig, got, size, &local);
+    } else if (!now) {
+        now = vml_qcow2_parse(orig, got, size, &local);
     }
-    g_autoptr(VmlQcow2Header) now = vml_qcow2_parse(orig, len, size, &local);
     if (!now) {
         g_set_error(error, VML_ERROR, local->code,
                     "%s: cannot write the qcow2 header: it changed since it was read: %s",
@@ -713,6 +740,8 @@ vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h, VmlQco
                     "the file (%" G_GUINT64_FORMAT " bytes)", name, span, size);
         return FALSE;
     }
+    if (span > got && !read_upto(fd, name, orig, &got, span, error))
+        return FALSE;
 
     g_autoptr(GArray) plan = NULL;
     g_autofree char *no_room = NULL;

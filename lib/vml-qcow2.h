@@ -8,6 +8,7 @@
 #pragma once
 
 #include <glib.h>
+#include <sys/stat.h>
 
 #define VML_QCOW2_MAGIC 0x514649fbu               /* "QFI\xfb" */
 #define VML_QCOW2_V2_HEADER_LEN 72
@@ -83,6 +84,9 @@ VmlQcow2Header *vml_qcow2_parse(const guint8 *buf, gsize len, guint64 file_size,
  * magic. NAME is used in error messages. */
 VmlQcow2Header *vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2,
                                GError **error);
+/* The same for FD whose fstat() is ST, for a caller that has it already. */
+VmlQcow2Header *vml_qcow2_read_stat(int fd, const struct stat *st, const char *name,
+                                    gboolean *not_qcow2, GError **error);
 
 const VmlQcow2Ext *vml_qcow2_find_ext(const VmlQcow2Header *h, guint32 type);
 /* Replace the extension of TYPE (or append it before the end marker). */

@@ -12,6 +12,13 @@
 int
 vml_image_open(const char *path, int flags, GError **error)
 {
+    struct stat st;
+    return vml_image_open_stat(path, flags, &st, error);
+}
+
+int
+vml_image_open_stat(const char *path, int flags, struct stat *st, GError **error)
+{
     int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0) {
         int err = errno;
@@ -20,8 +27,7 @@ vml_image_open(const char *path, int flags, GError **error)
         errno = err;
         return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+    if (fstat(fd, st) < 0 || !(S_ISREG(st->st_mode) || S_ISBLK(st->st_mode))) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
                     "%s is not a regular file or block device", path);
         close(fd);
@@ -42,12 +48,12 @@ pid_known(pid_t pid, const pid_t *known, guint n_known)
 }
 
 int
-vml_image_guard_open(const char *path, gboolean *writable)
+vml_image_guard_open(const char *path, gboolean *writable, struct stat *st)
 {
-    int fd = vml_image_open(path, O_RDWR, NULL);
+    int fd = vml_image_open_stat(path, O_RDWR, st, NULL);
     *writable = fd >= 0;
     if (fd < 0 && (errno == EACCES || errno == EROFS || errno == EPERM || errno == ETXTBSY))
-        fd = vml_image_open(path, O_RDONLY, NULL);
+        fd = vml_image_open_stat(path, O_RDONLY, st, NULL);
     return fd;
 }
 
@@ -93,11 +99,11 @@ vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_know
  * we may rewrite (logged when it is worth saying), with *NEVER (may be
  * NULL) set when that is for good: no qcow2 at all, or version 2. */
 static VmlQcow2Header *
-writable_header(int fd, const char *path, gboolean *never)
+writable_header(int fd, const struct stat *st, const char *path, gboolean *never)
 {
     g_autoptr(GError) error = NULL;
     gboolean not_qcow2;
-    g_autoptr(VmlQcow2Header) h = vml_qcow2_read(fd, path, &not_qcow2, &error);
+    g_autoptr(VmlQcow2Header) h = vml_qcow2_read_stat(fd, st, path, &not_qcow2, &error);
     if (never)
         *never = (!h && not_qcow2) || (h && h->version < 3);
     if (!h) {
@@ -138,17 +144,23 @@ sync_for(gboolean durable)
 }
 
 gboolean
-vml_image_guard_mark(const char *path, int writable_fd, const VmlImageOwner *owner,
-                     gboolean durable)
+vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writable_st,
+                     const VmlImageOwner *owner, gboolean durable)
 {
     g_autoptr(GError) error = NULL;
-    int fd = writable_fd >= 0 ? writable_fd : vml_image_open(path, O_RDWR, &error);
+    struct stat own_st;
+    const struct stat *st = writable_st;
+    int fd = writable_fd;
+    if (fd < 0) {
+        fd = vml_image_open_stat(path, O_RDWR, &own_st, &error);
+        st = &own_st;
+    }
     if (fd < 0) {
         g_info("%s: left unmarked: %s", path, error->message);
         return TRUE;
     }
     gboolean never;
-    g_autoptr(VmlQcow2Header) h = writable_header(fd, path, &never);
+    g_autoptr(VmlQcow2Header) h = writable_header(fd, st, path, &never);
     if (h && !qemu_holds(fd, path, "not marking it")) {
         g_autoptr(GBytes) ext = vml_image_owner_encode(owner);
         h->compatible_features |= VML_QCOW2_COMPAT_IN_USE;
@@ -166,13 +178,14 @@ vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const 
                        gboolean durable)
 {
     g_autoptr(GError) error = NULL;
-    int fd = vml_image_open(path, O_RDWR, &error);
+    struct stat st;
+    int fd = vml_image_open_stat(path, O_RDWR, &st, &error);
     if (fd < 0) {
         g_info("%s: mark not cleared: %s", path, error->message);
         return TRUE;
     }
     gboolean done = TRUE;
-    g_autoptr(VmlQcow2Header) h = writable_header(fd, path, NULL);
+    g_autoptr(VmlQcow2Header) h = writable_header(fd, &st, path, NULL);
     const VmlQcow2Ext *ext = h ? vml_qcow2_find_ext(h, VML_QCOW2_EXT_OWNER) : NULL;
     g_autoptr(VmlImageOwner) o = ext ? vml_image_owner_decode(ext->data, NULL) : NULL;
     gboolean here = o && g_strcmp0(o->boot_id, vml_host_boot_id()) == 0 &&

@@ -8,13 +8,15 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "vml-image-owner.h"
 
 /* PATH opened once for the check and the mark of one acquire: read-write
- * (*WRITABLE) where it may be, else read-only; -1 when it cannot be. */
-int vml_image_guard_open(const char *path, gboolean *writable);
+ * (*WRITABLE) where it may be, else read-only, with its fstat() in *ST;
+ * -1 when it cannot be. */
+int vml_image_guard_open(const char *path, gboolean *writable, struct stat *st);
 
 /* FALSE with VML_ERROR_IMAGE_BUSY (and *PARAMS: resource, pid, command)
  * when a QEMU whose pid is not in KNOWN holds PATH, open on FD (from
@@ -22,15 +24,16 @@ int vml_image_guard_open(const char *path, gboolean *writable);
 gboolean vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_known,
                                JsonObject **params, GError **error);
 
-/* Mark PATH (open read-write on WRITABLE_FD, or -1) in use by OWNER, on
+/* Mark PATH (open read-write on WRITABLE_FD, its fstat() WRITABLE_ST; or
+ * -1) in use by OWNER, on
  * stable storage before returning when DURABLE (another host may read the
  * header next), else ordered only
  * (docs/image-format.md, "Durability"). Never fails the lease: what it
  * could not do is logged, and the owner record stays in the lockspace.
  * FALSE when the image has no header vmleased ever writes (raw, qcow2
  * v2, a header it may not rewrite): there is no mark on it to clear. */
-gboolean vml_image_guard_mark(const char *path, int writable_fd, const VmlImageOwner *owner,
-                              gboolean durable);
+gboolean vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writable_st,
+                              const VmlImageOwner *owner, gboolean durable);
 
 /* Clear the mark of the process PID/START_TIME on PATH, or one an exited
  * process of the same domain UUID (may be NULL) left on this host (a
@@ -43,3 +46,5 @@ gboolean vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_tim
 /* Open PATH (canonical) for header work: a regular file or block device,
  * never following a final symlink. */
 int vml_image_open(const char *path, int flags, GError **error);
+/* The same, with its fstat() in *ST. */
+int vml_image_open_stat(const char *path, int flags, struct stat *st, GError **error);

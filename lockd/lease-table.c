@@ -263,6 +263,22 @@ holder_program(const VmlHolder *h)
     return exe ? g_path_get_basename(exe) : g_strdup("");
 }
 
+/* An image of one acquire, opened once for its check and its mark. */
+typedef struct {
+    int fd;
+    gboolean writable;
+    struct stat st;
+} GuardFile;
+
+static void
+guard_file_free(gpointer data)
+{
+    GuardFile *g = data;
+    if (g->fd >= 0)
+        close(g->fd);
+    g_free(g);
+}
+
 /* Whether an in-use mark must reach stable storage before the grant or
  * release that set or cleared it is answered (docs/image-format.md). */
 static gboolean
@@ -272,7 +288,7 @@ marks_durable(const VmlLeaseTable *t)
 }
 
 static void
-lease_mark(VmlLease *l, int writable_fd)
+lease_mark(VmlLease *l, const GuardFile *g)
 {
     const VmlHolder *h = l->holder;
     g_autofree char *program = holder_program(h);
@@ -288,7 +304,8 @@ lease_mark(VmlLease *l, int writable_fd)
         .program = program,
         .name = h->name,
     };
-    l->unmarkable = !vml_image_guard_mark(l->path, writable_fd, &o, marks_durable(h->table));
+    l->unmarkable = !vml_image_guard_mark(l->path, g ? g->fd : -1, g ? &g->st : NULL, &o,
+                                          marks_durable(h->table));
 }
 
 /* H's exclusive hold on the image at PATH ends: clear its mark, or
@@ -335,21 +352,6 @@ vml_lease_table_retry_unmarks(VmlHolder *h)
     holder_retry_unmarks(h, FALSE);
 }
 
-/* An image of one acquire, opened once for its check and its mark. */
-typedef struct {
-    int fd;
-    gboolean writable;
-} GuardFile;
-
-static void
-guard_file_free(gpointer data)
-{
-    GuardFile *g = data;
-    if (g->fd >= 0)
-        close(g->fd);
-    g_free(g);
-}
-
 /* Before granting exclusive leases on images: refuse when a QEMU that no
  * holder of the image accounts for has it open for writing. Each image
  * checked is left open in IMAGES (by path) for its mark. */
@@ -362,7 +364,7 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, GHashTable *images,
         if (l->mode != VML_MODE_EXCLUSIVE || !l->path)
             continue;
         GuardFile *g = g_new0(GuardFile, 1);
-        g->fd = vml_image_guard_open(l->path, &g->writable);
+        g->fd = vml_image_guard_open(l->path, &g->writable, &g->st);
         g_hash_table_replace(images, g_strdup(l->path), g);
         g_autoptr(GArray) known = g_array_new(FALSE, FALSE, sizeof(pid_t));
         g_array_append_val(known, h->pid);
@@ -1165,7 +1167,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                    (int)h->pid, s->lease->key);
         if (s->lease->mode == VML_MODE_EXCLUSIVE && s->lease->path) {
             const GuardFile *g = g_hash_table_lookup(images, s->lease->path);
-            lease_mark(s->lease, g && g->writable ? g->fd : -1);
+            lease_mark(s->lease, g && g->writable ? g : NULL);
         }
         else if (!s->added && s->old_mode == VML_MODE_EXCLUSIVE && s->lease->path &&
                  !s->lease->unmarkable)
