@@ -75,16 +75,22 @@ head_fixed_text(const VmlHolder *h)
     vml_json_write_member_string(out, TRUE, "host", vml_host_name());
     vml_json_write_member_string(out, FALSE, "machine_id", vml_host_machine_id());
     vml_json_write_member_string(out, FALSE, "boot_id", vml_host_boot_id());
-    vml_json_write_member_string(out, FALSE, "uuid", h->uuid);
-    vml_json_write_member_string(out, FALSE, "name", h->name);
+    vml_holder_write_identity(out, h);
+    vml_json_write_member_int(out, FALSE, "uid", h->uid);
+    return g_string_free(out, FALSE);
+}
+
+void
+vml_holder_write_identity(GString *out, const VmlHolder *h)
+{
+    vml_json_write_strict_member_string(out, FALSE, "uuid", h->uuid);
+    vml_json_write_strict_member_string(out, FALSE, "name", h->name);
     vml_json_write_member_int(out, FALSE, "holder", h->id);
     vml_json_write_member_int(out, FALSE, "pid", h->pid);
     vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
     vml_json_write_member_int(out, FALSE, "since", h->since);
-    vml_json_write_member_int(out, FALSE, "uid", h->uid);
     if (h->program)
-        vml_json_write_member_string(out, FALSE, "program", h->program);
-    return g_string_free(out, FALSE);
+        vml_json_write_strict_member_string(out, FALSE, "program", h->program);
 }
 
 /* X's fixed text for H, made anew (into *BUILT) unless X has it. */

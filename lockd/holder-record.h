@@ -27,6 +27,10 @@ void vml_record_layout_forget(VmlRecordLayout *layout, VmlLease *l);
 gboolean vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout,
                                  GError **error);
 
+/* H's identity as members after others (",uuid,name,holder,pid,
+ * start_time,since[,program]"): in its record, its state and Admin.List. */
+void vml_holder_write_identity(GString *out, const VmlHolder *h);
+
 /* H as JSON in one piece (the state file), FDS (may be NULL) getting each
  * lease's lock fd, named in the text as "fd". */
 void vml_holder_write_json(GString *out, const VmlHolder *h, VmlBackend *be, GArray *fds);

@@ -1448,15 +1448,8 @@ vml_holder_write_json_summary(GString *out, const VmlHolder *h)
     gboolean first = TRUE;
 
     g_string_append_c(out, '{');
-    vml_json_write_member_int(out, TRUE, "holder", h->id);
-    vml_json_write_strict_member_string(out, FALSE, "uuid", h->uuid);
-    vml_json_write_strict_member_string(out, FALSE, "name", h->name);
-    vml_json_write_member_int(out, FALSE, "pid", h->pid);
-    vml_json_write_member_int(out, FALSE, "start_time", (gint64)h->start_time);
-    vml_json_write_member_int(out, FALSE, "since", h->since);
-    vml_json_write_strict_member_string(out, FALSE, "on_lockfailure", h->on_lockfailure);
-    if (h->program)
-        vml_json_write_strict_member_string(out, FALSE, "program", h->program);
+    vml_json_write_strict_member_string(out, TRUE, "on_lockfailure", h->on_lockfailure);
+    vml_holder_write_identity(out, h);
     g_string_append(out, ",\"leases\":[");
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
