@@ -186,11 +186,19 @@ vml_backing_chain_layers(const char *path, const char *format, GError **error)
 GPtrArray *
 vml_backing_chain(const char *path, GError **error)
 {
+    return vml_backing_chain_resolved(path, NULL, error);
+}
+
+GPtrArray *
+vml_backing_chain_resolved(const char *path, char **canonical, GError **error)
+{
     /* Every qcow2 header is followed, whatever format its parent declares
      * (what this function always did). */
     g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, error);
     if (!layers)
         return NULL;
+    if (canonical)
+        *canonical = g_strdup(((VmlBackingLayer *)layers->pdata[0])->path);
     GPtrArray *chain = g_ptr_array_new_with_free_func(g_free);
     for (guint i = 1; i < layers->len; i++) {
         VmlBackingLayer *layer = layers->pdata[i];

@@ -12,6 +12,9 @@
  * (relative names resolved against the directory of the image that names
  * them). Empty for a raw image or a qcow2 image without backing file. */
 GPtrArray *vml_backing_chain(const char *path, GError **error);
+/* The same, with PATH's own canonical path in *CANONICAL: the chain walk
+ * resolves it anyway, so a caller needs no realpath() of its own. */
+GPtrArray *vml_backing_chain_resolved(const char *path, char **canonical, GError **error);
 
 typedef struct {
     char *path;        /* absolute and canonical */

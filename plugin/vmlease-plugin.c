@@ -215,12 +215,23 @@ vml_add_resource(VmlLockManager *man, unsigned int type, const char *name,
         if (!config->require_lease_for_disks ||
             ((flags & VML_LOCK_RESOURCE_READONLY) && !config->readonly_shared))
             return 0;
-        g_autofree char *real = realpath(name, NULL);
+        /* The chain walk resolves the image's name too: no realpath() of
+         * our own unless it fails (then as before: a name that does not
+         * resolve is kept as given, a chain that cannot be read refused). */
+        g_autofree char *real = NULL;
+        g_autoptr(GPtrArray) chain = config->protect_backing_chain
+            ? vml_backing_chain_resolved(name, &real, NULL) : NULL;
+        if (!chain) {
+            char *r = realpath(name, NULL);
+            real = r ? g_strdup(r) : NULL;
+            free(r);
+        }
         add_disk(d, real ? real : name, shared, FALSE);
         if (config->protect_backing_chain && real) {
             /* Nobody may write a layer this domain reads. */
             g_autoptr(GError) error = NULL;
-            g_autoptr(GPtrArray) chain = vml_backing_chain(real, &error);
+            if (!chain)
+                chain = vml_backing_chain(real, &error);
             if (!chain) {
                 report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: domain %s: %s", d->name,
                        error->message);
