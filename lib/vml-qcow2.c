@@ -621,11 +621,14 @@ read_upto(int fd, const char *name, guint8 *orig, gsize *got, gsize upto, GError
     return TRUE;
 }
 
+/* FD's size, and the device of its file system in *DEV. */
 static guint64
-fd_size(int fd)
+fd_size(int fd, dev_t *dev)
 {
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    gboolean stated = fstat(fd, &st) == 0;
+    *dev = stated ? st.st_dev : 0;
+    if (stated && S_ISREG(st.st_mode))
         return (guint64)st.st_size;
     off_t end = lseek(fd, 0, SEEK_END);
     return end < 0 ? 0 : (guint64)end;
@@ -655,14 +658,46 @@ make_plan(const guint8 *orig, gsize span, const guint8 *want, gsize total, gsize
     return plan;
 }
 
-/* Reserve every piece of PLAN; NULL, or what failed. */
+/* File systems (by device) that refused FALLOC_FL_UNSHARE_RANGE: not
+ * asked again (ext4 and tmpfs never have it; a refusal costs a syscall
+ * per header rewrite). */
+#define NO_UNSHARE_MAX 16
+static struct {
+    GMutex lock;
+    dev_t devs[NO_UNSHARE_MAX];
+    guint n;
+} no_unshare;
+
+static gboolean
+unshare_refused(dev_t dev)
+{
+    gboolean found = FALSE;
+    g_mutex_lock(&no_unshare.lock);
+    for (guint i = 0; i < no_unshare.n && !found; i++)
+        found = no_unshare.devs[i] == dev;
+    g_mutex_unlock(&no_unshare.lock);
+    return found;
+}
+
+static void
+unshare_note_refused(dev_t dev)
+{
+    g_mutex_lock(&no_unshare.lock);
+    if (no_unshare.n < NO_UNSHARE_MAX)
+        no_unshare.devs[no_unshare.n++] = dev;
+    g_mutex_unlock(&no_unshare.lock);
+}
+
+/* Reserve every piece of PLAN on the file system DEV; NULL, or what failed. */
 static char *
-reserve_plan(int fd, GArray *plan, const guint8 *orig)
+reserve_plan(int fd, dev_t dev, GArray *plan, const guint8 *orig)
 {
     int mode = FALLOC_FL_KEEP_SIZE;
 #ifdef FALLOC_FL_UNSHARE_RANGE
-    mode |= FALLOC_FL_UNSHARE_RANGE;
+    if (!unshare_refused(dev))
+        mode |= FALLOC_FL_UNSHARE_RANGE;
 #endif
+    int asked = mode;
     for (guint i = 0; i < plan->len; i++) {
         const Piece *pc = &g_array_index(plan, Piece, i);
         int err = reserve(fd, pc->off, pc->len, orig + pc->off, &mode);
@@ -670,6 +705,8 @@ reserve_plan(int fd, GArray *plan, const guint8 *orig)
             return g_strdup_printf("no room for bytes %zu-%zu: %s", pc->off,
                                    pc->off + pc->len - 1, g_strerror(err));
     }
+    if (mode != asked && mode >= 0)
+        unshare_note_refused(dev);
     return NULL;
 }
 
@@ -694,7 +731,8 @@ vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h, VmlQco
      * first, the rest only when the header or the plan reach past it (a
      * header that parses in a prefix of the cluster parses the same in
      * all of it, as in vml_qcow2_read). */
-    guint64 size = fd_size(fd);
+    dev_t dev;
+    guint64 size = fd_size(fd, &dev);
     gsize len = (gsize)MIN(h->cluster_size, size);
     g_autofree guint8 *orig = g_malloc(len);
     gsize got = 0;
@@ -747,7 +785,7 @@ vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h, VmlQco
     g_autofree char *no_room = NULL;
     for (;;) {
         plan = make_plan(orig, span, want, total, name_len, new_off, park);
-        no_room = reserve_plan(fd, plan, orig);
+        no_room = reserve_plan(fd, dev, plan, orig);
         if (!no_room)
             break;
         /* No room for the copy (in a hole, on a full file system): the
