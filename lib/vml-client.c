@@ -1,4 +1,5 @@
 #include "vml-client.h"
+#include "vml-json-write.h"
 #include "vml-json-request.h"
 #include "vml-error.h"
 #include "vml-paths.h"
@@ -135,14 +136,15 @@ gboolean
 vml_client_send(VmlClient *c, const char *method, JsonObject *params, const int *fds,
                 guint n_fds, GError **error)
 {
-    g_autoptr(JsonObject) call = json_object_new();
-    json_object_set_string_member(call, "method", method);
-    json_object_set_object_member(call, "parameters",
-                                  params ? json_object_ref(params) : json_object_new());
-    gsize len;
-    g_autofree char *json = vml_json_to_string(call, &len);
+    /* Written around PARAMS, not wrapped in an object of its own. */
+    g_autoptr(GString) call = g_string_sized_new(256);
+    g_string_append(call, "{\"method\":");
+    vml_json_write_strict_string(call, method);
+    g_string_append(call, ",\"parameters\":");
+    vml_json_write_object(call, params);
+    g_string_append_c(call, '}');
     g_clear_error(&c->send_error);
-    if (vml_wire_send(c->fd, json, len, fds, n_fds, &c->send_error))
+    if (vml_wire_send(c->fd, call->str, call->len, fds, n_fds, &c->send_error))
         return TRUE;
     if (error)
         *error = g_error_copy(c->send_error);
