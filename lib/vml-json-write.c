@@ -48,23 +48,28 @@ write_int(GString *out, gint64 value)
     g_string_append_len(out, p, end - p);
 }
 
-void
-vml_json_write_member_string(GString *out, gboolean first, const char *key, const char *value)
+/* ,"KEY": with KEY as it is: member names are ours, plain ASCII. */
+static void
+write_key(GString *out, gboolean first, const char *key)
 {
     if (!first)
         g_string_append_c(out, ',');
-    vml_json_write_string(out, key);
-    g_string_append_c(out, ':');
+    g_string_append_c(out, '"');
+    g_string_append(out, key);
+    g_string_append_len(out, "\":", 2);
+}
+
+void
+vml_json_write_member_string(GString *out, gboolean first, const char *key, const char *value)
+{
+    write_key(out, first, key);
     vml_json_write_string(out, value);
 }
 
 void
 vml_json_write_member_int(GString *out, gboolean first, const char *key, gint64 value)
 {
-    if (!first)
-        g_string_append_c(out, ',');
-    vml_json_write_string(out, key);
-    g_string_append_c(out, ':');
+    write_key(out, first, key);
     write_int(out, value);
 }
 
@@ -126,10 +131,7 @@ void
 vml_json_write_strict_member_string(GString *out, gboolean first, const char *key,
                                     const char *value)
 {
-    if (!first)
-        g_string_append_c(out, ',');
-    vml_json_write_string(out, key);
-    g_string_append_c(out, ':');
+    write_key(out, first, key);
     vml_json_write_strict_string(out, value);
 }
 

@@ -8,7 +8,9 @@
 
 /* Append STR as a JSON string literal (quoted, escaped). */
 void vml_json_write_string(GString *out, const char *str);
-/* Append "KEY":"VALUE", / "KEY":N, (with a leading comma unless FIRST). */
+/* Append "KEY":"VALUE", / "KEY":N, (with a leading comma unless FIRST).
+ * KEY, here and below, is a member name of ours: plain ASCII, written as
+ * it is. */
 void vml_json_write_member_string(GString *out, gboolean first, const char *key, const char *value);
 void vml_json_write_member_int(GString *out, gboolean first, const char *key, gint64 value);
 
