@@ -22,7 +22,33 @@ struct _VmlClient {
     /* Why the last send failed, if it did: what a receive that gets no
      * reply at all reports, the daemon having hung up on us. */
     GError *send_error;
+    /* Calls sent but not written yet (each ending in its NUL): calls
+     * without fds go out together at the next receive, one write for a
+     * Register and the call behind it. */
+    GString *corked;
 };
+
+/* SO_RCVTIMEO of C's socket: MS (<= 0: none). */
+static void
+set_receive_timeout(VmlClient *c, int ms)
+{
+    struct timeval tv = { .tv_sec = ms > 0 ? ms / 1000 : 0,
+                          .tv_usec = ms > 0 ? (ms % 1000) * 1000 : 0 };
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* Write what is corked; FALSE (and C's send error) when it cannot go. */
+static gboolean
+flush(VmlClient *c)
+{
+    if (!c->corked || !c->corked->len)
+        return TRUE;
+    /* vml_wire_send adds the last NUL itself. */
+    gboolean ok = vml_wire_send(c->fd, c->corked->str, c->corked->len - 1, NULL, 0,
+                                &c->send_error);
+    g_string_truncate(c->corked, 0);
+    return ok;
+}
 
 VmlClient *
 vml_client_connect(const char *socket_path, GError **error)
@@ -56,6 +82,7 @@ vml_client_connect(const char *socket_path, GError **error)
     c->timeout_ms = DEFAULT_TIMEOUT_MS;
     c->path = g_strdup(socket_path);
     c->reader = vml_frame_reader_new();
+    set_receive_timeout(c, c->timeout_ms);
     return c;
 }
 
@@ -78,6 +105,9 @@ vml_client_free(VmlClient *c)
 {
     if (!c)
         return;
+    flush(c);   /* a call nobody waits for still goes */
+    if (c->corked)
+        g_string_free(c->corked, TRUE);
     close(c->fd);
     g_free(c->path);
     vml_frame_reader_free(c->reader);
@@ -95,32 +125,31 @@ void
 vml_client_set_timeout(VmlClient *c, int timeout_ms)
 {
     c->timeout_ms = timeout_ms;
+    set_receive_timeout(c, timeout_ms);
 }
 
 static gboolean
 read_reply(VmlClient *c, char **msg, gsize *len, GArray **fds, GError **error)
 {
     gint64 deadline = g_get_monotonic_time() + (gint64)c->timeout_ms * 1000;
+    gboolean first = TRUE;
     while (!vml_frame_reader_pop(c->reader, msg, len, fds)) {
-        struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-        int wait_ms = -1;
-        if (c->timeout_ms > 0)
-            wait_ms = MAX(0, (deadline - g_get_monotonic_time()) / 1000);
-        int n = poll(&pfd, 1, wait_ms);
-        if (n < 0 && errno != EINTR) {
-            g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL, "poll: %s", g_strerror(errno));
-            return FALSE;
-        }
-        if (n == 0) {
+        /* A blocking read bounded by SO_RCVTIMEO (a poll and a read in
+         * one); after the first, bounded by what is left of the timeout. */
+        gint64 left_ms = (deadline - g_get_monotonic_time()) / 1000;
+        if (!first && c->timeout_ms > 0)
+            set_receive_timeout(c, (int)MAX(1, left_ms));
+        first = FALSE;
+        VmlFillResult got = c->timeout_ms > 0 && left_ms <= 0
+            ? VML_FILL_AGAIN : vml_frame_reader_fill_wait(c->reader, c->fd, error);
+        switch (got) {
+        case VML_FILL_OK:
+            break;
+        case VML_FILL_AGAIN:
             g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
                         "vmleased did not answer within %d s on %s",
                         c->timeout_ms / 1000, c->path);
             return FALSE;
-        }
-        switch (vml_frame_reader_fill(c->reader, c->fd, error)) {
-        case VML_FILL_OK:
-        case VML_FILL_AGAIN:
-            break;
         case VML_FILL_EOF:
             g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
                         "vmleased closed the connection on %s", c->path);
@@ -144,7 +173,13 @@ vml_client_send(VmlClient *c, const char *method, JsonObject *params, const int 
     vml_json_write_object(call, params);
     g_string_append_c(call, '}');
     g_clear_error(&c->send_error);
-    if (vml_wire_send(c->fd, call->str, call->len, fds, n_fds, &c->send_error))
+    if (!n_fds) {
+        if (!c->corked)
+            c->corked = g_string_sized_new(512);
+        g_string_append_len(c->corked, call->str, (gssize)call->len + 1);
+        return TRUE;
+    }
+    if (flush(c) && vml_wire_send(c->fd, call->str, call->len, fds, n_fds, &c->send_error))
         return TRUE;
     if (error)
         *error = g_error_copy(c->send_error);
@@ -169,6 +204,7 @@ vml_client_call(VmlClient *c, const char *method, JsonObject *params,
 JsonObject *
 vml_client_receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, GError **error)
 {
+    flush(c);   /* a failure is C's send error, reported below if no reply comes */
     gboolean got_reply;
     g_autoptr(GError) local = NULL;
     JsonObject *r = receive(c, fds_out, error_params, &got_reply, &local);

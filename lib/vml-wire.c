@@ -174,14 +174,28 @@ set_fds_lost_error(VmlFrameReader *r, GError **error)
                 "(refused by the kernel's security policy?)");
 }
 
+static VmlFillResult fill(VmlFrameReader *r, int sock, gsize max, int flags, GError **error);
+
 VmlFillResult
 vml_frame_reader_fill(VmlFrameReader *r, int sock, GError **error)
 {
-    return vml_frame_reader_fill_max(r, sock, READ_CHUNK, error);
+    return fill(r, sock, READ_CHUNK, MSG_DONTWAIT, error);
 }
 
 VmlFillResult
 vml_frame_reader_fill_max(VmlFrameReader *r, int sock, gsize max, GError **error)
+{
+    return fill(r, sock, max, MSG_DONTWAIT, error);
+}
+
+VmlFillResult
+vml_frame_reader_fill_wait(VmlFrameReader *r, int sock, GError **error)
+{
+    return fill(r, sock, READ_CHUNK, 0, error);
+}
+
+static VmlFillResult
+fill(VmlFrameReader *r, int sock, gsize max, int flags, GError **error)
 {
     guint8 chunk[READ_CHUNK];
     struct iovec iov = { .iov_base = chunk, .iov_len = CLAMP(max, 1, sizeof(chunk)) };
@@ -193,7 +207,7 @@ vml_frame_reader_fill_max(VmlFrameReader *r, int sock, gsize max, GError **error
     ssize_t n;
 
     do {
-        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
     } while (n < 0 && errno == EINTR);
 
     r->error_errno = 0;

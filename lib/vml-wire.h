@@ -54,6 +54,9 @@ VmlFillResult vml_frame_reader_fill(VmlFrameReader *reader, int sock, GError **e
  * in any case), for a caller that budgets the bytes it holds. */
 VmlFillResult vml_frame_reader_fill_max(VmlFrameReader *reader, int sock, gsize max,
                                         GError **error);
+/* The same, waiting for data as long as SOCK's SO_RCVTIMEO lets it
+ * (VML_FILL_AGAIN: that ran out), in one call instead of a poll and a read. */
+VmlFillResult vml_frame_reader_fill_wait(VmlFrameReader *reader, int sock, GError **error);
 /* After VML_FILL_ERROR: the errno behind it (EMFILE when the fds sent along
  * could not be taken for want of fds, ECONNRESET, ...), or 0 when the peer
  * broke the framing. */
