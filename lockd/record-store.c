@@ -18,7 +18,26 @@ struct _VmlRecord {
     int fd;
     char *name;
     gsize len;      /* bytes in the file: shorter writes pad with spaces */
+    gsize reserved; /* room allocated (fallocate): writes below it cannot
+                       run out of space */
 };
+
+/* Room for [0, END) before a write reaches there, a page ahead so that a
+ * record growing a slot at a time asks seldom. FALSE (errno) if there is
+ * none; a file system without fallocate has nothing to reserve. */
+static gboolean
+reserve_room(VmlRecord *r, gsize end)
+{
+    if (end <= r->reserved)
+        return TRUE;
+    gsize want = (end + 4096) & ~(gsize)4095;
+    /* Short of the page ahead, what this write needs may still fit. */
+    if (fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)want) < 0 &&
+        (errno != ENOSPC || fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)(want = end)) < 0))
+        return errno == EOPNOTSUPP;
+    r->reserved = want;
+    return TRUE;
+}
 
 gboolean
 vml_record_store_init(VmlRecordStore *rd, const char *dir, GError **error)
@@ -85,8 +104,7 @@ vml_record_store_write(VmlRecordStore *be, VmlRecord *r, const char *data, gsize
     }
     /* Room first: a write cut short by a full disk would leave a record
      * that parses as nothing, and its holder unknown after a crash. */
-    if (total > r->len && fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)total) < 0 &&
-        errno != EOPNOTSUPP) {
+    if (total > r->len && !reserve_room(r, total)) {
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot grow holder record %s/%s: %s",
                     be->dir, r->name, g_strerror(errno));
         return FALSE;
@@ -100,6 +118,7 @@ vml_record_store_write(VmlRecordStore *be, VmlRecord *r, const char *data, gsize
         return FALSE;
     }
     r->len = keep;
+    r->reserved = MIN(r->reserved, keep);   /* a cut frees what lay past it */
     return TRUE;
 }
 
@@ -108,8 +127,7 @@ vml_record_store_patch(VmlRecordStore *be, VmlRecord *r, gsize off, const char *
                      GError **error)
 {
     gsize end = off + len;
-    if (end > r->len && fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)end) < 0 &&
-        errno != EOPNOTSUPP) {
+    if (end > r->len && !reserve_room(r, end)) {
         g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot grow holder record %s/%s: %s",
                     be->dir, r->name, g_strerror(errno));
         return FALSE;
