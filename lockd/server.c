@@ -65,6 +65,7 @@ struct _VmlConn {
     uid_t uid;
     pid_t pid;
     VmlCreds creds;     /* for opening images with the peer's rights */
+    gboolean creds_read;  /* its groups too: read at the first need, root's never */
     VmlFrameReader *reader;
     gsize reader_counted;   /* its pending bytes as counted in server->pending_bytes */
     GQueue out;
@@ -300,6 +301,12 @@ vml_conn_uid(VmlConn *c)
 const VmlCreds *
 vml_conn_creds(VmlConn *c)
 {
+    /* Root's opens are vmleased's own (open-as.h): no groups needed. */
+    if (!c->creds_read && c->creds.uid != 0) {
+        struct ucred cr = { .pid = c->pid, .uid = c->creds.uid, .gid = c->creds.gid };
+        vml_creds_of_peer(c->fd, &cr, &c->creds);
+        c->creds_read = TRUE;
+    }
     return &c->creds;
 }
 
@@ -1036,7 +1043,9 @@ conn_setup(VmlServer *s, int fd, gboolean lease_socket)
     c->lease_socket = lease_socket;
     c->uid = cr.uid;
     c->pid = cr.pid;
-    vml_creds_of_peer(fd, &cr, &c->creds);
+    /* The groups only when an open as the peer needs them. */
+    c->creds.uid = cr.uid;
+    c->creds.gid = cr.gid;
     c->reader = vml_frame_reader_new();
     g_queue_init(&c->out);
     g_hash_table_add(s->conns, c);
