@@ -112,12 +112,19 @@ read_image(int fd, int open_errno, const char *path, gboolean probe, gboolean *i
 /* The chain from PATH, [0] PATH itself. With HONOUR_FORMATS, a layer whose
  * format is known and is not qcow2 ends the chain unread. */
 static GPtrArray *
-walk_chain(const char *path, const char *format, gboolean honour_formats, GError **error)
+walk_chain(const char *path, const char *format, gboolean honour_formats, gboolean canonical,
+           GError **error)
 {
     g_autoptr(GPtrArray) chain = g_ptr_array_new_with_free_func((GDestroyNotify)vml_backing_layer_free);
     g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    int fd, open_errno;
-    g_autofree char *current = open_resolved(path, &fd, &open_errno);
+    int fd = -1, open_errno = 0;
+    g_autofree char *current = NULL;
+    /* A path the caller knows is canonical needs no resolving: opened as
+     * it is (a symlink there now is resolved as any other name). */
+    if (canonical && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)) >= 0)
+        current = g_strdup(path);
+    else
+        current = open_resolved(path, &fd, &open_errno);
 
     if (!current) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
@@ -180,7 +187,7 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, GError
 GPtrArray *
 vml_backing_chain_layers(const char *path, const char *format, GError **error)
 {
-    return walk_chain(path, format, TRUE, error);
+    return walk_chain(path, format, TRUE, FALSE, error);
 }
 
 GPtrArray *
@@ -189,12 +196,11 @@ vml_backing_chain(const char *path, GError **error)
     return vml_backing_chain_resolved(path, NULL, error);
 }
 
-GPtrArray *
-vml_backing_chain_resolved(const char *path, char **canonical, GError **error)
+/* The backing images of LAYERS (NULL: ERROR set), with [0]'s path in
+ * *CANONICAL (may be NULL). */
+static GPtrArray *
+backing_of(GPtrArray *layers, char **canonical)
 {
-    /* Every qcow2 header is followed, whatever format its parent declares
-     * (what this function always did). */
-    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, error);
     if (!layers)
         return NULL;
     if (canonical)
@@ -205,4 +211,20 @@ vml_backing_chain_resolved(const char *path, char **canonical, GError **error)
         g_ptr_array_add(chain, g_steal_pointer(&layer->path));
     }
     return chain;
+}
+
+GPtrArray *
+vml_backing_chain_resolved(const char *path, char **canonical, GError **error)
+{
+    /* Every qcow2 header is followed, whatever format its parent declares
+     * (what this function always did). */
+    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, FALSE, error);
+    return backing_of(layers, canonical);
+}
+
+GPtrArray *
+vml_backing_chain_of_canonical(const char *path, GError **error)
+{
+    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, TRUE, error);
+    return backing_of(layers, NULL);
 }

@@ -15,6 +15,9 @@ GPtrArray *vml_backing_chain(const char *path, GError **error);
 /* The same, with PATH's own canonical path in *CANONICAL: the chain walk
  * resolves it anyway, so a caller needs no realpath() of its own. */
 GPtrArray *vml_backing_chain_resolved(const char *path, char **canonical, GError **error);
+/* The same for a PATH known to be canonical already (a lease's): opened
+ * as it is, without resolving it again. */
+GPtrArray *vml_backing_chain_of_canonical(const char *path, GError **error);
 
 typedef struct {
     char *path;        /* absolute and canonical */

@@ -60,7 +60,7 @@ static void
 add_chain(VmlLeaseTable *t, GHashTable *needed, const char *path, gboolean *unknown)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(GPtrArray) chain = vml_backing_chain(path, &error);
+    g_autoptr(GPtrArray) chain = vml_backing_chain_of_canonical(path, &error);
     for (guint i = 0; chain && i < chain->len; i++) {
         char *key = vml_lease_table_image_key(t, chain->pdata[i], &error);
         if (!key)
