@@ -2,7 +2,9 @@
 #include "vml-error.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -103,15 +105,30 @@ vml_proc_own_fd_path(int fd)
 void
 vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data)
 {
-    g_autofree char *fddir = g_strdup_printf("/proc/%d/fd", (int)pid);
-    g_autoptr(GDir) d = g_dir_open(fddir, 0, NULL);
-    const char *ent;
-    while (d && (ent = g_dir_read_name(d))) {
-        g_autofree char *link = g_build_filename(fddir, ent, NULL);
-        g_autofree char *target = g_file_read_link(link, NULL);
-        if (target && !func(atoi(ent), target, data))
-            return;
+    char fddir[64];
+    g_snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)pid);
+    /* Each link read relative to the directory: no walk of the whole
+     * /proc path per fd. */
+    int dfd = open(fddir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return;
     }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char target[PATH_MAX];
+        ssize_t n = readlinkat(dfd, e->d_name, target, sizeof(target) - 1);
+        if (n < 0)
+            continue;
+        target[n] = '\0';
+        if (!func(atoi(e->d_name), target, data))
+            break;
+    }
+    closedir(d);
 }
 
 gboolean

@@ -1,8 +1,11 @@
 #include "lease-reconcile.h"
 #include "vml-backing-chain.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Which file a path or fd is, whatever its name in whichever mount
  * namespace: a regular file by device and inode, a block device by its
@@ -42,16 +45,25 @@ static GHashTable *
 open_files_read(pid_t pid)
 {
     GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
-    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
-    const char *ent;
-    while (d && (ent = g_dir_read_name(d))) {
-        g_autofree char *link = g_build_filename(dir, ent, NULL);
+    char dir[64];
+    g_snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+    /* Each fd stat()ed relative to the directory, not by its whole path. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return set;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
         struct stat st;
-        char *id = stat(link, &st) == 0 ? file_identity(&st) : NULL;
+        char *id = e->d_name[0] != '.' && fstatat(dfd, e->d_name, &st, 0) == 0
+            ? file_identity(&st) : NULL;
         if (id)
             g_hash_table_add(set, id);
     }
+    closedir(d);
     return set;
 }
 
