@@ -1077,6 +1077,11 @@ conn_setup(VmlServer *s, int fd, gboolean lease_socket)
         return;
     }
     conn_schedule(c);
+    /* A client writes its call right after connect(), so it is usually
+     * here already: read it now rather than a loop turn later (what is not
+     * here yet comes through the watch). C may be gone after this. */
+    if (c->in_source)
+        on_conn_in(c->fd, G_IO_IN, c);
 }
 
 static gboolean
