@@ -162,9 +162,10 @@ vml_daemon_config_free(VmlDaemonConfig *cfg)
     g_free(cfg->admin_socket);
     g_free(cfg->lockspace_dir);
     g_free(cfg->state_dir);
+    /* The settings first: the backend's name says whose they are. */
+    vml_backend_free_config(cfg->backend, cfg->backend_settings);
     g_free(cfg->backend);
     g_free(cfg->log_level);
-    vml_backend_free_config(cfg->backend, cfg->backend_settings);
     vml_storage_names_free(cfg->storage_names, cfg->n_storage_names);
     g_free(cfg);
 }
