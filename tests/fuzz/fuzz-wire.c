@@ -262,7 +262,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     vml_lease_table_set_owner_gone_func(D.table, on_owner_gone, NULL);
     g_mkdir_with_parents(D.cfg->state_dir, 0700);
     g_autoptr(GStrvBuilder) dirs = g_strv_builder_new();
-    const char *const own[] = { D.cfg->lockspace_dir, D.cfg->state_dir, D.cfg->lease_dir };
+    const char *const own[] = { D.cfg->lockspace_dir, D.cfg->state_dir, D.backend->records.dir };
     for (guint i = 0; i < G_N_ELEMENTS(own); i++) {
         char *real = own[i] ? realpath(own[i], NULL) : NULL;
         if (real)
