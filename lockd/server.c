@@ -134,6 +134,9 @@ struct _VmlServer {
 
 static void conn_free(VmlConn *c);
 static void conn_flush(VmlConn *c);
+
+/* Replies gathered into one send at most. */
+#define FLUSH_IOV_MAX 16
 static void conn_schedule(VmlConn *c);
 static void finisher_pick(VmlServer *s);
 static gboolean on_conn_in(int fd, GIOCondition cond, gpointer data);
@@ -499,8 +502,18 @@ conn_flush(VmlConn *c)
 {
     OutMsg *m;
     while ((m = g_queue_peek_head(&c->out))) {
-        struct iovec iov = { .iov_base = m->data + m->off, .iov_len = m->len - m->off };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        /* Queued replies go in one sendmsg, up to the next one that
+         * carries fds: a stream delivers fds with the first bytes of the
+         * send they came with, so they must lead it. */
+        struct iovec iov[FLUSH_IOV_MAX];
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 0 };
+        for (GList *l = c->out.head; l && mh.msg_iovlen < FLUSH_IOV_MAX; l = l->next) {
+            OutMsg *q = l->data;
+            if (q != m && q->n_fds)
+                break;
+            iov[mh.msg_iovlen++] = (struct iovec){ .iov_base = q->data + q->off,
+                                                   .iov_len = q->len - q->off };
+        }
         VmlFdControl control;
         if (m->n_fds && m->off == 0)
             vml_wire_attach_fds(&mh, &control, m->fds, m->n_fds);
@@ -537,13 +550,19 @@ conn_flush(VmlConn *c)
             conn_destroy(c);
             return;
         }
-        m->off += n;
         out_count(c, -n, 0);
-        if (m->off < m->len)
-            continue;
-        g_queue_pop_head(&c->out);
-        out_count(c, -OUT_MSG_COST, -(int)m->n_fds);
-        out_msg_free(m);
+        /* Written: whole messages off the queue, the rest of a part one
+         * kept for the next send. */
+        while (n > 0 && (m = g_queue_peek_head(&c->out))) {
+            gsize take = MIN((gsize)n, m->len - m->off);
+            m->off += take;
+            n -= (ssize_t)take;
+            if (m->off < m->len)
+                break;
+            g_queue_pop_head(&c->out);
+            out_count(c, -OUT_MSG_COST, -(int)m->n_fds);
+            out_msg_free(m);
+        }
     }
     if (c->closing)
         conn_destroy(c);
