@@ -118,7 +118,8 @@ vml_record_store_write(VmlRecordStore *be, VmlRecord *r, const char *data, gsize
         return FALSE;
     }
     r->len = keep;
-    r->reserved = MIN(r->reserved, keep);   /* a cut frees what lay past it */
+    if (keep < total)
+        r->reserved = MIN(r->reserved, keep);   /* the cut freed what lay past it */
     return TRUE;
 }
 
