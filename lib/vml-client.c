@@ -26,6 +26,18 @@ struct _VmlClient {
      * without fds go out together at the next receive, one write for a
      * Register and the call behind it. */
     GString *corked;
+    guint awaiting;         /* calls sent whose replies are not read yet */
+    gboolean broken;        /* a receive failed: replies may still come */
+    VmlClientPool *pool;    /* where C goes back to when freed, if clean */
+};
+
+struct _VmlClientPool {
+    gatomicrefcount ref;
+    pid_t pid;              /* the process whose connections these are */
+    char *path;
+    guint max_idle;
+    GMutex lock;
+    GPtrArray *idle;
 };
 
 /* SO_RCVTIMEO of C's socket: MS (<= 0: none). */
@@ -100,12 +112,26 @@ vml_client_connect_admin(GError **error)
     return vml_client_connect(path, error);
 }
 
+static gboolean pool_keep(VmlClientPool *pool, VmlClient *c);
+static void close_client(VmlClient *c);
+
 void
 vml_client_free(VmlClient *c)
 {
     if (!c)
         return;
     flush(c);   /* a call nobody waits for still goes */
+    VmlClientPool *pool = g_steal_pointer(&c->pool);
+    gboolean kept = pool && pool_keep(pool, c);
+    if (pool)
+        vml_client_pool_unref(pool);
+    if (!kept)
+        close_client(c);
+}
+
+static void
+close_client(VmlClient *c)
+{
     if (c->corked)
         g_string_free(c->corked, TRUE);
     close(c->fd);
@@ -173,6 +199,7 @@ vml_client_send(VmlClient *c, const char *method, JsonObject *params, const int 
     vml_json_write_object(call, params);
     g_string_append_c(call, '}');
     g_clear_error(&c->send_error);
+    c->awaiting++;
     if (!n_fds) {
         if (!c->corked)
             c->corked = g_string_sized_new(512);
@@ -226,8 +253,12 @@ receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, gboolean *got
     gsize len;
     GArray *rfds = NULL;
     *got_reply = read_reply(c, &msg, &len, &rfds, error);
-    if (!*got_reply)
+    if (!*got_reply) {
+        c->broken = TRUE;
         return NULL;
+    }
+    if (c->awaiting)
+        c->awaiting--;
 
     /* The daemon writes strict JSON: the strict parser reads it at a
      * fraction of json-glib's cost, and takes no GType lock (the plugin
@@ -261,4 +292,95 @@ receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, gboolean *got
     else
         vml_fds_close(rfds);
     return rparams;
+}
+
+/* ---- a pool of idle connections ------------------------------------------ */
+
+VmlClientPool *
+vml_client_pool_new(const char *socket_path, guint max_idle)
+{
+    VmlClientPool *pool = g_new0(VmlClientPool, 1);
+    g_atomic_ref_count_init(&pool->ref);
+    pool->pid = getpid();
+    pool->path = g_strdup(socket_path);
+    pool->max_idle = max_idle;
+    g_mutex_init(&pool->lock);
+    pool->idle = g_ptr_array_new();
+    return pool;
+}
+
+static VmlClientPool *
+pool_ref(VmlClientPool *pool)
+{
+    g_atomic_ref_count_inc(&pool->ref);
+    return pool;
+}
+
+void
+vml_client_pool_unref(VmlClientPool *pool)
+{
+    if (!pool || !g_atomic_ref_count_dec(&pool->ref))
+        return;
+    /* A forked child has copies of the idle fds: closing those is its
+     * own business, but never through a lock another thread of its
+     * parent may have held at fork(). */
+    if (getpid() == pool->pid)
+        g_mutex_clear(&pool->lock);
+    for (guint i = 0; i < pool->idle->len; i++)
+        close_client(pool->idle->pdata[i]);
+    g_ptr_array_unref(pool->idle);
+    g_free(pool->path);
+    g_free(pool);
+}
+
+/* Nothing came on an idle connection, not even the daemon hanging up
+ * (a restarted or re-executed vmleased closes it): safe to send on. */
+static gboolean
+still_quiet(VmlClient *c)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+    return poll(&p, 1, 0) == 0;
+}
+
+VmlClient *
+vml_client_pool_connect(VmlClientPool *pool, GError **error)
+{
+    /* Only the process that made the pool uses it: a child between fork()
+     * and exec() connects on its own, and never takes the pool's lock. */
+    gboolean ours = getpid() == pool->pid;
+    while (ours) {
+        g_mutex_lock(&pool->lock);
+        VmlClient *c = pool->idle->len ? g_ptr_array_steal_index_fast(pool->idle,
+                                                                       pool->idle->len - 1)
+                                       : NULL;
+        g_mutex_unlock(&pool->lock);
+        if (!c)
+            break;
+        if (still_quiet(c)) {
+            c->pool = pool_ref(pool);
+            return c;
+        }
+        close_client(c);
+    }
+    VmlClient *c = vml_client_connect(pool->path, error);
+    if (c && ours)
+        c->pool = pool_ref(pool);
+    return c;
+}
+
+/* C back into POOL if the next call can start on it as on a new
+ * connection: every reply read, nothing unsent, no failure. */
+static gboolean
+pool_keep(VmlClientPool *pool, VmlClient *c)
+{
+    if (getpid() != pool->pid || c->send_error || c->broken || c->awaiting ||
+        (c->corked && c->corked->len) || c->timeout_ms != DEFAULT_TIMEOUT_MS ||
+        vml_frame_reader_pending(c->reader) || vml_frame_reader_has_message(c->reader))
+        return FALSE;
+    g_mutex_lock(&pool->lock);
+    gboolean kept = pool->idle->len < pool->max_idle;
+    if (kept)
+        g_ptr_array_add(pool->idle, c);
+    g_mutex_unlock(&pool->lock);
+    return kept;
 }

@@ -15,6 +15,19 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlClient, vml_client_free)
 
 int vml_client_get_fd(VmlClient *client);
 
+/* Idle connections to one socket kept for a long-lived process's next
+ * calls (libvirtd's plugin: a connect and accept cost about what the call
+ * itself does). Thread-safe. A client from vml_client_pool_connect goes
+ * back to its pool when freed if every reply was read and nothing failed,
+ * and is taken again only if the daemon has neither spoken nor hung up on
+ * it since; a process forked from the pool's maker always connects anew.
+ * Every call starts with Register (which rebinds the connection), so a
+ * reused connection acts for nobody it did not name. */
+typedef struct _VmlClientPool VmlClientPool;
+VmlClientPool *vml_client_pool_new(const char *socket_path, guint max_idle);
+void vml_client_pool_unref(VmlClientPool *pool);
+VmlClient *vml_client_pool_connect(VmlClientPool *pool, GError **error);
+
 /* How long a call waits for its reply (default 30 s; <= 0: forever). A
  * daemon that hangs must not hang every admin command with it. */
 void vml_client_set_timeout(VmlClient *client, int timeout_ms);

@@ -52,6 +52,9 @@ typedef struct {
 } Domain;
 
 static VmlPluginConfig *config;
+/* libvirtd's idle connections to vmleased, for its next lock calls. */
+static VmlClientPool *pool;
+#define POOL_MAX_IDLE 4
 
 /* Report through libvirt's error machinery when we run inside libvirtd,
  * so `virsh start` shows our message; to stderr otherwise. */
@@ -114,12 +117,15 @@ vml_init(unsigned int version, const char *config_file, unsigned int flags)
         report(VIR_ERR_CONFIG_UNSUPPORTED, "vmlease: %s", error->message);
         return -1;
     }
+    g_autofree char *path = g_build_filename(config->socket_dir, "vmleased.sock", NULL);
+    pool = vml_client_pool_new(path, POOL_MAX_IDLE);
     return 0;
 }
 
 static int
 vml_deinit(void)
 {
+    g_clear_pointer(&pool, vml_client_pool_unref);
     g_clear_pointer(&config, vml_plugin_config_free);
     return 0;
 }
@@ -310,8 +316,7 @@ static VmlClient *
 connect_holder(Domain *d, pid_t pid, int action, int mailbox, gboolean check_lockspace,
                FollowUp then, gpointer then_data, gint64 *holder, GError **error)
 {
-    g_autofree char *path = g_build_filename(config->socket_dir, "vmleased.sock", NULL);
-    g_autoptr(VmlClient) c = vml_client_connect(path, error);
+    g_autoptr(VmlClient) c = vml_client_pool_connect(pool, error);
     if (!c)
         return NULL;
     VmlRegistration reg = {
