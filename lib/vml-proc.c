@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* The first SIZE - 1 bytes of /proc/PID/WHAT into BUF, NUL-terminated:
@@ -103,32 +104,53 @@ vml_proc_own_fd_path(int fd)
 }
 
 void
-vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data)
+vml_proc_each_fd_entry(pid_t pid, VmlFdEntryFunc func, gpointer data)
 {
     char fddir[64];
     g_snprintf(fddir, sizeof(fddir), "/proc/%d/fd", (int)pid);
+    /* getdents64 on the directory fd itself: fdopendir would add an fstat
+     * and two fcntl calls per walk. */
+    int dfd = open(fddir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    char buf[8192] __attribute__((aligned(8)));
+    gboolean go = TRUE;
+    long n;
+    while (go && (n = syscall(SYS_getdents64, dfd, buf, sizeof(buf))) > 0) {
+        for (long off = 0; go && off < n;) {
+            const struct dirent64 *e = (const struct dirent64 *)(void *)(buf + off);
+            off += e->d_reclen;
+            if (e->d_name[0] != '.')
+                go = func(dfd, e->d_name, atoi(e->d_name), data);
+        }
+    }
+    close(dfd);
+}
+
+typedef struct {
+    VmlFdFunc func;
+    gpointer data;
+} LinkWalk;
+
+static gboolean
+read_link_entry(int dirfd, const char *name, int num, gpointer data)
+{
+    LinkWalk *w = data;
     /* Each link read relative to the directory: no walk of the whole
      * /proc path per fd. */
-    int dfd = open(fddir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-    if (!d) {
-        if (dfd >= 0)
-            close(dfd);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char target[PATH_MAX];
-        ssize_t n = readlinkat(dfd, e->d_name, target, sizeof(target) - 1);
-        if (n < 0)
-            continue;
-        target[n] = '\0';
-        if (!func(atoi(e->d_name), target, data))
-            break;
-    }
-    closedir(d);
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(dirfd, name, target, sizeof(target) - 1);
+    if (n < 0)
+        return TRUE;
+    target[n] = '\0';
+    return w->func(num, target, w->data);
+}
+
+void
+vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data)
+{
+    LinkWalk w = { func, data };
+    vml_proc_each_fd_entry(pid, read_link_entry, &w);
 }
 
 gboolean

@@ -23,6 +23,11 @@ char *vml_proc_own_fd_path(int fd);
  * passed over; a process that cannot be looked at has none. */
 typedef gboolean (*VmlFdFunc)(int num, const char *target, gpointer data);
 void vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data);
+/* The walk under it: FUNC(DIRFD, NAME, NUM, DATA) for each open fd NUM of
+ * PID, with DIRFD the open /proc/PID/fd and NAME its entry there, for a
+ * caller that wants the file itself (fstatat) rather than its name. */
+typedef gboolean (*VmlFdEntryFunc)(int dirfd, const char *name, int num, gpointer data);
+void vml_proc_each_fd_entry(pid_t pid, VmlFdEntryFunc func, gpointer data);
 
 const char *vml_host_name(void);
 /* Newly read each call is not needed: cached after the first read. */

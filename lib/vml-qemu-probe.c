@@ -1,5 +1,6 @@
 #include "vml-qemu-probe.h"
 #include "vml-error.h"
+#include "vml-proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -115,33 +116,40 @@ read_command(const char *pid)
     return g_utf8_make_valid(data, -1);
 }
 
+typedef struct {
+    const char *pid;
+    dev_t dev;
+    ino_t ino;
+    VmlQemuHolder h;
+} ProcessScan;
+
+static gboolean
+scan_fd(int dirfd, const char *name, G_GNUC_UNUSED int num, gpointer data)
+{
+    ProcessScan *scan = data;
+    struct stat st;
+    if (fstatat(dirfd, name, &st, 0) < 0 || st.st_dev != scan->dev || st.st_ino != scan->ino)
+        return TRUE;
+    g_autofree char *info_path = g_strdup_printf("/proc/%s/fdinfo/%s", scan->pid, name);
+    g_autofree char *info = NULL;
+    if (!g_file_get_contents(info_path, &info, NULL, NULL))
+        return TRUE;
+    g_auto(GStrv) lines = g_strsplit(info, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        if (g_str_has_prefix(*l, "lock:"))
+            parse_lock_line(*l, scan->dev, scan->ino, &scan->h);
+    }
+    return TRUE;
+}
+
 /* The lock bits PID holds on DEV:INO through any of its descriptions. */
 static void
 scan_process(const char *pid, dev_t dev, ino_t ino, GPtrArray *out)
 {
-    g_autofree char *fd_dir = g_strdup_printf("/proc/%s/fd", pid);
-    DIR *d = opendir(fd_dir);
-    if (!d)
-        return;   /* gone, or a kernel thread */
-    VmlQemuHolder h = { 0 };
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        struct stat st;
-        if (e->d_name[0] == '.' ||
-            fstatat(dirfd(d), e->d_name, &st, 0) < 0 ||
-            st.st_dev != dev || st.st_ino != ino)
-            continue;
-        g_autofree char *info_path = g_strdup_printf("/proc/%s/fdinfo/%s", pid, e->d_name);
-        g_autofree char *info = NULL;
-        if (!g_file_get_contents(info_path, &info, NULL, NULL))
-            continue;
-        g_auto(GStrv) lines = g_strsplit(info, "\n", -1);
-        for (char **l = lines; *l; l++) {
-            if (g_str_has_prefix(*l, "lock:"))
-                parse_lock_line(*l, dev, ino, &h);
-        }
-    }
-    closedir(d);
+    ProcessScan scan = { .pid = pid, .dev = dev, .ino = ino };
+    /* gone, or a kernel thread: no fds */
+    vml_proc_each_fd_entry((pid_t)atoi(pid), scan_fd, &scan);
+    VmlQemuHolder h = scan.h;
     if (!h.perms && !h.unshared)
         return;
     VmlQemuHolder *copy = g_new0(VmlQemuHolder, 1);

@@ -118,10 +118,12 @@ method_register(VmlCall *call)
         return;
     }
     vml_conn_set_holder(call->conn, h->id);
-    JsonObject *reply = json_object_new();
-    json_object_set_int_member(reply, "holder", h->id);
-    json_object_set_string_member(reply, "lockspace", call->d->backend->lockspace);
-    vml_conn_reply(call->conn, reply, NULL, 0);
+    GString *out = g_string_sized_new(64 + strlen(call->d->backend->lockspace));
+    g_string_append_c(out, '{');
+    vml_json_write_member_int(out, TRUE, "holder", h->id);
+    vml_json_write_strict_member_string(out, FALSE, "lockspace", call->d->backend->lockspace);
+    g_string_append_c(out, '}');
+    vml_conn_reply_text(call->conn, out, NULL, 0);
 }
 
 static void

@@ -1,5 +1,6 @@
 #include "holder-mailbox.h"
 #include "vml-error.h"
+#include "vml-proc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,21 +61,31 @@ vml_mailbox_new(int fd, GError **error)
     return m;
 }
 
+typedef struct {
+    char want[48];   /* socket:[INO] */
+    int num;
+} SocketSearch;
+
+static gboolean
+is_wanted_socket(int num, const char *target, gpointer data)
+{
+    SocketSearch *s = data;
+    if (strcmp(target, s->want) != 0)
+        return TRUE;
+    s->num = num;
+    return FALSE;
+}
+
 /* PID's fd number for the socket with inode INO, or -1. */
 static int
 fd_of_socket(pid_t pid, guint64 ino)
 {
-    g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
-    g_autofree char *want = g_strdup_printf("socket:[%" G_GUINT64_FORMAT "]", ino);
-    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
-    const char *ent;
-    while (ino && d && (ent = g_dir_read_name(d))) {
-        g_autofree char *link = g_build_filename(dir, ent, NULL);
-        g_autofree char *target = g_file_read_link(link, NULL);
-        if (g_strcmp0(target, want) == 0)
-            return atoi(ent);
-    }
-    return -1;
+    SocketSearch s = { .num = -1 };
+    if (!ino)
+        return -1;
+    g_snprintf(s.want, sizeof(s.want), "socket:[%" G_GUINT64_FORMAT "]", ino);
+    vml_proc_each_fd(pid, is_wanted_socket, &s);
+    return s.num;
 }
 
 VmlMailbox *

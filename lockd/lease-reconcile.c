@@ -1,7 +1,7 @@
 #include "lease-reconcile.h"
 #include "vml-backing-chain.h"
+#include "vml-proc.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -41,29 +41,21 @@ open_files_clear(OpenFiles *o)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(OpenFiles, open_files_clear)
 
+static gboolean
+add_open_file(int dirfd, const char *name, G_GNUC_UNUSED int num, gpointer data)
+{
+    struct stat st;
+    char *id = fstatat(dirfd, name, &st, 0) == 0 ? file_identity(&st) : NULL;
+    if (id)
+        g_hash_table_add(data, id);
+    return TRUE;
+}
+
 static GHashTable *
 open_files_read(pid_t pid)
 {
     GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-    char dir[64];
-    g_snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-    /* Each fd stat()ed relative to the directory, not by its whole path. */
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-    if (!d) {
-        if (dfd >= 0)
-            close(dfd);
-        return set;
-    }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        struct stat st;
-        char *id = e->d_name[0] != '.' && fstatat(dfd, e->d_name, &st, 0) == 0
-            ? file_identity(&st) : NULL;
-        if (id)
-            g_hash_table_add(set, id);
-    }
-    closedir(d);
+    vml_proc_each_fd_entry(pid, add_open_file, set);
     return set;
 }
 
