@@ -117,6 +117,20 @@ call_is_uuid(const char *s)
     return g_uuid_string_is_valid(s);
 }
 
+GStrv
+vml_call_own_dirs(const VmlDaemonConfig *cfg, const VmlBackend *backend)
+{
+    g_autoptr(GStrvBuilder) dirs = g_strv_builder_new();
+    const char *const own[] = { cfg->lockspace_dir, cfg->state_dir, backend->records.dir };
+    for (guint i = 0; i < G_N_ELEMENTS(own); i++) {
+        char *real = own[i] ? realpath(own[i], NULL) : NULL;
+        if (real)
+            g_strv_builder_add(dirs, real);
+        free(real);
+    }
+    return g_strv_builder_end(dirs);
+}
+
 /* PATH (canonical) is one of the daemon's own directories or below one. */
 static gboolean
 path_is_ours(VmlCall *call, const char *path)

@@ -53,3 +53,7 @@ VmlHolder *call_get_holder(VmlCall *call);
  * _named, it must name at least one. */
 GArray *call_get_requests(VmlCall *call, gboolean required);
 GArray *call_get_named_requests(VmlCall *call);
+
+/* The daemon's own directories (lockspace, state, holder records), made
+ * canonical once they exist: no request may name a file in them. */
+GStrv vml_call_own_dirs(const VmlDaemonConfig *cfg, const VmlBackend *backend);

@@ -1,4 +1,5 @@
 /* vmleased: holds leases on VM disk images on behalf of the VM processes. */
+#include "call-params.h"
 #include "daemon.h"
 #include "reexec.h"
 #include "dispatch.h"
@@ -238,15 +239,7 @@ main(int argc, char **argv)
     if (!d.state)
         return startup_failed(config_path, error);
     /* Canonical once, here (the backend and the state file made them): checked per request. */
-    g_autoptr(GStrvBuilder) dirs = g_strv_builder_new();
-    const char *const own[] = { d.cfg->lockspace_dir, d.cfg->state_dir, d.backend->records.dir };
-    for (guint i = 0; i < G_N_ELEMENTS(own); i++) {
-        char *real = own[i] ? realpath(own[i], NULL) : NULL;
-        if (real)
-            g_strv_builder_add(dirs, real);
-        free(real);
-    }
-    d.own_dirs = g_strv_builder_end(dirs);
+    d.own_dirs = vml_call_own_dirs(d.cfg, d.backend);
 
     g_autoptr(JsonObject) state = NULL;
     int lease_fd = -1, admin_fd = -1;

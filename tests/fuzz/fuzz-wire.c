@@ -33,6 +33,7 @@
  * paths (ForceUnlock, claim, status_file) are left out on purpose.
  *
  * FUZZ_WIRE_VERBOSE=1 shows every message and reply on stderr. */
+#include "call-params.h"
 #include "daemon.h"
 #include "dispatch.h"
 #include "server.h"
@@ -261,15 +262,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     D.stash = vml_stash_new(D.cfg->max_stash_per_owner, D.cfg->max_stash_total);
     vml_lease_table_set_owner_gone_func(D.table, on_owner_gone, NULL);
     g_mkdir_with_parents(D.cfg->state_dir, 0700);
-    g_autoptr(GStrvBuilder) dirs = g_strv_builder_new();
-    const char *const own[] = { D.cfg->lockspace_dir, D.cfg->state_dir, D.backend->records.dir };
-    for (guint i = 0; i < G_N_ELEMENTS(own); i++) {
-        char *real = own[i] ? realpath(own[i], NULL) : NULL;
-        if (real)
-            g_strv_builder_add(dirs, real);
-        free(real);
-    }
-    D.own_dirs = g_strv_builder_end(dirs);
+    D.own_dirs = vml_call_own_dirs(D.cfg, D.backend);
     D.server = vml_server_new(&D, vml_dispatch, -1, -1, &error);
     if (!D.server)
         die("%s", error->message);
