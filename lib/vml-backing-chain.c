@@ -1,4 +1,5 @@
 #include "vml-backing-chain.h"
+#include "vml-str-hash.h"
 #include "vml-error.h"
 #include "vml-proc.h"
 #include "vml-qcow2.h"
@@ -116,7 +117,7 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, gboole
            GError **error)
 {
     g_autoptr(GPtrArray) chain = g_ptr_array_new_with_free_func((GDestroyNotify)vml_backing_layer_free);
-    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, NULL);
     int fd = -1, open_errno = 0;
     g_autofree char *current = NULL;
     /* A path the caller knows is canonical needs no resolving: opened as

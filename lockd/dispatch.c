@@ -335,11 +335,13 @@ method_release(VmlCall *call)
         vml_conn_error_gerror(call->conn, error, p);
         return;
     }
-    JsonObject *reply = json_object_new();
-    json_object_set_int_member(reply, "released", released);
+    GString *out = g_string_sized_new(48);
+    g_string_append_c(out, '{');
+    vml_json_write_member_int(out, TRUE, "released", released);
     if (park)
-        json_object_set_int_member(reply, "parked", parked);
-    vml_conn_reply(call->conn, reply, NULL, 0);
+        vml_json_write_member_int(out, FALSE, "parked", parked);
+    g_string_append_c(out, '}');
+    vml_conn_reply_text(call->conn, out, NULL, 0);
 }
 
 static void

@@ -1,4 +1,5 @@
 #include "fd-stash.h"
+#include "vml-str-hash.h"
 #include "vml-error.h"
 #include "vml-json-write.h"
 
@@ -43,7 +44,7 @@ VmlStash *
 vml_stash_new(guint max_per_owner, guint max_total)
 {
     VmlStash *s = g_new0(VmlStash, 1);
-    s->owners = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, owner_free);
+    s->owners = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, owner_free);
     s->max_per_owner = max_per_owner;
     s->max_total = max_total;
     return s;
@@ -85,7 +86,7 @@ owner_get(VmlStash *s, const char *owner, uid_t uid, gboolean create, GError **e
     if (!o && create) {
         o = g_new0(Owner, 1);
         o->uid = uid;
-        o->entries = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, entry_free);
+        o->entries = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, entry_free);
         g_hash_table_insert(s->owners, g_strdup(owner), o);
     }
     if (!o)

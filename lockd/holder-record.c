@@ -199,9 +199,11 @@ slot_text(GString *out, const VmlLease *l, gsize len)
         len = (need + SLOT_SLACK + SLOT_ALIGN - 1) / SLOT_ALIGN * SLOT_ALIGN;
     if (need > len)
         return FALSE;
-    while (out->len < len - 2)
-        g_string_append_c(out, ' ');
-    g_string_append(out, "},");
+    gsize at = out->len;
+    g_string_set_size(out, len);
+    memset(out->str + at, ' ', len - 2 - at);
+    out->str[len - 2] = '}';
+    out->str[len - 1] = ',';
     return TRUE;
 }
 

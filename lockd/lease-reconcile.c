@@ -1,4 +1,5 @@
 #include "lease-reconcile.h"
+#include "vml-str-hash.h"
 #include "vml-backing-chain.h"
 #include "vml-proc.h"
 
@@ -54,7 +55,7 @@ add_open_file(int dirfd, const char *name, G_GNUC_UNUSED int num, gpointer data)
 static GHashTable *
 open_files_read(pid_t pid)
 {
-    GHashTable *set = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    GHashTable *set = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, NULL);
     vml_proc_each_fd_entry(pid, add_open_file, set);
     return set;
 }
@@ -85,7 +86,7 @@ static GHashTable *
 named_chains(VmlLeaseTable *t, VmlHolder *h, GHashTable *except, const VmlRequest *reqs,
              guint n_reqs, gboolean *unknown)
 {
-    GHashTable *needed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    GHashTable *needed = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, g_free);
     GHashTableIter it;
     gpointer value;
     *unknown = FALSE;
@@ -146,7 +147,7 @@ vml_reconcile_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, gu
     gboolean unknown;
     g_autoptr(GHashTable) needed = named_chains(t, h, NULL, reqs, n_reqs, &unknown);
     g_autoptr(GArray) all = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
-    g_autoptr(GHashTable) asked = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) asked = g_hash_table_new(vml_str_hash, g_str_equal);
     g_array_append_vals(all, reqs, n_reqs);
     for (guint i = 0; i < n_reqs; i++)
         g_hash_table_add(asked, reqs[i].key);
@@ -176,7 +177,7 @@ gboolean
 vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, guint n_keys,
                       guint *released, GError **error)
 {
-    g_autoptr(GHashTable) letting_go = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) letting_go = g_hash_table_new(vml_str_hash, g_str_equal);
     for (guint i = 0; i < n_keys; i++) {
         if (g_hash_table_contains(h->leases, keys[i]))
             g_hash_table_add(letting_go, (gpointer)keys[i]);

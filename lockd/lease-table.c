@@ -1,4 +1,5 @@
 #include "lease-table.h"
+#include "vml-str-hash.h"
 #include "holder-record.h"
 #include "image-guard.h"
 #include "vml-error.h"
@@ -486,8 +487,8 @@ holder_new(VmlLeaseTable *t, gint64 id, const char *uuid, const char *name,
     h->since = since;
     h->on_lockfailure = g_strdup("default");
     h->table = t;
-    h->leases = g_hash_table_new(g_str_hash, g_str_equal);
-    h->observing = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    h->leases = g_hash_table_new(vml_str_hash, g_str_equal);
+    h->observing = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, g_free);
     h->record_dirty = g_ptr_array_new();
     h->pending_unmarks = g_ptr_array_new_with_free_func(g_free);
     g_hash_table_insert(t->holders, &h->id, h);
@@ -530,7 +531,7 @@ vml_lease_table_new(VmlBackend *backend, const VmlDaemonConfig *cfg)
     t->holders = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL,
                                        (GDestroyNotify)holder_free);
     t->by_pid = g_hash_table_new(g_direct_hash, g_direct_equal);
-    t->by_resource = g_hash_table_new(g_str_hash, g_str_equal);
+    t->by_resource = g_hash_table_new(vml_str_hash, g_str_equal);
     t->resource_order = g_tree_new((GCompareFunc)strcmp);
     t->next_id = 1;
     return t;
@@ -626,7 +627,7 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
     if (h) {
         h->uid = caller;
         /* New in this daemon: it has none of our lock fds yet. */
-        h->handed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        h->handed = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, NULL);
         if (on_lockfailure) {
             g_free(h->on_lockfailure);
             h->on_lockfailure = g_strdup(on_lockfailure);
@@ -702,7 +703,7 @@ record_observed(JsonObject *record, GHashTable *out)
 static void
 record_observers(JsonObject *record, const VmlOwner *id, const char *key, GPtrArray *out)
 {
-    g_autoptr(GHashTable) observed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+    g_autoptr(GHashTable) observed = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free,
                                                            g_free);
     record_observed(record, observed);
     GHashTableIter it;
@@ -727,7 +728,7 @@ static void
 record_owners(VmlLeaseTable *t, const char *key, gboolean observers, GPtrArray *out)
 {
     /* Our own holders' records say nothing we do not know: not read. */
-    g_autoptr(GHashTable) ours = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) ours = g_hash_table_new(vml_str_hash, g_str_equal);
     GHashTableIter hi;
     gpointer hv;
     g_hash_table_iter_init(&hi, t->holders);
@@ -806,7 +807,7 @@ GHashTable *
 vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after, guint max,
                            char **next, GPtrArray **order)
 {
-    GHashTable *map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+    GHashTable *map = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free,
                                             (GDestroyNotify)g_ptr_array_unref);
     g_autoptr(GPtrArray) others = g_ptr_array_new_with_free_func((GDestroyNotify)vml_owner_free);
     GHashTableIter it;
@@ -818,7 +819,7 @@ vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after,
      * A page's keys are among the first MAX + 1 after AFTER of each of
      * the three sources (leases held here, observers, records), so only
      * those are gathered and sorted, not every key there is. */
-    g_autoptr(GHashTable) keys = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) keys = g_hash_table_new(vml_str_hash, g_str_equal);
     if (only) {
         for (guint i = 0; i < only->len; i++)
             g_hash_table_add(keys, only->pdata[i]);
@@ -853,7 +854,7 @@ vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const char *after,
         if (next)
             *next = g_strdup(sorted->pdata[max - 1]);
     }
-    g_autoptr(GHashTable) page = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autoptr(GHashTable) page = g_hash_table_new(vml_str_hash, g_str_equal);
     for (guint i = 0; i < sorted->len; i++) {
         const char *k = sorted->pdata[i];
         g_hash_table_add(page, (gpointer)k);
@@ -1039,7 +1040,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     }
 
     g_autoptr(GArray) steps = g_array_new(FALSE, FALSE, sizeof(AcquireStep));
-    g_autoptr(GHashTable) images = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+    g_autoptr(GHashTable) images = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free,
                                                          guard_file_free);
     gint64 since = now_s();
     for (guint i = 0; i < n_reqs; i++) {
@@ -1772,7 +1773,7 @@ void
 vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
 {
     /* key -> the dead holder's mailbox contents (dups), or NULL */
-    g_autoptr(GHashTable) gone_keys = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+    g_autoptr(GHashTable) gone_keys = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free,
                                                             (GDestroyNotify)fds_unref);
     if (state && g_strcmp0(json_object_get_string_member_with_default(state, "boot_id", ""),
                            vml_host_boot_id()) == 0) {

@@ -9,6 +9,7 @@
  * the other; only a claim for the same domain takes a free byte. So from
  * the park to the claim and on to the parked holder's exit, some byte is
  * always locked: the lease is never free for anyone else. */
+#include "vml-str-hash.h"
 #include "backend.h"
 #include "vml-error.h"
 #include "vml-lock-holders.h"
@@ -90,7 +91,7 @@ fcntl_open(const VmlDaemonConfig *cfg, GError **error)
         return NULL;
     }
     be->parent.ops = &vml_fcntl_backend_ops;
-    be->lock_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    be->lock_names = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, g_free);
     be->dir = g_strdup(cfg->lockspace_dir);
     be->parent.lockspace = g_strdup(be->dir);
     be->dirfd = dirfd;
@@ -307,7 +308,7 @@ static void
 fd_index_reset(FdIndex *x)
 {
     fd_index_clear(x);
-    x->by_path = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+    x->by_path = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free,
                                        (GDestroyNotify)g_array_unref);
 }
 
@@ -625,7 +626,7 @@ fcntl_drop_strays(VmlBackend *parent, pid_t pid, int pidfd, GArray *candidates,
                   const char *const *keys, guint n_keys)
 {
     FcntlBackend *be = (FcntlBackend *)parent;
-    g_autoptr(GHashTable) keep = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_autoptr(GHashTable) keep = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, NULL);
     for (guint i = 0; i < n_keys; i++)
         g_hash_table_add(keep, lock_path(be, keys[i]));
     Strays st = { be, keep, pid, pidfd };
