@@ -3,6 +3,24 @@
 #include <math.h>
 #include <string.h>
 
+/* Append N bytes of S: a copy when they fit (the usual case), without a
+ * call into GString per piece. */
+static inline void
+put(GString *out, const char *s, gsize n)
+{
+    gsize at = out->len;
+    if (at + n < out->allocated_len) {
+        memcpy(out->str + at, s, n);
+        out->len = at + n;
+        out->str[out->len] = '\0';
+    } else {
+        g_string_append_len(out, s, (gssize)n);
+    }
+}
+
+/* A literal's bytes. */
+#define PUT_LITERAL(out, lit) put((out), (lit), sizeof(lit) - 1)
+
 void
 vml_json_write_string(GString *out, const char *str)
 {
@@ -14,17 +32,17 @@ vml_json_write_string(GString *out, const char *str)
         while (*p >= 0x20 && *p != '"' && *p != '\\')
             p++;
         if (p > run)
-            g_string_append_len(out, (const char *)run, p - run);
+            put(out, (const char *)run, p - run);
         if (!*p)
             break;
         switch (*p) {
-        case '"': g_string_append(out, "\\\""); break;
-        case '\\': g_string_append(out, "\\\\"); break;
-        case '\n': g_string_append(out, "\\n"); break;
-        case '\r': g_string_append(out, "\\r"); break;
-        case '\t': g_string_append(out, "\\t"); break;
+        case '"': PUT_LITERAL(out, "\\\""); break;
+        case '\\': PUT_LITERAL(out, "\\\\"); break;
+        case '\n': PUT_LITERAL(out, "\\n"); break;
+        case '\r': PUT_LITERAL(out, "\\r"); break;
+        case '\t': PUT_LITERAL(out, "\\t"); break;
         default:
-            g_string_append(out, "\\u00");
+            PUT_LITERAL(out, "\\u00");
             g_string_append_c(out, hex[*p >> 4]);
             g_string_append_c(out, hex[*p & 15]);
         }
@@ -45,7 +63,7 @@ write_int(GString *out, gint64 value)
     } while (u);
     if (value < 0)
         *--p = '-';
-    g_string_append_len(out, p, end - p);
+    put(out, p, end - p);
 }
 
 /* ,"KEY": with KEY as it is: member names are ours, plain ASCII. */
@@ -55,8 +73,8 @@ write_key(GString *out, gboolean first, const char *key)
     if (!first)
         g_string_append_c(out, ',');
     g_string_append_c(out, '"');
-    g_string_append(out, key);
-    g_string_append_len(out, "\":", 2);
+    put(out, key, strlen(key));
+    put(out, "\":", 2);
 }
 
 void
@@ -91,7 +109,7 @@ vml_json_write_strict_string(GString *out, const char *str)
         while ((guchar)*p >= 0x20 && (guchar)*p < 0x7f && *p != '"' && *p != '\\')
             p++;
         if (p > run)
-            g_string_append_len(out, run, p - run);
+            put(out, run, p - run);
         guchar c = (guchar)*p;
         if (c == '\0')
             break;
@@ -104,21 +122,21 @@ vml_json_write_strict_string(GString *out, const char *str)
                 p++;
             } else {
                 const char *next = g_utf8_next_char(p);
-                g_string_append_len(out, p, next - p);
+                put(out, p, next - p);
                 p = next;
             }
             continue;
         }
         switch (c) {
-        case '"': g_string_append(out, "\\\""); break;
-        case '\\': g_string_append(out, "\\\\"); break;
-        case '\b': g_string_append(out, "\\b"); break;
-        case '\f': g_string_append(out, "\\f"); break;
-        case '\n': g_string_append(out, "\\n"); break;
-        case '\r': g_string_append(out, "\\r"); break;
-        case '\t': g_string_append(out, "\\t"); break;
+        case '"': PUT_LITERAL(out, "\\\""); break;
+        case '\\': PUT_LITERAL(out, "\\\\"); break;
+        case '\b': PUT_LITERAL(out, "\\b"); break;
+        case '\f': PUT_LITERAL(out, "\\f"); break;
+        case '\n': PUT_LITERAL(out, "\\n"); break;
+        case '\r': PUT_LITERAL(out, "\\r"); break;
+        case '\t': PUT_LITERAL(out, "\\t"); break;
         default:   /* the rest of U+0000-U+001F, and U+007F */
-            g_string_append(out, "\\u00");
+            PUT_LITERAL(out, "\\u00");
             g_string_append_c(out, hex[c >> 4]);
             g_string_append_c(out, hex[c & 15]);
         }
@@ -139,15 +157,15 @@ static void
 write_double(GString *out, double v)
 {
     if (!isfinite(v)) {
-        g_string_append(out, "null");   /* JSON has no NaN or infinity */
+        PUT_LITERAL(out, "null");   /* JSON has no NaN or infinity */
         return;
     }
     char buf[G_ASCII_DTOSTR_BUF_SIZE];
     g_ascii_dtostr(buf, sizeof(buf), v);
-    g_string_append(out, buf);
+    put(out, buf, strlen(buf));
     /* Keep it a double for whoever reads it back, as json-glib does. */
     if (!strpbrk(buf, ".eE"))
-        g_string_append(out, ".0");
+        PUT_LITERAL(out, ".0");
 }
 
 static void
@@ -168,11 +186,11 @@ write_value(GString *out, JsonNode *node)
         if (s)
             vml_json_write_strict_string(out, s);
         else
-            g_string_append(out, "null");
+            PUT_LITERAL(out, "null");
         break;
     }
     default:
-        g_string_append(out, "null");
+        PUT_LITERAL(out, "null");
     }
 }
 
@@ -222,6 +240,6 @@ vml_json_write_node(GString *out, JsonNode *node)
         break;
     case JSON_NODE_NULL:
     default:
-        g_string_append(out, "null");
+        PUT_LITERAL(out, "null");
     }
 }

@@ -29,7 +29,7 @@ typedef void (*MethodFunc)(VmlCall *call);
 static void
 reply_leases(VmlCall *call, GPtrArray *leases, gboolean grant, const int *fds, guint n_fds)
 {
-    GString *out = g_string_sized_new(64 + 256 * leases->len);
+    GString *out = vml_conn_reply_start(64 + 256 * leases->len);
     g_string_append(out, "{\"leases\":[");
     for (guint i = 0; i < leases->len; i++) {
         g_string_append(out, i ? ",{" : "{");
@@ -118,7 +118,7 @@ method_register(VmlCall *call)
         return;
     }
     vml_conn_set_holder(call->conn, h->id);
-    GString *out = g_string_sized_new(64 + strlen(call->d->backend->lockspace));
+    GString *out = vml_conn_reply_start(64 + strlen(call->d->backend->lockspace));
     g_string_append_c(out, '{');
     vml_json_write_member_int(out, TRUE, "holder", h->id);
     vml_json_write_strict_member_string(out, FALSE, "lockspace", call->d->backend->lockspace);
@@ -335,7 +335,7 @@ method_release(VmlCall *call)
         vml_conn_error_gerror(call->conn, error, p);
         return;
     }
-    GString *out = g_string_sized_new(48);
+    GString *out = vml_conn_reply_start(48);
     g_string_append_c(out, '{');
     vml_json_write_member_int(out, TRUE, "released", released);
     if (park)
@@ -398,7 +398,7 @@ static void
 method_list(VmlCall *call)
 {
     g_autoptr(GList) list = vml_lease_table_holders(call->d->table);
-    GString *out = g_string_sized_new(4096);
+    GString *out = vml_conn_reply_start(4096);
     g_string_append(out, "{\"holders\":[");
     for (GList *l = list; l; l = l->next) {
         if (l != list)
@@ -465,7 +465,7 @@ method_owners(VmlCall *call)
     /* Written as text: a page of a thousand resources as a json-glib tree
      * costs most of the call in making and freeing it. */
     VmlBackend *be = call->d->backend;
-    GString *out = g_string_sized_new(256 * keys->len + 64);
+    GString *out = vml_conn_reply_start(256 * keys->len + 64);
     g_string_append(out, "{\"resources\":[");
     for (guint i = 0; i < keys->len; i++) {
         GPtrArray *owners = g_hash_table_lookup(owners_of, keys->pdata[i]);

@@ -257,7 +257,7 @@ write_whole(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GString *hea
             const char *fixed, GError **error)
 {
     g_autoptr(GString) text = g_string_new(head->str);
-    g_autoptr(GString) one = g_string_new(NULL);
+    g_autoptr(GString) one = g_string_sized_new(256);
     VmlRecordLayout *x = g_new0(VmlRecordLayout, 1);
     x->slots = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)slot_free, NULL);
     x->dropped = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
@@ -331,6 +331,23 @@ patch_writes(VmlHolder *h, VmlRecordLayout *x, GString *scratch)
     return writes + append;
 }
 
+/* Buffer N of three kept for record writes, emptied: the daemon writes
+ * records from its main thread only, one at a time, and a buffer per
+ * write would be three allocations each time. */
+static GString *
+scratch(guint n)
+{
+    static GString *buffers[3];
+    if (!buffers[n])
+        buffers[n] = g_string_sized_new(512);
+    /* A record with thousands of leases leaves no huge buffer behind. */
+    if (buffers[n]->allocated_len > 65536) {
+        g_string_free(buffers[n], TRUE);
+        buffers[n] = g_string_sized_new(512);
+    }
+    return g_string_truncate(buffers[n], 0);
+}
+
 gboolean
 vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, GError **error)
 {
@@ -339,12 +356,12 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
     VmlRecordLayout *x = *layout;
     g_autofree char *built = NULL;
     const char *fixed = head_fixed(x, h, &built);
-    g_autoptr(GString) head = g_string_sized_new(512);
+    GString *head = scratch(0);
     write_head(head, h, fixed);
     /* Whole: the first time, when the holder itself changed, after a
      * failure, without patches from the backend, once blanks outweigh the
      * leases, or when the change would take more than one write. */
-    g_autoptr(GString) one = g_string_new(NULL);
+    GString *one = scratch(1);
     if (!x || strcmp(x->head, head->str) != 0 ||
         x->blank > x->live + 4096 || patch_writes(h, x, one) > 1)
         return write_whole(h, be, layout, head, fixed, error);
@@ -357,7 +374,7 @@ vml_holder_record_write(VmlHolder *h, VmlBackend *be, VmlRecordLayout **layout, 
     /* Of the leases touched since the last write: changed ones in place
      * where they fit; the rest (and new ones) go to the end, in one write
      * with the terminator. */
-    g_autoptr(GString) appended = g_string_new(NULL);
+    GString *appended = scratch(2);
     for (guint i = 0; ok && i < h->record_dirty->len; i++) {
         VmlLease *l = h->record_dirty->pdata[i];
         Slot *s = l->record_slot;

@@ -395,13 +395,23 @@ conn_queue(VmlConn *c, JsonObject *msg, const int *fds, guint n_fds)
     conn_queue_text(c, json, len, fds, n_fds);
 }
 
-void
-vml_conn_reply_text(VmlConn *c, GString *params, const int *fds, guint n_fds)
+#define REPLY_HEAD "{\"parameters\":"
+
+GString *
+vml_conn_reply_start(gsize size)
 {
-    g_string_prepend(params, "{\"parameters\":");
-    g_string_append_c(params, '}');
-    gsize len = params->len;
-    conn_queue_text(c, g_string_free(params, FALSE), len, fds, n_fds);
+    GString *out = g_string_sized_new(sizeof(REPLY_HEAD) + size + 1);
+    g_string_append_len(out, REPLY_HEAD, sizeof(REPLY_HEAD) - 1);
+    return out;
+}
+
+void
+vml_conn_reply_text(VmlConn *c, GString *out, const int *fds, guint n_fds)
+{
+    g_assert(g_str_has_prefix(out->str, REPLY_HEAD));
+    g_string_append_c(out, '}');
+    gsize len = out->len;
+    conn_queue_text(c, g_string_free(out, FALSE), len, fds, n_fds);
 }
 
 void

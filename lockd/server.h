@@ -60,9 +60,11 @@ gboolean vml_conn_is_lease_socket(VmlConn *conn);
 /* Queue a reply. PARAMS is consumed (may be NULL); FDS (may be NULL) are
  * sent with it and stay the caller's. */
 void vml_conn_reply(VmlConn *conn, JsonObject *params, const int *fds, guint n_fds);
-/* The same for a reply whose parameters object PARAMS (taken) is JSON text
- * already, written strictly (vml-json-write.h): replies without a tree. */
-void vml_conn_reply_text(VmlConn *conn, GString *params, const int *fds, guint n_fds);
+/* The same for a reply whose parameters object is JSON text, written
+ * strictly (vml-json-write.h) into a buffer from vml_conn_reply_start
+ * (room for SIZE bytes of it): replies without a tree. OUT is taken. */
+GString *vml_conn_reply_start(gsize size);
+void vml_conn_reply_text(VmlConn *conn, GString *out, const int *fds, guint n_fds);
 /* Queue an error reply: PARAMS consumed (may be NULL), "message" added. */
 void vml_conn_error(VmlConn *conn, VmlErrorCode code, JsonObject *params,
                     const char *format, ...) G_GNUC_PRINTF(4, 5);
