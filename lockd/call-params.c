@@ -131,6 +131,28 @@ vml_call_own_dirs(const VmlDaemonConfig *cfg, const VmlBackend *backend)
     return g_strv_builder_end(dirs);
 }
 
+/* Root releasing by the very path its holder's lease was taken through
+ * (canonical): when that path is still the same file (one stat), the
+ * lease's key and path are the answer, without resolving it again. NULL:
+ * resolve it. A path that names another file now (replaced, remounted)
+ * or any other path goes the whole way. */
+static char *
+held_path_key(VmlCall *call, const char *path, char **canonical)
+{
+    struct stat st;
+    if (!call->held_paths || vml_conn_uid(call->conn) != 0 || stat(path, &st) != 0 ||
+        !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+        return NULL;
+    g_autofree char *key = vml_image_identity_stat(&st, call->d->cfg->storage_names,
+                                                   call->d->cfg->n_storage_names, NULL);
+    const VmlLease *l = key ? g_hash_table_lookup(call->held_paths->leases, key) : NULL;
+    if (!l || g_strcmp0(l->path, path) != 0)
+        return NULL;
+    if (canonical)
+        *canonical = g_strdup(l->path);
+    return g_steal_pointer(&key);
+}
+
 /* PATH (canonical) is one of the daemon's own directories or below one. */
 static gboolean
 path_is_ours(VmlCall *call, const char *path)
@@ -163,6 +185,9 @@ call_path_key(VmlCall *call, const char *what, const char *path, char **canonica
                          "names a file through /proc or /dev/fd: give the image's path");
         return NULL;
     }
+    char *held = held_path_key(call, path, canonical);
+    if (held)
+        return held;
     /* Resolved first as the caller would: a directory it cannot search
      * answers "permission denied" whether or not the file exists there. */
     const VmlCreds *creds = vml_conn_creds(call->conn);

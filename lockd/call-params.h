@@ -18,6 +18,9 @@ typedef struct {
     JsonObject *params;
     GArray *fds;          /* that came with the message; a method that keeps
                              one sets its slot to -1 */
+    /* A holder whose leases' canonical paths may answer for themselves
+     * (a root caller's release, see call_path_key); NULL: none. */
+    VmlHolder *held_paths;
 } VmlCall;
 
 /* Reply InvalidParameter(NAME) "parameter 'NAME' REASON"; FALSE. */

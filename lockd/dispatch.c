@@ -296,7 +296,9 @@ method_release(VmlCall *call)
         call_param_error(call, "park", "must be paused or migrating");
         return;
     }
+    call->held_paths = h;
     g_autoptr(GArray) reqs = call_get_requests(call, FALSE);
+    call->held_paths = NULL;
     if (!reqs)
         return;
     gboolean all = !json_object_has_member(call->params, "resources") ||
