@@ -804,9 +804,6 @@ status_leases(Conn *admin)
     return json_object_get_int_member_with_default(r, "leases", -1);
 }
 
-/* One holder takes MANY_LEASES keys in batches; memory and time. */
-/* List every resource through Admin.Owners, page after page; WANT of
- * them. */
 /* Every held resource's owners, page after page, through the client
  * library `vmlease owners` uses (vml_admin_owners). */
 static void

@@ -238,8 +238,10 @@ vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error)
         g_autoptr(JsonArray) got = reply_array(page, "resources", "Owners", error);
         if (!got)
             return NULL;
+        /* The page's entries themselves, not deep copies: json-glib keeps
+         * no parent link that sharing them with ALL would leave wrong. */
         for (guint i = 0; i < json_array_get_length(got); i++)
-            json_array_add_element(all, json_array_dup_element(got, i));
+            json_array_add_element(all, json_node_ref(json_array_get_element(got, i)));
         JsonNode *n = json_object_get_member(page, "next");
         const char *next = n && JSON_NODE_HOLDS_VALUE(n) &&
                            json_node_get_value_type(n) == G_TYPE_STRING
