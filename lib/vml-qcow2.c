@@ -58,6 +58,8 @@ vml_qcow2_header_free(VmlQcow2Header *h)
         g_ptr_array_unref(h->extensions);
     if (h->fixed)
         g_bytes_unref(h->fixed);
+    if (h->read_bytes)
+        g_bytes_unref(h->read_bytes);
     g_free(h->read_only_reason);
     g_free(h);
 }
@@ -288,6 +290,18 @@ vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2, GError **error)
     return vml_qcow2_read_stat(fd, &st, name, not_qcow2, error);
 }
 
+/* H (may be NULL) with the LEN bytes of BUF it was parsed from. */
+static VmlQcow2Header *
+remember_read(VmlQcow2Header *h, const guint8 *buf, gsize len, guint64 file_size, dev_t dev)
+{
+    if (h) {
+        h->read_bytes = g_bytes_new(buf, len);
+        h->read_file_size = file_size;
+        h->read_dev = dev;
+    }
+    return h;
+}
+
 VmlQcow2Header *
 vml_qcow2_read_stat(int fd, const struct stat *st, const char *name, gboolean *not_qcow2,
                     GError **error)
@@ -326,11 +340,11 @@ vml_qcow2_read_stat(int fd, const struct stat *st, const char *name, gboolean *n
         VmlQcow2Header *h = vml_qcow2_parse(head, MIN((gsize)n, want), file_size, &local);
         if (!h)
             g_set_error(error, VML_ERROR, local->code, "%s: %s", name, local->message);
-        return h;
+        return remember_read(h, head, (gsize)n, file_size, st->st_dev);
     }
     VmlQcow2Header *first = vml_qcow2_parse(head, (gsize)n, file_size, NULL);
     if (first)
-        return first;
+        return remember_read(first, head, (gsize)n, file_size, st->st_dev);
     g_autofree guint8 *buf = g_malloc(want);
     n = pread(fd, buf, want, 0);
     if (n < 0) {
@@ -341,7 +355,7 @@ vml_qcow2_read_stat(int fd, const struct stat *st, const char *name, gboolean *n
     VmlQcow2Header *h = vml_qcow2_parse(buf, (gsize)n, file_size, &local);
     if (!h)
         g_set_error(error, VML_ERROR, local->code, "%s: %s", name, local->message);
-    return h;
+    return remember_read(h, buf, (gsize)n, file_size, st->st_dev);
 }
 
 const VmlQcow2Ext *
@@ -716,9 +730,26 @@ vml_qcow2_write(int fd, const char *name, const VmlQcow2Header *h, GError **erro
     return vml_qcow2_write_synced(fd, name, h, VML_QCOW2_DURABLE, error);
 }
 
+static gboolean write_header(int fd, const char *name, const VmlQcow2Header *h,
+                             VmlQcow2Sync sync, gboolean fresh, GError **error);
+
 gboolean
 vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h, VmlQcow2Sync sync,
                        GError **error)
+{
+    return write_header(fd, name, h, sync, FALSE, error);
+}
+
+gboolean
+vml_qcow2_write_fresh(int fd, const char *name, const VmlQcow2Header *h, VmlQcow2Sync sync,
+                      GError **error)
+{
+    return write_header(fd, name, h, sync, TRUE, error);
+}
+
+static gboolean
+write_header(int fd, const char *name, const VmlQcow2Header *h, VmlQcow2Sync sync,
+             gboolean fresh, GError **error)
 {
     g_autoptr(GError) local = NULL;
     g_autoptr(GBytes) area = vml_qcow2_serialize(h, &local);
@@ -732,12 +763,21 @@ vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h, VmlQco
      * header that parses in a prefix of the cluster parses the same in
      * all of it, as in vml_qcow2_read). */
     dev_t dev;
-    guint64 size = fd_size(fd, &dev);
+    gsize known_len = 0;
+    const guint8 *known = fresh && h->read_bytes ? g_bytes_get_data(h->read_bytes, &known_len)
+                                                 : NULL;
+    guint64 size = known ? h->read_file_size : fd_size(fd, &dev);
+    if (known)
+        dev = h->read_dev;
     gsize len = (gsize)MIN(h->cluster_size, size);
     g_autofree guint8 *orig = g_malloc(len);
     gsize got = 0;
-    if (!read_upto(fd, name, orig, &got, MIN(len, 4096), error))
+    if (known) {
+        got = MIN(known_len, len);
+        memcpy(orig, known, got);
+    } else if (!read_upto(fd, name, orig, &got, MIN(len, 4096), error)) {
         return FALSE;
+    }
     g_autoptr(VmlQcow2Header) now = vml_qcow2_parse(orig, got, size, NULL);
     if (!now && got < len) {
         if (!read_upto(fd, name, orig, &got, len, error))

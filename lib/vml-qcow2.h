@@ -65,6 +65,11 @@ typedef struct {
     GPtrArray *extensions;        /* VmlQcow2Ext*, in file order */
     GBytes *fixed;                /* the first header_length bytes, verbatim */
     char *read_only_reason;       /* why this header may not be rewritten */
+    /* Set by vml_qcow2_read_stat only: the bytes it was parsed from, with
+     * the file's size and device then (vml_qcow2_write_fresh). */
+    GBytes *read_bytes;
+    guint64 read_file_size;
+    dev_t read_dev;
 } VmlQcow2Header;
 
 void vml_qcow2_header_free(VmlQcow2Header *h);
@@ -121,6 +126,13 @@ typedef enum {
  * the errno text) are in error messages. */
 gboolean vml_qcow2_write_synced(int fd, const char *name, const VmlQcow2Header *h,
                                 VmlQcow2Sync sync, GError **error);
+
+/* The same for H (maybe changed since) read by vml_qcow2_read_stat from
+ * FD a moment ago, with nothing written to FD in between: the bytes it was
+ * read from stand for what the file holds, so they are not read again.
+ * Without them, as vml_qcow2_write_synced. */
+gboolean vml_qcow2_write_fresh(int fd, const char *name, const VmlQcow2Header *h,
+                               VmlQcow2Sync sync, GError **error);
 
 /* vml_qcow2_write_synced(..., VML_QCOW2_DURABLE, ...). */
 gboolean vml_qcow2_write(int fd, const char *name, const VmlQcow2Header *h,

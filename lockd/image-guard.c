@@ -165,7 +165,7 @@ vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writa
         g_autoptr(GBytes) ext = vml_image_owner_encode(owner);
         h->compatible_features |= VML_QCOW2_COMPAT_IN_USE;
         vml_qcow2_set_ext(h, VML_QCOW2_EXT_OWNER, ext);
-        if (!vml_qcow2_write_synced(fd, path, h, sync_for(durable), &error))
+        if (!vml_qcow2_write_fresh(fd, path, h, sync_for(durable), &error))
             g_warning("%s: left unmarked: %s", path, error->message);
     }
     if (fd != writable_fd)
@@ -202,7 +202,7 @@ vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const 
         } else {
             h->compatible_features &= ~VML_QCOW2_COMPAT_IN_USE;
             vml_qcow2_remove_ext(h, VML_QCOW2_EXT_OWNER);
-            if (!vml_qcow2_write_synced(fd, path, h, sync_for(durable), &error))
+            if (!vml_qcow2_write_fresh(fd, path, h, sync_for(durable), &error))
                 g_warning("%s: mark not cleared: %s", path, error->message);
         }
     }
