@@ -292,12 +292,14 @@ vml_qcow2_read(int fd, const char *name, gboolean *not_qcow2, GError **error)
 
 /* H (may be NULL) with the LEN bytes of BUF it was parsed from. */
 static VmlQcow2Header *
-remember_read(VmlQcow2Header *h, const guint8 *buf, gsize len, guint64 file_size, dev_t dev)
+remember_read(VmlQcow2Header *h, const guint8 *buf, gsize len, guint64 file_size,
+              const struct stat *st)
 {
     if (h) {
         h->read_bytes = g_bytes_new(buf, len);
         h->read_file_size = file_size;
-        h->read_dev = dev;
+        h->read_dev = st->st_dev;
+        h->read_blksize = st->st_blksize;
     }
     return h;
 }
@@ -340,11 +342,11 @@ vml_qcow2_read_stat(int fd, const struct stat *st, const char *name, gboolean *n
         VmlQcow2Header *h = vml_qcow2_parse(head, MIN((gsize)n, want), file_size, &local);
         if (!h)
             g_set_error(error, VML_ERROR, local->code, "%s: %s", name, local->message);
-        return remember_read(h, head, (gsize)n, file_size, st->st_dev);
+        return remember_read(h, head, (gsize)n, file_size, st);
     }
     VmlQcow2Header *first = vml_qcow2_parse(head, (gsize)n, file_size, NULL);
     if (first)
-        return remember_read(first, head, (gsize)n, file_size, st->st_dev);
+        return remember_read(first, head, (gsize)n, file_size, st);
     g_autofree guint8 *buf = g_malloc(want);
     n = pread(fd, buf, want, 0);
     if (n < 0) {
@@ -355,7 +357,7 @@ vml_qcow2_read_stat(int fd, const struct stat *st, const char *name, gboolean *n
     VmlQcow2Header *h = vml_qcow2_parse(buf, (gsize)n, file_size, &local);
     if (!h)
         g_set_error(error, VML_ERROR, local->code, "%s: %s", name, local->message);
-    return remember_read(h, buf, (gsize)n, file_size, st->st_dev);
+    return remember_read(h, buf, (gsize)n, file_size, st);
 }
 
 const VmlQcow2Ext *
@@ -635,13 +637,15 @@ read_upto(int fd, const char *name, guint8 *orig, gsize *got, gsize upto, GError
     return TRUE;
 }
 
-/* FD's size, and the device of its file system in *DEV. */
+/* FD's size, and the device of its file system in *DEV and its block
+ * size in *BLKSIZE (0: unknown). */
 static guint64
-fd_size(int fd, dev_t *dev)
+fd_size(int fd, dev_t *dev, blksize_t *blksize)
 {
     struct stat st;
     gboolean stated = fstat(fd, &st) == 0;
     *dev = stated ? st.st_dev : 0;
+    *blksize = stated ? st.st_blksize : 0;
     if (stated && S_ISREG(st.st_mode))
         return (guint64)st.st_size;
     off_t end = lseek(fd, 0, SEEK_END);
@@ -702,18 +706,27 @@ unshare_note_refused(dev_t dev)
     g_mutex_unlock(&no_unshare.lock);
 }
 
-/* Reserve every piece of PLAN on the file system DEV; NULL, or what failed. */
+/* Reserve every piece of PLAN on the file system DEV (blocks of BLKSIZE
+ * bytes; 0: unknown); NULL, or what failed. */
 static char *
-reserve_plan(int fd, dev_t dev, GArray *plan, const guint8 *orig)
+reserve_plan(int fd, dev_t dev, blksize_t blksize, GArray *plan, const guint8 *orig)
 {
     int mode = FALLOC_FL_KEEP_SIZE;
+    /* On a file system without shared (reflinked) blocks, the file's first
+     * block is allocated in place (the magic is written there), so a piece
+     * inside it needs no new space: no fallocate for it. */
+    gsize first_block = 0;
 #ifdef FALLOC_FL_UNSHARE_RANGE
     if (!unshare_refused(dev))
         mode |= FALLOC_FL_UNSHARE_RANGE;
+    else
+        first_block = blksize > 0 ? MIN((gsize)blksize, 4096) : 0;
 #endif
     int asked = mode;
     for (guint i = 0; i < plan->len; i++) {
         const Piece *pc = &g_array_index(plan, Piece, i);
+        if (pc->off + pc->len <= first_block)
+            continue;
         int err = reserve(fd, pc->off, pc->len, orig + pc->off, &mode);
         if (err)
             return g_strdup_printf("no room for bytes %zu-%zu: %s", pc->off,
@@ -766,9 +779,12 @@ write_header(int fd, const char *name, const VmlQcow2Header *h, VmlQcow2Sync syn
     gsize known_len = 0;
     const guint8 *known = fresh && h->read_bytes ? g_bytes_get_data(h->read_bytes, &known_len)
                                                  : NULL;
-    guint64 size = known ? h->read_file_size : fd_size(fd, &dev);
-    if (known)
+    blksize_t blksize;
+    guint64 size = known ? h->read_file_size : fd_size(fd, &dev, &blksize);
+    if (known) {
         dev = h->read_dev;
+        blksize = h->read_blksize;
+    }
     gsize len = (gsize)MIN(h->cluster_size, size);
     g_autofree guint8 *orig = g_malloc(len);
     gsize got = 0;
@@ -825,7 +841,7 @@ write_header(int fd, const char *name, const VmlQcow2Header *h, VmlQcow2Sync syn
     g_autofree char *no_room = NULL;
     for (;;) {
         plan = make_plan(orig, span, want, total, name_len, new_off, park);
-        no_room = reserve_plan(fd, dev, plan, orig);
+        no_room = reserve_plan(fd, dev, blksize, plan, orig);
         if (!no_room)
             break;
         /* No room for the copy (in a hole, on a full file system): the

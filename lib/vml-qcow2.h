@@ -70,6 +70,7 @@ typedef struct {
     GBytes *read_bytes;
     guint64 read_file_size;
     dev_t read_dev;
+    blksize_t read_blksize;
 } VmlQcow2Header;
 
 void vml_qcow2_header_free(VmlQcow2Header *h);

@@ -59,9 +59,10 @@ vml_image_guard_open(const char *path, gboolean *writable, struct stat *st)
 
 gboolean
 vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_known,
-                      JsonObject **params, GError **error)
+                      gboolean *unheld, JsonObject **params, GError **error)
 {
     g_autoptr(GError) local = NULL;
+    *unheld = FALSE;
     if (fd < 0)
         return TRUE;   /* nothing to probe: the lease alone decides */
     g_autoptr(VmlQemuLocks) locks = vml_qemu_probe(fd, &local);
@@ -69,6 +70,7 @@ vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_know
         g_warning("%s: QEMU lock probe failed: %s", path, local->message);
         return TRUE;
     }
+    *unheld = !vml_qemu_locks_busy(locks);
     if (!(locks->perms & VML_QEMU_PERM_WRITE))
         return TRUE;
     const VmlQemuHolder *writer = NULL;
@@ -145,7 +147,7 @@ sync_for(gboolean durable)
 
 gboolean
 vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writable_st,
-                     const VmlImageOwner *owner, gboolean durable)
+                     gboolean unheld, const VmlImageOwner *owner, gboolean durable)
 {
     g_autoptr(GError) error = NULL;
     struct stat own_st;
@@ -154,6 +156,7 @@ vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writa
     if (fd < 0) {
         fd = vml_image_open_stat(path, O_RDWR, &own_st, &error);
         st = &own_st;
+        unheld = FALSE;   /* the check saw another description */
     }
     if (fd < 0) {
         g_info("%s: left unmarked: %s", path, error->message);
@@ -161,7 +164,8 @@ vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writa
     }
     gboolean never;
     g_autoptr(VmlQcow2Header) h = writable_header(fd, st, path, &never);
-    if (h && !qemu_holds(fd, path, "not marking it")) {
+    /* A check that found no QEMU lock on this fd a moment ago stands. */
+    if (h && (unheld || !qemu_holds(fd, path, "not marking it"))) {
         g_autoptr(GBytes) ext = vml_image_owner_encode(owner);
         h->compatible_features |= VML_QCOW2_COMPAT_IN_USE;
         vml_qcow2_set_ext(h, VML_QCOW2_EXT_OWNER, ext);

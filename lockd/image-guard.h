@@ -20,9 +20,10 @@ int vml_image_guard_open(const char *path, gboolean *writable, struct stat *st);
 
 /* FALSE with VML_ERROR_IMAGE_BUSY (and *PARAMS: resource, pid, command)
  * when a QEMU whose pid is not in KNOWN holds PATH, open on FD (from
- * vml_image_guard_open; -1: nothing to probe), for writing. */
+ * vml_image_guard_open; -1: nothing to probe), for writing. *UNHELD: no
+ * QEMU held it at all (so a mark may follow without asking again). */
 gboolean vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_known,
-                               JsonObject **params, GError **error);
+                               gboolean *unheld, JsonObject **params, GError **error);
 
 /* Mark PATH (open read-write on WRITABLE_FD, its fstat() WRITABLE_ST; or
  * -1) in use by OWNER, on
@@ -33,7 +34,7 @@ gboolean vml_image_guard_check(const char *path, int fd, const pid_t *known, gui
  * FALSE when the image has no header vmleased ever writes (raw, qcow2
  * v2, a header it may not rewrite): there is no mark on it to clear. */
 gboolean vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writable_st,
-                              const VmlImageOwner *owner, gboolean durable);
+                              gboolean unheld, const VmlImageOwner *owner, gboolean durable);
 
 /* Clear the mark of the process PID/START_TIME on PATH, or one an exited
  * process of the same domain UUID (may be NULL) left on this host (a

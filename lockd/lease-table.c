@@ -268,6 +268,7 @@ holder_program(const VmlHolder *h)
 typedef struct {
     int fd;
     gboolean writable;
+    gboolean unheld;      /* the check found no QEMU lock on it */
     struct stat st;
 } GuardFile;
 
@@ -305,8 +306,8 @@ lease_mark(VmlLease *l, const GuardFile *g)
         .program = program,
         .name = h->name,
     };
-    l->unmarkable = !vml_image_guard_mark(l->path, g ? g->fd : -1, g ? &g->st : NULL, &o,
-                                          marks_durable(h->table));
+    l->unmarkable = !vml_image_guard_mark(l->path, g ? g->fd : -1, g ? &g->st : NULL,
+                                          g && g->unheld, &o, marks_durable(h->table));
 }
 
 /* H's exclusive hold on the image at PATH ends: clear its mark, or
@@ -383,7 +384,7 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, GHashTable *images,
             }
         }
         if (!vml_image_guard_check(l->path, g->fd, (const pid_t *)(void *)known->data,
-                                   known->len, params, error)) {
+                                   known->len, &g->unheld, params, error)) {
             if (*params) {
                 json_object_set_string_member(*params, "path", l->path);
                 json_object_set_string_member(*params, "resource", l->key);
