@@ -131,11 +131,11 @@ vml_call_own_dirs(const VmlDaemonConfig *cfg, const VmlBackend *backend)
     return g_strv_builder_end(dirs);
 }
 
-/* Root releasing by the very path its holder's lease was taken through
- * (canonical): when that path is still the same file (one stat), the
- * lease's key and path are the answer, without resolving it again. NULL:
- * resolve it. A path that names another file now (replaced, remounted)
- * or any other path goes the whole way. */
+/* Root naming, in a release or a second acquire, the very path its
+ * holder's lease was taken through (canonical): when that path is still
+ * the same file (one stat), the lease's key and path are the answer,
+ * without resolving it again. NULL: resolve it. A path that names another
+ * file now (replaced, remounted) or any other path goes the whole way. */
 static char *
 held_path_key(VmlCall *call, const char *path, char **canonical)
 {

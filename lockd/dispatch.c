@@ -146,7 +146,11 @@ method_acquire(VmlCall *call)
                        "leases; uid %u may not", (unsigned)vml_conn_uid(call->conn));
         return;
     }
+    /* A holder taking again what it holds (libvirtd at resume, after the
+     * QEMU child's start): its leases' paths answer for themselves. */
+    call->held_paths = h;
     g_autoptr(GArray) reqs = call_get_named_requests(call);
+    call->held_paths = NULL;
     if (!reqs)
         return;
     if (want_fds && !call->d->backend->ops->lock_fds) {

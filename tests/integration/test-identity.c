@@ -434,6 +434,41 @@ test_release_after_replace(void)
     vml_test_vm_free(&h);
 }
 
+/* A second acquire through the path a lease was taken by: while that is
+ * still the same file, it is the lease held ("held", one lease); a file
+ * put there since is a lease of its own, on that file. */
+static void
+test_reacquire_through_held_path(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "reacquired.img");
+    g_autofree char *real = real_path(img);
+    g_autofree char *old_key = vml_test_resource_key(real);
+    VmlTestVm h = vml_test_vm_new(UUID_1, NAME_1);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r0 = acquire(h.holder, "exclusive", img, NULL, &error);
+    g_assert_no_error(error);
+
+    g_autoptr(JsonObject) r1 = acquire(h.holder, "exclusive", img, NULL, &error);
+    g_assert_no_error(error);
+    JsonObject *l = json_array_get_object_element(json_object_get_array_member(r1, "leases"), 0);
+    g_assert_cmpstr(json_object_get_string_member(l, "resource"), ==, old_key);
+    g_assert_cmpstr(json_object_get_string_member(l, "grant"), ==, "held");
+    g_assert_cmpuint(n_held(h.holder), ==, 1);
+
+    g_autofree char *tmp = g_strconcat(img, ".new", NULL);
+    g_assert_true(g_file_set_contents(tmp, "new image", -1, NULL));
+    g_assert_cmpint(rename(tmp, img), ==, 0);
+    g_autofree char *new_key = vml_test_resource_key(real);
+    g_assert_cmpstr(new_key, !=, old_key);
+    g_autoptr(JsonObject) r2 = acquire(h.holder, "exclusive", img, NULL, &error);
+    g_assert_no_error(error);
+    l = json_array_get_object_element(json_object_get_array_member(r2, "leases"), 0);
+    g_assert_cmpstr(json_object_get_string_member(l, "resource"), ==, new_key);
+    g_assert_cmpstr(json_object_get_string_member(l, "grant"), ==, "new");
+    g_assert_cmpuint(n_held(h.holder), ==, 2);
+    vml_test_vm_free(&h);
+}
+
 /* ---- 4: /dev/fd and /proc/self/fd -------------------------------------------- */
 
 
@@ -1112,6 +1147,7 @@ main(int argc, char **argv)
     g_test_add_func("/identity/bind-mount", test_bind_mount);
     g_test_add_func("/identity/dev-fd-and-proc-self-fd", test_fd_names);
     g_test_add_func("/identity/release-after-replace", test_release_after_replace);
+    g_test_add_func("/identity/reacquire-through-held-path", test_reacquire_through_held_path);
     g_test_add("/identity/loop-device", LoopFixture, "loop", loop_setup, test_loop_device,
                loop_teardown);
     g_test_add("/identity/block-alias", LoopFixture, "alias", loop_setup, test_block_alias,
