@@ -11,13 +11,31 @@
 /* Read in 64 KiB steps: a whole request normally arrives in one go. */
 #define READ_CHUNK 65536
 
+/* Fds received and the message they came with: the one starting at AT
+ * in the buffer. A stream hands a sender's fds to the read that takes the
+ * first byte of the write they were sent with, and ends that read with
+ * the write's first segment; every sender here writes a message with fds
+ * alone, from its first byte. So the fds of a read belong to the last
+ * message that starts in it, however many whole messages came before. */
+typedef struct {
+    gsize at;
+    GArray *fds;
+} FdBatch;
+
 struct _VmlFrameReader {
     GByteArray *buf;
     gsize start;     /* bytes of buf already handed out as messages */
     gsize scanned;   /* buf[start, scanned) is known to hold no NUL */
-    GArray *fds;     /* fds received, waiting for their message */
+    GQueue fds;      /* FdBatch*, oldest first, waiting for their messages */
     int error_errno; /* behind the last VML_FILL_ERROR; 0: framing */
 };
+
+static void
+fd_batch_free(FdBatch *b)
+{
+    vml_fds_close(b->fds);
+    g_free(b);
+}
 
 char *
 vml_json_to_string(JsonObject *object, gsize *len)
@@ -100,7 +118,7 @@ vml_frame_reader_new(void)
 {
     VmlFrameReader *r = g_new0(VmlFrameReader, 1);
     r->buf = g_byte_array_sized_new(4096);
-    r->fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_queue_init(&r->fds);
     return r;
 }
 
@@ -120,7 +138,7 @@ vml_frame_reader_free(VmlFrameReader *r)
     if (!r)
         return;
     g_byte_array_unref(r->buf);
-    vml_fds_close(r->fds);
+    g_queue_clear_full(&r->fds, (GDestroyNotify)fd_batch_free);
     g_free(r);
 }
 
@@ -220,23 +238,30 @@ fill(VmlFrameReader *r, int sock, gsize max, int flags, GError **error)
                     "cannot read message: %s", g_strerror(errno));
         return VML_FILL_ERROR;
     }
+    GArray *got = NULL;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
         if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
             guint nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             int *p = (int *)CMSG_DATA(cm);
+            if (!got)
+                got = g_array_new(FALSE, FALSE, sizeof(int));
             for (guint i = 0; i < nfd; i++) {
                 int fd;
                 memcpy(&fd, p + i, sizeof(int));
-                g_array_append_val(r->fds, fd);
+                g_array_append_val(got, fd);
             }
         }
     }
     if (mh.msg_flags & MSG_CTRUNC) {
+        /* Asked while what did come is still open: it may be why. */
         set_fds_lost_error(r, error);
+        vml_fds_close(got);
         return VML_FILL_ERROR;
     }
-    if (n == 0)
+    if (n == 0) {
+        vml_fds_close(got);
         return VML_FILL_EOF;
+    }
 
     /* Drop the messages already handed out once they are half the buffer:
      * every byte is moved at most once on average, however many messages
@@ -244,9 +269,33 @@ fill(VmlFrameReader *r, int sock, gsize max, int flags, GError **error)
     if (r->start > 0 && r->start >= r->buf->len - r->start) {
         g_byte_array_remove_range(r->buf, 0, r->start);
         r->scanned -= r->start;
+        for (GList *l = r->fds.head; l; l = l->next)
+            ((FdBatch *)l->data)->at -= r->start;
         r->start = 0;
     }
     g_byte_array_append(r->buf, chunk, n);
+    if (got) {
+        /* The last message starting in this read: after its last NUL but
+         * one at the very end; with none, the message it went on with. */
+        gsize at = r->start;
+        for (gsize i = r->buf->len - 1; i > r->start; i--) {
+            if (r->buf->data[i - 1] == '\0') {
+                at = i;
+                break;
+            }
+        }
+        FdBatch *last = g_queue_peek_tail(&r->fds);
+        if (last && last->at == at) {
+            /* More fds for a message that brought some already. */
+            g_array_append_vals(last->fds, got->data, got->len);
+            g_array_unref(got);
+        } else {
+            FdBatch *b = g_new0(FdBatch, 1);
+            b->at = at;
+            b->fds = got;
+            g_queue_push_tail(&r->fds, b);
+        }
+    }
     /* The limit applies to the first message in the buffer, up to its NUL
      * if that came in this read too. Callers pop every whole message before
      * they read again, so any later one in this read is under 64 KiB, and
@@ -257,7 +306,8 @@ fill(VmlFrameReader *r, int sock, gsize max, int flags, GError **error)
         return VML_FILL_ERROR;
     }
     /* fds pile up until their message ends: no more than one message may carry. */
-    if (r->fds->len > VML_FDS_MAX) {
+    FdBatch *last = g_queue_peek_tail(&r->fds);
+    if (last && last->fds->len > VML_FDS_MAX) {
         g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
                     "more than %d file descriptors sent with one message", VML_FDS_MAX);
         return VML_FILL_ERROR;
@@ -275,6 +325,18 @@ vml_frame_reader_pop(VmlFrameReader *r, char **msg, gsize *len, GArray **fds)
     *msg = g_malloc(mlen + 1);
     memcpy(*msg, r->buf->data + r->start, mlen + 1);
     *len = mlen;
+    /* This message's fds, if it came with any; fds no message of ours
+     * claims (a sender breaking the rule above) are closed. */
+    *fds = NULL;
+    FdBatch *b;
+    while ((b = g_queue_peek_head(&r->fds)) && b->at <= end) {
+        g_queue_pop_head(&r->fds);
+        if (b->at == r->start && !*fds)
+            *fds = g_steal_pointer(&b->fds);
+        fd_batch_free(b);
+    }
+    if (!*fds)
+        *fds = g_array_new(FALSE, FALSE, sizeof(int));
     r->start = r->scanned = end + 1;
     if (r->start == r->buf->len) {
         /* All handed out: start afresh, giving back what a big message took. */
@@ -284,9 +346,9 @@ vml_frame_reader_pop(VmlFrameReader *r, char **msg, gsize *len, GArray **fds)
         } else {
             g_byte_array_set_size(r->buf, 0);
         }
+        for (GList *l = r->fds.head; l; l = l->next)
+            ((FdBatch *)l->data)->at -= end + 1;
         r->start = r->scanned = 0;
     }
-    *fds = r->fds;
-    r->fds = g_array_new(FALSE, FALSE, sizeof(int));
     return TRUE;
 }

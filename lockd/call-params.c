@@ -136,11 +136,31 @@ vml_call_own_dirs(const VmlDaemonConfig *cfg, const VmlBackend *backend)
  * the same file (one stat), the lease's key and path are the answer,
  * without resolving it again. NULL: resolve it. A path that names another
  * file now (replaced, remounted) or any other path goes the whole way. */
+#define HELD_PATHS_SCAN_MAX 64
+
+/* H has a lease taken through PATH (canonical); looked for only in a
+ * holder with few leases (a VM's disks), where a scan is cheap. */
+static gboolean
+holds_path(VmlHolder *h, const char *path)
+{
+    if (g_hash_table_size(h->leases) > HELD_PATHS_SCAN_MAX)
+        return FALSE;
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        if (g_strcmp0(((const VmlLease *)value)->path, path) == 0)
+            return TRUE;
+    }
+    return FALSE;
+}
+
 static char *
 held_path_key(VmlCall *call, const char *path, char **canonical)
 {
     struct stat st;
-    if (!call->held_paths || vml_conn_uid(call->conn) != 0 || stat(path, &st) != 0 ||
+    if (!call->held_paths || vml_conn_uid(call->conn) != 0 ||
+        !holds_path(call->held_paths, path) || stat(path, &st) != 0 ||
         !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
         return NULL;
     g_autofree char *key = vml_image_identity_stat(&st, call->d->cfg->storage_names,

@@ -512,14 +512,15 @@ conn_flush(VmlConn *c)
 {
     OutMsg *m;
     while ((m = g_queue_peek_head(&c->out))) {
-        /* Queued replies go in one sendmsg, up to the next one that
-         * carries fds: a stream delivers fds with the first bytes of the
-         * send they came with, so they must lead it. */
+        /* Queued replies go in one sendmsg, but a reply with fds goes
+         * alone: the reader gives a read's fds to the last message that
+         * starts in it (vml-wire.c). */
+        gboolean alone = m->n_fds && m->off == 0;
         struct iovec iov[FLUSH_IOV_MAX];
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 0 };
         for (GList *l = c->out.head; l && mh.msg_iovlen < FLUSH_IOV_MAX; l = l->next) {
             OutMsg *q = l->data;
-            if (q != m && q->n_fds)
+            if (q != m && (q->n_fds || alone))
                 break;
             iov[mh.msg_iovlen++] = (struct iovec){ .iov_base = q->data + q->off,
                                                    .iov_len = q->len - q->off };
