@@ -393,6 +393,19 @@ test_bind_mount(void)
     remove_tree(dir);
 }
 
+/* mv a new file over IMG (canonically REAL, keyed OLD_KEY until now);
+ * the new file's key, another one. */
+static char *
+replace_image(const char *img, const char *real, const char *old_key)
+{
+    g_autofree char *tmp = g_strconcat(img, ".new", NULL);
+    g_assert_true(g_file_set_contents(tmp, "new image", -1, NULL));
+    g_assert_cmpint(rename(tmp, img), ==, 0);
+    char *new_key = vml_test_resource_key(real);
+    g_assert_cmpstr(new_key, !=, old_key);
+    return new_key;
+}
+
 /* A holder releasing by path after the file there was replaced (mv new
  * over old) lets go of the lease it took through that path, not nothing;
  * the new file is then another image, free to take. */
@@ -406,11 +419,7 @@ test_release_after_replace(void)
     g_autoptr(GError) error = NULL;
     g_autoptr(JsonObject) r = acquire(h.holder, "exclusive", img, NULL, &error);
     g_assert_no_error(error);
-    g_autofree char *tmp = g_strconcat(img, ".new", NULL);
-    g_assert_true(g_file_set_contents(tmp, "new image", -1, NULL));
-    g_assert_cmpint(rename(tmp, img), ==, 0);
-    g_autofree char *new_key = vml_test_resource_key(real);
-    g_assert_cmpstr(new_key, !=, old_key);
+    g_autofree char *new_key = replace_image(img, real, old_key);
 
     g_autoptr(JsonObject) p = json_object_new();
     json_object_set_int_member(p, "holder", h.holder);
@@ -455,11 +464,7 @@ test_reacquire_through_held_path(void)
     g_assert_cmpstr(json_object_get_string_member(l, "grant"), ==, "held");
     g_assert_cmpuint(n_held(h.holder), ==, 1);
 
-    g_autofree char *tmp = g_strconcat(img, ".new", NULL);
-    g_assert_true(g_file_set_contents(tmp, "new image", -1, NULL));
-    g_assert_cmpint(rename(tmp, img), ==, 0);
-    g_autofree char *new_key = vml_test_resource_key(real);
-    g_assert_cmpstr(new_key, !=, old_key);
+    g_autofree char *new_key = replace_image(img, real, old_key);
     g_autoptr(JsonObject) r2 = acquire(h.holder, "exclusive", img, NULL, &error);
     g_assert_no_error(error);
     l = json_array_get_object_element(json_object_get_array_member(r2, "leases"), 0);

@@ -232,14 +232,18 @@ test_unread_reply_not_kept(void)
     server_free(s);
 }
 
+/* A server that hung up (HANG_UP) or spoke unasked (CHATTER, 20 ms after
+ * its reply) on the idle connection: the next call connects anew. */
 static void
-test_hung_up_not_taken(void)
+assert_idle_not_taken(gboolean hang_up, gboolean chatter)
 {
     Server *s = server_new();
-    s->hang_up = TRUE;
+    s->hang_up = hang_up;
+    s->chatter = chatter;
     VmlClientPool *pool = vml_client_pool_new(s->path, 4);
     call_once(pool);
-    call_once(pool);   /* the idle one is closed by now: a new connection */
+    g_usleep(60000);   /* what the server does after its reply is in by now */
+    call_once(pool);
     g_assert_cmpuint(accepted(s), ==, 2);
     g_assert_cmpuint(conn_of(s, 1), ==, 1);
     vml_client_pool_unref(pool);
@@ -247,19 +251,15 @@ test_hung_up_not_taken(void)
 }
 
 static void
+test_hung_up_not_taken(void)
+{
+    assert_idle_not_taken(TRUE, FALSE);
+}
+
+static void
 test_unasked_message_not_taken(void)
 {
-    Server *s = server_new();
-    s->chatter = TRUE;
-    VmlClientPool *pool = vml_client_pool_new(s->path, 4);
-    call_once(pool);
-    /* The unasked message comes 20 ms after the reply: wait until it is in. */
-    g_usleep(60000);
-    call_once(pool);
-    g_assert_cmpuint(accepted(s), ==, 2);
-    g_assert_cmpuint(conn_of(s, 1), ==, 1);
-    vml_client_pool_unref(pool);
-    server_free(s);
+    assert_idle_not_taken(FALSE, TRUE);
 }
 
 static void
