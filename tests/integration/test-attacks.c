@@ -362,8 +362,19 @@ early_signal_rounds(guint rounds, guint n_signals, guint first_max_us, guint gap
                    st.died_at[STAGE_LOADER], st.died_at[STAGE_BLOCKED],
                    st.died_at[STAGE_HANDLED], st.died_at[STAGE_UNKNOWN]);
     /* No death at any stage: the launcher blocks SIGUSR1 from its first
-     * instruction, the daemon keeps it blocked until its handler is in. */
-    if (st.deaths || st.failures->len)
+     * instruction, the daemon keeps it blocked until its handler is in.
+     * But for one window that no code can close: a signal that comes after
+     * the exec closed the gate and before the launcher's first instruction
+     * is delivered on the kernel's way back to user space. /proc shows it
+     * then neither blocked nor caught ("loader"); for a launcher that
+     * blocks it first thing, that lasts microseconds, so at most two rounds
+     * may see it. A launcher that did not block it would be seen so for the
+     * daemon's whole dynamic loading, in many rounds, and fail here. */
+    guint inherent = st.sent_at[STAGE_LOADER] <= 2 ? st.died_at[STAGE_LOADER] : 0;
+    if (inherent)
+        g_test_message("%u round(s) died from a signal sent before the launcher's first "
+                       "instruction (a kernel window): %s", inherent, st.failures->str);
+    if (st.deaths > inherent || st.silent || st.unclean)
         g_test_fail_printf("early SIGUSR1: %u of %u rounds died (loader %u, blocked %u, "
                            "handled %u): %s", st.deaths, st.rounds, st.died_at[STAGE_LOADER],
                            st.died_at[STAGE_BLOCKED], st.died_at[STAGE_HANDLED],
