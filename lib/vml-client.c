@@ -375,7 +375,7 @@ pool_keep(VmlClientPool *pool, VmlClient *c)
 {
     if (getpid() != pool->pid || c->send_error || c->broken || c->awaiting ||
         (c->corked && c->corked->len) || c->timeout_ms != DEFAULT_TIMEOUT_MS ||
-        vml_frame_reader_pending(c->reader) || vml_frame_reader_has_message(c->reader))
+        vml_frame_reader_pending(c->reader))
         return FALSE;
     g_mutex_lock(&pool->lock);
     gboolean kept = pool->idle->len < pool->max_idle;

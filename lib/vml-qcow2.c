@@ -775,16 +775,12 @@ write_header(int fd, const char *name, const VmlQcow2Header *h, VmlQcow2Sync syn
      * first, the rest only when the header or the plan reach past it (a
      * header that parses in a prefix of the cluster parses the same in
      * all of it, as in vml_qcow2_read). */
-    dev_t dev;
     gsize known_len = 0;
     const guint8 *known = fresh && h->read_bytes ? g_bytes_get_data(h->read_bytes, &known_len)
                                                  : NULL;
-    blksize_t blksize;
+    dev_t dev = known ? h->read_dev : 0;
+    blksize_t blksize = known ? h->read_blksize : 0;
     guint64 size = known ? h->read_file_size : fd_size(fd, &dev, &blksize);
-    if (known) {
-        dev = h->read_dev;
-        blksize = h->read_blksize;
-    }
     gsize len = (gsize)MIN(h->cluster_size, size);
     g_autofree guint8 *orig = g_malloc(len);
     gsize got = 0;

@@ -149,11 +149,10 @@ scan_process(const char *pid, dev_t dev, ino_t ino, GPtrArray *out)
     ProcessScan scan = { .pid = pid, .dev = dev, .ino = ino };
     /* gone, or a kernel thread: no fds */
     vml_proc_each_fd_entry((pid_t)atoi(pid), scan_fd, &scan);
-    VmlQemuHolder h = scan.h;
-    if (!h.perms && !h.unshared)
+    if (!scan.h.perms && !scan.h.unshared)
         return;
     VmlQemuHolder *copy = g_new0(VmlQemuHolder, 1);
-    *copy = h;
+    *copy = scan.h;
     copy->pid = (pid_t)atoi(pid);
     copy->command = read_command(pid);
     g_ptr_array_add(out, copy);

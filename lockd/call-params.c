@@ -131,11 +131,6 @@ vml_call_own_dirs(const VmlDaemonConfig *cfg, const VmlBackend *backend)
     return g_strv_builder_end(dirs);
 }
 
-/* Root naming, in a release or a second acquire, the very path its
- * holder's lease was taken through (canonical): when that path is still
- * the same file (one stat), the lease's key and path are the answer,
- * without resolving it again. NULL: resolve it. A path that names another
- * file now (replaced, remounted) or any other path goes the whole way. */
 #define HELD_PATHS_SCAN_MAX 64
 
 /* H has a lease taken through PATH (canonical); looked for only in a
@@ -155,13 +150,18 @@ holds_path(VmlHolder *h, const char *path)
     return FALSE;
 }
 
+/* Root naming, in a release or a second acquire, the very path its
+ * holder's lease was taken through (canonical): when that path is still
+ * the same file (one stat), the lease's key and path are the answer,
+ * without resolving it again. NULL: resolve it. A path that names another
+ * file now (replaced, remounted), anything but a file or block device, or
+ * any other path goes the whole way. */
 static char *
 held_path_key(VmlCall *call, const char *path, char **canonical)
 {
     struct stat st;
     if (!call->held_paths || vml_conn_uid(call->conn) != 0 ||
-        !holds_path(call->held_paths, path) || stat(path, &st) != 0 ||
-        !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+        !holds_path(call->held_paths, path) || stat(path, &st) != 0)
         return NULL;
     g_autofree char *key = vml_image_identity_stat(&st, call->d->cfg->storage_names,
                                                    call->d->cfg->n_storage_names, NULL);

@@ -41,6 +41,7 @@
 #define OUT_QUEUE_MAX (1024 * 1024)
 #define OUT_TOTAL_MAX (32 * 1024 * 1024)
 #define OUT_MSG_COST 64         /* bookkeeping of one queued reply, in bytes */
+#define FLUSH_IOV_MAX 16        /* replies gathered into one sendmsg at most */
 #define DISPATCH_BATCH 16
 #define ACCEPT_BATCH 32
 #define READ_CHUNK_MAX 65536
@@ -134,9 +135,6 @@ struct _VmlServer {
 
 static void conn_free(VmlConn *c);
 static void conn_flush(VmlConn *c);
-
-/* Replies gathered into one send at most. */
-#define FLUSH_IOV_MAX 16
 static void conn_schedule(VmlConn *c);
 static void finisher_pick(VmlServer *s);
 static gboolean on_conn_in(int fd, GIOCondition cond, gpointer data);
@@ -526,7 +524,7 @@ conn_flush(VmlConn *c)
                                                    .iov_len = q->len - q->off };
         }
         VmlFdControl control;
-        if (m->n_fds && m->off == 0)
+        if (alone)
             vml_wire_attach_fds(&mh, &control, m->fds, m->n_fds);
         ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {

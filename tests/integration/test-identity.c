@@ -393,6 +393,21 @@ test_bind_mount(void)
     remove_tree(dir);
 }
 
+/* A new image NAME (*IMG, canonically *REAL, keyed *KEY) held exclusive by
+ * a new VM, returned. */
+static VmlTestVm
+hold_new_image(const char *name, char **img, char **real, char **key)
+{
+    *img = vml_test_make_image(daemon_, name);
+    *real = real_path(*img);
+    *key = vml_test_resource_key(*real);
+    VmlTestVm h = vml_test_vm_new(UUID_1, NAME_1);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = acquire(h.holder, "exclusive", *img, NULL, &error);
+    g_assert_no_error(error);
+    return h;
+}
+
 /* mv a new file over IMG (canonically REAL, keyed OLD_KEY until now);
  * the new file's key, another one. */
 static char *
@@ -412,13 +427,9 @@ replace_image(const char *img, const char *real, const char *old_key)
 static void
 test_release_after_replace(void)
 {
-    g_autofree char *img = vml_test_make_image(daemon_, "replaced.img");
-    g_autofree char *real = real_path(img);
-    g_autofree char *old_key = vml_test_resource_key(real);
-    VmlTestVm h = vml_test_vm_new(UUID_1, NAME_1);
+    g_autofree char *img = NULL, *real = NULL, *old_key = NULL;
+    VmlTestVm h = hold_new_image("replaced.img", &img, &real, &old_key);
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) r = acquire(h.holder, "exclusive", img, NULL, &error);
-    g_assert_no_error(error);
     g_autofree char *new_key = replace_image(img, real, old_key);
 
     g_autoptr(JsonObject) p = json_object_new();
@@ -449,13 +460,9 @@ test_release_after_replace(void)
 static void
 test_reacquire_through_held_path(void)
 {
-    g_autofree char *img = vml_test_make_image(daemon_, "reacquired.img");
-    g_autofree char *real = real_path(img);
-    g_autofree char *old_key = vml_test_resource_key(real);
-    VmlTestVm h = vml_test_vm_new(UUID_1, NAME_1);
+    g_autofree char *img = NULL, *real = NULL, *old_key = NULL;
+    VmlTestVm h = hold_new_image("reacquired.img", &img, &real, &old_key);
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) r0 = acquire(h.holder, "exclusive", img, NULL, &error);
-    g_assert_no_error(error);
 
     g_autoptr(JsonObject) r1 = acquire(h.holder, "exclusive", img, NULL, &error);
     g_assert_no_error(error);

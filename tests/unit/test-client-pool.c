@@ -166,17 +166,25 @@ conn_of(Server *s, guint i)
     return c;
 }
 
-/* One call on a pooled client, which then goes back (or not). */
-static void
-call_once(VmlClientPool *pool)
+/* A pooled client that has made one call, still out of the pool. */
+static VmlClient *
+called_client(VmlClientPool *pool)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(VmlClient) c = vml_client_pool_connect(pool, &error);
+    VmlClient *c = vml_client_pool_connect(pool, &error);
     g_assert_no_error(error);
     g_autoptr(JsonObject) r = vml_client_call(c, "io.vmlease.Admin.Status", NULL, NULL, 0,
                                               NULL, NULL, &error);
     g_assert_no_error(error);
     g_assert_nonnull(r);
+    return c;
+}
+
+/* One call on a pooled client, which then goes back (or not). */
+static void
+call_once(VmlClientPool *pool)
+{
+    vml_client_free(called_client(pool));
 }
 
 /* Wait until the server saw N requests (it answers from its thread). */
@@ -208,6 +216,18 @@ test_reused(void)
     server_free(s);
 }
 
+/* The next call through POOL (the server's request N) goes on a second,
+ * new connection; then POOL and S go. */
+static void
+assert_next_call_connects_anew(Server *s, VmlClientPool *pool, guint n)
+{
+    call_once(pool);
+    g_assert_cmpuint(accepted(s), ==, 2);
+    g_assert_cmpuint(conn_of(s, n), ==, 1);
+    vml_client_pool_unref(pool);
+    server_free(s);
+}
+
 static void
 test_unread_reply_not_kept(void)
 {
@@ -225,11 +245,7 @@ test_unread_reply_not_kept(void)
         /* The second reply is still coming: C must not serve another call. */
     }
     wait_requests(s, 2);
-    call_once(pool);
-    g_assert_cmpuint(accepted(s), ==, 2);
-    g_assert_cmpuint(conn_of(s, 2), ==, 1);
-    vml_client_pool_unref(pool);
-    server_free(s);
+    assert_next_call_connects_anew(s, pool, 2);
 }
 
 /* A server that hung up (HANG_UP) or spoke unasked (CHATTER, 20 ms after
@@ -243,11 +259,7 @@ assert_idle_not_taken(gboolean hang_up, gboolean chatter)
     VmlClientPool *pool = vml_client_pool_new(s->path, 4);
     call_once(pool);
     g_usleep(60000);   /* what the server does after its reply is in by now */
-    call_once(pool);
-    g_assert_cmpuint(accepted(s), ==, 2);
-    g_assert_cmpuint(conn_of(s, 1), ==, 1);
-    vml_client_pool_unref(pool);
-    server_free(s);
+    assert_next_call_connects_anew(s, pool, 1);
 }
 
 static void
@@ -267,25 +279,14 @@ test_max_idle(void)
 {
     Server *s = server_new();
     VmlClientPool *pool = vml_client_pool_new(s->path, 2);
-    g_autoptr(GError) error = NULL;
     VmlClient *c[3];
-    for (int i = 0; i < 3; i++) {
-        c[i] = vml_client_pool_connect(pool, &error);
-        g_assert_no_error(error);
-        g_autoptr(JsonObject) r = vml_client_call(c[i], "io.vmlease.Admin.Status", NULL, NULL,
-                                                  0, NULL, NULL, &error);
-        g_assert_no_error(error);
-    }
+    for (int i = 0; i < 3; i++)
+        c[i] = called_client(pool);
     for (int i = 0; i < 3; i++)
         vml_client_free(c[i]);   /* the third finds the pool full: closed */
     g_assert_cmpuint(accepted(s), ==, 3);
-    for (int i = 0; i < 3; i++) {
-        c[i] = vml_client_pool_connect(pool, &error);
-        g_assert_no_error(error);
-        g_autoptr(JsonObject) r = vml_client_call(c[i], "io.vmlease.Admin.Status", NULL, NULL,
-                                                  0, NULL, NULL, &error);
-        g_assert_no_error(error);
-    }
+    for (int i = 0; i < 3; i++)
+        c[i] = called_client(pool);
     g_assert_cmpuint(accepted(s), ==, 4);
     for (int i = 0; i < 3; i++)
         vml_client_free(c[i]);
