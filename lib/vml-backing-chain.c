@@ -66,13 +66,15 @@ open_resolved(const char *path, int *fd, int *open_errno)
 }
 
 /* What PATH's header says, read from FD (taken; -1: PATH could not be
- * opened, with OPEN_ERRNO): whether it is qcow2 (else it is taken as
- * raw), its backing file name (NULL when none, or not a file) and the
- * backing format its extension declares (NULL when none). Without PROBE
- * only whether PATH is a block device is found out. */
+ * opened, with OPEN_ERRNO; borrowed, not closed, when its stat is given
+ * as LENT): whether it is qcow2 (else it is taken as raw), its backing
+ * file name (NULL when none, or not a file) and the backing format its
+ * extension declares (NULL when none). Without PROBE only whether PATH is
+ * a block device is found out. */
 static gboolean
-read_image(int fd, int open_errno, const char *path, gboolean probe, gboolean *is_qcow2,
-           char **backing, char **backing_format, gboolean *block, GError **error)
+read_image(int fd, int open_errno, const struct stat *lent, const char *path, gboolean probe,
+           gboolean *is_qcow2, char **backing, char **backing_format, gboolean *block,
+           GError **error)
 {
     *is_qcow2 = FALSE;
     *backing = NULL;
@@ -82,18 +84,21 @@ read_image(int fd, int open_errno, const char *path, gboolean probe, gboolean *i
                     "cannot open %s: %s", path, g_strerror(open_errno));
         return FALSE;
     }
-    struct stat st;
-    gboolean stated = fstat(fd, &st) == 0;
-    *block = stated && S_ISBLK(st.st_mode);
+    struct stat own;
+    gboolean stated = lent || fstat(fd, &own) == 0;
+    const struct stat *st = lent ? lent : &own;
+    *block = stated && S_ISBLK(st->st_mode);
     if (!probe) {
-        close(fd);
+        if (!lent)
+            close(fd);
         return TRUE;
     }
     gboolean not_qcow2;
     g_autoptr(GError) local = NULL;
-    g_autoptr(VmlQcow2Header) h = stated ? vml_qcow2_read_stat(fd, &st, path, &not_qcow2, &local)
+    g_autoptr(VmlQcow2Header) h = stated ? vml_qcow2_read_stat(fd, st, path, &not_qcow2, &local)
                                          : vml_qcow2_read(fd, path, &not_qcow2, &local);
-    close(fd);
+    if (!lent)
+        close(fd);
     if (local) {
         g_propagate_error(error, g_steal_pointer(&local));
         return FALSE;
@@ -110,22 +115,36 @@ read_image(int fd, int open_errno, const char *path, gboolean probe, gboolean *i
     return TRUE;
 }
 
+/* PATH's own image when the caller has it open already: FD (borrowed)
+ * and its stat. */
+typedef struct {
+    int fd;
+    const struct stat *st;
+} OpenTop;
+
 /* The chain from PATH, [0] PATH itself. With HONOUR_FORMATS, a layer whose
- * format is known and is not qcow2 ends the chain unread. */
+ * format is known and is not qcow2 ends the chain unread. TOP (may be
+ * NULL): PATH is canonical and open already. */
 static GPtrArray *
 walk_chain(const char *path, const char *format, gboolean honour_formats, gboolean canonical,
-           GError **error)
+           const OpenTop *top, GError **error)
 {
     g_autoptr(GPtrArray) chain = g_ptr_array_new_with_free_func((GDestroyNotify)vml_backing_layer_free);
     g_autoptr(GHashTable) seen = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, NULL);
     int fd = -1, open_errno = 0;
+    const struct stat *lent = NULL;
     g_autofree char *current = NULL;
     /* A path the caller knows is canonical needs no resolving: opened as
      * it is (a symlink there now is resolved as any other name). */
-    if (canonical && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)) >= 0)
+    if (top) {
+        fd = top->fd;
+        lent = top->st;
         current = g_strdup(path);
-    else
+    } else if (canonical && (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)) >= 0) {
+        current = g_strdup(path);
+    } else {
         current = open_resolved(path, &fd, &open_errno);
+    }
 
     if (!current) {
         g_set_error(error, VML_ERROR, VML_ERROR_NO_SUCH_IMAGE,
@@ -141,9 +160,10 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, gboole
         gboolean is_qcow2, block;
         g_autofree char *name = NULL;
         g_autofree char *backing_format = NULL;
-        gboolean ok = read_image(fd, open_errno, current, probe, &is_qcow2, &name,
+        gboolean ok = read_image(fd, open_errno, lent, current, probe, &is_qcow2, &name,
                                  &backing_format, &block, error);
         fd = -1;
+        lent = NULL;
         if (!ok)
             return NULL;
         VmlBackingLayer *layer = g_new0(VmlBackingLayer, 1);
@@ -188,7 +208,7 @@ walk_chain(const char *path, const char *format, gboolean honour_formats, gboole
 GPtrArray *
 vml_backing_chain_layers(const char *path, const char *format, GError **error)
 {
-    return walk_chain(path, format, TRUE, FALSE, error);
+    return walk_chain(path, format, TRUE, FALSE, NULL, error);
 }
 
 GPtrArray *
@@ -219,13 +239,24 @@ vml_backing_chain_resolved(const char *path, char **canonical, GError **error)
 {
     /* Every qcow2 header is followed, whatever format its parent declares
      * (what this function always did). */
-    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, FALSE, error);
+    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, FALSE, NULL, error);
     return backing_of(layers, canonical);
 }
 
 GPtrArray *
 vml_backing_chain_of_canonical(const char *path, GError **error)
 {
-    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, TRUE, error);
+    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, TRUE, NULL, error);
+    return backing_of(layers, NULL);
+}
+
+GPtrArray *
+vml_backing_chain_of_open(const char *path, int fd, const struct stat *st, gboolean *is_qcow2,
+                          GError **error)
+{
+    OpenTop top = { fd, st };
+    g_autoptr(GPtrArray) layers = walk_chain(path, NULL, FALSE, TRUE, &top, error);
+    if (layers)
+        *is_qcow2 = g_str_equal(((VmlBackingLayer *)layers->pdata[0])->format, "qcow2");
     return backing_of(layers, NULL);
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <glib.h>
+#include <sys/stat.h>
 
 #define VML_BACKING_CHAIN_MAX 64
 
@@ -18,6 +19,11 @@ GPtrArray *vml_backing_chain_resolved(const char *path, char **canonical, GError
 /* The same for a PATH known to be canonical already (a lease's): opened
  * as it is, without resolving it again. */
 GPtrArray *vml_backing_chain_of_canonical(const char *path, GError **error);
+/* The same for PATH (canonical) open already on FD, with ST its fstat:
+ * FD is read with pread and left open. *IS_QCOW2: whether PATH's own
+ * header is qcow2's. */
+GPtrArray *vml_backing_chain_of_open(const char *path, int fd, const struct stat *st,
+                                     gboolean *is_qcow2, GError **error);
 
 typedef struct {
     char *path;        /* absolute and canonical */

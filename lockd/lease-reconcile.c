@@ -60,12 +60,22 @@ open_files_read(pid_t pid)
     return set;
 }
 
-/* The backing images of PATH into NEEDED, as resource key -> path. */
+/* The backing images of PATH into NEEDED, as resource key -> path. An
+ * image to be held EXCLUSIVE is read through the fd its acquire's check
+ * and mark will use. */
 static void
-add_chain(VmlLeaseTable *t, GHashTable *needed, const char *path, gboolean *unknown)
+add_chain(VmlLeaseTable *t, GHashTable *needed, const char *path, gboolean exclusive,
+          gboolean *unknown)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(GPtrArray) chain = vml_backing_chain_of_canonical(path, &error);
+    struct stat st;
+    int fd = exclusive ? vml_lease_table_open_image(t, path, &st) : -1;
+    gboolean is_qcow2 = TRUE;
+    g_autoptr(GPtrArray) chain = fd >= 0
+        ? vml_backing_chain_of_open(path, fd, &st, &is_qcow2, &error)
+        : vml_backing_chain_of_canonical(path, &error);
+    if (chain && !is_qcow2)
+        vml_lease_table_image_not_qcow2(t, path);
     for (guint i = 0; chain && i < chain->len; i++) {
         char *key = vml_lease_table_image_key(t, chain->pdata[i], &error);
         if (!key)
@@ -94,11 +104,11 @@ named_chains(VmlLeaseTable *t, VmlHolder *h, GHashTable *except, const VmlReques
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
         if (!l->derived && l->path && !(except && g_hash_table_contains(except, l->key)))
-            add_chain(t, needed, l->path, unknown);
+            add_chain(t, needed, l->path, FALSE, unknown);
     }
     for (guint i = 0; i < n_reqs; i++) {
         if (!reqs[i].derived && reqs[i].path && !g_hash_table_contains(h->leases, reqs[i].key))
-            add_chain(t, needed, reqs[i].path, unknown);
+            add_chain(t, needed, reqs[i].path, reqs[i].mode == VML_MODE_EXCLUSIVE, unknown);
     }
     return needed;
 }

@@ -30,6 +30,8 @@ struct _VmlLeaseTable {
     gpointer changed_data;
     void (*owner_gone)(const char *uuid, gpointer data);
     gpointer owner_gone_data;
+    GHashTable *opened;         /* path -> GuardFile: images opened ahead of
+                                   the next acquire (vml_lease_table_open_image) */
 };
 
 static void
@@ -264,11 +266,13 @@ holder_program(const VmlHolder *h)
     return exe ? g_path_get_basename(exe) : g_strdup("");
 }
 
-/* An image of one acquire, opened once for its check and its mark. */
+/* An image of one acquire, opened once for its chain read, its check and
+ * its mark. */
 typedef struct {
     int fd;
     gboolean writable;
     gboolean unheld;      /* the check found no QEMU lock on it */
+    gboolean not_qcow2;   /* its header, read on FD, is no qcow2 header */
     struct stat st;
 } GuardFile;
 
@@ -279,6 +283,38 @@ guard_file_free(gpointer data)
     if (g->fd >= 0)
         close(g->fd);
     g_free(g);
+}
+
+static GHashTable *
+guard_files_new(void)
+{
+    return g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, guard_file_free);
+}
+
+int
+vml_lease_table_open_image(VmlLeaseTable *t, const char *path, struct stat *st)
+{
+    GuardFile *g = g_new0(GuardFile, 1);
+    g->fd = vml_image_guard_open(path, &g->writable, &g->st);
+    /* A block device is opened for writing only once its lease is had:
+     * closing such an fd makes udev probe the device again. */
+    if (g->fd >= 0 && !S_ISREG(g->st.st_mode)) {
+        guard_file_free(g);
+        return -1;
+    }
+    if (!t->opened)
+        t->opened = guard_files_new();
+    g_hash_table_replace(t->opened, g_strdup(path), g);
+    *st = g->st;
+    return g->fd;
+}
+
+void
+vml_lease_table_image_not_qcow2(VmlLeaseTable *t, const char *path)
+{
+    GuardFile *g = t->opened ? g_hash_table_lookup(t->opened, path) : NULL;
+    if (g)
+        g->not_qcow2 = TRUE;
 }
 
 /* Whether an in-use mark must reach stable storage before the grant or
@@ -306,6 +342,12 @@ lease_mark(VmlLease *l, const GuardFile *g)
         .program = program,
         .name = h->name,
     };
+    /* Not qcow2 a moment ago, under no lease: there is no header of ours
+     * to write, and none will appear that this mark must cover. */
+    if (g && g->not_qcow2) {
+        l->unmarkable = TRUE;
+        return;
+    }
     l->unmarkable = !vml_image_guard_mark(l->path, g ? g->fd : -1, g ? &g->st : NULL,
                                           g && g->unheld, &o, marks_durable(h->table));
 }
@@ -365,9 +407,12 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, GHashTable *images,
         const VmlLease *l = g_array_index(steps, AcquireStep, i).lease;
         if (l->mode != VML_MODE_EXCLUSIVE || !l->path)
             continue;
-        GuardFile *g = g_new0(GuardFile, 1);
-        g->fd = vml_image_guard_open(l->path, &g->writable, &g->st);
-        g_hash_table_replace(images, g_strdup(l->path), g);
+        GuardFile *g = g_hash_table_lookup(images, l->path);
+        if (!g) {
+            g = g_new0(GuardFile, 1);
+            g->fd = vml_image_guard_open(l->path, &g->writable, &g->st);
+            g_hash_table_replace(images, g_strdup(l->path), g);
+        }
         g_autoptr(GArray) known = g_array_new(FALSE, FALSE, sizeof(pid_t));
         g_array_append_val(known, h->pid);
         for (const VmlLease *o = g_hash_table_lookup(t->by_resource, l->key); o; o = o->next)
@@ -570,6 +615,7 @@ vml_lease_table_free(VmlLeaseTable *t)
     g_hash_table_unref(t->by_pid);
     g_hash_table_unref(t->by_resource);
     g_tree_unref(t->resource_order);
+    g_clear_pointer(&t->opened, g_hash_table_unref);
     g_free(t);
 }
 
@@ -1026,6 +1072,8 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
                         JsonObject **conflict, GError **error)
 {
     VmlBackend *be = t->backend;
+    /* Whatever was opened ahead for this acquire is used (and closed) here. */
+    g_autoptr(GHashTable) images = t->opened ? g_steal_pointer(&t->opened) : guard_files_new();
     /* Each request's lease, looked up once (a new one once it is added). */
     g_autofree VmlLease **held = g_new(VmlLease *, n_reqs);
     guint n_new = 0;
@@ -1041,8 +1089,7 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     }
 
     g_autoptr(GArray) steps = g_array_new(FALSE, FALSE, sizeof(AcquireStep));
-    g_autoptr(GHashTable) images = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free,
-                                                         guard_file_free);
+
     gint64 since = now_s();
     for (guint i = 0; i < n_reqs; i++) {
         if (held[i])

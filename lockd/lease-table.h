@@ -5,6 +5,7 @@
 
 #include <glib.h>
 #include <json-glib/json-glib.h>
+#include <sys/stat.h>
 
 #include "backends/backend.h"
 #include "daemon-config.h"
@@ -110,6 +111,14 @@ gint64 vml_lease_table_next_id(VmlLeaseTable *t);
 /* The resource key of the image at PATH (vml-image-identity.h, with the
  * configured shared storage names). */
 char *vml_lease_table_image_key(VmlLeaseTable *t, const char *path, GError **error);
+/* Open the image at PATH (canonical) as the next vml_lease_table_acquire
+ * checks and marks it, which then uses this fd instead of opening PATH
+ * again, and closes it, taken or not. -1 when it is not a regular file or
+ * cannot be opened (the acquire tries on its own). The fd is borrowed; ST
+ * gets its fstat. */
+int vml_lease_table_open_image(VmlLeaseTable *t, const char *path, struct stat *st);
+/* The header read on that fd is no qcow2 header: nothing to mark. */
+void vml_lease_table_image_not_qcow2(VmlLeaseTable *t, const char *path);
 /* Forget everything without unlocking: the holders carry their leases on. */
 void vml_lease_table_free(VmlLeaseTable *t);
 

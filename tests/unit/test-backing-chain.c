@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char *dir;
@@ -41,6 +42,38 @@ test_three_layers_relative_names(void)
     g_autoptr(GPtrArray) none = vml_backing_chain(base, &error);
     g_assert_no_error(error);
     g_assert_cmpuint(none->len, ==, 0);
+}
+
+/* Read through an fd the caller keeps: the same chain as by name, the fd
+ * left open at its offset, whether the top is qcow2 said. */
+static void
+test_of_open(void)
+{
+    run("qemu-img create -q -f raw open-base.raw 1M && "
+        "qemu-img create -q -f qcow2 -b open-base.raw -F raw open-top.qcow2");
+    g_autofree char *top = realpath(img("open-top.qcow2"), NULL);
+    g_autofree char *base = realpath(img("open-base.raw"), NULL);
+    const char *const paths[] = { top, base };
+    const guint lens[] = { 1, 0 };
+    for (guint i = 0; i < G_N_ELEMENTS(paths); i++) {
+        int fd = open(paths[i], O_RDWR | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(lseek(fd, 7, SEEK_SET), ==, 7);
+        struct stat st;
+        g_assert_cmpint(fstat(fd, &st), ==, 0);
+        g_autoptr(GError) error = NULL;
+        gboolean is_qcow2 = i == 1;
+        g_autoptr(GPtrArray) chain = vml_backing_chain_of_open(paths[i], fd, &st, &is_qcow2,
+                                                               &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(chain->len, ==, lens[i]);
+        if (lens[i])
+            g_assert_cmpstr(chain->pdata[0], ==, base);
+        g_assert_true(is_qcow2 == (i == 0));
+        /* Still open, never moved. */
+        g_assert_cmpint(lseek(fd, 0, SEEK_CUR), ==, 7);
+        g_assert_cmpint(close(fd), ==, 0);
+    }
 }
 
 static void
@@ -99,6 +132,7 @@ main(int argc, char **argv)
     g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
     dir = g_dir_make_tmp("vmlease-chain-XXXXXX", NULL);
     g_test_add_func("/backing-chain/three-layers-relative-names", test_three_layers_relative_names);
+    g_test_add_func("/backing-chain/of-open", test_of_open);
     g_test_add_func("/backing-chain/loop-and-missing", test_loop_and_missing);
     g_test_add_func("/backing-chain/lying-headers", test_lying_headers);
     if (!qemu_img) {

@@ -502,6 +502,67 @@ test_release(Fixture *f, G_GNUC_UNUSED gconstpointer data)
     g_assert_cmpuint(marked_pid(f->disk), ==, (guint32)f->children[0]);
 }
 
+/* How many of our own fds have the file at PATH open. */
+static guint
+fds_open_on(const char *path)
+{
+    struct stat want;
+    g_assert_cmpint(stat(path, &want), ==, 0);
+    g_autoptr(GDir) d = g_dir_open("/proc/self/fd", 0, NULL);
+    g_assert_nonnull(d);
+    guint n = 0;
+    for (const char *name; (name = g_dir_read_name(d));) {
+        g_autofree char *link = g_build_filename("/proc/self/fd", name, NULL);
+        struct stat st;
+        n += stat(link, &st) == 0 && st.st_dev == want.st_dev && st.st_ino == want.st_ino;
+    }
+    return n;
+}
+
+/* An image opened ahead of its acquire (for the chain read) is what the
+ * check and the mark use; the acquire closes it whether it is granted or
+ * refused; an image found not to be qcow2 on it gets no mark. */
+static void
+test_opened_ahead(Fixture *f, G_GNUC_UNUSED gconstpointer data)
+{
+    VmlHolder *a = register_holder(f, UUID_A, "vm-a", getpid());
+    VmlHolder *b = register_holder(f, UUID_B, "vm-b", f->children[0]);
+    g_auto(VmlRequest) ex = image_request(f, f->disk, VML_MODE_EXCLUSIVE);
+    struct stat st;
+    int fd = vml_lease_table_open_image(f->table, ex.path, &st);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_true(S_ISREG(st.st_mode));
+    g_assert_cmpuint(fds_open_on(f->disk), ==, 1);
+    acquire_ok(f, a, &ex, VML_GRANT_NEW);
+    g_assert_cmpuint(marked_pid(f->disk), ==, (guint32)getpid());
+    g_assert_cmpuint(fds_open_on(f->disk), ==, 0);
+
+    /* Refused: closed all the same, the mark still a's. */
+    g_assert_cmpint(vml_lease_table_open_image(f->table, ex.path, &st), >=, 0);
+    acquire_refused(f, b, &ex, 1, a);
+    g_assert_cmpuint(fds_open_on(f->disk), ==, 0);
+    g_assert_cmpuint(marked_pid(f->disk), ==, (guint32)getpid());
+
+    /* Said to be no qcow2 image (as the chain read found it a moment
+     * ago): no header is read or written under the lease, even though
+     * this one is qcow2 now. */
+    g_autoptr(GError) error = NULL;
+    guint released;
+    const char *const keys[] = { ex.key };
+    g_assert_true(vml_lease_table_release(f->table, a, keys, 1, &released, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(marked_pid(f->disk), ==, 0);
+    g_assert_cmpint(vml_lease_table_open_image(f->table, ex.path, &st), >=, 0);
+    vml_lease_table_image_not_qcow2(f->table, ex.path);
+    VmlLease *l = acquire_ok(f, b, &ex, VML_GRANT_NEW);
+    g_assert_true(l->unmarkable);
+    g_assert_cmpuint(marked_pid(f->disk), ==, 0);
+    g_assert_cmpuint(fds_open_on(f->disk), ==, 0);
+
+    /* A block device or anything else is not opened ahead. */
+    g_assert_cmpint(vml_lease_table_open_image(f->table, "/dev/null", &st), ==, -1);
+}
+
 /* 5. A hard link and a symlink are the image itself: one key, one lease. */
 static void
 test_other_names(Fixture *f, G_GNUC_UNUSED gconstpointer data)
@@ -731,6 +792,7 @@ main(int argc, char **argv)
     ADD("/lease-table/exclusive-conflict", test_exclusive_conflict);
     ADD("/lease-table/shared", test_shared);
     ADD("/lease-table/release", test_release);
+    ADD("/lease-table/opened-ahead", test_opened_ahead);
     ADD("/lease-table/other-names", test_other_names);
     ADD("/lease-table/bad-input", test_bad_input);
     ADD("/lease-table/counts-and-exit", test_counts_and_exit);
