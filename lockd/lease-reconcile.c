@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,36 +29,58 @@ path_identity(const char *path)
     return path && stat(path, &st) == 0 ? file_identity(&st) : NULL;
 }
 
-/* The files a process has open, as identities; read from /proc at the
- * first question only, since most reconciles have none to ask. */
+/* The files a process has open, as identities, and the stat of each
+ * regular one; read from /proc at the first question only, since most
+ * reconciles have none to ask. */
 typedef struct {
     pid_t pid;
     GHashTable *set;
+    GArray *files;
 } OpenFiles;
 
 static void
 open_files_clear(OpenFiles *o)
 {
     g_clear_pointer(&o->set, g_hash_table_unref);
+    g_clear_pointer(&o->files, g_array_unref);
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(OpenFiles, open_files_clear)
 
 static gboolean
 add_open_file(int dirfd, const char *name, G_GNUC_UNUSED int num, gpointer data)
 {
+    OpenFiles *o = data;
     struct stat st;
     char *id = fstatat(dirfd, name, &st, 0) == 0 ? file_identity(&st) : NULL;
     if (id)
-        g_hash_table_add(data, id);
+        g_hash_table_add(o->set, id);
+    if (id && S_ISREG(st.st_mode))
+        g_array_append_val(o->files, st);
     return TRUE;
 }
 
-static GHashTable *
-open_files_read(pid_t pid)
+static void
+open_files_read(OpenFiles *o)
 {
-    GHashTable *set = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, NULL);
-    vml_proc_each_fd_entry(pid, add_open_file, set);
-    return set;
+    if (o->set)
+        return;
+    o->set = g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, NULL);
+    o->files = g_array_new(FALSE, FALSE, sizeof(struct stat));
+    vml_proc_each_fd_entry(o->pid, add_open_file, o);
+}
+
+/* The inode a file's resource key ends in ("file:FILESYSTEM:INODE"), 0
+ * for any other key. */
+static guint64
+key_inode(const char *key)
+{
+    if (!g_str_has_prefix(key, "file:"))
+        return 0;
+    const char *digits = strrchr(key, ':') + 1;
+    guint64 ino = 0;
+    if (!*digits || !g_ascii_string_to_unsigned(digits, 10, 1, G_MAXUINT64, &ino, NULL))
+        return 0;
+    return ino;
 }
 
 /* The backing images of PATH into NEEDED, as resource key -> path. An
@@ -113,14 +136,28 @@ named_chains(VmlLeaseTable *t, VmlHolder *h, GHashTable *except, const VmlReques
     return needed;
 }
 
+/* Whether L's image is open in its holder's process. A file is looked
+ * for by its key: the file leased, whatever its path names now. */
 static gboolean
-still_open(OpenFiles *open, const char *path)
+still_open(VmlLeaseTable *t, OpenFiles *open, const VmlLease *l)
 {
-    g_autofree char *id = path_identity(path);
+    guint64 ino = key_inode(l->key);
+    if (ino) {
+        open_files_read(open);
+        for (guint i = 0; i < open->files->len; i++) {
+            const struct stat *st = &g_array_index(open->files, struct stat, i);
+            if ((guint64)st->st_ino != ino)
+                continue;
+            g_autofree char *key = vml_lease_table_key_of_stat(t, st);
+            if (g_strcmp0(key, l->key) == 0)
+                return TRUE;
+        }
+        return FALSE;
+    }
+    g_autofree char *id = path_identity(l->path);
     if (!id)
         return FALSE;
-    if (!open->set)
-        open->set = open_files_read(open->pid);
+    open_files_read(open);
     return g_hash_table_contains(open->set, id);
 }
 
@@ -135,7 +172,7 @@ drop_unneeded(VmlLeaseTable *t, VmlHolder *h, GHashTable *needed, OpenFiles *ope
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
-        if (l->derived && !g_hash_table_contains(needed, l->key) && !still_open(open, l->path))
+        if (l->derived && !g_hash_table_contains(needed, l->key) && !still_open(t, open, l))
             g_ptr_array_add(gone, (gpointer)l->key);
     }
     if (!gone->len)
@@ -176,7 +213,7 @@ vml_reconcile_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs, gu
     if (!leases)
         return NULL;
     if (!unknown) {
-        g_auto(OpenFiles) open = { h->pid, NULL };
+        g_auto(OpenFiles) open = { .pid = h->pid };
         drop_unneeded(t, h, needed, &open);
     }
     vml_lease_table_retry_unmarks(h);
@@ -194,7 +231,7 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
     }
     gboolean unknown;
     g_autoptr(GHashTable) needed = named_chains(t, h, letting_go, NULL, 0, &unknown);
-    g_auto(OpenFiles) open = { h->pid, NULL };
+    g_auto(OpenFiles) open = { .pid = h->pid };
     g_autoptr(GPtrArray) gone = g_ptr_array_new();
     g_autoptr(GArray) keep = g_array_new(FALSE, FALSE, sizeof(VmlRequest));
     GHashTableIter it;
@@ -202,7 +239,7 @@ vml_reconcile_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, g
     g_hash_table_iter_init(&it, letting_go);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         VmlLease *l = g_hash_table_lookup(h->leases, key);
-        if (unknown || g_hash_table_contains(needed, key) || still_open(&open, l->path)) {
+        if (unknown || g_hash_table_contains(needed, key) || still_open(t, &open, l)) {
             /* Still read by the VM (an old top under a new snapshot):
              * it stays, shared, until nothing needs it. */
             l->derived = TRUE;

@@ -599,6 +599,12 @@ vml_lease_table_next_id(VmlLeaseTable *t)
 }
 
 char *
+vml_lease_table_key_of_stat(VmlLeaseTable *t, const struct stat *st)
+{
+    return vml_image_identity_stat(st, t->cfg->storage_names, t->cfg->n_storage_names, NULL);
+}
+
+char *
 vml_lease_table_image_key(VmlLeaseTable *t, const char *path, GError **error)
 {
     return vml_image_identity_of_path(path, t->cfg->storage_names, t->cfg->n_storage_names,

@@ -111,6 +111,8 @@ gint64 vml_lease_table_next_id(VmlLeaseTable *t);
 /* The resource key of the image at PATH (vml-image-identity.h, with the
  * configured shared storage names). */
 char *vml_lease_table_image_key(VmlLeaseTable *t, const char *path, GError **error);
+/* The same for the file ST is the stat of; NULL when it is no image. */
+char *vml_lease_table_key_of_stat(VmlLeaseTable *t, const struct stat *st);
 /* Open the image at PATH (canonical) as the next vml_lease_table_acquire
  * checks and marks it, which then uses this fd instead of opening PATH
  * again, and closes it, taken or not. -1 when it is not a regular file or

@@ -6,6 +6,7 @@
  * canonical path, and the name as given. The lock files are judged from
  * here through descriptions of our own (F_OFD_GETLK), never through the
  * table. */
+#include "lease-reconcile.h"
 #include "lease-table.h"
 #include "vml-error.h"
 #include "vml-image-owner.h"
@@ -563,6 +564,49 @@ test_opened_ahead(Fixture *f, G_GNUC_UNUSED gconstpointer data)
     g_assert_cmpint(vml_lease_table_open_image(f->table, "/dev/null", &st), ==, -1);
 }
 
+/* libvirt lets go of an image the holder's process still has open (an
+ * old top under a new overlay): it stays, shared and derived, for as long
+ * as that process has the leased file open, even once its path names
+ * another file; closed, the next reconcile lets it go. */
+static void
+test_release_while_open(Fixture *f, G_GNUC_UNUSED gconstpointer data)
+{
+    VmlHolder *a = register_holder(f, UUID_A, "vm-a", getpid());
+    g_auto(VmlRequest) ex = image_request(f, f->raw, VML_MODE_EXCLUSIVE);
+    g_autoptr(GError) error = NULL;
+    JsonObject *conflict = NULL;
+    g_autoptr(GPtrArray) got = vml_reconcile_acquire(f->table, a, &ex, 1, FALSE, FALSE,
+                                                     &conflict, &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(got);
+    int fd = open(f->raw, O_RDONLY | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+
+    /* The path names another file now; ours still has the leased one. */
+    g_autofree char *other = g_build_filename(f->images, "other.raw", NULL);
+    g_assert_true(g_file_set_contents(other, "x", 1, NULL));
+    g_assert_cmpint(rename(other, f->raw), ==, 0);
+
+    guint released = 99;
+    const char *const keys[] = { ex.key };
+    g_assert_true(vml_reconcile_release(f->table, a, keys, 1, &released, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(released, ==, 0);
+    VmlLease *l = g_hash_table_lookup(a->leases, ex.key);
+    g_assert_nonnull(l);
+    g_assert_true(l->derived);
+    VmlHolder *const only_a[] = { a };
+    assert_owners(f, ex.key, VML_MODE_SHARED, only_a, 1);
+    g_assert_cmpint(lock_state(f, ex.key), ==, F_RDLCK);
+
+    /* Closed: nothing needs it, the next reconcile releases it. */
+    close(fd);
+    g_assert_true(vml_reconcile_release(f->table, a, NULL, 0, &released, &error));
+    g_assert_no_error(error);
+    assert_no_owners(f, ex.key);
+    g_assert_cmpint(lock_state(f, ex.key), ==, F_UNLCK);
+}
+
 /* 5. A hard link and a symlink are the image itself: one key, one lease. */
 static void
 test_other_names(Fixture *f, G_GNUC_UNUSED gconstpointer data)
@@ -793,6 +837,7 @@ main(int argc, char **argv)
     ADD("/lease-table/shared", test_shared);
     ADD("/lease-table/release", test_release);
     ADD("/lease-table/opened-ahead", test_opened_ahead);
+    ADD("/lease-table/release-while-open", test_release_while_open);
     ADD("/lease-table/other-names", test_other_names);
     ADD("/lease-table/bad-input", test_bad_input);
     ADD("/lease-table/counts-and-exit", test_counts_and_exit);
