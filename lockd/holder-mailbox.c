@@ -15,6 +15,9 @@
 
 /* SCM_MAX_FD is 253; a set larger than one message goes in parts. */
 #define FDS_PER_MESSAGE 250
+/* Messages added beside a set before the next store consolidates them:
+ * a release takes every one out. */
+#define ADDED_MAX 16
 #define TAG "vmlease-mailbox"
 
 struct _VmlMailbox {
@@ -221,6 +224,13 @@ vml_mailbox_store(VmlMailbox *m, const int *fds, guint n_fds, GError **error)
     guint64 serial = ++m->serial;
     guint64 head;
     int parts = 0;
+    /* Nothing left to keep and we know what is queued: out with it. */
+    if (n_fds == 0 && m->queued >= 0) {
+        for (int i = 0; i < m->queued; i++)
+            drop_head(m);
+        m->queued = 0;
+        return TRUE;
+    }
     /* First the new set, whole... */
     for (guint off = 0; off < n_fds || off == 0; off += FDS_PER_MESSAGE) {
         if (!send_part(m, serial, fds + off, MIN(FDS_PER_MESSAGE, n_fds - off), error)) {
@@ -240,6 +250,24 @@ vml_mailbox_store(VmlMailbox *m, const int *fds, guint n_fds, GError **error)
             drop_head(m);
     }
     m->queued = parts;
+    return TRUE;
+}
+
+gboolean
+vml_mailbox_can_add(VmlMailbox *m, guint n_fds)
+{
+    return m->queued >= 0 && m->queued < ADDED_MAX && n_fds <= FDS_PER_MESSAGE;
+}
+
+gboolean
+vml_mailbox_add(VmlMailbox *m, const int *fds, guint n_fds, GError **error)
+{
+    g_return_val_if_fail(vml_mailbox_can_add(m, n_fds), FALSE);
+    if (!send_part(m, ++m->serial, fds, n_fds, error)) {
+        m->queued = -1;
+        return FALSE;
+    }
+    m->queued++;
     return TRUE;
 }
 

@@ -7,7 +7,8 @@
  *
  * The queue always holds the current set: a new set is sent before the
  * old messages are taken out, so at no instant is a held lock referenced
- * by vmleased alone. */
+ * by vmleased alone. Locks taken since may be added beside it, as
+ * messages of their own, until the next store. */
 #pragma once
 
 #include <glib.h>
@@ -33,6 +34,11 @@ guint64 vml_mailbox_ino(VmlMailbox *m);
 
 /* Make FDS (borrowed) the mailbox's content. */
 gboolean vml_mailbox_store(VmlMailbox *m, const int *fds, guint n_fds, GError **error);
+/* Whether N_FDS more can be added without a store: the queue is known
+ * (not taken over after a restart) and holds few messages. */
+gboolean vml_mailbox_can_add(VmlMailbox *m, guint n_fds);
+/* Add FDS (borrowed) to the content, beside what is there: one message. */
+gboolean vml_mailbox_add(VmlMailbox *m, const int *fds, guint n_fds, GError **error);
 
 /* Dups of every fd in the mailbox (an int GArray the caller closes),
  * consolidated into one current set without a moment where one is held

@@ -89,12 +89,14 @@ holder_tag(const char *machine_id, const char *boot_id, gint64 pid, guint64 star
 }
 
 /* Put every lock of H into its mailbox, so that they all live in the VM
- * process, not in ours alone. */
+ * process, not in ours alone. While no lock that is in there went, the
+ * new ones are added beside them; else the whole set is stored anew. */
 static void
 holder_fill_mailbox(VmlHolder *h)
 {
     VmlBackend *be = h->table->backend;
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(GArray) added = g_array_new(FALSE, FALSE, sizeof(int));
     g_autoptr(GError) error = NULL;
     GHashTableIter it;
     gpointer value;
@@ -103,13 +105,28 @@ holder_fill_mailbox(VmlHolder *h)
         return;
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
-        int fd = be->ops->lock_fd(((VmlLease *)value)->lock);
+        const VmlLease *l = value;
+        int fd = be->ops->lock_fd(l->lock);
         if (fd >= 0)
             g_array_append_val(fds, fd);
+        if (fd >= 0 && !l->in_mailbox)
+            g_array_append_val(added, fd);
     }
-    if (!vml_mailbox_store(h->mailbox, (const int *)(void *)fds->data, fds->len, &error))
+    gboolean ok;
+    if (!h->mailbox_stale && vml_mailbox_can_add(h->mailbox, added->len))
+        ok = !added->len ||
+             vml_mailbox_add(h->mailbox, (const int *)(void *)added->data, added->len, &error);
+    else
+        ok = vml_mailbox_store(h->mailbox, (const int *)(void *)fds->data, fds->len, &error);
+    h->mailbox_stale = !ok;
+    if (!ok) {
         g_warning("VM %s (pid %d): %s; its leases live in vmleased alone until the next change",
                   h->name, (int)h->pid, error->message);
+        return;
+    }
+    g_hash_table_iter_init(&it, h->leases);
+    while (g_hash_table_iter_next(&it, NULL, &value))
+        ((VmlLease *)value)->in_mailbox = TRUE;
 }
 
 /* Write the holder's record: what a restart after a crash recovers, so
@@ -192,6 +209,9 @@ lease_drop(VmlLeaseTable *t, VmlLease *l)
         }
     }
     t->n_leases--;
+    /* Its lock is in the mailbox still, and its fd number free for another. */
+    if (l->in_mailbox)
+        l->holder->mailbox_stale = TRUE;
     vml_record_layout_forget(l->holder->record_layout, l);
     if (l->record_dirty)
         g_ptr_array_remove_fast(l->holder->record_dirty, l);
@@ -720,6 +740,7 @@ vml_lease_table_set_mailbox(VmlLeaseTable *t, VmlHolder *h, VmlMailbox *mailbox)
 {
     vml_mailbox_free(h->mailbox);
     h->mailbox = mailbox;
+    h->mailbox_stale = TRUE;
     holder_publish(h);
     changed(t);
 }
@@ -1661,8 +1682,10 @@ restore_record(VmlLeaseTable *t, JsonObject *record, gboolean with_fds, GHashTab
     /* The VM process's mailbox holds the locks taken for it from libvirtd. */
     g_autoptr(GArray) candidates = NULL;
     gint64 ino = json_object_get_int_member_with_default(record, "mailbox_ino", 0);
-    if (h && !h->mailbox && ino > 0)
+    if (h && !h->mailbox && ino > 0) {
         h->mailbox = vml_mailbox_find(h->pid, vml_holder_watch_pidfd(h->watch), (guint64)ino);
+        h->mailbox_stale = TRUE;
+    }
     if (h && h->mailbox)
         candidates = vml_mailbox_contents(h->mailbox, NULL);
     if (h && t->backend->ops->recover_batch)

@@ -53,6 +53,7 @@ struct _VmlLease {
                              (holder-record.c) */
     gboolean record_dirty; /* changed since the record was written: on
                               its holder's record_dirty list */
+    gboolean in_mailbox;  /* its lock fd is in its holder's mailbox */
     VmlLease *next;       /* next lease on the same resource */
 };
 
@@ -79,6 +80,8 @@ struct _VmlHolder {
                                     was restored, or fds went elsewhere) */
     VmlHolderWatch *watch;
     VmlMailbox *mailbox;         /* in the VM process: keeps our locks alive */
+    gboolean mailbox_stale;      /* it may hold a lock that went: the next fill
+                                    stores the whole set */
     VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
     VmlRecord *record;
     struct _VmlRecordLayout *record_layout;  /* where its leases are in it */

@@ -6,6 +6,7 @@
  * canonical path, and the name as given. The lock files are judged from
  * here through descriptions of our own (F_OFD_GETLK), never through the
  * table. */
+#include "holder-mailbox.h"
 #include "lease-reconcile.h"
 #include "lease-table.h"
 #include "vml-error.h"
@@ -20,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -607,6 +611,113 @@ test_release_while_open(Fixture *f, G_GNUC_UNUSED gconstpointer data)
     g_assert_cmpint(lock_state(f, ex.key), ==, F_UNLCK);
 }
 
+/* As the plugin makes it: an AF_UNIX datagram socket connected to itself. */
+static int
+self_connected_socket(void)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof(sa_family_t)), ==, 0);
+    g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, len), ==, 0);
+    return fd;
+}
+
+/* Take every message out of the mailbox socket FD: the inodes of the
+ * files its fds are, each at most once; *N_MESSAGES how many there were. */
+static GHashTable *
+drain_mailbox(int fd, guint *n_messages)
+{
+    GHashTable *inodes = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    *n_messages = 0;
+    for (;;) {
+        char text[64];
+        struct iovec iov = { .iov_base = text, .iov_len = sizeof(text) };
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int) * 253)];
+        } ctl;
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                              .msg_controllen = sizeof(ctl.buf) };
+        if (recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+            break;
+        (*n_messages)++;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            guint k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (guint i = 0; i < k; i++) {
+                int got;
+                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                struct stat st;
+                g_assert_cmpint(fstat(got, &st), ==, 0);
+                gint64 ino = (gint64)st.st_ino;
+                g_assert_true(g_hash_table_add(inodes, g_memdup2(&ino, sizeof(ino))));
+                close(got);
+            }
+        }
+    }
+    return inodes;
+}
+
+static gint64
+lock_file_inode(Fixture *f, const char *key)
+{
+    g_autofree char *path = lock_file_of(f, key);
+    struct stat st;
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    return (gint64)st.st_ino;
+}
+
+/* A holder's mailbox holds exactly the locks it holds, whatever the order
+ * of grants and releases: a lock taken is added beside the others, a
+ * release leaves only what stays (the lock that went is no longer in
+ * there, though another lock may now have its fd number). */
+static void
+test_mailbox_holds_the_current_set(Fixture *f, G_GNUC_UNUSED gconstpointer data)
+{
+    VmlHolder *a = register_holder(f, UUID_A, "vm-a", getpid());
+    int sock = self_connected_socket();
+    g_autoptr(GError) error = NULL;
+    VmlMailbox *m = vml_mailbox_new(dup(sock), &error);
+    g_assert_no_error(error);
+    vml_lease_table_set_mailbox(f->table, a, m);
+    g_autofree char *third = g_build_filename(f->images, "third.raw", NULL);
+    g_assert_true(g_file_set_contents(third, "", 0, NULL));
+    g_auto(VmlRequest) ra = image_request(f, f->disk, VML_MODE_EXCLUSIVE);
+    g_auto(VmlRequest) rb = image_request(f, f->raw, VML_MODE_EXCLUSIVE);
+    g_auto(VmlRequest) rc = image_request(f, third, VML_MODE_SHARED);
+
+    acquire_ok(f, a, &ra, VML_GRANT_NEW);
+    acquire_ok(f, a, &rb, VML_GRANT_NEW);
+    guint released;
+    const char *const keys_a[] = { ra.key };
+    g_assert_true(vml_lease_table_release(f->table, a, keys_a, 1, &released, &error));
+    g_assert_no_error(error);
+    acquire_ok(f, a, &rc, VML_GRANT_NEW);
+
+    guint n_messages;
+    g_autoptr(GHashTable) inodes = drain_mailbox(sock, &n_messages);
+    g_assert_cmpuint(g_hash_table_size(inodes), ==, 2);
+    gint64 b_ino = lock_file_inode(f, rb.key), c_ino = lock_file_inode(f, rc.key);
+    g_assert_true(g_hash_table_contains(inodes, &b_ino));
+    g_assert_true(g_hash_table_contains(inodes, &c_ino));
+    g_assert_cmpuint(n_messages, >=, 1);
+    g_assert_cmpuint(n_messages, <=, 2);
+
+    /* Everything released: an empty mailbox (refilled first: the drain
+     * above was ours, not the daemon's). */
+    vml_lease_table_set_mailbox(f->table, a, vml_mailbox_new(dup(sock), &error));
+    g_assert_no_error(error);
+    g_assert_true(vml_lease_table_release(f->table, a, NULL, 0, &released, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(released, ==, 2);
+    g_autoptr(GHashTable) none = drain_mailbox(sock, &n_messages);
+    g_assert_cmpuint(g_hash_table_size(none), ==, 0);
+    g_assert_cmpuint(n_messages, ==, 0);
+    close(sock);
+}
+
 /* 5. A hard link and a symlink are the image itself: one key, one lease. */
 static void
 test_other_names(Fixture *f, G_GNUC_UNUSED gconstpointer data)
@@ -838,6 +949,7 @@ main(int argc, char **argv)
     ADD("/lease-table/release", test_release);
     ADD("/lease-table/opened-ahead", test_opened_ahead);
     ADD("/lease-table/release-while-open", test_release_while_open);
+    ADD("/lease-table/mailbox-holds-the-current-set", test_mailbox_holds_the_current_set);
     ADD("/lease-table/other-names", test_other_names);
     ADD("/lease-table/bad-input", test_bad_input);
     ADD("/lease-table/counts-and-exit", test_counts_and_exit);
