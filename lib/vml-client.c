@@ -214,7 +214,8 @@ vml_client_send(VmlClient *c, const char *method, JsonObject *params, const int 
 }
 
 static JsonObject *receive(VmlClient *c, GArray **fds_out, JsonObject **error_params,
-                           gboolean *got_reply, GError **error);
+                           VmlReplyPeekFunc peek, gpointer peek_data, gboolean *got_reply,
+                           GError **error);
 
 JsonObject *
 vml_client_call(VmlClient *c, const char *method, JsonObject *params,
@@ -228,13 +229,14 @@ vml_client_call(VmlClient *c, const char *method, JsonObject *params,
     return vml_client_receive(c, fds_out, error_params, error);
 }
 
-JsonObject *
-vml_client_receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, GError **error)
+static JsonObject *
+receive_reporting(VmlClient *c, GArray **fds_out, JsonObject **error_params,
+                  VmlReplyPeekFunc peek, gpointer peek_data, GError **error)
 {
     flush(c);   /* a failure is C's send error, reported below if no reply comes */
     gboolean got_reply;
     g_autoptr(GError) local = NULL;
-    JsonObject *r = receive(c, fds_out, error_params, &got_reply, &local);
+    JsonObject *r = receive(c, fds_out, error_params, peek, peek_data, &got_reply, &local);
     if (!got_reply && c->send_error) {
         g_propagate_error(error, g_error_copy(c->send_error));
         return NULL;
@@ -244,10 +246,33 @@ vml_client_receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, GE
     return r;
 }
 
+JsonObject *
+vml_client_receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, GError **error)
+{
+    return receive_reporting(c, fds_out, error_params, NULL, NULL, error);
+}
+
+JsonObject *
+vml_client_receive_peek(VmlClient *c, VmlReplyPeekFunc peek, gpointer peek_data,
+                        GError **error)
+{
+    return receive_reporting(c, NULL, NULL, peek, peek_data, error);
+}
+
+gboolean
+vml_client_flush(VmlClient *c, GError **error)
+{
+    if (flush(c))
+        return TRUE;
+    if (error)
+        *error = g_error_copy(c->send_error);
+    return FALSE;
+}
+
 /* *GOT_REPLY: whether a message came at all (else ERROR says why not). */
 static JsonObject *
-receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, gboolean *got_reply,
-        GError **error)
+receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, VmlReplyPeekFunc peek,
+        gpointer peek_data, gboolean *got_reply, GError **error)
 {
     g_autofree char *msg = NULL;
     gsize len;
@@ -259,6 +284,8 @@ receive(VmlClient *c, GArray **fds_out, JsonObject **error_params, gboolean *got
     }
     if (c->awaiting)
         c->awaiting--;
+    if (peek)
+        peek(msg, len, peek_data);
 
     /* The daemon writes strict JSON: the strict parser reads it at a
      * fraction of json-glib's cost, and takes no GType lock (the plugin

@@ -55,3 +55,11 @@ gboolean vml_client_send(VmlClient *client, const char *method, JsonObject *para
                          const int *fds, guint n_fds, GError **error);
 JsonObject *vml_client_receive(VmlClient *client, GArray **fds_out,
                                JsonObject **error_params, GError **error);
+/* vml_client_receive (no fds, no error parameters) that shows PEEK the
+ * reply's text (LEN bytes, hostile as ever) before it is parsed: a paged
+ * call sends for its next page while this one is read. */
+typedef void (*VmlReplyPeekFunc)(const char *text, gsize len, gpointer data);
+JsonObject *vml_client_receive_peek(VmlClient *client, VmlReplyPeekFunc peek, gpointer data,
+                                    GError **error);
+/* Send what vml_client_send has corked now, without waiting for a reply. */
+gboolean vml_client_flush(VmlClient *client, GError **error);

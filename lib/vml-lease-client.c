@@ -220,6 +220,50 @@ vml_lease_inquire(VmlClient *client, gint64 holder, GError **error)
     return r ? reply_array(r, "leases", "Inquire", error) : NULL;
 }
 
+/* An Owners page being read, and the one after it asked for already. */
+typedef struct {
+    VmlClient *client;
+    JsonObject *params;
+    char *asked;          /* the "after" of the page asked for ahead */
+} OwnersPaging;
+
+/* A page asked for ahead and never read (this one failed): its reply is
+ * read and dropped, so the connection's next call gets its own. */
+static void
+owners_paging_clear(OwnersPaging *pg)
+{
+    if (pg->asked) {
+        g_autoptr(JsonObject) dropped = vml_client_receive(pg->client, NULL, NULL, NULL);
+        g_clear_pointer(&pg->asked, g_free);
+    }
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(OwnersPaging, owners_paging_clear)
+
+/* The daemon writes a page's "next" first: when the reply starts with a
+ * plain one, ask for that page now, while this one is parsed (which is
+ * most of the time an Owners page takes). Anything else (escapes, an
+ * error) waits for the parse. */
+static void
+owners_ask_ahead(const char *text, gsize len, gpointer data)
+{
+    static const char head[] = "{\"parameters\":{\"next\":\"";
+    OwnersPaging *pg = data;
+    gsize n = sizeof(head) - 1;
+    if (len <= n || memcmp(text, head, n) != 0)
+        return;
+    gsize end = n;
+    while (end < len && text[end] != '"' && text[end] != '\\' && (guchar)text[end] >= 0x20 &&
+           (guchar)text[end] < 0x7f)
+        end++;
+    if (end == len || text[end] != '"' || end == n)
+        return;
+    pg->asked = g_strndup(text + n, end - n);
+    json_object_set_string_member(pg->params, "after", pg->asked);
+    /* A failure is the client's send error, reported by the receive. */
+    if (vml_client_send(pg->client, VML_METHOD_OWNERS, pg->params, NULL, 0, NULL))
+        vml_client_flush(pg->client, NULL);
+}
+
 JsonArray *
 vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error)
 {
@@ -228,11 +272,12 @@ vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error)
         json_object_set_array_member(p, "paths", paths);
     g_autoptr(JsonArray) all = json_array_new();
     g_autofree char *after = NULL;
+    g_auto(OwnersPaging) pg = { .client = client, .params = p };
+    vml_client_send(client, VML_METHOD_OWNERS, p, NULL, 0, NULL);
     do {
-        if (after)
-            json_object_set_string_member(p, "after", after);
-        g_autoptr(JsonObject) page = vml_client_call(client, VML_METHOD_OWNERS, p, NULL, 0,
-                                                     NULL, NULL, error);
+        g_clear_pointer(&pg.asked, g_free);   /* its page is the one read now */
+        g_autoptr(JsonObject) page = vml_client_receive_peek(client, owners_ask_ahead, &pg,
+                                                             error);
         if (!page)
             return NULL;
         g_autoptr(JsonArray) got = reply_array(page, "resources", "Owners", error);
@@ -246,13 +291,18 @@ vml_admin_owners(VmlClient *client, JsonArray *paths, GError **error)
         const char *next = n && JSON_NODE_HOLDS_VALUE(n) &&
                            json_node_get_value_type(n) == G_TYPE_STRING
             ? json_node_get_string(n) : NULL;
-        if (next && after && strcmp(next, after) <= 0) {
+        if ((next && after && strcmp(next, after) <= 0) ||
+            (pg.asked && g_strcmp0(next, pg.asked) != 0)) {
             g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
                         "malformed Owners reply from vmleased");
             return NULL;
         }
         g_free(after);
         after = g_strdup(next);
+        if (after && !pg.asked) {
+            json_object_set_string_member(p, "after", after);
+            vml_client_send(client, VML_METHOD_OWNERS, p, NULL, 0, NULL);
+        }
     } while (after);
     return g_steal_pointer(&all);
 }

@@ -472,7 +472,13 @@ method_owners(VmlCall *call)
      * costs most of the call in making and freeing it. */
     VmlBackend *be = call->d->backend;
     GString *out = vml_conn_reply_start(256 * keys->len + 64);
-    g_string_append(out, "{\"resources\":[");
+    /* NEXT first: a client can ask for that page before it reads this one. */
+    g_string_append_c(out, '{');
+    if (next) {
+        vml_json_write_strict_member_string(out, TRUE, "next", next);
+        g_string_append_c(out, ',');
+    }
+    g_string_append(out, "\"resources\":[");
     for (guint i = 0; i < keys->len; i++) {
         GPtrArray *owners = g_hash_table_lookup(owners_of, keys->pdata[i]);
         g_string_append(out, i ? ",{" : "{");
@@ -494,10 +500,7 @@ method_owners(VmlCall *call)
         }
         g_string_append(out, "]}");
     }
-    g_string_append_c(out, ']');
-    if (next)
-        vml_json_write_strict_member_string(out, FALSE, "next", next);
-    g_string_append_c(out, '}');
+    g_string_append(out, "]}");
     vml_conn_reply_text(call->conn, out, NULL, 0);
 }
 

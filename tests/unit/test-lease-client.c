@@ -245,6 +245,54 @@ test_observe_owners(void)
     canned_free(c);
 }
 
+/* The daemon writes "next" first: the page after is asked for before
+ * this one is parsed, and a page whose parsed "next" is not the one it
+ * was asked ahead by is refused, its pipelined reply read and dropped. */
+static void
+test_owners_ahead(void)
+{
+    static const char *const replies[] = {
+        "{\"parameters\":{\"next\":\"a\",\"resources\":[{\"resource\":\"a\"}]}}",
+        "{\"parameters\":{\"next\":\"b\",\"resources\":[{\"resource\":\"b\"}]}}",
+        "{\"parameters\":{\"resources\":[{\"resource\":\"c\"}]}}",
+        /* A second "next" (the last counts) that is not the one peeked. */
+        "{\"parameters\":{\"next\":\"d\",\"resources\":[],\"next\":\"e\"}}",
+        "{\"parameters\":{\"resources\":[]}}",
+        "{\"parameters\":{\"held\":0,\"holders\":0}}",
+        NULL,
+    };
+    Canned *c = canned_new(replies);
+    g_autoptr(VmlClient) client = canned_client(c);
+    g_autoptr(GError) error = NULL;
+
+    g_autoptr(JsonArray) all = vml_admin_owners(client, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(json_array_get_length(all), ==, 3);
+    for (guint i = 0; i < 3; i++) {
+        JsonObject *r = json_array_get_object_element(all, i);
+        g_autofree char *want = g_strdup_printf("%c", 'a' + i);
+        g_assert_cmpstr(json_object_get_string_member(r, "resource"), ==, want);
+    }
+    g_assert_null(vml_admin_owners(client, NULL, &error));
+    g_assert_error(error, VML_ERROR, VML_ERROR_PROTOCOL);
+    g_assert_cmpstr(error->message, ==, "malformed Owners reply from vmleased");
+
+    /* The connection is in step again: the next call gets its own reply. */
+    g_clear_error(&error);
+    g_autoptr(JsonObject) status = vml_client_call(client, "io.vmlease.Admin.Status", NULL, NULL,
+                                                   0, NULL, NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(json_object_get_int_member(status, "holders"), ==, 0);
+
+    g_assert_cmpuint(c->requests->len, ==, 6);
+    assert_request(c->requests->pdata[0], "io.vmlease.Admin.Owners", "{}");
+    assert_request(c->requests->pdata[1], "io.vmlease.Admin.Owners", "{\"after\":\"a\"}");
+    assert_request(c->requests->pdata[2], "io.vmlease.Admin.Owners", "{\"after\":\"b\"}");
+    assert_request(c->requests->pdata[4], "io.vmlease.Admin.Owners", "{\"after\":\"d\"}");
+    vml_client_free(g_steal_pointer(&client));
+    canned_free(c);
+}
+
 static void
 test_register(void)
 {
@@ -286,6 +334,7 @@ main(int argc, char **argv)
     g_test_add_func("/lease-client/list-hosts", test_list_hosts);
     g_test_add_func("/lease-client/force-unlock", test_force_unlock);
     g_test_add_func("/lease-client/observe-owners", test_observe_owners);
+    g_test_add_func("/lease-client/owners-ahead", test_owners_ahead);
     g_test_add_func("/lease-client/register", test_register);
     return g_test_run();
 }
