@@ -95,14 +95,14 @@ static void
 holder_fill_mailbox(VmlHolder *h)
 {
     VmlBackend *be = h->table->backend;
-    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
-    g_autoptr(GArray) added = g_array_new(FALSE, FALSE, sizeof(int));
     g_autoptr(GError) error = NULL;
     GHashTableIter it;
     gpointer value;
 
     if (!h->mailbox || !be->ops->lock_fds)
         return;
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_autoptr(GArray) added = g_array_new(FALSE, FALSE, sizeof(int));
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         const VmlLease *l = value;
