@@ -8,6 +8,7 @@
 #include "libvirt-lock-driver.h"
 #include "vml-protocol.h"
 #include "vml-lease-client.h"
+#include "vml-mailbox-socket.h"
 #include "lease-state.h"
 #include "plugin-config.h"
 #include "vml-backing-chain.h"
@@ -20,7 +21,6 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <unistd.h>
@@ -275,30 +275,6 @@ lock_failure_name(int action)
         [VML_LOCK_FAILURE_IGNORE] = "ignore",
     };
     return action >= 0 && action < (int)G_N_ELEMENTS(names) ? names[action] : NULL;
-}
-
-/* In the VM's process before exec: a datagram socket connected to itself,
- * kept open across exec and never read. vmleased keeps in its queue the
- * locks it takes for this VM later from libvirtd (hotplug, block jobs, a
- * migration's claim), so they too live exactly as long as the VM. Nobody
- * else can send to it: a connected datagram socket takes only its peer's. */
-static int
-make_mailbox(GError **error)
-{
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    /* An address length of just the family asks for an autobound name. */
-    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(sa_family_t)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&addr, &len) < 0 ||
-        connect(fd, (struct sockaddr *)&addr, len) < 0) {
-        g_set_error(error, VML_ERROR, VML_ERROR_BACKEND, "cannot make the VM's lock mailbox: %s",
-                    g_strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 /* The call that follows Register on its connection, sent right behind it
@@ -626,7 +602,7 @@ vml_acquire(VmlLockManager *man, const char *state, unsigned int flags, int acti
      * leases can be lost. */
     gboolean in_owner = pid == getpid();
     int mailbox = -1;
-    if (in_owner && !config->on_sanlock && (mailbox = make_mailbox(&error)) < 0)
+    if (in_owner && !config->on_sanlock && (mailbox = vml_mailbox_socket_new(&error)) < 0)
         return report_gerror(what, error);
     /* libvirt starts QEMU paused and asks the child only to register,
      * acquiring at resume from libvirtd. We take the leases in the child

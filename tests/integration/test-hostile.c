@@ -9,6 +9,7 @@
  * The daemon runs with the soft fd limit a systemd service gets (1024). */
 #include "harness.h"
 #include "vml-json-strict.h"
+#include "vml-mailbox-socket.h"
 #include "vml-paths.h"
 #include "vml-wire.h"
 
@@ -1612,20 +1613,6 @@ case_interface_description_bad(void)
 
 /* ==== cases: file descriptors and connections ============================ */
 
-/* A datagram socket connected to itself, as the plugin makes for a VM. */
-static int
-self_connected_socket(void)
-{
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    g_assert_cmpint(fd, >=, 0);
-    g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof(sa_family_t)), ==, 0);
-    g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
-    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, len), ==, 0);
-    return fd;
-}
-
 /* Register with a mailbox that is none, or one the holder does not keep
  * (whoever had it could read the holder's lock fds out of it): refused,
  * nothing stays behind, the holder's leases are as they were. */
@@ -1638,7 +1625,7 @@ case_register_mailbox_hostile(void)
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int pair[2];
     g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), ==, 0);
-    int ours = self_connected_socket();
+    int ours = vml_mailbox_socket_new(NULL);
     struct { int fds[2]; guint n; } tries[] = {
         { { devnull }, 1 }, { { pair[0] }, 1 }, { { ours }, 1 }, { { ours, devnull }, 2 },
     };

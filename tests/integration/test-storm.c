@@ -41,6 +41,7 @@
 #include "harness.h"
 #include "vml-client.h"
 #include "vml-error.h"
+#include "vml-mailbox-socket.h"
 #include "vml-paths.h"
 
 #include <errno.h>
@@ -56,7 +57,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -150,23 +150,6 @@ chan_recv(int chan, int *fd)
     return json_object_ref(json_node_get_object(json_parser_get_root(p)));
 }
 
-/* As the plugin does it: an AF_UNIX datagram socket connected to itself. */
-static int
-make_mailbox(void)
-{
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(sa_family_t)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&addr, &len) < 0 ||
-        connect(fd, (struct sockaddr *)&addr, len) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 static void
 hp_keep(HolderProc *hp, const char *path, int fd)
 {
@@ -223,7 +206,7 @@ hp_call(HolderProc *hp, JsonObject *cmd)
         vml_client_set_timeout(hp->conn, HOLDER_CALL_TIMEOUT_MS);
     }
     if (with_mailbox && hp->mailbox < 0)
-        hp->mailbox = make_mailbox();
+        hp->mailbox = vml_mailbox_socket_new(NULL);
     int send_fd = with_mailbox ? hp->mailbox : -1;
     GArray *fds = NULL;
     g_autoptr(GError) error = NULL;

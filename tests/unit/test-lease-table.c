@@ -11,6 +11,7 @@
 #include "lease-table.h"
 #include "vml-error.h"
 #include "vml-image-owner.h"
+#include "vml-mailbox-socket.h"
 #include "vml-paths.h"
 #include "vml-qcow2.h"
 
@@ -23,7 +24,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -611,20 +611,6 @@ test_release_while_open(Fixture *f, G_GNUC_UNUSED gconstpointer data)
     g_assert_cmpint(lock_state(f, ex.key), ==, F_UNLCK);
 }
 
-/* As the plugin makes it: an AF_UNIX datagram socket connected to itself. */
-static int
-self_connected_socket(void)
-{
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    g_assert_cmpint(fd, >=, 0);
-    g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof(sa_family_t)), ==, 0);
-    g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
-    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, len), ==, 0);
-    return fd;
-}
-
 /* Take every message out of the mailbox socket FD: the inodes of the
  * files its fds are, each at most once; *N_MESSAGES how many there were. */
 static GHashTable *
@@ -677,8 +663,9 @@ static void
 test_mailbox_holds_the_current_set(Fixture *f, G_GNUC_UNUSED gconstpointer data)
 {
     VmlHolder *a = register_holder(f, UUID_A, "vm-a", getpid());
-    int sock = self_connected_socket();
     g_autoptr(GError) error = NULL;
+    int sock = vml_mailbox_socket_new(&error);
+    g_assert_no_error(error);
     VmlMailbox *m = vml_mailbox_new(dup(sock), &error);
     g_assert_no_error(error);
     vml_lease_table_set_mailbox(f->table, a, m);
