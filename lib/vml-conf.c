@@ -41,8 +41,8 @@ typedef struct {
 
 struct _VmlConf {
     char *origin;
-    GPtrArray *entries;   /* Entry *, in file order; owns them (duplicates too) */
-    GHashTable *by_key;   /* key -> the last Entry with that key (last wins) */
+    GPtrArray *entries;   /* Entry *, in file order; owns them */
+    GHashTable *by_key;   /* key -> its Entry (a key is set once) */
 };
 
 typedef struct {
@@ -341,9 +341,18 @@ parse_statement(Parser *p, VmlConf *conf, GError **error)
         goto fail;
     }
 
+    const Entry *first = g_hash_table_lookup(conf->by_key, key->str);
+    if (first) {
+        /* Which one counts would be a guess (libvirt's own reader and
+         * ours took different ones): say so instead. */
+        g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
+                    "%s:%u: '%s' is set twice (first on line %u): set it once", p->origin,
+                    e->line, key->str, first->line);
+        goto fail;
+    }
     e->key = g_string_free(g_steal_pointer(&key), FALSE);
     g_ptr_array_add(conf->entries, e);
-    g_hash_table_replace(conf->by_key, e->key, e);
+    g_hash_table_insert(conf->by_key, e->key, e);
     return TRUE;
 
 fail:
@@ -597,6 +606,7 @@ vml_conf_update_uint(VmlConf *conf, const char *key, guint *field, guint min, gu
     if (v < (gint64)min || v > (gint64)max) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
                     "%s must be between %u and %u, not %" G_GINT64_FORMAT, key, min, max, v);
+        vml_conf_prefix_key_error(conf, key, error);
         return FALSE;
     }
     *field = (guint)v;
@@ -613,7 +623,20 @@ vml_conf_update_abs_path(VmlConf *conf, const char *key, char **field, GError **
     if (*field && !g_path_is_absolute(*field)) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
                     "%s must be an absolute path, not '%s'", key, *field);
+        vml_conf_prefix_key_error(conf, key, error);
         return FALSE;
     }
     return TRUE;
+}
+
+void
+vml_conf_prefix_key_error(VmlConf *conf, const char *key, GError **error)
+{
+    if (!conf || !error || !*error || g_str_has_prefix((*error)->message, conf->origin))
+        return;
+    const Entry *e = key ? g_hash_table_lookup(conf->by_key, key) : NULL;
+    if (e)
+        g_prefix_error(error, "%s:%u: ", conf->origin, e->line);
+    else
+        g_prefix_error(error, "%s: ", conf->origin);
 }

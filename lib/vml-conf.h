@@ -5,8 +5,9 @@
  *   key = 42
  *   key = [ "a", "b" ]     (lists of strings; may span lines, trailing comma ok)
  *
- * Keys are [A-Za-z_][A-Za-z0-9_.]*. A parse error names the origin, line and
- * column. Every value is held until the VmlConf is freed.
+ * Keys are [A-Za-z_][A-Za-z0-9_.]*, each set at most once. A parse error names
+ * the origin, line and column; an error about a value names its origin and
+ * line. Every value is held until the VmlConf is freed.
  */
 #pragma once
 
@@ -46,6 +47,11 @@ gboolean vml_conf_update_uint(VmlConf *conf, const char *key, guint *field, guin
 /* A string that must be an absolute path. */
 gboolean vml_conf_update_abs_path(VmlConf *conf, const char *key, char **field,
                                   GError **error);
+
+/* ERROR (set) is about KEY's value: prefix it with where KEY is set,
+ * "ORIGIN:LINE: ", or "ORIGIN: " when it is not set there; a message that
+ * starts with ORIGIN is left as it is. */
+void vml_conf_prefix_key_error(VmlConf *conf, const char *key, GError **error);
 
 /* Fails naming the first key (and its line) not in the NULL-terminated list. */
 gboolean vml_conf_check_keys(VmlConf *conf, const char *const *known,

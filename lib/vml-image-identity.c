@@ -101,6 +101,7 @@ vml_storage_names_from_conf(VmlConf *conf, VmlStorageName **names, guint *n_name
             g_set_error(error, VML_ERROR, VML_ERROR_CONFIG, "shared_storage: %s",
                         local->message);
         }
+        vml_conf_prefix_key_error(conf, "shared_storage", error);
         vml_storage_names_free(out, i + 1);
         return FALSE;
     }

@@ -44,6 +44,7 @@ get_client_limits(VmlConf *conf, VmlDaemonConfig *cfg, GError **error)
                     "reserved_clients = %u leaves no room under max_clients = %u: non-root "
                     "clients of the admin socket may use max_clients - 2 * reserved_clients",
                     cfg->reserved_clients, cfg->max_clients);
+        vml_conf_prefix_key_error(conf, reserved_set ? "reserved_clients" : "max_clients", error);
         return FALSE;
     }
     return TRUE;
@@ -62,6 +63,7 @@ get_group(VmlConf *conf, const char *key, gid_t *gid, GError **error)
     if (!gr) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
                     "%s: no such group '%s'", key, name);
+        vml_conf_prefix_key_error(conf, key, error);
         return FALSE;
     }
     *gid = gr->gr_gid;
@@ -69,13 +71,14 @@ get_group(VmlConf *conf, const char *key, gid_t *gid, GError **error)
 }
 
 static gboolean
-check_log_level(const char *level, GError **error)
+check_log_level(VmlConf *conf, const char *level, GError **error)
 {
     static const char *const levels[] = { "error", "warning", "info", "debug", NULL };
     if (g_strv_contains(levels, level))
         return TRUE;
     g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
                 "log_level must be one of error, warning, info, debug; not '%s'", level);
+    vml_conf_prefix_key_error(conf, "log_level", error);
     return FALSE;
 }
 
@@ -132,7 +135,7 @@ vml_daemon_config_load(const char *path, GError **error)
             !get_limit(conf, "max_stash_total", &cfg->max_stash_total, 1 << 20, error) ||
             !vml_conf_update_string(conf, "backend", &cfg->backend, error) ||
             !vml_conf_update_string(conf, "log_level", &cfg->log_level, error) ||
-            !check_log_level(cfg->log_level, error) ||
+            !check_log_level(conf, cfg->log_level, error) ||
             !vml_backend_load_config(cfg->backend, conf, &cfg->backend_settings, error) ||
             /* shared_storage: one name per shared filesystem, the same on
              * every host whatever its mount point there. */

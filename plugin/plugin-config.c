@@ -11,10 +11,23 @@ static const char *const known_keys[] = {
     "lockspace_dir", "backend", "socket_dir", "killpath", "libvirt_state_dir", NULL,
 };
 
+/* ERROR is about KEY: say where KEY is set (CONF, from PATH; NULL when
+ * there is no file, and the value a default). NULL, for returning. */
+static VmlPluginConfig *
+config_error(VmlConf *conf, const char *path, const char *key, GError **error)
+{
+    if (conf)
+        vml_conf_prefix_key_error(conf, key, error);
+    else
+        g_prefix_error(error, "%s: ", path ? path : "qemu-vmlease.conf defaults");
+    return NULL;
+}
+
 VmlPluginConfig *
 vml_plugin_config_load(const char *path, GError **error)
 {
     g_autoptr(VmlPluginConfig) cfg = g_new0(VmlPluginConfig, 1);
+    g_autoptr(VmlConf) conf = NULL;
     g_autofree char *readonly = g_strdup("shared");
 
     cfg->require_lease_for_disks = TRUE;
@@ -25,7 +38,7 @@ vml_plugin_config_load(const char *path, GError **error)
     cfg->libvirt_state_dir = g_strdup("/run/libvirt/qemu");
 
     if (path && g_file_test(path, G_FILE_TEST_EXISTS)) {
-        g_autoptr(VmlConf) conf = vml_conf_new_from_file(path, error);
+        conf = vml_conf_new_from_file(path, error);
         if (!conf || !vml_conf_check_keys(conf, known_keys, error) ||
             !vml_conf_update_bool(conf, "require_lease_for_disks", &cfg->require_lease_for_disks, error) ||
             !vml_conf_update_bool(conf, "protect_backing_chain", &cfg->protect_backing_chain, error) ||
@@ -39,34 +52,34 @@ vml_plugin_config_load(const char *path, GError **error)
     }
     if (g_strcmp0(readonly, "shared") != 0 && g_strcmp0(readonly, "ignore") != 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s: readonly_disks must be \"shared\" or \"ignore\", not \"%s\"",
-                    path, readonly);
-        return NULL;
+                    "readonly_disks must be \"shared\" or \"ignore\", not \"%s\"", readonly);
+        return config_error(conf, path, "readonly_disks", error);
     }
     cfg->readonly_shared = g_str_equal(readonly, "shared");
     if (!g_path_is_absolute(cfg->libvirt_state_dir)) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s: libvirt_state_dir must be an absolute path", path);
-        return NULL;
+                    "libvirt_state_dir must be an absolute path");
+        return config_error(conf, path, "libvirt_state_dir", error);
     }
     if (g_strcmp0(cfg->backend, "fcntl") != 0 && g_strcmp0(cfg->backend, "sanlock") != 0) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s: backend must be \"fcntl\" or \"sanlock\", not \"%s\"",
-                    path, cfg->backend);
-        return NULL;
+                    "backend must be \"fcntl\" or \"sanlock\", not \"%s\"", cfg->backend);
+        return config_error(conf, path, "backend", error);
     }
     cfg->on_sanlock = g_str_equal(cfg->backend, "sanlock");
     /* sanlock copies it into a fixed 128-byte field. */
     if (!g_path_is_absolute(cfg->killpath) || strlen(cfg->killpath) >= 128) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s: killpath must be an absolute path under 128 bytes", path);
-        return NULL;
+                    "killpath must be an absolute path under 128 bytes");
+        return config_error(conf, path, "killpath", error);
     }
     if (!g_path_is_absolute(cfg->socket_dir) ||
         (cfg->lockspace_dir && !g_path_is_absolute(cfg->lockspace_dir))) {
         g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                    "%s: socket_dir and lockspace_dir must be absolute paths", path);
-        return NULL;
+                    "socket_dir and lockspace_dir must be absolute paths");
+        return config_error(conf, path,
+                            g_path_is_absolute(cfg->socket_dir) ? "lockspace_dir" : "socket_dir",
+                            error);
     }
     return g_steal_pointer(&cfg);
 }

@@ -191,28 +191,53 @@ test_escapes(void)
     g_assert_no_error(err);
 }
 
+/* A key set twice is refused, naming both lines, whatever the types. */
 static void
-test_last_wins(void)
+test_set_twice(void)
 {
-    g_autoptr(VmlConf) conf = parse_ok(
-        "a = 1\n"
-        "b = \"x\"\n"
-        "a = 2\n"
-        "b = 3\n");
-    g_autoptr(GError) err = NULL;
-    g_autofree char *s = NULL;
-    gint64 i = 0;
+    static const char *const texts[] = {
+        "a = 1\nb = \"x\"\na = 2\n",
+        "a = [ \"x\" ]\nb = \"x\"\n\n# again\na = \"y\"\n",
+    };
+    static const char *const said[] = {
+        "test.conf:3: 'a' is set twice (first on line 1): set it once",
+        "test.conf:5: 'a' is set twice (first on line 1): set it once",
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(texts); i++) {
+        g_autoptr(GError) err = NULL;
+        g_autoptr(VmlConf) conf = vml_conf_new_from_data(texts[i], strlen(texts[i]),
+                                                         "test.conf", &err);
+        g_assert_null(conf);
+        g_assert_error(err, VML_ERROR, VML_ERROR_CONFIG);
+        g_assert_cmpstr(err->message, ==, said[i]);
+    }
+}
 
-    g_assert_true(vml_conf_get_int(conf, "a", &i, &err));
-    g_assert_no_error(err);
-    g_assert_cmpint(i, ==, 2);
-    /* The later value's type counts, and its line is reported. */
-    g_assert_true(vml_conf_get_int(conf, "b", &i, &err));
-    g_assert_cmpint(i, ==, 3);
-    g_assert_false(vml_conf_get_string(conf, "b", &s, &err));
-    g_assert_error(err, VML_ERROR, VML_ERROR_CONFIG);
-    g_assert_cmpstr(err->message, ==, "test.conf:4: 'b' must be a string");
-    g_assert_null(s);
+/* A value of the right type but out of bounds names its line too. */
+static void
+test_value_errors_name_the_line(void)
+{
+    g_autoptr(VmlConf) conf = parse_ok("a = 1\n\nlimit = 70000\nwhere = \"rel/dir\"\n");
+    g_autoptr(GError) err = NULL;
+    guint limit = 5;
+    g_autofree char *where = NULL;
+    g_assert_false(vml_conf_update_uint(conf, "limit", &limit, 1, 65536, NULL, &err));
+    g_assert_cmpstr(err->message, ==, "test.conf:3: limit must be between 1 and 65536, not 70000");
+    g_assert_cmpuint(limit, ==, 5);
+    g_clear_error(&err);
+    g_assert_false(vml_conf_update_abs_path(conf, "where", &where, &err));
+    g_assert_cmpstr(err->message, ==, "test.conf:4: where must be an absolute path, not 'rel/dir'");
+    g_clear_error(&err);
+    /* A check of the caller's own: the key's line, or the file for a default. */
+    g_set_error(&err, VML_ERROR, VML_ERROR_CONFIG, "a is odd");
+    vml_conf_prefix_key_error(conf, "a", &err);
+    g_assert_cmpstr(err->message, ==, "test.conf:1: a is odd");
+    vml_conf_prefix_key_error(conf, "a", &err);   /* located already: left */
+    g_assert_cmpstr(err->message, ==, "test.conf:1: a is odd");
+    g_clear_error(&err);
+    g_set_error(&err, VML_ERROR, VML_ERROR_CONFIG, "missing is needed");
+    vml_conf_prefix_key_error(conf, "missing", &err);
+    g_assert_cmpstr(err->message, ==, "test.conf: missing is needed");
 }
 
 static void
@@ -307,7 +332,7 @@ test_check_keys(void)
 {
     static const char *const known[] = { "alpha", "beta", NULL };
     g_autoptr(GError) err = NULL;
-    g_autoptr(VmlConf) good = parse_ok("alpha = 1\nbeta = \"b\"\nalpha = 2\n");
+    g_autoptr(VmlConf) good = parse_ok("alpha = 1\nbeta = \"b\"\n");
     g_autoptr(VmlConf) bad = parse_ok(
         "alpha = 1\n"
         "\n"
@@ -545,7 +570,8 @@ main(int argc, char **argv)
     g_test_add_func("/conf/bool", test_bool);
     g_test_add_func("/conf/multiline-list", test_multiline_list);
     g_test_add_func("/conf/escapes", test_escapes);
-    g_test_add_func("/conf/last-wins", test_last_wins);
+    g_test_add_func("/conf/set-twice", test_set_twice);
+    g_test_add_func("/conf/value-errors-name-the-line", test_value_errors_name_the_line);
     g_test_add_func("/conf/layout", test_layout);
     g_test_add_func("/conf/absent-and-types", test_absent_and_types);
     g_test_add_func("/conf/check-keys", test_check_keys);
