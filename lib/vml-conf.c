@@ -403,8 +403,8 @@ vml_conf_new_from_data(const char *data, gsize len, const char *origin, GError *
 
 /* Reads at most one byte past the limit, so /dev/zero or a huge file cannot
  * exhaust memory. */
-static gboolean
-read_bounded(const char *path, char **out, gsize *out_len, GError **error)
+gboolean
+vml_conf_read_file(const char *path, char **out, gsize *out_len, GError **error)
 {
     g_autofree char *buf = NULL;
     gsize len = 0;
@@ -450,7 +450,7 @@ vml_conf_new_from_file(const char *path, GError **error)
 
     g_return_val_if_fail(path != NULL, NULL);
 
-    if (!read_bounded(path, &data, &len, error))
+    if (!vml_conf_read_file(path, &data, &len, error))
         return NULL;
     return vml_conf_new_from_data(data, len, path, error);
 }
@@ -627,6 +627,33 @@ vml_conf_update_abs_path(VmlConf *conf, const char *key, char **field, GError **
         return FALSE;
     }
     return TRUE;
+}
+
+gboolean
+vml_conf_same_value(VmlConf *a, VmlConf *b, const char *key)
+{
+    const Entry *x = a ? g_hash_table_lookup(a->by_key, key) : NULL;
+    const Entry *y = b ? g_hash_table_lookup(b->by_key, key) : NULL;
+    if (!x || !y)
+        return !x && !y;
+    if (x->type != y->type)
+        return FALSE;
+    switch (x->type) {
+    case VALUE_STRING:
+        return g_str_equal(x->v.s, y->v.s);
+    case VALUE_INT:
+        return x->v.i == y->v.i;
+    case VALUE_LIST:
+        return g_strv_equal((const char *const *)x->v.list, (const char *const *)y->v.list);
+    }
+    return FALSE;
+}
+
+guint
+vml_conf_line(VmlConf *conf, const char *key)
+{
+    const Entry *e = conf ? g_hash_table_lookup(conf->by_key, key) : NULL;
+    return e ? e->line : 0;
 }
 
 void

@@ -18,6 +18,9 @@ typedef struct _VmlConf VmlConf;
 VmlConf *vml_conf_new_from_data(const char *data, gsize len,
                                 const char *origin, GError **error);
 VmlConf *vml_conf_new_from_file(const char *path, GError **error);
+/* PATH's text as vml_conf_new_from_file reads it (bounded in size), to
+ * parse later with vml_conf_new_from_data. */
+gboolean vml_conf_read_file(const char *path, char **text, gsize *len, GError **error);
 void vml_conf_free(VmlConf *conf);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlConf, vml_conf_free)
 
@@ -52,6 +55,12 @@ gboolean vml_conf_update_abs_path(VmlConf *conf, const char *key, char **field,
  * "ORIGIN:LINE: ", or "ORIGIN: " when it is not set there; a message that
  * starts with ORIGIN is left as it is. */
 void vml_conf_prefix_key_error(VmlConf *conf, const char *key, GError **error);
+
+/* Whether KEY has the same value in A and B (either may be NULL: no file),
+ * or is set in neither. */
+gboolean vml_conf_same_value(VmlConf *a, VmlConf *b, const char *key);
+/* The line KEY is set on; 0 when it is not set. */
+guint vml_conf_line(VmlConf *conf, const char *key);
 
 /* Fails naming the first key (and its line) not in the NULL-terminated list. */
 gboolean vml_conf_check_keys(VmlConf *conf, const char *const *known,

@@ -82,12 +82,41 @@ check_log_level(VmlConf *conf, const char *level, GError **error)
     return FALSE;
 }
 
+gboolean
+vml_daemon_config_read(const char *path, char **text, gsize *len, char **origin,
+                       GError **error)
+{
+    g_autofree char *default_path = NULL;
+    *text = NULL;
+    *len = 0;
+    *origin = NULL;
+    if (!path) {
+        default_path = vml_default_config_file();
+        if (!g_file_test(default_path, G_FILE_TEST_EXISTS))
+            return TRUE;
+        path = default_path;
+    }
+    if (!vml_conf_read_file(path, text, len, error))
+        return FALSE;
+    *origin = g_strdup(path);
+    return TRUE;
+}
+
 VmlDaemonConfig *
 vml_daemon_config_load(const char *path, GError **error)
 {
+    g_autofree char *text = NULL, *origin = NULL;
+    gsize len;
+    if (!vml_daemon_config_read(path, &text, &len, &origin, error))
+        return NULL;
+    return vml_daemon_config_load_text(text, len, origin, error);
+}
+
+VmlDaemonConfig *
+vml_daemon_config_load_text(const char *text, gsize len, const char *path, GError **error)
+{
     g_autoptr(VmlDaemonConfig) cfg = g_new0(VmlDaemonConfig, 1);
     g_autoptr(VmlConf) conf = NULL;
-    g_autofree char *default_path = NULL;
 
     cfg->run_dir = vml_default_dir(VML_DIR_RUN);
     cfg->lockspace_dir = vml_default_dir(VML_DIR_LOCKSPACE);
@@ -106,13 +135,8 @@ vml_daemon_config_load(const char *path, GError **error)
     cfg->max_stash_total = 16384;
     cfg->log_level = g_strdup("info");
 
-    if (!path) {
-        default_path = vml_default_config_file();
-        if (g_file_test(default_path, G_FILE_TEST_EXISTS))
-            path = default_path;
-    }
-    if (path) {
-        conf = vml_conf_new_from_file(path, error);
+    if (text) {
+        conf = vml_conf_new_from_data(text, len, path, error);
         if (!conf)
             return NULL;
         /* Each backend's own keys too, whichever is chosen. */
@@ -140,15 +164,19 @@ vml_daemon_config_load(const char *path, GError **error)
             /* shared_storage: one name per shared filesystem, the same on
              * every host whatever its mount point there. */
             !vml_storage_names_from_conf(conf, &cfg->storage_names, &cfg->n_storage_names,
-                                         error) ||
-            !vml_backend_check_config(cfg, error)) {
+                                         error)) {
             /* Parse errors name the file already; our own checks do not. */
             if (!g_str_has_prefix((*error)->message, path))
                 g_prefix_error(error, "%s: ", path);
             return NULL;
         }
+        /* What the chosen backend misses: said at the line choosing it. */
+        if (!vml_backend_check_config(cfg, error)) {
+            vml_conf_prefix_key_error(conf, "backend", error);
+            return NULL;
+        }
     }
-    if (!path && !vml_backend_load_config(cfg->backend, NULL, &cfg->backend_settings, error))
+    if (!text && !vml_backend_load_config(cfg->backend, NULL, &cfg->backend_settings, error))
         return NULL;
     cfg->lease_socket = g_build_filename(cfg->run_dir, "vmleased.sock", NULL);
     cfg->admin_socket = g_build_filename(cfg->run_dir, "vmleased-admin.sock", NULL);

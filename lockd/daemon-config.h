@@ -37,5 +37,12 @@ typedef struct {
 /* Load PATH (NULL: the default file, which may be missing). Unknown keys,
  * wrong types and unknown groups are errors. */
 VmlDaemonConfig *vml_daemon_config_load(const char *path, GError **error);
+/* The two halves of it: the text of PATH (NULL: the default file) with
+ * the name it is known by in *ORIGIN, both NULL when there is no file
+ * (the defaults); then that text (NULL: the defaults) loaded. */
+gboolean vml_daemon_config_read(const char *path, char **text, gsize *len, char **origin,
+                                GError **error);
+VmlDaemonConfig *vml_daemon_config_load_text(const char *text, gsize len, const char *origin,
+                                             GError **error);
 void vml_daemon_config_free(VmlDaemonConfig *cfg);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlDaemonConfig, vml_daemon_config_free)

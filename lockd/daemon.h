@@ -15,6 +15,9 @@ typedef struct _VmlServer VmlServer;
 typedef struct {
     VmlDaemonConfig *cfg;
     char *config_path;       /* as given (NULL: default), for re-exec */
+    char *config_text;       /* what CFG was loaded from (NULL: no file) */
+    gsize config_len;
+    char *config_origin;     /* its file */
     char *exe;               /* our own binary, for re-exec */
     VmlBackend *backend;
     VmlLeaseTable *table;

@@ -1,13 +1,13 @@
 /* vmleased: the command that starts the daemon proper (vmleased-daemon).
  *
- * SIGUSR1 asks vmleased for a re-exec, and its default action ends the
- * process. A handler cannot survive an exec, but a blocked mask does, so
- * the daemon keeps SIGUSR1 blocked until its handler is in place. What is
- * left is the start of a process that was exec'd with SIGUSR1 unblocked:
+ * SIGUSR1 and SIGHUP ask vmleased for a re-exec, and their default action
+ * ends the process. A handler cannot survive an exec, but a blocked mask
+ * does, so the daemon keeps them blocked until its handler is in place.
+ * What is left is the start of a process exec'd with them unblocked:
  * a dynamically linked daemon runs the loader and every library's
  * constructors (milliseconds) before any code of its own. This launcher is
- * static and has no C runtime: its very first instructions block SIGUSR1,
- * then it execs the daemon with the signal still blocked. Nothing else
+ * static and has no C runtime: its very first instructions block both,
+ * then it execs the daemon with them still blocked. Nothing else
  * happens here, so there is nothing else to get wrong.
  *
  * The daemon is looked for beside this file first (the build tree, or an
@@ -68,7 +68,7 @@ __attribute__((used, noreturn)) void launcher_main(long *sp);
 void
 launcher_main(long *sp)
 {
-    unsigned long usr1 = 1UL << (SIGUSR1 - 1);
+    unsigned long usr1 = (1UL << (SIGUSR1 - 1)) | (1UL << (SIGHUP - 1));
     sys4(SYS_rt_sigprocmask, SIG_BLOCK, (long)&usr1, 0, sizeof(usr1));
 
     long argc = sp[0];
@@ -107,6 +107,7 @@ main(int argc, char **argv)
     sigset_t usr1;
     sigemptyset(&usr1);
     sigaddset(&usr1, SIGUSR1);
+    sigaddset(&usr1, SIGHUP);
     sigprocmask(SIG_BLOCK, &usr1, NULL);
     static char beside[4096];
     ssize_t n = readlink("/proc/self/exe", beside, sizeof(beside) - 32);

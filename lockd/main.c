@@ -161,18 +161,32 @@ daemonize(void)
     return pipefd[1];
 }
 
-/* SIGUSR1 asks for a re-exec and must never find us without a handler
- * (its default ends the process): blocked by the vmleased launcher from
- * its first instruction on and so while our loader runs (launcher.c),
- * blocked here again for a daemon started without it, and across the exec
- * of a re-exec, it waits until the handler is in place. */
+/* SIGUSR1 and SIGHUP ask for a re-exec and must never find us without a
+ * handler (their default ends the process): blocked by the vmleased
+ * launcher from its first instruction on and so while our loader runs
+ * (launcher.c), blocked here again for a daemon started without it, and
+ * across the exec of a re-exec, they wait until the handler is in place. */
 __attribute__((constructor)) static void
 block_reexec_signal(void)
 {
     sigset_t usr1;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
+    vml_reexec_signals(&usr1);
     pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+}
+
+/* A reload asked for: re-exec with the configuration file as it is now,
+ * once it is known to load; else say why and go on as we are. */
+static void
+reload(VmlDaemon *d)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(VmlReloadConfig) rc = vml_reexec_check_config(d, &error);
+    if (!rc) {
+        g_warning("reload refused: %s; vmleased carries on with the configuration it has",
+                  error->message);
+        return;
+    }
+    vml_reexec(d, rc);
 }
 
 int
@@ -182,8 +196,7 @@ main(int argc, char **argv)
     g_autofree char *config_path = NULL;
     int reexec_fd = -1;
     sigset_t usr1;
-    sigemptyset(&usr1);
-    sigaddset(&usr1, SIGUSR1);
+    vml_reexec_signals(&usr1);
     GOptionEntry entries[] = {
         { "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground, "Stay in the foreground, log to stderr", NULL },
         { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (default: /etc/vmlease/vmleased.conf, or $VMLEASE_ROOT/vmleased.conf)", "FILE" },
@@ -209,7 +222,26 @@ main(int argc, char **argv)
 
     VmlDaemon d = { 0 };
     d.config_path = config_path;
-    d.cfg = vml_daemon_config_load(config_path, &error);
+    /* A re-exec'd image runs with the configuration its parent checked. */
+    g_autoptr(JsonObject) state = NULL;
+    g_autoptr(VmlReloadConfig) handed = NULL;
+    if (reexec_fd >= 0) {
+        state = vml_reexec_read_state(reexec_fd, &error);
+        if (!state || !vml_reexec_state_config(state, &handed, &error)) {
+            g_prefix_error(&error, "re-exec: ");
+            return startup_failed(config_path, error);
+        }
+    }
+    if (handed) {
+        d.config_text = g_steal_pointer(&handed->text);
+        d.config_len = handed->len;
+        d.config_origin = g_steal_pointer(&handed->origin);
+    } else if (!vml_daemon_config_read(config_path, &d.config_text, &d.config_len,
+                                       &d.config_origin, &error)) {
+        fprintf(stderr, "vmleased: %s\n", error->message);
+        return 1;
+    }
+    d.cfg = vml_daemon_config_load_text(d.config_text, d.config_len, d.config_origin, &error);
     if (!d.cfg) {
         fprintf(stderr, "vmleased: %s\n", error->message);
         return 1;
@@ -241,14 +273,8 @@ main(int argc, char **argv)
     /* Canonical once, here (the backend and the state file made them): checked per request. */
     d.own_dirs = vml_call_own_dirs(d.cfg, d.backend);
 
-    g_autoptr(JsonObject) state = NULL;
     int lease_fd = -1, admin_fd = -1;
     if (reexec_fd >= 0) {
-        state = vml_reexec_read_state(reexec_fd, &error);
-        if (!state) {
-            g_prefix_error(&error, "re-exec: ");
-            return startup_failed(config_path, error);
-        }
         lease_fd = json_object_get_int_member_with_default(state, "lease_socket_fd", -1);
         admin_fd = json_object_get_int_member_with_default(state, "admin_socket_fd", -1);
         d.started = json_object_get_int_member_with_default(state, "started", d.started);
@@ -278,6 +304,7 @@ main(int argc, char **argv)
     g_unix_signal_add(SIGTERM, on_quit_signal, &d);
     g_unix_signal_add(SIGINT, on_quit_signal, &d);
     g_unix_signal_add(SIGUSR1, on_reexec_signal, &d);
+    g_unix_signal_add(SIGHUP, on_reexec_signal, &d);
     pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
 
     g_message("serving on %s and %s (backend %s, lockspace %s)",
@@ -299,7 +326,7 @@ main(int argc, char **argv)
         if (!d.reexec_requested)
             break;
         d.reexec_requested = FALSE;
-        vml_reexec(&d);
+        reload(&d);
     }
 
     vml_server_free(d.server);
@@ -312,5 +339,7 @@ main(int argc, char **argv)
     g_free(d.exe);
     g_strfreev(d.own_dirs);
     vml_daemon_config_free(d.cfg);
+    g_free(d.config_text);
+    g_free(d.config_origin);
     return 0;
 }

@@ -2,8 +2,8 @@
  * name, who holds the lease afterwards, the kernel's lock, the inode of any
  * fd handed out):
  *
- *  - SIGUSR1 at random instants right after the daemon's exec, alone and
- *    in bursts: it never dies of it and re-executes in place;
+ *  - SIGUSR1 (and SIGHUP) at random instants right after the daemon's
+ *    exec, alone and in bursts: it never dies of it and re-executes in place;
  *  - a lease-group member swapping its own directory for a symlink to a
  *    VM's directory while it asks OpenImage for read-write fds on its own
  *    image: never an fd of the VM's image;
@@ -169,7 +169,7 @@ typedef enum { STAGE_LOADER, STAGE_BLOCKED, STAGE_HANDLED, STAGE_UNKNOWN, N_STAG
 static const char *const stage_names[] = { "loader", "blocked", "handled", "unknown" };
 
 static Stage
-stage_of(pid_t pid)
+stage_of(pid_t pid, int sig)
 {
     g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid);
     g_autofree char *text = NULL;
@@ -184,7 +184,7 @@ stage_of(pid_t pid)
         else if (g_str_has_prefix(*l, "SigCgt:"))
             have_cgt = TRUE, caught = g_ascii_strtoull(*l + 7, NULL, 16);
     }
-    guint64 usr1 = G_GUINT64_CONSTANT(1) << (SIGUSR1 - 1);
+    guint64 usr1 = G_GUINT64_CONSTANT(1) << (sig - 1);
     if (!have_blk || !have_cgt)
         return STAGE_UNKNOWN;
     return (blocked & usr1) ? STAGE_BLOCKED : (caught & usr1) ? STAGE_HANDLED : STAGE_LOADER;
@@ -194,7 +194,7 @@ stage_of(pid_t pid)
  * signal unblocked, its default action in place) and return once the exec
  * is done: the pid is known from the first instant of the new image. */
 static pid_t
-spawn_daemon_now(VmlTestDaemon *d)
+spawn_daemon_now(VmlTestDaemon *d, int sig)
 {
     const char *bin = g_getenv("VMLEASED_BIN");
     g_assert_nonnull(bin);
@@ -211,9 +211,9 @@ spawn_daemon_now(VmlTestDaemon *d)
         /* System calls only from here to the exec. */
         sigset_t usr1;
         sigemptyset(&usr1);
-        sigaddset(&usr1, SIGUSR1);
+        sigaddset(&usr1, sig);
         sigprocmask(SIG_UNBLOCK, &usr1, NULL);
-        signal(SIGUSR1, SIG_DFL);
+        signal(sig, SIG_DFL);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(logfd, STDOUT_FILENO);
         dup2(logfd, STDERR_FILENO);
@@ -254,21 +254,22 @@ typedef struct {
     GString *failures;   /* what went wrong, round by round */
 } EarlyStats;
 
-/* One daemon, N_SIGNALS SIGUSR1s: the first 0..FIRST_MAX_US after the exec,
- * the others 0..GAP_MAX_US apart. It must live on, answer with its own pid,
- * count between 1 and N_SIGNALS re-execs and stop cleanly on SIGTERM. */
+/* One daemon, N_SIGNALS SIGs (SIGUSR1 or SIGHUP: both ask for a re-exec):
+ * the first 0..FIRST_MAX_US after the exec, the others 0..GAP_MAX_US
+ * apart. It must live on, answer with its own pid, count between 1 and
+ * N_SIGNALS re-execs and stop cleanly on SIGTERM. */
 static void
-early_round(VmlTestDaemon *d, guint round, guint n_signals, guint first_max_us,
+early_round(VmlTestDaemon *d, int sig, guint round, guint n_signals, guint first_max_us,
             guint gap_max_us, EarlyStats *st)
 {
-    pid_t pid = spawn_daemon_now(d);
+    pid_t pid = spawn_daemon_now(d, sig);
     guint delay = g_random_int_range(0, first_max_us + 1);
     g_usleep(delay);
-    Stage stage = stage_of(pid);
-    kill(pid, SIGUSR1);
+    Stage stage = stage_of(pid, sig);
+    kill(pid, sig);
     for (guint i = 1; i < n_signals; i++) {
         g_usleep(g_random_int_range(0, gap_max_us + 1));
-        kill(pid, SIGUSR1);
+        kill(pid, sig);
     }
     st->rounds++;
     st->sent_at[stage]++;
@@ -291,8 +292,8 @@ early_round(VmlTestDaemon *d, guint round, guint n_signals, guint first_max_us,
         st->deaths++;
         st->died_at[stage]++;
         g_string_append_printf(st->failures,
-                               "round %u: SIGUSR1 %u us after the exec (%s) %s %d; ", round,
-                               delay, stage_names[stage],
+                               "round %u: %s %u us after the exec (%s) %s %d; ", round,
+                               g_strsignal(sig), delay, stage_names[stage],
                                WIFSIGNALED(wstatus) ? "killed it with signal" : "exit status",
                                WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : WEXITSTATUS(wstatus));
         return;
@@ -345,18 +346,19 @@ early_round(VmlTestDaemon *d, guint round, guint n_signals, guint first_max_us,
 }
 
 static void
-early_signal_rounds(guint rounds, guint n_signals, guint first_max_us, guint gap_max_us)
+early_signal_rounds(int sig, guint rounds, guint n_signals, guint first_max_us,
+                    guint gap_max_us)
 {
     VmlTestDaemon *d = vml_test_daemon_start(NULL);
     /* The harness's daemon only made the root; each round starts its own. */
     vml_test_daemon_kill(d, SIGTERM);
     EarlyStats st = { .failures = g_string_new(NULL) };
     for (guint r = 0; r < rounds; r++)
-        early_round(d, r, n_signals, first_max_us, gap_max_us, &st);
-    g_test_message("%u rounds of %u SIGUSR1: %u survived (%u re-execs), %u died; sent while "
+        early_round(d, sig, r, n_signals, first_max_us, gap_max_us, &st);
+    g_test_message("%u rounds of %u %s: %u survived (%u re-execs), %u died; sent while "
                    "in the loader %u, blocked %u, handled %u, unknown %u; deaths: loader %u, "
                    "blocked %u, handled %u, unknown %u",
-                   st.rounds, n_signals, st.survived, st.reexecs, st.deaths,
+                   st.rounds, n_signals, g_strsignal(sig), st.survived, st.reexecs, st.deaths,
                    st.sent_at[STAGE_LOADER], st.sent_at[STAGE_BLOCKED],
                    st.sent_at[STAGE_HANDLED], st.sent_at[STAGE_UNKNOWN],
                    st.died_at[STAGE_LOADER], st.died_at[STAGE_BLOCKED],
@@ -375,8 +377,8 @@ early_signal_rounds(guint rounds, guint n_signals, guint first_max_us, guint gap
         g_test_message("%u round(s) died from a signal sent before the launcher's first "
                        "instruction (a kernel window): %s", inherent, st.failures->str);
     if (st.deaths > inherent || st.silent || st.unclean)
-        g_test_fail_printf("early SIGUSR1: %u of %u rounds died (loader %u, blocked %u, "
-                           "handled %u): %s", st.deaths, st.rounds, st.died_at[STAGE_LOADER],
+        g_test_fail_printf("early %s: %u of %u rounds died (loader %u, blocked %u, "
+                           "handled %u): %s", g_strsignal(sig), st.deaths, st.rounds, st.died_at[STAGE_LOADER],
                            st.died_at[STAGE_BLOCKED], st.died_at[STAGE_HANDLED],
                            st.failures->str);
     g_string_free(st.failures, TRUE);
@@ -386,13 +388,19 @@ early_signal_rounds(guint rounds, guint n_signals, guint first_max_us, guint gap
 static void
 test_early_sigusr1(void)
 {
-    early_signal_rounds(20, 1, 5000, 0);
+    early_signal_rounds(SIGUSR1, 20, 1, 5000, 0);
+}
+
+static void
+test_early_sighup(void)
+{
+    early_signal_rounds(SIGHUP, 20, 1, 5000, 0);
 }
 
 static void
 test_early_sigusr1_bursts(void)
 {
-    early_signal_rounds(10, 5, 5000, 3000);
+    early_signal_rounds(SIGUSR1, 10, 5, 5000, 3000);
 }
 
 /* ==== 2. OpenImage against a directory swapped for a symlink ============== */
@@ -1244,6 +1252,7 @@ main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/attacks/early-sigusr1", test_early_sigusr1);
     g_test_add_func("/attacks/early-sigusr1-bursts", test_early_sigusr1_bursts);
+    g_test_add_func("/attacks/early-sighup", test_early_sighup);
     g_test_add_func("/attacks/open-image-symlink-swap", test_open_image_symlink_swap);
     static AuthTest tests[N_ROLES][G_N_ELEMENTS(auth_cases)];
     for (int role = 0; role < N_ROLES; role++) {

@@ -3,7 +3,9 @@
 #include "harness.h"
 #include "vml-error.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,11 +46,15 @@ test_bad_files(void)
     static const struct { const char *text; const char *says; } cases[] = {
         { "max_clients = \"many\"\n", "vmleased.conf:1: 'max_clients' must be an integer" },
         { "# ok\nbogus = 1\n", "vmleased.conf:2: unknown setting 'bogus'" },
-        { "lease_group = \"no-such-group-here\"\n", "lease_group: no such group 'no-such-group-here'" },
-        { "lockspace_dir = \"relative/dir\"\n", "lockspace_dir must be an absolute path" },
-        { "max_holders = 0\n", "max_holders must be between 1 and" },
+        { "lease_group = \"no-such-group-here\"\n",
+          "vmleased.conf:1: lease_group: no such group 'no-such-group-here'" },
+        { "lockspace_dir = \"relative/dir\"\n",
+          "vmleased.conf:1: lockspace_dir must be an absolute path" },
+        { "# limits\nmax_holders = 0\n", "vmleased.conf:2: max_holders must be between 1 and" },
+        { "max_clients = 10\n\nmax_clients = 20\n",
+          "vmleased.conf:3: 'max_clients' is set twice (first on line 1): set it once" },
         { "backend = \"zookeeper\"\n", "unknown backend 'zookeeper'" },
-        { "log_level = \"loud\"\n", "log_level must be one of" },
+        { "\nlog_level = \"loud\"\n", "vmleased.conf:2: log_level must be one of" },
         { "state_dir = \"/tmp\n", "vmleased.conf:1:" },
         { "backend = \"sanlock\"\n", "backend \"sanlock\" needs host_id (1..2000, unique per host)" },
         { "backend = \"sanlock\"\nhost_id = 3\n",
@@ -66,6 +72,102 @@ test_bad_files(void)
         if (!strstr(err, cases[i].says))
             g_error("case %u: expected '%s' in: %s", i, cases[i].says, err);
     }
+}
+
+static gint64
+status_int(const char *member)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Status", NULL, NULL, NULL,
+                                            &error);
+    g_assert_no_error(error);
+    return json_object_get_int_member(r, member);
+}
+
+/* The daemon's log so far. */
+static char *
+daemon_log(VmlTestDaemon *d)
+{
+    g_autofree char *path = g_build_filename(d->root, "vmleased.log", NULL);
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    return text;
+}
+
+/* Send SIG and wait until the log has grown by a line containing SAYS
+ * after OFFSET. */
+static void
+signal_and_wait_for_log(VmlTestDaemon *d, int sig, gsize offset, const char *says)
+{
+    g_assert_cmpint(kill(d->pid, sig), ==, 0);
+    for (int i = 0; i < 500; i++) {
+        g_autofree char *log = daemon_log(d);
+        if (strlen(log) > offset && strstr(log + offset, says))
+            return;
+        g_usleep(10000);
+    }
+    g_autofree char *log = daemon_log(d);
+    g_error("no \"%s\" in the log after signal %d:\n%s", says, sig, log + offset);
+}
+
+/* A reload (SIGUSR1 or SIGHUP) of a file that does not load, or that
+ * changes what held leases live under, is refused and logged with file
+ * and line; the same daemon goes on serving with every lease and its old
+ * settings. A good file is taken, by either signal. */
+static void
+test_reload(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start("max_leases_per_holder = 100\n");
+    g_autofree char *img = vml_test_make_image(d, "disk.img");
+    g_autofree char *img2 = vml_test_make_image(d, "disk2.img");
+    pid_t vm = vml_test_holder_spawn("aaaaaaaa-0000-4000-8000-000000000002", "vm-r",
+                                     vml_test_resources("exclusive", img, NULL));
+    pid_t daemon_pid = status_int("pid");
+    g_autoptr(GError) error = NULL;
+    static const struct { const char *text; const char *says; } bad[] = {
+        { "max_leases_per_holder = 100\nmax_holderz = 3\n", ":2: unknown setting 'max_holderz'" },
+        { "max_leases_per_holder = 0\n", ":1: max_leases_per_holder must be between 1 and" },
+        { "# moved\nlockspace_dir = \"/var/tmp/elsewhere\"\n",
+          ":2: lockspace_dir cannot change while vmleased runs" },
+        { "max_leases_per_holder = 5\nmax_leases_per_holder = 6\n",
+          ":2: 'max_leases_per_holder' is set twice (first on line 1)" },
+        { "backend = \"sanlock\"\n", ":1: backend \"sanlock\" needs host_id" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_assert_true(g_file_set_contents(d->config, bad[i].text, -1, &error));
+        g_autofree char *before = daemon_log(d);
+        g_autofree char *says = g_strdup_printf("reload refused: %s%s", d->config, bad[i].says);
+        signal_and_wait_for_log(d, i % 2 ? SIGHUP : SIGUSR1, strlen(before), says);
+        g_assert_cmpint(status_int("pid"), ==, daemon_pid);
+        g_assert_cmpint(status_int("reexecs"), ==, 0);
+        g_autoptr(JsonArray) owners = vml_test_owners(img);
+        g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+        g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
+    }
+
+    /* A good file, by SIGHUP: taken, its limit in force. */
+    g_assert_true(g_file_set_contents(d->config, "max_leases_per_holder = 1\n", -1, &error));
+    g_assert_cmpint(kill(d->pid, SIGHUP), ==, 0);
+    for (int i = 0; i < 500 && status_int("reexecs") != 1; i++)
+        g_usleep(10000);
+    g_assert_cmpint(status_int("reexecs"), ==, 1);
+    g_assert_cmpint(status_int("pid"), ==, daemon_pid);
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
+    pid_t other = vml_test_child_spawn();
+    gint64 h = vml_test_register("aaaaaaaa-0000-4000-8000-000000000003", "vm-two", other);
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_int_member(p, "holder", h);
+    json_object_set_array_member(p, "resources",
+                                 vml_test_resources("shared", img2, d->config, NULL));
+    g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", p, NULL, NULL,
+                                            &error);
+    g_assert_null(r);
+    g_assert_error(error, VML_ERROR, VML_ERROR_LIMIT);
+    g_assert_nonnull(strstr(error->message, "more than 1 leases"));
+    vml_test_child_kill(other, SIGKILL);
+    vml_test_child_kill(vm, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    vml_test_daemon_stop(d);
 }
 
 static void
@@ -160,5 +262,6 @@ main(int argc, char **argv)
     g_test_add_func("/config/bad-files", test_bad_files);
     g_test_add_func("/config/directories-from-config", test_directories_from_config);
     g_test_add_func("/config/limits-from-config", test_limits_from_config);
+    g_test_add_func("/config/reload", test_reload);
     return g_test_run();
 }
