@@ -30,5 +30,6 @@ typedef struct {
     GMainLoop *loop;
     gint64 started;
     gint64 reexecs;          /* times this daemon re-executed itself */
+    int instance_lock;       /* held while we serve (instance-lock.h) */
     gboolean reexec_requested;
 } VmlDaemon;

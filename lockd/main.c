@@ -1,6 +1,7 @@
 /* vmleased: holds leases on VM disk images on behalf of the VM processes. */
 #include "call-params.h"
 #include "daemon.h"
+#include "instance-lock.h"
 #include "reexec.h"
 #include "dispatch.h"
 #include "server.h"
@@ -252,6 +253,18 @@ main(int argc, char **argv)
         d.exe = g_strdup(argv[0]);
     d.started = g_get_real_time() / G_USEC_PER_SEC;
 
+    /* Before anything is bound or opened: a second daemon says whose
+     * sockets these are and leaves them alone. A re-exec'd image has the
+     * lock already, handed over. */
+    d.instance_lock = state ? json_object_get_int_member_with_default(state, "instance_lock_fd", -1)
+                            : -1;
+    if (d.instance_lock >= 0) {
+        fcntl(d.instance_lock, F_SETFD, FD_CLOEXEC);
+    } else if ((d.instance_lock = vml_instance_lock_take(d.cfg->run_dir, &error)) < 0) {
+        fprintf(stderr, "vmleased: %s\n", error->message);
+        return 1;
+    }
+
     int ready_fd = -1;
     if (!foreground && reexec_fd < 0) {
         ready_fd = daemonize();
@@ -260,6 +273,8 @@ main(int argc, char **argv)
             return 1;
         }
     }
+    if (reexec_fd < 0)
+        vml_instance_lock_write_pid(d.instance_lock);
 
     d.backend = vml_backend_open(d.cfg, &error);
     if (!d.backend)
@@ -341,5 +356,6 @@ main(int argc, char **argv)
     vml_daemon_config_free(d.cfg);
     g_free(d.config_text);
     g_free(d.config_origin);
+    close(d.instance_lock);
     return 0;
 }

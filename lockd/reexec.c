@@ -117,8 +117,9 @@ vml_reexec(VmlDaemon *d, const VmlReloadConfig *rc)
     vml_server_listen_fds(d->server, &lease_fd, &admin_fd);
     g_string_truncate(state, state->len - 1);
     g_string_append_printf(state, ",\"lease_socket_fd\":%d,\"admin_socket_fd\":%d"
+                           ",\"instance_lock_fd\":%d"
                            ",\"started\":%" G_GINT64_FORMAT ",\"reexecs\":%" G_GINT64_FORMAT,
-                           lease_fd, admin_fd, d->started, d->reexecs + 1);
+                           lease_fd, admin_fd, d->instance_lock, d->started, d->reexecs + 1);
     /* The configuration as checked, whatever the file says by the time
      * the new image runs; base64: a config file need not be UTF-8. */
     if (rc->text) {
@@ -134,6 +135,8 @@ vml_reexec(VmlDaemon *d, const VmlReloadConfig *rc)
     g_string_append_c(state, '}');
     g_array_append_val(fds, lease_fd);
     g_array_append_val(fds, admin_fd);
+    if (d->instance_lock >= 0)
+        g_array_append_val(fds, d->instance_lock);
 
     int memfd = memfd_create("vmleased-state", 0);
     if (memfd < 0 || write(memfd, state->str, state->len) != (ssize_t)state->len ||

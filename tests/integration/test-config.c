@@ -170,6 +170,60 @@ test_reload(void)
     vml_test_daemon_stop(d);
 }
 
+/* A second vmleased on the same sockets: refused with the first one's pid,
+ * which keeps its sockets (the same inodes) and serves on; so also after a
+ * re-exec. Once the first is gone (SIGKILL), a new one starts. */
+static void
+test_second_daemon_refused(void)
+{
+    VmlTestDaemon *d = vml_test_daemon_start(NULL);
+    g_autofree char *img = vml_test_make_image(d, "disk.img");
+    pid_t vm = vml_test_holder_spawn("aaaaaaaa-0000-4000-8000-000000000004", "vm-s",
+                                     vml_test_resources("exclusive", img, NULL));
+    g_autofree char *sock = g_build_filename(d->root, "run", "vmleased.sock", NULL);
+    struct stat before;
+    g_assert_cmpint(stat(sock, &before), ==, 0);
+    g_autofree char *said = g_strdup_printf("vmleased is already running as pid %d on %s/run: "
+                                            "stop it first", (int)d->pid, d->root);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) {
+            g_assert_cmpint(kill(d->pid, SIGUSR1), ==, 0);
+            for (int i = 0; i < 500 && status_int("reexecs") != 1; i++)
+                g_usleep(10000);
+            g_assert_cmpint(status_int("reexecs"), ==, 1);
+        }
+        /* Bounded: a daemon that took the sockets over would serve on. */
+        const char *argv[] = { "timeout", "20", g_getenv("VMLEASED_BIN"), "--foreground",
+                               "--config", d->config, NULL };
+        g_auto(GStrv) env = g_environ_setenv(g_get_environ(), "VMLEASE_ROOT", d->root, TRUE);
+        g_autofree char *err = NULL;
+        g_autoptr(GError) error = NULL;
+        int status;
+        g_spawn_sync(NULL, (char **)argv, env, G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_SEARCH_PATH,
+                     NULL, NULL, NULL, &err, &status, &error);
+        g_assert_no_error(error);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 1)
+            g_error("round %d: the second vmleased: wait status %d (124: it was still running "
+                    "after 20 s), stderr: %s", round, status, err);
+        if (!strstr(err, said))
+            g_error("round %d: expected '%s' in: %s", round, said, err);
+        struct stat after;
+        g_assert_cmpint(stat(sock, &after), ==, 0);
+        g_assert_cmpuint(after.st_ino, ==, before.st_ino);
+        g_assert_cmpint(status_int("pid"), ==, d->pid);
+        g_autoptr(JsonArray) owners = vml_test_owners(img);
+        g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    }
+    vml_test_daemon_kill(d, SIGKILL);
+    vml_test_daemon_restart(d);
+    g_assert_cmpint(status_int("pid"), ==, d->pid);
+    g_autoptr(JsonArray) owners = vml_test_owners(img);
+    g_assert_cmpuint(json_array_get_length(owners), ==, 1);
+    vml_test_child_kill(vm, SIGKILL);
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    vml_test_daemon_stop(d);
+}
+
 static void
 test_directories_from_config(void)
 {
@@ -263,5 +317,6 @@ main(int argc, char **argv)
     g_test_add_func("/config/directories-from-config", test_directories_from_config);
     g_test_add_func("/config/limits-from-config", test_limits_from_config);
     g_test_add_func("/config/reload", test_reload);
+    g_test_add_func("/config/second-daemon-refused", test_second_daemon_refused);
     return g_test_run();
 }
