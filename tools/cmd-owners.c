@@ -122,9 +122,13 @@ owners_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
                                               "UUID", "PID", "SINCE", NULL);
     for (guint i = 0; i < sorted->len; i++)
         add_rows(table, sorted->pdata[i], args->len ? canonical->pdata[i] : NULL);
-    /* Nothing held prints nothing: empty output is easy to test for. */
     if (cli_table_n_rows(table))
         cli_table_print(table, stdout);
+    else if (args->len)
+        printf("no leases on %s%s\n", (const char *)canonical->pdata[0],
+               args->len > 1 ? " or the other images named" : "");
+    else
+        printf("no leases held\n");
     return VML_EXIT_OK;
 }
 

@@ -206,6 +206,14 @@ test_owners_table_and_json(void)
     }
     stop_background(a);
     stop_background(b);
+
+    /* Nothing held: said so, not an empty screen. */
+    g_assert_true(vml_test_wait_owners(img, 0, 1000));
+    g_auto(VmlTestRun) none = { 0 };
+    vmlease(&none, "owners", img, NULL);
+    g_assert_cmpint(none.status, ==, 0);
+    g_autofree char *said = g_strdup_printf("no leases on %s\n", real);
+    g_assert_cmpstr(none.out, ==, said);
 }
 
 static void
