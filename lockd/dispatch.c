@@ -732,30 +732,59 @@ typedef struct {
     VmlAccess access;     /* least access needed */
     gboolean lease_only;  /* only on the lease socket */
     MethodFunc func;
+    const char *doing;    /* what it does, for a refusal's message */
 } Method;
 
 static const Method methods[] = {
-    { VML_METHOD_REGISTER, VML_ACCESS_LEASE, TRUE, method_register },
-    { VML_METHOD_ACQUIRE, VML_ACCESS_LEASE, TRUE, method_acquire },
-    { VML_METHOD_RELEASE, VML_ACCESS_LEASE, TRUE, method_release },
-    { VML_METHOD_INQUIRE, VML_ACCESS_LEASE, TRUE, method_inquire },
-    { VML_METHOD_OBSERVE, VML_ACCESS_LEASE, TRUE, method_observe },
-    { VML_METHOD_OPEN_IMAGE, VML_ACCESS_LEASE, TRUE, method_open_image },
-    { VML_METHOD_REOPEN, VML_ACCESS_LEASE, TRUE, method_reopen },
-    { VML_METHOD_STASH_GIVE, VML_ACCESS_LEASE, TRUE, method_stash_give },
-    { VML_METHOD_STASH_TAKE, VML_ACCESS_LEASE, TRUE, method_stash_take },
-    { VML_METHOD_STASH_PEEK, VML_ACCESS_LEASE, TRUE, method_stash_peek },
-    { VML_METHOD_STASH_LIST, VML_ACCESS_LEASE, TRUE, method_stash_list },
-    { VML_METHOD_STASH_DROP, VML_ACCESS_LEASE, TRUE, method_stash_drop },
-    { VML_METHOD_LIST, VML_ACCESS_READ, FALSE, method_list },
-    { VML_METHOD_OWNERS, VML_ACCESS_READ, FALSE, method_owners },
-    { VML_METHOD_STATUS, VML_ACCESS_READ, FALSE, method_status },
-    { VML_METHOD_HOSTS, VML_ACCESS_READ, FALSE, method_hosts },
-    { VML_METHOD_FORCE_UNLOCK, VML_ACCESS_ROOT, FALSE, method_force_unlock },
-    { VML_METHOD_GET_INFO, VML_ACCESS_READ, FALSE, method_get_info },
+    { VML_METHOD_REGISTER, VML_ACCESS_LEASE, TRUE, method_register, "register a VM" },
+    { VML_METHOD_ACQUIRE, VML_ACCESS_LEASE, TRUE, method_acquire, "take leases" },
+    { VML_METHOD_RELEASE, VML_ACCESS_LEASE, TRUE, method_release, "release leases" },
+    { VML_METHOD_INQUIRE, VML_ACCESS_LEASE, TRUE, method_inquire, "list a VM's leases" },
+    { VML_METHOD_OBSERVE, VML_ACCESS_LEASE, TRUE, method_observe, "observe images" },
+    { VML_METHOD_OPEN_IMAGE, VML_ACCESS_LEASE, TRUE, method_open_image, "open images" },
+    { VML_METHOD_REOPEN, VML_ACCESS_LEASE, TRUE, method_reopen, "reopen images" },
+    { VML_METHOD_STASH_GIVE, VML_ACCESS_LEASE, TRUE, method_stash_give, "stash fds" },
+    { VML_METHOD_STASH_TAKE, VML_ACCESS_LEASE, TRUE, method_stash_take, "take stashed fds" },
+    { VML_METHOD_STASH_PEEK, VML_ACCESS_LEASE, TRUE, method_stash_peek, "look at stashed fds" },
+    { VML_METHOD_STASH_LIST, VML_ACCESS_LEASE, TRUE, method_stash_list, "list stashed fds" },
+    { VML_METHOD_STASH_DROP, VML_ACCESS_LEASE, TRUE, method_stash_drop, "drop stashed fds" },
+    { VML_METHOD_LIST, VML_ACCESS_READ, FALSE, method_list, "list holders" },
+    { VML_METHOD_OWNERS, VML_ACCESS_READ, FALSE, method_owners, "list owners" },
+    { VML_METHOD_STATUS, VML_ACCESS_READ, FALSE, method_status, "read the status" },
+    { VML_METHOD_HOSTS, VML_ACCESS_READ, FALSE, method_hosts, "list hosts" },
+    { VML_METHOD_FORCE_UNLOCK, VML_ACCESS_ROOT, FALSE, method_force_unlock,
+      "clear in-use marks (force-unlock)" },
+    { VML_METHOD_GET_INFO, VML_ACCESS_READ, FALSE, method_get_info, "describe the service" },
     { VML_METHOD_GET_INTERFACE_DESCRIPTION, VML_ACCESS_READ, FALSE,
-      method_get_interface_description },
+      method_get_interface_description, "describe the interface" },
 };
+
+/* Why M may not be called on CONN, and what would do: said in words, the
+ * method's name only in the error's parameters. */
+static void
+refuse(VmlConn *conn, const Method *m)
+{
+    JsonObject *p = json_object_new();
+    uid_t uid = vml_conn_uid(conn);
+    json_object_set_int_member(p, "uid", uid);
+    json_object_set_string_member(p, "method", m->name);
+    if (m->lease_only && !vml_conn_is_lease_socket(conn))
+        vml_conn_error(conn, VML_ERROR_PERMISSION_DENIED, p,
+                       "the admin socket does not %s: that is done on the lease socket "
+                       "(vmleased.sock), by root or a member of lease_group", m->doing);
+    else if (m->access == VML_ACCESS_ROOT && uid == 0)
+        vml_conn_error(conn, VML_ERROR_PERMISSION_DENIED, p,
+                       "the lease socket does not %s: root does that on the admin socket "
+                       "(vmleased-admin.sock)", m->doing);
+    else if (m->access == VML_ACCESS_ROOT)
+        vml_conn_error(conn, VML_ERROR_PERMISSION_DENIED, p,
+                       "uid %u may not %s: only root may (run it as root)", (unsigned)uid,
+                       m->doing);
+    else
+        vml_conn_error(conn, VML_ERROR_PERMISSION_DENIED, p,
+                       "uid %u may not %s: root may, and members of %s", (unsigned)uid,
+                       m->doing, m->access == VML_ACCESS_LEASE ? "lease_group" : "admin_group");
+}
 
 /* ---- message checks ----------------------------------------------------- */
 
@@ -801,12 +830,7 @@ dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray
             continue;
         if ((m->lease_only && !vml_conn_is_lease_socket(conn)) ||
             vml_conn_access(conn) < m->access) {
-            JsonObject *p = json_object_new();
-            json_object_set_int_member(p, "uid", vml_conn_uid(conn));
-            vml_conn_error(conn, VML_ERROR_PERMISSION_DENIED, p,
-                           "%s is not allowed here for uid %u%s", name,
-                           (unsigned)vml_conn_uid(conn),
-                           m->lease_only ? " (lease socket only)" : "");
+            refuse(conn, m);
             return;
         }
         VmlCall call = { .d = d, .conn = conn, .params = params, .fds = fds };

@@ -4,6 +4,7 @@
 #include "vml-json-write.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <malloc.h>
 #include <fcntl.h>
 #include <glib-unix.h>
@@ -1091,10 +1092,19 @@ conn_setup(VmlServer *s, int fd, gboolean lease_socket)
                  "refused connection from uid %u (pid %d) on the %s socket: not root%s",
                  (unsigned)cr.uid, (int)cr.pid, lease_socket ? "lease" : "admin",
                  !group ? "" : lease_socket ? " nor in lease_group" : " nor in admin_group");
+        const char *key = lease_socket ? "lease_group" : "admin_group";
+        g_autofree char *members = NULL;
+        if (group) {
+            struct group *gr = getgrgid(lease_socket ? cfg->lease_gid : cfg->admin_gid);
+            members = gr ? g_strdup_printf("root and members of group %s (%s)", gr->gr_name, key)
+                         : g_strdup_printf("root and members of its %s", key);
+        }
         vml_conn_error(c, VML_ERROR_PERMISSION_DENIED, p,
-                       "uid %u may not use vmleased's %s socket (root%s only)",
+                       group ? "uid %u may not use vmleased's %s socket: %s may"
+                             : "uid %u may not use vmleased's %s socket: only root may (or set "
+                               "%s in vmleased.conf to let a group in)",
                        (unsigned)cr.uid, lease_socket ? "lease" : "admin",
-                       group ? " or the configured group" : "");
+                       group ? members : key);
         c->closing = TRUE;
         conn_flush(c);
         return;

@@ -447,6 +447,7 @@ chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
             continue;
         if (g_str_equal(arg, "--json")) {
             a.json = TRUE;
+            cli_json_errors();
         } else if (arg[0] == '-' && arg[1]) {
             return cli_usage_error(cmd, "unknown option %s", arg);
         } else if (!verb) {

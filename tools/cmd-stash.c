@@ -56,6 +56,7 @@ parse(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv, Stas
             i++;
         } else if (g_str_equal(argv[i], "--json")) {
             a->json = TRUE;
+            cli_json_errors();
             i++;
         } else if (g_str_equal(argv[i], "--")) {
             a->command = argv + i + 1;

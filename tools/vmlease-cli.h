@@ -44,8 +44,13 @@ extern const VmlCliCommand vml_cmd_hosts;
 extern const VmlCliCommand vml_cmd_run;
 extern const VmlCliCommand vml_cmd_chain;
 
-/* Print "vmlease: MESSAGE" to stderr and return CODE. */
+/* Print "vmlease: MESSAGE" to stderr and return CODE; once
+ * cli_json_errors() was called, also {"error": {"message": MESSAGE,
+ * "exit_status": CODE}} on stdout (with "name", the daemon's error name,
+ * for a failed call). */
 int cli_error(int code, const char *format, ...) G_GNUC_PRINTF(2, 3);
+/* The command was asked for --json: errors are JSON on stdout too. */
+void cli_json_errors(void);
 /* A usage error: the message plus a hint at --help; returns VML_EXIT_USAGE. */
 int cli_usage_error(const VmlCliCommand *cmd, const char *format, ...) G_GNUC_PRINTF(2, 3);
 /* Print CMD's help (or the general help if CMD is NULL) to stdout. */

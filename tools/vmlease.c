@@ -7,6 +7,7 @@
 #include "vml-paths.h"
 #include "vml-conf.h"
 #include "vml-image-identity.h"
+#include "vml-json-write.h"
 
 #include <errno.h>
 #include <locale.h>
@@ -28,13 +29,43 @@ static const VmlCliCommand *const commands[] = {
 
 /* ---- messages ----------------------------------------------------------- */
 
-/* "vmlease: MESSAGE" on stderr, after whatever stdout had so far. */
-static void G_GNUC_PRINTF(1, 0)
-print_error(const char *format, va_list ap)
+/* Set once a command was asked for --json: its errors go to stdout as
+ * JSON too, so a script reading stdout always gets a document. */
+static gboolean json_errors;
+
+void
+cli_json_errors(void)
 {
-    g_autofree char *msg = g_strdup_vprintf(format, ap);
+    json_errors = TRUE;
+}
+
+/* "vmlease: MESSAGE" on stderr, after whatever stdout had so far; under
+ * --json also {"error": {"name", "message", "exit_status"}} on stdout
+ * (NAME: the daemon's error name, when it said one). */
+static void
+say_error(int code, const char *name, const char *msg)
+{
     fflush(stdout);
     fprintf(stderr, "vmlease: %s\n", msg);
+    if (!json_errors)
+        return;
+    g_autoptr(GString) out = g_string_new("{\"error\":{");
+    if (name) {
+        vml_json_write_member_string(out, TRUE, "name", name);
+        g_string_append_c(out, ',');
+    }
+    vml_json_write_member_string(out, TRUE, "message", msg);
+    vml_json_write_member_int(out, FALSE, "exit_status", code);
+    g_string_append(out, "}}\n");
+    fputs(out->str, stdout);
+    fflush(stdout);
+}
+
+static void G_GNUC_PRINTF(2, 0)
+print_error(int code, const char *format, va_list ap)
+{
+    g_autofree char *msg = g_strdup_vprintf(format, ap);
+    say_error(code, NULL, msg);
 }
 
 int
@@ -42,7 +73,7 @@ cli_error(int code, const char *format, ...)
 {
     va_list ap;
     va_start(ap, format);
-    print_error(format, ap);
+    print_error(code, format, ap);
     va_end(ap);
     return code;
 }
@@ -52,7 +83,7 @@ cli_usage_error(const VmlCliCommand *cmd, const char *format, ...)
 {
     va_list ap;
     va_start(ap, format);
-    print_error(format, ap);
+    print_error(VML_EXIT_USAGE, format, ap);
     va_end(ap);
     fprintf(stderr, "Try 'vmlease %s%s--help' for more information.\n",
             cmd ? cmd->name : "", cmd ? " " : "");
@@ -200,6 +231,7 @@ cli_parse_flag_args(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, cha
             }
             if (g_str_equal(argv[i], "--json")) {
                 *json = TRUE;
+                cli_json_errors();
                 i++;
                 continue;
             }
@@ -269,7 +301,10 @@ cli_exit_code(const GError *error)
 int
 cli_call_failed(const GError *error)
 {
-    return cli_error(cli_exit_code(error), "%s", error->message);
+    int code = cli_exit_code(error);
+    say_error(code, error->domain == VML_ERROR ? vml_error_name(error->code) : NULL,
+              error->message);
+    return code;
 }
 
 VmlClient *

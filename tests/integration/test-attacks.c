@@ -1003,6 +1003,10 @@ attack_body(gpointer data, int out_fd)
                                               fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0, &fds, NULL,
                                               &error);
     GString *answer = g_string_new(r ? "ok" : vml_error_name(error->code));
+    /* A refusal is said in words: an internal method name in it is a
+     * wrong answer. */
+    if (!r && strstr(error->message, "io.vmlease."))
+        g_string_append_printf(answer, " (message names a method: %s)", error->message);
     if (r && json_object_has_member(r, "fds"))
         g_string_append_printf(answer, " fds=%u",
                                json_array_get_length(json_object_get_array_member(r, "fds")));

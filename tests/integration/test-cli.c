@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define UUID_A "aaaaaaaa-0000-4000-8000-000000000001"
@@ -242,6 +243,40 @@ test_status_inspect_and_exit_codes(void)
     vmlease(&missing, "owners", "/nonexistent/disk.qcow2", NULL);
     g_assert_cmpint(missing.status, ==, 5);
     g_assert_nonnull(strstr(missing.err, "/nonexistent/disk.qcow2"));
+    g_assert_cmpstr(missing.out, ==, "");
+
+    /* Under --json the error is a document on stdout too. */
+    g_auto(VmlTestRun) missing_json = { 0 };
+    vmlease(&missing_json, "owners", "--json", "/nonexistent/disk.qcow2", NULL);
+    g_assert_cmpint(missing_json.status, ==, 5);
+    g_assert_nonnull(strstr(missing_json.err, "/nonexistent/disk.qcow2"));
+    g_autoptr(JsonParser) ep = json_parser_new();
+    g_assert_true(json_parser_load_from_data(ep, missing_json.out, -1, NULL));
+    JsonObject *eo = json_object_get_object_member(json_node_get_object(json_parser_get_root(ep)),
+                                                   "error");
+    g_assert_nonnull(strstr(json_object_get_string_member(eo, "message"),
+                            "/nonexistent/disk.qcow2"));
+    g_assert_cmpint(json_object_get_int_member(eo, "exit_status"), ==, 5);
+
+    /* A refusal says what is wrong and what would do, in words; no
+     * method name but the error's in the JSON's "name". */
+    g_auto(VmlTestRun) nobody = { 0 };
+    const char *as_nobody[] = { "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                g_getenv("VMLEASE_BIN"), "force-unlock", "--json", img, NULL };
+    /* uid 65534 may see the image and reach the socket, as on a host. */
+    g_assert_cmpint(chmod(daemon_->root, 0755), ==, 0);
+    vml_test_run(&nobody, NULL, as_nobody);
+    g_assert_cmpint(chmod(daemon_->root, 0700), ==, 0);
+    g_assert_cmpint(nobody.status, ==, 4);
+    g_assert_cmpstr(nobody.err, ==, "vmlease: uid 65534 may not use vmleased's admin socket: only "
+                                    "root may (or set admin_group in vmleased.conf to let a group "
+                                    "in)\n");
+    g_autoptr(JsonParser) np = json_parser_new();
+    g_assert_true(json_parser_load_from_data(np, nobody.out, -1, NULL));
+    JsonObject *no = json_object_get_object_member(json_node_get_object(json_parser_get_root(np)),
+                                                   "error");
+    g_assert_cmpstr(json_object_get_string_member(no, "name"), ==, "io.vmlease.PermissionDenied");
+    g_assert_cmpint(json_object_get_int_member(no, "exit_status"), ==, 4);
 
     g_auto(VmlTestRun) usage = { 0 };
     vmlease(&usage, "run", "--exclusive", img, NULL);   /* no -- COMMAND */
