@@ -113,8 +113,8 @@ chain_qemu_img_apply(const VmlChainPlan *plan, GError **error)
             return qemu_img(error, "rebase", "-q", "-f", layer_format(plan, plan->top), "-b", "",
                             layer_path(plan, plan->top), NULL);
         return qemu_img(error, "rebase", "-q", "-f", layer_format(plan, plan->top), "-b",
-                        plan->new_backing, "-F", plan->new_backing_format,
-                        layer_path(plan, plan->top), NULL);
+                        plan->new_backing_name ? plan->new_backing_name : plan->new_backing,
+                        "-F", plan->new_backing_format, layer_path(plan, plan->top), NULL);
     case VML_CHAIN_SNAPSHOT:
         return TRUE;   /* the overlay was made before its lease was taken */
     }

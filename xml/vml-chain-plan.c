@@ -50,6 +50,7 @@ vml_chain_plan_free(VmlChainPlan *plan)
     g_clear_pointer(&plan->new_chain, g_ptr_array_unref);
     g_clear_pointer(&plan->leases, g_ptr_array_unref);
     g_free(plan->new_backing);
+    g_free(plan->new_backing_name);
     g_free(plan->new_backing_format);
     g_free(plan->file);
     g_free(plan);
@@ -468,18 +469,22 @@ plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GErr
         plan->base = old->len;   /* live: a full pull */
         return TRUE;   /* the layer becomes standalone */
     }
-    if (!g_path_is_absolute(req->backing)) {
-        g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
-                    "the new backing %s must be an absolute path", req->backing);
-        return FALSE;
+    /* A relative name is the image's, as qemu-img rebase -b takes it: from
+     * the directory of the image rebased, and written into its header as
+     * given. */
+    g_autofree char *joined = NULL;
+    const char *backing = req->backing;
+    if (!g_path_is_absolute(backing)) {
+        g_autofree char *dir = g_path_get_dirname(((VmlLayer *)old->pdata[plan->top])->path);
+        backing = joined = g_build_filename(dir, req->backing, NULL);
     }
-    if (!check_readable(req->backing, "new backing", error))
+    if (!check_readable(backing, "new backing", error))
         return FALSE;
     g_autoptr(GError) local = NULL;
     g_autofree char *format = NULL;
-    g_autoptr(GPtrArray) below = chain_below(dom, req->backing, &format, &local);
+    g_autoptr(GPtrArray) below = chain_below(dom, backing, &format, &local);
     if (below && !format) {
-        g_autoptr(GPtrArray) probed = vml_backing_chain_layers(req->backing, NULL, &local);
+        g_autoptr(GPtrArray) probed = vml_backing_chain_layers(backing, NULL, &local);
         if (probed)
             format = g_strdup(((VmlBackingLayer *)probed->pdata[0])->format);
         else
@@ -487,24 +492,25 @@ plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GErr
     }
     if (!below) {
         g_set_error(error, VML_ERROR, local->code, "cannot rebase onto %s: %s",
-                    req->backing, local->message);
+                    backing, local->message);
         return FALSE;
     }
-    if (!check_cycle(plan, req->backing, below, error))
+    if (!check_cycle(plan, backing, below, error))
         return FALSE;
-    plan->new_backing = vml_canonical_path(req->backing);
+    plan->new_backing = vml_canonical_path(backing);
+    plan->new_backing_name = g_strdup(req->backing);
     plan->new_backing_format = g_steal_pointer(&format);
     g_ptr_array_add(plan->new_chain, vml_layer_new(VML_DISK_FILE, plan->new_backing,
                                                    plan->new_backing_format, FALSE));
     append_layers(plan->new_chain, below, 0, below->len);
     if (plan->live) {
         /* libvirt rebases the active image onto a layer of its chain. */
-        int at = chain_find(old, req->backing);
+        int at = chain_find(old, backing);
         if (at <= 0) {
             g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
                         "a running domain can only rebase its active image onto a layer "
                         "of its own chain (%s is outside the chain); copy the disk "
-                        "(virsh blockcopy) instead", req->backing);
+                        "(virsh blockcopy) instead", backing);
             return FALSE;
         }
         plan->base = (guint)at;

@@ -29,7 +29,9 @@ typedef struct {
                               the active image) */
     const char *base;      /* commit: default the backing of top; pull:
                               the layer that stays as backing (NULL: none) */
-    const char *backing;   /* rebase: the new backing image ("" : none) */
+    const char *backing;   /* rebase: the new backing image ("" : none; a
+                              relative name is from the rebased image's
+                              directory, as qemu-img rebase -b takes it) */
     const char *file;      /* snapshot: the new overlay (must not exist) */
     /* A running domain, changed through libvirt by its own VM holder
      * (which holds the chain leases already); otherwise an offline change
@@ -55,7 +57,10 @@ typedef struct {
     guint top;
     guint base;
     gboolean active;        /* commit of the active image (libvirt pivots) */
-    char *new_backing;      /* rebase: the new backing (NULL: none) */
+    char *new_backing;      /* rebase: the new backing (NULL: none), canonical */
+    char *new_backing_name; /* ... as the caller named it (relative: from the
+                               directory of the image rebased), what its
+                               header gets */
     char *new_backing_format;
     char *file;             /* snapshot: the new overlay. It does not exist
                                when planned; vmleased leases existing files

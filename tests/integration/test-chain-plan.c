@@ -617,10 +617,16 @@ test_errors(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     VmlChainRequest r1 = { .op = VML_CHAIN_REBASE, .backing = missing };
     g_autofree char *mr1 = g_strdup_printf("new backing %s cannot be read", missing);
     plan_refused(fx, &r1, NULL, VML_ERROR_NO_SUCH_IMAGE, mr1, g_strerror(ENOENT), NULL);
-    /* A relative one. */
+    /* A relative one: from the rebased image's directory, as qemu-img
+     * takes it, and written as given; one that is not there names where
+     * it was looked for. */
     VmlChainRequest r2 = { .op = VML_CHAIN_REBASE, .backing = "base.qcow2" };
-    plan_refused(fx, &r2, NULL, VML_ERROR_INVALID_PARAMETER,
-                 "the new backing base.qcow2 must be an absolute path", NULL);
+    g_autoptr(VmlChainPlan) p2 = plan_ok(fx, &r2, NULL);
+    g_assert_cmpstr(p2->new_backing, ==, base);
+    g_assert_cmpstr(p2->new_backing_name, ==, "base.qcow2");
+    assert_chain(fx, p2->new_chain, "top.qcow2", "base.qcow2", NULL);
+    VmlChainRequest r2b = { .op = VML_CHAIN_REBASE, .backing = "missing.qcow2" };
+    plan_refused(fx, &r2b, NULL, VML_ERROR_NO_SUCH_IMAGE, mr1, NULL);
     /* None at all. */
     VmlChainRequest r3 = { .op = VML_CHAIN_REBASE };
     plan_refused(fx, &r3, NULL, VML_ERROR_INVALID_PARAMETER, "rebase needs the new backing",

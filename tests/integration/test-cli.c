@@ -217,6 +217,41 @@ test_owners_table_and_json(void)
     g_assert_cmpstr(none.out, ==, said);
 }
 
+/* chain rebase --backing NAME takes a relative NAME as qemu-img does: from
+ * the directory of the image rebased (whatever the cwd), written into its
+ * header as given; no lease is left behind. */
+static void
+test_chain_rebase_relative(void)
+{
+    g_autofree char *dir = g_build_filename(daemon_->root, "rebase-rel", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    g_auto(VmlTestRun) mk = { 0 };
+    const char *create[] = { "sh", "-c",
+                             "qemu-img create -q -f qcow2 base.qcow2 1M && "
+                             "qemu-img create -q -f qcow2 other.qcow2 1M && "
+                             "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2", NULL };
+    vml_test_run(&mk, dir, create);
+    g_assert_cmpint(mk.status, ==, 0);
+    g_autofree char *top = g_build_filename(dir, "top.qcow2", NULL);
+    g_auto(VmlTestRun) rb = { 0 };
+    const char *rebase[] = { g_getenv("VMLEASE_BIN"), "chain", "rebase", top, "--backing",
+                             "other.qcow2", NULL };
+    vml_test_run(&rb, "/", rebase);
+    g_assert_cmpint(rb.status, ==, 0);
+    g_auto(VmlTestRun) info = { 0 };
+    const char *query[] = { "qemu-img", "info", "--output=json", top, NULL };
+    vml_test_run(&info, "/", query);
+    g_assert_cmpint(info.status, ==, 0);
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, info.out, -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    g_assert_cmpstr(json_object_get_string_member(o, "backing-filename"), ==, "other.qcow2");
+    g_autofree char *other = g_build_filename(dir, "other.qcow2", NULL);
+    g_assert_cmpstr(json_object_get_string_member(o, "full-backing-filename"), ==, other);
+    g_autoptr(JsonArray) left = vml_test_owners(top);
+    g_assert_cmpuint(json_array_get_length(left), ==, 0);
+}
+
 static void
 test_status_inspect_and_exit_codes(void)
 {
@@ -355,6 +390,7 @@ main(int argc, char **argv)
                     test_qemu_img_snapshot_refused_while_vm_runs);
     g_test_add_func("/cli/run-leases-backing-chain", test_run_leases_backing_chain);
     g_test_add_func("/cli/owners-table-and-json", test_owners_table_and_json);
+    g_test_add_func("/cli/chain-rebase-relative", test_chain_rebase_relative);
     g_test_add_func("/cli/status-inspect-and-exit-codes", test_status_inspect_and_exit_codes);
     g_test_add_func("/cli/stash-commands", test_stash_commands);
     int rc = g_test_run();
