@@ -9,6 +9,7 @@ vml_verdict_name(VmlVerdict v)
     case VML_VERDICT_IN_USE: return "in-use";
     case VML_VERDICT_UNKNOWN: return "unknown";
     case VML_VERDICT_STALE: return "stale";
+    case VML_VERDICT_CORRUPT: return "corrupt";
     }
     return "unknown";
 }

@@ -12,6 +12,7 @@ typedef enum {
     VML_VERDICT_IN_USE,     /* a lease or a QEMU holds it */
     VML_VERDICT_UNKNOWN,    /* marked by another host: cannot be checked here */
     VML_VERDICT_STALE,      /* marked, but the use is gone */
+    VML_VERDICT_CORRUPT,    /* its header (or chain) is not a valid image's */
 } VmlVerdict;
 
 const char *vml_verdict_name(VmlVerdict v);

@@ -108,7 +108,7 @@ layer_owners(const VmlCliOptions *opts, VmlDomain *model)
     if (!client)
         json_array_unref(paths);
     if (!resources) {
-        cli_error(0, "warning: leases not shown: %s", error->message);
+        cli_warning("leases not shown: %s", error->message);
         return NULL;
     }
     GHashTable *layers = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
@@ -377,10 +377,10 @@ chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a,
         /* A job that still writes keeps what it needs: the leases are
          * stronger than before, never weaker than the job. */
         if (s.running && chain_lv_job_running(s.dom, plan->disk->target))
-            cli_error(0, "warning: a block job still runs on disk %s: its leases stay as "
+            cli_warning("a block job still runs on disk %s: its leases stay as "
                       "prepared", plan->disk->target);
         else if (!vml_chain_leases_abort(leases, &undo))
-            cli_error(0, "warning: %s", undo->message);
+            cli_warning("%s", undo->message);
         if (plan->file)
             unlink(plan->file);
         return cli_error(VML_EXIT_FAILED, "%s", error->message);

@@ -43,6 +43,17 @@ image_facts_clear(ImageFacts *f)
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(ImageFacts, image_facts_clear)
 
+/* What makes the image no valid one (NULL: nothing found): a qcow2 header
+ * that does not parse, an owner extension that does not, a backing chain
+ * that loops or cannot be followed. */
+static const char *
+image_fault(const ImageFacts *f)
+{
+    return f->qcow2 && f->header_error ? f->header_error
+         : f->owner_error ? f->owner_error
+         : f->chain_error;
+}
+
 static void
 read_facts(const char *path, ImageFacts *f)
 {
@@ -197,7 +208,10 @@ print_json(const char *path, const char *resource, const char *lock_file, const 
     else
         json_object_set_null_member(out, "owner");
     set_string_or_null(out, "owner_error", f->owner_error);
-    json_object_set_array_member(out, "owners", json_array_ref(owners));
+    if (owners)
+        json_object_set_array_member(out, "owners", json_array_ref(owners));
+    else
+        json_object_set_null_member(out, "owners");   /* unknown: no daemon */
     if (f->qemu)
         json_object_set_object_member(out, "qemu", qemu_json(f->qemu));
     else
@@ -247,8 +261,9 @@ print_text(const char *path, const char *resource, const char *lock_file, const 
     } else if (f->owner_error) {
         cli_fields_add(out, "marked by", "(%s)", f->owner_error);
     }
-    g_autofree char *leases = cli_owners_describe(owners);
-    cli_fields_add(out, "leases", "%s", json_array_get_length(owners) ? leases : "none");
+    g_autofree char *leases = owners ? cli_owners_describe(owners) : NULL;
+    cli_fields_add(out, "leases", "%s", !owners ? "unknown (vmleased is not running)"
+                                        : json_array_get_length(owners) ? leases : "none");
     if (f->qemu && f->qemu->holders->len) {
         for (guint i = 0; i < f->qemu->holders->len; i++) {
             const VmlQemuHolder *q = f->qemu->holders->pdata[i];
@@ -285,9 +300,8 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
     g_autoptr(GError) error = NULL;
     g_autoptr(VmlClient) client = cli_connect_admin(opts, &error);
     g_autoptr(JsonArray) resources = NULL;
-    g_autoptr(JsonArray) no_owners = json_array_new();
     g_autofree char *local_key = NULL;
-    JsonArray *owners = no_owners;
+    JsonArray *owners = NULL;   /* NULL: not known (no daemon) */
     const char *resource;
     if (client) {
         JsonArray *paths = json_array_new();
@@ -304,7 +318,7 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
         resource = cli_json_string(res, "resource", path);
     } else {
         /* The image can still be looked at; only the leases are unknown. */
-        cli_error(0, "warning: %s: leases not shown; the resource key is worked out here",
+        cli_warning("%s: leases not shown; the resource key is worked out here",
                   error->message);
         g_clear_error(&error);
         local_key = cli_image_key(path, &error);
@@ -320,7 +334,7 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
     const char *type = S_ISBLK(st.st_mode) ? "block" : "regular";
     /* An observer holds nothing: it makes no image in use. */
     g_autoptr(JsonArray) holding = json_array_new();
-    for (guint i = 0; i < json_array_get_length(owners); i++) {
+    for (guint i = 0; owners && i < json_array_get_length(owners); i++) {
         JsonObject *o = cli_json_array_object(owners, i);
         if (o && g_strcmp0(cli_json_string(o, "mode", NULL), "observer") != 0)
             json_array_add_object_element(holding, json_object_ref(o));
@@ -330,19 +344,31 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
                    (facts.header->compatible_features & VML_QCOW2_COMPAT_IN_USE);
     g_autofree char *reason = NULL;
     VmlVerdict verdict = vml_image_verdict(bit, facts.owner, holders, facts.qemu, &reason);
-    if (!client && verdict == VML_VERDICT_STALE) {
-        /* No lease seen is no proof that none is held. */
-        verdict = VML_VERDICT_UNKNOWN;
+    if (!client && (verdict == VML_VERDICT_STALE || verdict == VML_VERDICT_FREE)) {
+        /* No lease seen is no proof that none is held: leases outlive
+         * vmleased in their holders' fds. */
         g_free(reason);
-        reason = g_strdup("marked in use, and vmleased is not running to say whether a "
-                          "lease is held");
+        reason = g_strdup_printf("%s, and vmleased is not running to say whether a lease is "
+                                 "held", verdict == VML_VERDICT_FREE
+                                     ? "no in-use mark and no QEMU lock on the image"
+                                     : "marked in use");
+        verdict = VML_VERDICT_UNKNOWN;
+    }
+
+    /* A fault is the verdict, whoever uses the image: named first. */
+    const char *fault = image_fault(&facts);
+    if (fault) {
+        g_autofree char *use = reason;
+        reason = verdict == VML_VERDICT_IN_USE ? g_strdup_printf("corrupt: %s; %s", fault, use)
+                                               : g_strdup_printf("corrupt: %s", fault);
+        verdict = VML_VERDICT_CORRUPT;
     }
 
     if (json)
         print_json(path, resource, lock_file, type, &facts, owners, verdict, reason);
     else
         print_text(path, resource, lock_file, type, &facts, owners, reason);
-    return VML_EXIT_OK;
+    return fault ? VML_EXIT_CORRUPT : VML_EXIT_OK;
 }
 
 const VmlCliCommand vml_cmd_inspect = {

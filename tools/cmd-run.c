@@ -71,7 +71,7 @@ release_all(const VmlCliOptions *opts, VmlClient *client, Holder *h)
             return;
     }
     /* Not fatal: our exit releases whatever is left. */
-    cli_error(0, "warning: cannot release leases: %s", error->message);
+    cli_warning("cannot release leases: %s", error->message);
 }
 
 static int
@@ -160,7 +160,7 @@ acquire(VmlClient *client, const Holder *h, GArray *images, gboolean want_fds, G
     }
     guint n_fds = *fds ? (*fds)->len : 0;
     if (want_fds && n_fds != n_leased)
-        cli_error(0, "warning: vmleased sent %u lock fds for %u leases", n_fds, n_leased);
+        cli_warning("vmleased sent %u lock fds for %u leases", n_fds, n_leased);
     return VML_EXIT_OK;
 }
 
@@ -198,7 +198,7 @@ register_with_lock_service(VmlClient *client, gboolean *on_sanlock)
         return TRUE;
     int sock = sanlock_register();
     if (sock < 0) {
-        cli_error(0, "cannot register with sanlock: %s", g_strerror(-sock));
+        cli_warning("cannot register with sanlock: %s", g_strerror(-sock));
         return FALSE;
     }
     /* Kept open for our life, not passed to COMMAND. */

@@ -17,6 +17,7 @@ typedef enum {
     VML_EXIT_CONFLICT = 3,    /* lease conflict: the image is in use */
     VML_EXIT_FAILED = 4,      /* any other error vmleased reported */
     VML_EXIT_NOT_FOUND = 5,   /* path not found or not an image */
+    VML_EXIT_CORRUPT = 6,     /* inspect: the image's header or chain is corrupt */
 } VmlExitCode;
 
 /* Options valid before and after the subcommand name. */
@@ -49,6 +50,8 @@ extern const VmlCliCommand vml_cmd_chain;
  * "exit_status": CODE}} on stdout (with "name", the daemon's error name,
  * for a failed call). */
 int cli_error(int code, const char *format, ...) G_GNUC_PRINTF(2, 3);
+/* "vmlease: warning: MESSAGE" on stderr only: the command goes on. */
+void cli_warning(const char *format, ...) G_GNUC_PRINTF(1, 2);
 /* The command was asked for --json: errors are JSON on stdout too. */
 void cli_json_errors(void);
 /* A usage error: the message plus a hint at --help; returns VML_EXIT_USAGE. */

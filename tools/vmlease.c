@@ -68,6 +68,17 @@ print_error(int code, const char *format, va_list ap)
     say_error(code, NULL, msg);
 }
 
+void
+cli_warning(const char *format, ...)
+{
+    va_list ap;
+    va_start(ap, format);
+    g_autofree char *msg = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "vmlease: warning: %s\n", msg);
+}
+
 int
 cli_error(int code, const char *format, ...)
 {
@@ -101,8 +112,9 @@ print_exit_status(FILE *out)
           "  4  other error reported by vmleased (invalid parameter, permission\n"
           "     denied, limit reached, backend error, ...)\n"
           "  5  path not found, or not a regular file or block device\n"
+          "  6  inspect: the image is corrupt (the verdict names the fault)\n"
           "run exits with the status of COMMAND (128+N if signal N killed it),\n"
-          "so 1-5 can then also come from COMMAND unless vmlease printed an\n"
+          "so 1-6 can then also come from COMMAND unless vmlease printed an\n"
           "error; 126 and 127 mean COMMAND could not be executed or found.\n",
           out);
 }

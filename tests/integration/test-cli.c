@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -252,6 +253,86 @@ test_chain_rebase_relative(void)
     g_assert_cmpuint(json_array_get_length(left), ==, 0);
 }
 
+/* Write the 4 big-endian bytes VALUE at OFFSET of PATH. */
+static void
+poke32(const char *path, off_t offset, guint32 value)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    g_assert_cmpint(fd, >=, 0);
+    guint32 be = GUINT32_TO_BE(value);
+    g_assert_cmpint(pwrite(fd, &be, sizeof(be), offset), ==, sizeof(be));
+    close(fd);
+}
+
+/* inspect calls a corrupt image corrupt, naming the fault, and exits 6;
+ * without vmleased it still reads the image, the leases unknown. */
+static void
+test_inspect_corrupt(void)
+{
+    g_autofree char *dir = g_build_filename(daemon_->root, "corrupt", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    g_auto(VmlTestRun) mk = { 0 };
+    const char *create[] = { "sh", "-c",
+                             "qemu-img create -q -f qcow2 good.qcow2 1M && "
+                             "cp good.qcow2 cluster0.qcow2 && cp good.qcow2 ext.qcow2 && "
+                             "qemu-img create -q -f qcow2 a.qcow2 1M && "
+                             "qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2 && "
+                             "qemu-img rebase -u -f qcow2 -b b.qcow2 -F qcow2 a.qcow2", NULL };
+    vml_test_run(&mk, dir, create);
+    g_assert_cmpint(mk.status, ==, 0);
+    g_autofree char *good = g_build_filename(dir, "good.qcow2", NULL);
+    g_autofree char *cluster0 = g_build_filename(dir, "cluster0.qcow2", NULL);
+    g_autofree char *ext = g_build_filename(dir, "ext.qcow2", NULL);
+    g_autofree char *loop = g_build_filename(dir, "b.qcow2", NULL);
+    poke32(cluster0, 20, 0);             /* cluster_bits */
+    poke32(ext, 112 + 4, 0x00ffffff);    /* the first extension's length */
+    const struct { const char *path, *says; } cases[] = {
+        { cluster0, "invalid qcow2 header: cluster_bits 0 outside 9..21" },
+        { ext, "is 16777215 bytes long, past the header area" },
+        { loop, "backing chain loops back to" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_auto(VmlTestRun) t = { 0 };
+        vmlease(&t, "inspect", cases[i].path, NULL);
+        g_assert_cmpint(t.status, ==, 6);
+        g_autofree char *line = g_strdup_printf("verdict:");
+        const char *v = strstr(t.out, line);
+        g_assert_nonnull(v);
+        if (!strstr(v, "corrupt: ") || !strstr(v, cases[i].says))
+            g_error("case %u: expected 'corrupt: ...%s' in: %s", i, cases[i].says, t.out);
+        g_auto(VmlTestRun) j = { 0 };
+        vmlease(&j, "inspect", "--json", cases[i].path, NULL);
+        g_assert_cmpint(j.status, ==, 6);
+        g_autoptr(JsonParser) p = json_parser_new();
+        g_assert_true(json_parser_load_from_data(p, j.out, -1, NULL));
+        JsonObject *o = json_node_get_object(json_parser_get_root(p));
+        g_assert_cmpstr(json_object_get_string_member(o, "verdict"), ==, "corrupt");
+        g_assert_nonnull(strstr(json_object_get_string_member(o, "reason"), cases[i].says));
+    }
+    g_auto(VmlTestRun) ok = { 0 };
+    vmlease(&ok, "inspect", good, NULL);
+    g_assert_cmpint(ok.status, ==, 0);
+    g_assert_nonnull(strstr(ok.out, "verdict:"));
+    g_assert_nonnull(strstr(ok.out, " free\n"));
+
+    /* No vmleased (another root): the image read all the same. */
+    g_autofree char *elsewhere = g_build_filename(daemon_->root, "no-daemon-here", NULL);
+    const char *alone[] = { "env", NULL, g_getenv("VMLEASE_BIN"), "inspect", "--json", good, NULL };
+    g_autofree char *root_env = g_strdup_printf("VMLEASE_ROOT=%s", elsewhere);
+    alone[1] = root_env;
+    g_auto(VmlTestRun) nd = { 0 };
+    vml_test_run(&nd, NULL, alone);
+    g_assert_cmpint(nd.status, ==, 0);
+    g_assert_nonnull(strstr(nd.err, "vmlease: warning: "));
+    g_autoptr(JsonParser) np = json_parser_new();
+    g_assert_true(json_parser_load_from_data(np, nd.out, -1, NULL));
+    JsonObject *no = json_node_get_object(json_parser_get_root(np));
+    g_assert_cmpstr(json_object_get_string_member(no, "verdict"), ==, "unknown");
+    g_assert_true(json_node_is_null(json_object_get_member(no, "owners")));
+    g_assert_nonnull(strstr(json_object_get_string_member(no, "reason"),
+                            "vmleased is not running"));
+}
+
 static void
 test_status_inspect_and_exit_codes(void)
 {
@@ -391,6 +472,7 @@ main(int argc, char **argv)
     g_test_add_func("/cli/run-leases-backing-chain", test_run_leases_backing_chain);
     g_test_add_func("/cli/owners-table-and-json", test_owners_table_and_json);
     g_test_add_func("/cli/chain-rebase-relative", test_chain_rebase_relative);
+    g_test_add_func("/cli/inspect-corrupt", test_inspect_corrupt);
     g_test_add_func("/cli/status-inspect-and-exit-codes", test_status_inspect_and_exit_codes);
     g_test_add_func("/cli/stash-commands", test_stash_commands);
     int rc = g_test_run();
