@@ -617,9 +617,12 @@ test_bad_header_left_alone(void)
     g_assert_true(g_bytes_equal(now, orig));
     g_autofree char *out = NULL;
     g_autofree char *arg = g_strdup_printf("inspect --json '%s'", path);
-    g_assert_cmpint(vmlease(&out, NULL, arg), ==, 0);
+    /* Called corrupt (exit 6), the fault named first, the lease after it. */
+    g_assert_cmpint(vmlease(&out, NULL, arg), ==, 6);
     g_assert_nonnull(strstr(out, "\"header_error\" : \"" ));
     g_assert_nonnull(strstr(out, "is 60000 bytes long, past the header area"));
+    g_assert_nonnull(strstr(out, "\"verdict\" : \"corrupt\""));
+    g_assert_nonnull(strstr(out, "past the header area; in use by VM"));
     vml_test_child_kill(holder, SIGKILL);
 }
 
