@@ -1,4 +1,5 @@
 #include "vml-image-owner.h"
+#include "vml-owner-text.h"
 #include "vml-be.h"
 #include "vml-error.h"
 
@@ -182,17 +183,19 @@ vml_image_owner_decode(GBytes *bytes, GError **error)
 char *
 vml_image_owner_describe(const VmlImageOwner *o)
 {
-    g_autoptr(GDateTime) t = g_date_time_new_from_unix_utc(o->time_set);
-    g_autofree char *when = t ? g_date_time_format_iso8601(t) : g_strdup("?");
-    GString *s = g_string_new(NULL);
+    /* As vml_owner_text() says an owner, and as safe for a terminal:
+     * every field comes from the image's header. */
+    g_autofree char *when = vml_text_time(o->time_set);
+    g_autofree char *name = vml_text_sanitize(*o->name ? o->name : "?");
+    g_autofree char *uuid = vml_text_sanitize(*o->uuid ? o->uuid : "none");
+    g_autofree char *program = vml_text_sanitize(o->program);
+    g_autofree char *host = vml_text_sanitize(*o->hostname ? o->hostname : "?");
+    g_autofree char *ran = *program ? g_strdup_printf(" (%s)", program) : g_strdup("");
     if (*o->name || *o->uuid)
-        g_string_append_printf(s, "VM %s (uuid %s), ", *o->name ? o->name : "?",
-                               *o->uuid ? o->uuid : "none");
-    g_string_append_printf(s, "pid %u", o->pid);
-    if (*o->program)
-        g_string_append_printf(s, " (%s)", o->program);
-    g_string_append_printf(s, " on %s, since %s", *o->hostname ? o->hostname : "?", when);
-    return g_string_free(s, FALSE);
+        return g_strdup_printf("VM \"%s\" (uuid %s, pid %u%s on host %s, marked since %s)",
+                               name, uuid, o->pid, ran, host, when);
+    return g_strdup_printf("process \"%s\" (pid %u on host %s, marked since %s)",
+                           *program ? program : "?", o->pid, host, when);
 }
 
 JsonObject *

@@ -43,7 +43,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlImageOwner, vml_image_owner_free)
 GBytes *vml_image_owner_encode(const VmlImageOwner *o);
 VmlImageOwner *vml_image_owner_decode(GBytes *data, GError **error);
 
-/* "VM NAME (uuid U), pid P on HOST, since TIME": for messages. */
+/* For messages, as vml_owner_text() says an owner: VM "NAME" (uuid U, pid
+ * P (PROGRAM) on host H, marked since T), or process "PROGRAM" (...) for a
+ * mark of no VM; safe for a terminal. */
 char *vml_image_owner_describe(const VmlImageOwner *o);
 
 #include <json-glib/json-glib.h>

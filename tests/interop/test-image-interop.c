@@ -532,9 +532,10 @@ test_stale_and_force_unlock(void)
     /* Live: a holder marked it. Refused without --force, naming the mark. */
     pid_t holder = hold(path, "exclusive");
     g_assert_cmpint(vmlease(&out, &err, arg), ==, 3);
-    g_autofree char *would = g_strdup_printf("would have cleared the in-use mark of VM vm-a "
-                                             "(uuid %s), pid %d (test-image-interop)",
-                                             VM_UUID, (int)holder);
+    g_autofree char *would = g_strdup_printf("would have cleared the in-use mark of VM \"vm-a\" "
+                                             "(uuid %s, pid %d (test-image-interop) on host %s, "
+                                             "marked since ", VM_UUID, (int)holder,
+                                             g_get_host_name());
     if (!strstr(err, would))
         g_error("expected '%s' in: %s", would, err);
     g_assert_true(marked(path));
