@@ -19,6 +19,7 @@ static const char *const error_names[] = {
     [VML_ERROR_IMAGE_BUSY] = "io.vmlease.ImageBusy",
     [VML_ERROR_NO_SUCH_FD] = "io.vmlease.NoSuchFd",
     [VML_ERROR_FD_EXISTS] = "io.vmlease.FdExists",
+    [VML_ERROR_INTERFACE_NOT_FOUND] = "org.varlink.service.InterfaceNotFound",
     [VML_ERROR_CONFIG] = "io.vmlease.ConfigError",
     [VML_ERROR_PROTOCOL] = "io.vmlease.ProtocolError",
 };

@@ -24,6 +24,7 @@ typedef enum {
     VML_ERROR_IMAGE_BUSY,        /* io.vmlease.ImageBusy */
     VML_ERROR_NO_SUCH_FD,        /* io.vmlease.NoSuchFd */
     VML_ERROR_FD_EXISTS,         /* io.vmlease.FdExists */
+    VML_ERROR_INTERFACE_NOT_FOUND, /* org.varlink.service.InterfaceNotFound */
     VML_ERROR_CONFIG,            /* local only: bad configuration */
     VML_ERROR_PROTOCOL,          /* local only: broken framing or reply */
 } VmlErrorCode;

@@ -1,5 +1,5 @@
 /* The protocol's vocabulary, shared by vmleased and every client: method
- * names (docs/io.vmlease.varlink), beside the error names (vml-error.h)
+ * names (docs/io.vmlease.{Lease,Stash,Admin}.varlink), beside the error names (vml-error.h)
  * and the lease modes (VmlMode, vml_mode_name/vml_mode_parse). A name is
  * spelt here once; the daemon's method table and the typed calls of
  * vml-lease-client.h use these. */

@@ -704,9 +704,36 @@ method_get_info(VmlCall *call)
     json_object_set_string_member(reply, "version", VMLEASE_VERSION);
     json_object_set_string_member(reply, "url", "");
     json_array_add_string_element(ifaces, "org.varlink.service");
-    json_array_add_string_element(ifaces, "io.vmlease");
+    for (guint i = 0; i < G_N_ELEMENTS(vml_interfaces); i++)
+        json_array_add_string_element(ifaces, vml_interfaces[i].name);
     json_object_set_array_member(reply, "interfaces", ifaces);
     vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+/* The varlink error for an interface we do not serve; its name kept exact
+ * in the parameters, shown sanitized. */
+static void
+interface_not_found(VmlConn *conn, const char *iface)
+{
+    JsonObject *p = json_object_new();
+    json_object_set_string_member(p, "interface", iface);
+    g_autofree char *shown = g_strndup(iface, 200);
+    g_autofree char *safe = vml_text_sanitize(shown);
+    vml_conn_error(conn, VML_ERROR_INTERFACE_NOT_FOUND, p, "no interface '%s' here", safe);
+}
+
+/* Whether IFACE (the part of a method name before its last dot) is one
+ * this daemon serves. */
+static gboolean
+serves_interface(const char *iface)
+{
+    if (g_str_equal(iface, "org.varlink.service"))
+        return TRUE;
+    for (guint i = 0; i < G_N_ELEMENTS(vml_interfaces); i++) {
+        if (g_str_equal(vml_interfaces[i].name, iface))
+            return TRUE;
+    }
+    return FALSE;
 }
 
 static void
@@ -715,16 +742,15 @@ method_get_interface_description(VmlCall *call)
     const char *iface;
     if (!call_get_string(call, call->params, "interface", TRUE, 256, &iface))
         return;
-    if (g_strcmp0(iface, "io.vmlease") != 0) {
-        JsonObject *p = json_object_new();
-        json_object_set_string_member(p, "interface", iface);
-        vml_conn_error(call->conn, VML_ERROR_METHOD_NOT_FOUND, p,
-                       "no interface '%s'", iface);
-        return;
+    for (guint i = 0; i < G_N_ELEMENTS(vml_interfaces); i++) {
+        if (g_str_equal(vml_interfaces[i].name, iface)) {
+            JsonObject *reply = json_object_new();
+            json_object_set_string_member(reply, "description", vml_interfaces[i].description);
+            vml_conn_reply(call->conn, reply, NULL, 0);
+            return;
+        }
     }
-    JsonObject *reply = json_object_new();
-    json_object_set_string_member(reply, "description", vml_interface_description);
-    vml_conn_reply(call->conn, reply, NULL, 0);
+    interface_not_found(call->conn, iface);
 }
 
 typedef struct {
@@ -835,6 +861,14 @@ dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray
         }
         VmlCall call = { .d = d, .conn = conn, .params = params, .fds = fds };
         m->func(&call);
+        return;
+    }
+    /* A method of an interface we do not serve: that interface is what is
+     * not found (varlink's InterfaceNotFound). */
+    const char *dot = strrchr(name, '.');
+    g_autofree char *iface = dot ? g_strndup(name, (gsize)(dot - name)) : g_strdup(name);
+    if (!serves_interface(iface)) {
+        interface_not_found(conn, iface);
         return;
     }
     JsonObject *p = json_object_new();

@@ -302,6 +302,7 @@ cli_exit_code(const GError *error)
     case VML_ERROR_PROTOCOL:
     case VML_ERROR_INVALID_MESSAGE:
     case VML_ERROR_METHOD_NOT_FOUND:
+    case VML_ERROR_INTERFACE_NOT_FOUND:
         /* We sent what we believe is valid: the daemon speaks another
          * protocol version, or the connection broke. */
         return VML_EXIT_DAEMON;

@@ -37,6 +37,7 @@
 #define INVALID_MESSAGE "io.vmlease.InvalidMessage"
 #define INVALID_PARAMETER "org.varlink.service.InvalidParameter"
 #define METHOD_NOT_FOUND "org.varlink.service.MethodNotFound"
+#define INTERFACE_NOT_FOUND "org.varlink.service.InterfaceNotFound"
 #define STATUS_MSG "{\"method\":\"io.vmlease.Admin.Status\"}"
 
 /* What every case may rely on. The main process sets it up and hands it to
@@ -791,12 +792,22 @@ case_unknown_method(void)
 {
     const char *const names[] = {
         "io.vmlease.Lease.Steal", "io.vmlease.Admin.status", "io.vmlease.Admin.Status ",
-        "", "org.varlink.service.Nope", "io.vmlease.Stash.Steal",
+        "org.varlink.service.Nope", "io.vmlease.Stash.Steal",
     };
     for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
         g_autoptr(JsonObject) reply = call(FALSE, names[i], NULL);
         JsonObject *p = assert_error(reply, METHOD_NOT_FOUND);
         g_assert_cmpstr(member_string(p, "method"), ==, names[i]);
+    }
+    /* A method of no interface served: the interface is what is not found. */
+    const struct { const char *method, *iface; } elsewhere[] = {
+        { "", "" }, { "io.vmlease.Leases.Acquire", "io.vmlease.Leases" },
+        { "io.vmlease", "io" }, { "Status", "Status" },
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(elsewhere); i++) {
+        g_autoptr(JsonObject) reply = call(FALSE, elsewhere[i].method, NULL);
+        JsonObject *p = assert_error(reply, INTERFACE_NOT_FOUND);
+        g_assert_cmpstr(member_string(p, "interface"), ==, elsewhere[i].iface);
     }
 }
 
@@ -855,16 +866,22 @@ case_method_control_chars(void)
         raw_send_msg(r, msgs[i]);
         g_autoptr(JsonObject) reply = raw_read(r);
         const char *err = member_string(reply, "error");
-        if (g_strcmp0(err, METHOD_NOT_FOUND) != 0)
+        if (g_strcmp0(err, METHOD_NOT_FOUND) != 0 && g_strcmp0(err, INTERFACE_NOT_FOUND) != 0)
             err = INVALID_MESSAGE;
         JsonObject *p = assert_error(reply, err);
-        if (g_str_equal(err, METHOD_NOT_FOUND)) {
-            /* The name comes back as the client sent it. */
+        if (!g_str_equal(err, INVALID_MESSAGE)) {
+            /* The name comes back as the client sent it: the method, or
+             * the interface (all before its last dot) of one not served. */
             g_autoptr(JsonParser) parser = json_parser_new();
             g_assert_true(json_parser_load_from_data(parser, msgs[i], -1, NULL));
             const char *sent = json_object_get_string_member(
                 json_node_get_object(json_parser_get_root(parser)), "method");
-            g_assert_cmpstr(member_string(p, "method"), ==, sent);
+            const char *dot = strrchr(sent, '.');
+            g_autofree char *iface = dot ? g_strndup(sent, dot - sent) : g_strdup(sent);
+            if (g_str_equal(err, METHOD_NOT_FOUND))
+                g_assert_cmpstr(member_string(p, "method"), ==, sent);
+            else
+                g_assert_cmpstr(member_string(p, "interface"), ==, iface);
             /* The human message carries none of its control characters. */
             for (const char *m = member_string(p, "message"); *m; m++)
                 g_assert_true((guchar)*m >= 0x20 && *m != 0x7f);
@@ -1598,7 +1615,7 @@ case_interface_description_bad(void)
     JsonObject *p = json_object_new();
     json_object_set_string_member(p, "interface", "org.example.nope");
     g_autoptr(JsonObject) reply = call(FALSE, "org.varlink.service.GetInterfaceDescription", p);
-    JsonObject *ep = assert_error(reply, METHOD_NOT_FOUND);
+    JsonObject *ep = assert_error(reply, INTERFACE_NOT_FOUND);
     g_assert_cmpstr(member_string(ep, "interface"), ==, "org.example.nope");
 
     g_autofree char *long_name = repeat('i', 4096);
