@@ -233,7 +233,9 @@ static void
 owners_paging_clear(OwnersPaging *pg)
 {
     if (pg->asked) {
-        g_autoptr(JsonObject) dropped = vml_client_receive(pg->client, NULL, NULL, NULL);
+        JsonObject *dropped = vml_client_receive(pg->client, NULL, NULL, NULL);
+        if (dropped)
+            json_object_unref(dropped);
         g_clear_pointer(&pg->asked, g_free);
     }
 }

@@ -3,6 +3,7 @@
 #include "daemon.h"
 #include "instance-lock.h"
 #include "reexec.h"
+#include "vml-paths.h"
 #include "dispatch.h"
 #include "server.h"
 #include "vml-config.h"
@@ -200,11 +201,19 @@ main(int argc, char **argv)
     vml_reexec_signals(&usr1);
     GOptionEntry entries[] = {
         { "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground, "Stay in the foreground, log to stderr", NULL },
-        { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "Configuration file (default: /etc/vmlease/vmleased.conf, or $VMLEASE_ROOT/vmleased.conf)", "FILE" },
+        { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, NULL, "FILE" },
         { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
         { "reexec-state", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &reexec_fd, NULL, NULL },
         { NULL }
     };
+    /* The default this build really reads (its sysconfdir, or VMLEASE_ROOT's). */
+    g_autofree char *default_config = vml_default_config_file();
+    g_autofree char *config_help = g_strdup_printf("Configuration file (default: %s)",
+                                                   default_config);
+    for (GOptionEntry *e = entries; e->long_name; e++) {
+        if (g_str_equal(e->long_name, "config"))
+            e->description = config_help;
+    }
     g_autoptr(GOptionContext) ctx = g_option_context_new("- lease manager for VM disk images");
     g_autoptr(GError) error = NULL;
 
