@@ -2,6 +2,7 @@
 #include "call-params.h"
 #include "daemon.h"
 #include "instance-lock.h"
+#include "systemd-service.h"
 #include "reexec.h"
 #include "vml-paths.h"
 #include "dispatch.h"
@@ -94,6 +95,7 @@ on_quit_signal(gpointer data)
 {
     VmlDaemon *d = data;
     g_message("shutting down; leases stay with their holders");
+    vml_systemd_notify("STOPPING=1");
     g_main_loop_quit(d->loop);
     return G_SOURCE_CONTINUE;
 }
@@ -117,6 +119,7 @@ static gboolean
 on_reexec_signal(gpointer data)
 {
     VmlDaemon *d = data;
+    vml_systemd_notify("RELOADING=1");
     d->reexec_requested = TRUE;
     g_main_loop_quit(d->loop);
     return G_SOURCE_CONTINUE;
@@ -186,9 +189,11 @@ reload(VmlDaemon *d)
     if (!rc) {
         g_warning("reload refused: %s; vmleased carries on with the configuration it has",
                   error->message);
+        vml_systemd_notify("READY=1");
         return;
     }
     vml_reexec(d, rc);
+    vml_systemd_notify("READY=1");   /* the re-exec failed: serving on as we are */
 }
 
 int
@@ -308,6 +313,9 @@ main(int argc, char **argv)
             fcntl(lease_fd, F_SETFD, FD_CLOEXEC);
         if (admin_fd >= 0)
             fcntl(admin_fd, F_SETFD, FD_CLOEXEC);
+    } else if (!vml_systemd_listen_fds(d.cfg->lease_socket, d.cfg->admin_socket, &lease_fd,
+                                       &admin_fd, &error)) {
+        return startup_failed(config_path, error);
     } else {
         state = vml_state_file_load(d.state);
     }
@@ -340,6 +348,8 @@ main(int argc, char **argv)
         }
         close(ready_fd);
     }
+    /* Serving (again, after a re-exec: the same main pid says so). */
+    vml_systemd_notify("READY=1");
 
     for (;;) {
         g_main_loop_run(d.loop);

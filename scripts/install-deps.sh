@@ -6,7 +6,8 @@ pkgs=(build-essential pkg-config meson ninja-build python3
       libglib2.0-dev libjson-glib-dev libxml2-dev
       libvirt-dev libsanlock-dev qemu-utils
       libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-      clang libclang-rt-14-dev sanlock libvirt-sanlock util-linux iproute2)
+      clang libclang-rt-14-dev sanlock libvirt-sanlock util-linux iproute2
+      systemd)   # systemd-analyze verify of the units; nothing is started
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -11,8 +11,10 @@ Read from `meson introspect --installed`: nothing is installed."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 build = sys.argv[1]
 results = []
@@ -66,6 +68,30 @@ check(m and m.group(1) == launcher, "the unit's ExecStart is the installed vmlea
       "ExecStart=%s, vmleased at %s" % (m.group(1) if m else None, launcher))
 check(re.search(r"^ExecReload=/bin/kill -HUP \$MAINPID$", text, re.M),
       "the unit reloads with SIGHUP (checked, then re-exec)")
+
+# systemd-analyze verify on the three units, installed as the plan says into
+# a root that has systemd's own units and what the units run.
+units = []
+for name in ("vmleased.service", "vmleased.socket", "vmleased-admin.socket"):
+    s, d = dest(name)
+    units.append((s, d))
+check(re.search(r"^Type=notify$", text, re.M), "the service is Type=notify")
+check(re.search(r"^Requires=vmleased.socket vmleased-admin.socket$", text, re.M),
+      "the service requires both socket units")
+vroot = tempfile.mkdtemp(prefix="vmlease-units-")
+try:
+    shutil.copytree("/lib/systemd/system", os.path.join(vroot, "lib/systemd/system"),
+                    symlinks=True)
+    for src, dst in units + [(src_launcher, launcher), ("/bin/kill", "/bin/kill")]:
+        os.makedirs(os.path.dirname(vroot + dst), exist_ok=True)
+        shutil.copy(src, vroot + dst)
+    r = subprocess.run(["systemd-analyze", "verify", "--root=" + vroot, "--man=no"] +
+                       [d for _, d in units], capture_output=True, text=True)
+    check(r.returncode == 0 and not r.stderr.strip() and not r.stdout.strip(),
+          "systemd-analyze verify accepts the installed units",
+          "exit %d: %s %s" % (r.returncode, r.stdout, r.stderr))
+finally:
+    shutil.rmtree(vroot, ignore_errors=True)
 
 _, daemon = dest("vmleased-daemon")
 launcher_bytes = open(src_launcher, "rb").read()

@@ -5,6 +5,9 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/un.h>
+#include <sys/socket.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -224,6 +227,156 @@ test_second_daemon_refused(void)
     vml_test_daemon_stop(d);
 }
 
+/* A listening AF_UNIX stream socket at PATH, as systemd's socket unit
+ * makes it. */
+static int
+listen_at(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    g_assert_cmpuint(strlen(path), <, sizeof(sa.sun_path));
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), ==, 0);
+    g_assert_cmpint(chmod(path, 0666), ==, 0);
+    g_assert_cmpint(listen(fd, 16), ==, 0);
+    return fd;
+}
+
+/* The next notification on the datagram socket FD, within 20 s. */
+static char *
+next_notification(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    g_assert_cmpint(poll(&p, 1, 20000), ==, 1);
+    char buf[256];
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+    g_assert_cmpint(n, >, 0);
+    return g_strndup(buf, (gsize)n);
+}
+
+/* As systemd starts vmleased.service from vmleased.socket and
+ * vmleased-admin.socket (Type=notify): it serves on the sockets it was
+ * given (their inodes, never bound again), says READY=1 once serving,
+ * RELOADING=1 then READY=1 around a reload, STOPPING=1 at a stop, and
+ * leaves the socket files to systemd. */
+static void
+test_socket_activation(void)
+{
+    g_autoptr(GError) error = NULL;
+    VmlTestDaemon *d = g_new0(VmlTestDaemon, 1);
+    d->root = g_dir_make_tmp("vmlease-test-XXXXXX", &error);
+    g_assert_no_error(error);
+    d->config = g_build_filename(d->root, "vmleased.conf", NULL);
+    g_assert_true(g_file_set_contents(d->config, "", 0, &error));
+    g_setenv("VMLEASE_ROOT", d->root, TRUE);
+    g_autofree char *run = g_build_filename(d->root, "run", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(run, 0755), ==, 0);
+    g_autofree char *lease_path = g_build_filename(run, "vmleased.sock", NULL);
+    g_autofree char *admin_path = g_build_filename(run, "vmleased-admin.sock", NULL);
+    /* Given in the other order: matched by path, not by position. */
+    int admin = listen_at(admin_path), lease = listen_at(lease_path);
+    struct stat lease_st;
+    g_assert_cmpint(stat(lease_path, &lease_st), ==, 0);
+    g_autofree char *notify_path = g_build_filename(d->root, "notify", NULL);
+    struct sockaddr_un na = { .sun_family = AF_UNIX };
+    strcpy(na.sun_path, notify_path);
+    int notify = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(bind(notify, (struct sockaddr *)&na, sizeof(na)), ==, 0);
+
+    const char *bin = g_getenv("VMLEASED_BIN");
+    g_autofree char *notify_env = g_strdup_printf("NOTIFY_SOCKET=%s", notify_path);
+    g_autofree char *root_env = g_strdup_printf("VMLEASE_ROOT=%s", d->root);
+    char pid_env[32] = "LISTEN_PID=";
+    char *envp[] = { pid_env, (char *)"LISTEN_FDS=2",
+                     (char *)"LISTEN_FDNAMES=vmleased-admin.socket:vmleased.socket",
+                     notify_env, root_env, NULL };
+    char *argv[] = { (char *)bin, (char *)"--foreground", (char *)"--config", d->config, NULL };
+    g_autofree char *log = g_build_filename(d->root, "vmleased.log", NULL);
+    int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        /* System calls only: the pid in LISTEN_PID by hand. */
+        char digits[16], *p = digits + sizeof(digits);
+        *--p = '\0';
+        for (int v = (int)getpid(); v; v /= 10)
+            *--p = (char)('0' + v % 10);
+        char *dst = pid_env + strlen("LISTEN_PID=");
+        while ((*dst++ = *p++))
+            ;
+        dup2(logfd, STDOUT_FILENO);
+        dup2(logfd, STDERR_FILENO);
+        /* Out of the way first: either may be fd 3 or 4 already. */
+        int a = fcntl(admin, F_DUPFD, 10), l = fcntl(lease, F_DUPFD, 10);
+        if (a < 0 || l < 0 || dup2(a, 3) < 0 || dup2(l, 4) < 0)
+            _exit(126);
+        execve(bin, argv, envp);
+        _exit(127);
+    }
+    close(logfd);
+    d->pid = pid;
+    g_autofree char *ready = next_notification(notify);
+    g_assert_cmpstr(ready, ==, "READY=1");
+    g_assert_cmpint(status_int("pid"), ==, pid);
+    struct stat now;
+    g_assert_cmpint(stat(lease_path, &now), ==, 0);
+    g_assert_cmpuint(now.st_ino, ==, lease_st.st_ino);
+    g_autofree char *img = vml_test_make_image(d, "disk.img");
+    pid_t vm = vml_test_holder_spawn("aaaaaaaa-0000-4000-8000-000000000005", "vm-sd",
+                                     vml_test_resources("exclusive", img, NULL));
+
+    g_assert_cmpint(kill(pid, SIGHUP), ==, 0);
+    g_autofree char *reloading = next_notification(notify);
+    g_assert_cmpstr(reloading, ==, "RELOADING=1");
+    g_autofree char *again = next_notification(notify);
+    g_assert_cmpstr(again, ==, "READY=1");
+    g_assert_cmpint(status_int("reexecs"), ==, 1);
+    g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
+
+    g_assert_cmpint(kill(pid, SIGTERM), ==, 0);
+    g_autofree char *stopping = next_notification(notify);
+    g_assert_cmpstr(stopping, ==, "STOPPING=1");
+    int status;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    d->pid = 0;
+    g_assert_cmpint(stat(lease_path, &now), ==, 0);   /* systemd's, not removed */
+    g_assert_cmpuint(now.st_ino, ==, lease_st.st_ino);
+
+    /* A socket passed for another path: refused, naming both. */
+    close(lease);
+    close(admin);
+    unlink(lease_path);
+    unlink(admin_path);
+    g_autofree char *stray = g_build_filename(d->root, "elsewhere.sock", NULL);
+    int other = listen_at(stray);
+    admin = listen_at(admin_path);
+    g_autofree char *err = NULL;
+    int status2 = -1;
+    g_autofree char *script = g_strdup_printf(
+        "exec 13<&%d 14<&%d; exec 3<&13 4<&14 13<&- 14<&-; "
+        "LISTEN_PID=$$ LISTEN_FDS=2 exec '%s' --foreground --config '%s'",
+        admin, other, bin, d->config);
+    fcntl(admin, F_SETFD, 0);
+    fcntl(other, F_SETFD, 0);
+    const char *sh[] = { "bash", "-c", script, NULL };   /* fds past 9 */
+    g_auto(GStrv) senv = g_environ_setenv(g_get_environ(), "VMLEASE_ROOT", d->root, TRUE);
+    g_spawn_sync(NULL, (char **)sh, senv,
+                 G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_LEAVE_DESCRIPTORS_OPEN,
+                 NULL, NULL, NULL, &err, &status2, &error);
+    g_assert_no_error(error);
+    if (!WIFEXITED(status2) || WEXITSTATUS(status2) != 1)
+        g_error("a stray socket passed: wait status %d, stderr: %s", status2, err);
+    if (!strstr(err, stray) || !strstr(err, "must agree"))
+        g_error("expected the stray socket named in: %s", err);
+    close(other);
+    close(admin);
+    close(notify);
+    vml_test_child_kill(vm, SIGKILL);
+    vml_test_daemon_stop(d);
+}
+
 static void
 test_directories_from_config(void)
 {
@@ -318,5 +471,6 @@ main(int argc, char **argv)
     g_test_add_func("/config/limits-from-config", test_limits_from_config);
     g_test_add_func("/config/reload", test_reload);
     g_test_add_func("/config/second-daemon-refused", test_second_daemon_refused);
+    g_test_add_func("/config/socket-activation", test_socket_activation);
     return g_test_run();
 }
