@@ -343,6 +343,16 @@ vml_test_lock_state(VmlTestDaemon *d, const char *path)
     return fl.l_type;
 }
 
+gint64
+vml_test_status_int(const char *member)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Status", NULL, NULL, NULL,
+                                            &error);
+    g_assert_no_error(error);
+    return json_object_get_int_member(r, member);
+}
+
 JsonArray *
 vml_test_owners(const char *path)
 {

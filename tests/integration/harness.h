@@ -76,6 +76,8 @@ int vml_test_lock_state(VmlTestDaemon *d, const char *path);
 
 /* Owners of PATH via io.vmlease.Admin.Owners: the owners array (ref'd). */
 JsonArray *vml_test_owners(const char *path);
+/* MEMBER (an integer) of the daemon's Status. */
+gint64 vml_test_status_int(const char *member);
 
 /* Poll until PATH has N owners; FALSE if it did not within TIMEOUT_MS. */
 gboolean vml_test_wait_owners(const char *path, guint n, guint timeout_ms);

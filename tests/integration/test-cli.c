@@ -218,21 +218,31 @@ test_owners_table_and_json(void)
     g_assert_cmpstr(none.out, ==, said);
 }
 
+/* The daemon's root/SUBDIR, made, with the shell SCRIPT run in it (qemu-img
+ * making images): the directory. */
+static char *
+images_made(const char *subdir, const char *script)
+{
+    char *dir = g_build_filename(daemon_->root, subdir, NULL);
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    g_auto(VmlTestRun) mk = { 0 };
+    const char *create[] = { "sh", "-c", script, NULL };
+    vml_test_run(&mk, dir, create);
+    g_assert_cmpint(mk.status, ==, 0);
+    return dir;
+}
+
 /* chain rebase --backing NAME takes a relative NAME as qemu-img does: from
  * the directory of the image rebased (whatever the cwd), written into its
  * header as given; no lease is left behind. */
 static void
 test_chain_rebase_relative(void)
 {
-    g_autofree char *dir = g_build_filename(daemon_->root, "rebase-rel", NULL);
-    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
-    g_auto(VmlTestRun) mk = { 0 };
-    const char *create[] = { "sh", "-c",
-                             "qemu-img create -q -f qcow2 base.qcow2 1M && "
-                             "qemu-img create -q -f qcow2 other.qcow2 1M && "
-                             "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2", NULL };
-    vml_test_run(&mk, dir, create);
-    g_assert_cmpint(mk.status, ==, 0);
+    g_autofree char *dir = images_made("rebase-rel",
+                                       "qemu-img create -q -f qcow2 base.qcow2 1M && "
+                                       "qemu-img create -q -f qcow2 other.qcow2 1M && "
+                                       "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "
+                                       "top.qcow2");
     g_autofree char *top = g_build_filename(dir, "top.qcow2", NULL);
     g_auto(VmlTestRun) rb = { 0 };
     const char *rebase[] = { g_getenv("VMLEASE_BIN"), "chain", "rebase", top, "--backing",
@@ -269,17 +279,12 @@ poke32(const char *path, off_t offset, guint32 value)
 static void
 test_inspect_corrupt(void)
 {
-    g_autofree char *dir = g_build_filename(daemon_->root, "corrupt", NULL);
-    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
-    g_auto(VmlTestRun) mk = { 0 };
-    const char *create[] = { "sh", "-c",
-                             "qemu-img create -q -f qcow2 good.qcow2 1M && "
-                             "cp good.qcow2 cluster0.qcow2 && cp good.qcow2 ext.qcow2 && "
-                             "qemu-img create -q -f qcow2 a.qcow2 1M && "
-                             "qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2 && "
-                             "qemu-img rebase -u -f qcow2 -b b.qcow2 -F qcow2 a.qcow2", NULL };
-    vml_test_run(&mk, dir, create);
-    g_assert_cmpint(mk.status, ==, 0);
+    g_autofree char *dir = images_made("corrupt",
+                                       "qemu-img create -q -f qcow2 good.qcow2 1M && "
+                                       "cp good.qcow2 cluster0.qcow2 && cp good.qcow2 ext.qcow2 && "
+                                       "qemu-img create -q -f qcow2 a.qcow2 1M && "
+                                       "qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2 && "
+                                       "qemu-img rebase -u -f qcow2 -b b.qcow2 -F qcow2 a.qcow2");
     g_autofree char *good = g_build_filename(dir, "good.qcow2", NULL);
     g_autofree char *cluster0 = g_build_filename(dir, "cluster0.qcow2", NULL);
     g_autofree char *ext = g_build_filename(dir, "ext.qcow2", NULL);

@@ -77,15 +77,6 @@ test_bad_files(void)
     }
 }
 
-static gint64
-status_int(const char *member)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Status", NULL, NULL, NULL,
-                                            &error);
-    g_assert_no_error(error);
-    return json_object_get_int_member(r, member);
-}
 
 /* The daemon's log so far. */
 static char *
@@ -125,7 +116,7 @@ test_reload(void)
     g_autofree char *img2 = vml_test_make_image(d, "disk2.img");
     pid_t vm = vml_test_holder_spawn("aaaaaaaa-0000-4000-8000-000000000002", "vm-r",
                                      vml_test_resources("exclusive", img, NULL));
-    pid_t daemon_pid = status_int("pid");
+    pid_t daemon_pid = vml_test_status_int("pid");
     g_autoptr(GError) error = NULL;
     static const struct { const char *text; const char *says; } bad[] = {
         { "max_leases_per_holder = 100\nmax_holderz = 3\n", ":2: unknown setting 'max_holderz'" },
@@ -141,8 +132,8 @@ test_reload(void)
         g_autofree char *before = daemon_log(d);
         g_autofree char *says = g_strdup_printf("reload refused: %s%s", d->config, bad[i].says);
         signal_and_wait_for_log(d, i % 2 ? SIGHUP : SIGUSR1, strlen(before), says);
-        g_assert_cmpint(status_int("pid"), ==, daemon_pid);
-        g_assert_cmpint(status_int("reexecs"), ==, 0);
+        g_assert_cmpint(vml_test_status_int("pid"), ==, daemon_pid);
+        g_assert_cmpint(vml_test_status_int("reexecs"), ==, 0);
         g_autoptr(JsonArray) owners = vml_test_owners(img);
         g_assert_cmpuint(json_array_get_length(owners), ==, 1);
         g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
@@ -151,10 +142,10 @@ test_reload(void)
     /* A good file, by SIGHUP: taken, its limit in force. */
     g_assert_true(g_file_set_contents(d->config, "max_leases_per_holder = 1\n", -1, &error));
     g_assert_cmpint(kill(d->pid, SIGHUP), ==, 0);
-    for (int i = 0; i < 500 && status_int("reexecs") != 1; i++)
+    for (int i = 0; i < 500 && vml_test_status_int("reexecs") != 1; i++)
         g_usleep(10000);
-    g_assert_cmpint(status_int("reexecs"), ==, 1);
-    g_assert_cmpint(status_int("pid"), ==, daemon_pid);
+    g_assert_cmpint(vml_test_status_int("reexecs"), ==, 1);
+    g_assert_cmpint(vml_test_status_int("pid"), ==, daemon_pid);
     g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
     pid_t other = vml_test_child_spawn();
     gint64 h = vml_test_register("aaaaaaaa-0000-4000-8000-000000000003", "vm-two", other);
@@ -191,9 +182,9 @@ test_second_daemon_refused(void)
     for (int round = 0; round < 2; round++) {
         if (round == 1) {
             g_assert_cmpint(kill(d->pid, SIGUSR1), ==, 0);
-            for (int i = 0; i < 500 && status_int("reexecs") != 1; i++)
+            for (int i = 0; i < 500 && vml_test_status_int("reexecs") != 1; i++)
                 g_usleep(10000);
-            g_assert_cmpint(status_int("reexecs"), ==, 1);
+            g_assert_cmpint(vml_test_status_int("reexecs"), ==, 1);
         }
         /* Bounded: a daemon that took the sockets over would serve on. */
         const char *argv[] = { "timeout", "20", g_getenv("VMLEASED_BIN"), "--foreground",
@@ -213,13 +204,13 @@ test_second_daemon_refused(void)
         struct stat after;
         g_assert_cmpint(stat(sock, &after), ==, 0);
         g_assert_cmpuint(after.st_ino, ==, before.st_ino);
-        g_assert_cmpint(status_int("pid"), ==, d->pid);
+        g_assert_cmpint(vml_test_status_int("pid"), ==, d->pid);
         g_autoptr(JsonArray) owners = vml_test_owners(img);
         g_assert_cmpuint(json_array_get_length(owners), ==, 1);
     }
     vml_test_daemon_kill(d, SIGKILL);
     vml_test_daemon_restart(d);
-    g_assert_cmpint(status_int("pid"), ==, d->pid);
+    g_assert_cmpint(vml_test_status_int("pid"), ==, d->pid);
     g_autoptr(JsonArray) owners = vml_test_owners(img);
     g_assert_cmpuint(json_array_get_length(owners), ==, 1);
     vml_test_child_kill(vm, SIGKILL);
@@ -318,7 +309,7 @@ test_socket_activation(void)
     d->pid = pid;
     g_autofree char *ready = next_notification(notify);
     g_assert_cmpstr(ready, ==, "READY=1");
-    g_assert_cmpint(status_int("pid"), ==, pid);
+    g_assert_cmpint(vml_test_status_int("pid"), ==, pid);
     struct stat now;
     g_assert_cmpint(stat(lease_path, &now), ==, 0);
     g_assert_cmpuint(now.st_ino, ==, lease_st.st_ino);
@@ -331,7 +322,7 @@ test_socket_activation(void)
     g_assert_cmpstr(reloading, ==, "RELOADING=1");
     g_autofree char *again = next_notification(notify);
     g_assert_cmpstr(again, ==, "READY=1");
-    g_assert_cmpint(status_int("reexecs"), ==, 1);
+    g_assert_cmpint(vml_test_status_int("reexecs"), ==, 1);
     g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
 
     g_assert_cmpint(kill(pid, SIGTERM), ==, 0);

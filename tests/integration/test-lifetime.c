@@ -17,14 +17,6 @@
 #define UUID_B "bbbbbbbb-0000-4000-8000-000000000002"
 #define UUID_C "cccccccc-0000-4000-8000-000000000003"
 
-static gint64
-status_int(const char *member)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.Status", NULL, NULL, NULL, &error);
-    g_assert_no_error(error);
-    return json_object_get_int_member(r, member);
-}
 
 /* Try an exclusive lease for a fresh holder; return the conflict's owners
  * (NULL if it was granted). */
@@ -82,7 +74,7 @@ test_holder_sigkill_releases(void)
     g_assert_cmpint(elapsed_us, <, 100000);
     g_assert_cmpint(vml_test_lock_state(d, img), ==, F_UNLCK);
     g_assert_cmpint(vml_test_lock_state(d, base), ==, F_UNLCK);
-    g_assert_cmpint(status_int("holders"), ==, 0);
+    g_assert_cmpint(vml_test_status_int("holders"), ==, 0);
     vml_test_daemon_stop(d);
 }
 
@@ -99,8 +91,8 @@ test_daemon_sigkill_keeps_leases(void)
 
     vml_test_daemon_restart(d);
     assert_sole_owner(img, vm, "vm-a", "exclusive");
-    g_assert_cmpint(status_int("holders"), ==, 1);
-    g_assert_cmpint(status_int("leases"), ==, 1);
+    g_assert_cmpint(vml_test_status_int("holders"), ==, 1);
+    g_assert_cmpint(vml_test_status_int("leases"), ==, 1);
     pid_t other;
     g_autoptr(JsonArray) owners = try_exclusive(img, &other);
     g_assert_nonnull(owners);
@@ -149,8 +141,8 @@ test_reexec_keeps_every_lease(void)
     g_autoptr(GError) error = NULL;
     g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", p, NULL, NULL, &error);
     g_assert_no_error(error);
-    gint64 started = status_int("started");
-    pid_t daemon_pid = status_int("pid");
+    gint64 started = vml_test_status_int("started");
+    pid_t daemon_pid = vml_test_status_int("pid");
     /* A client connected across the re-exec keeps its connection. */
     g_autoptr(VmlClient) kept = vml_client_connect_admin(&error);
     g_assert_no_error(error);
@@ -160,17 +152,17 @@ test_reexec_keeps_every_lease(void)
     g_assert_cmpint(json_object_get_int_member(before, "reexecs"), ==, 0);
 
     kill(d->pid, SIGUSR1);
-    for (int i = 0; i < 500 && status_int("reexecs") != 1; i++)
+    for (int i = 0; i < 500 && vml_test_status_int("reexecs") != 1; i++)
         g_usleep(10000);
-    g_assert_cmpint(status_int("reexecs"), ==, 1);
+    g_assert_cmpint(vml_test_status_int("reexecs"), ==, 1);
     g_autoptr(JsonObject) after = vml_client_call(kept, "io.vmlease.Admin.Status", NULL, NULL, 0,
                                                   NULL, NULL, &error);
     g_assert_no_error(error);
     g_assert_cmpint(json_object_get_int_member(after, "reexecs"), ==, 1);
-    g_assert_cmpint(status_int("pid"), ==, daemon_pid);
-    g_assert_cmpint(status_int("started"), ==, started);
-    g_assert_cmpint(status_int("holders"), ==, 2);
-    g_assert_cmpint(status_int("leases"), ==, 3);
+    g_assert_cmpint(vml_test_status_int("pid"), ==, daemon_pid);
+    g_assert_cmpint(vml_test_status_int("started"), ==, started);
+    g_assert_cmpint(vml_test_status_int("holders"), ==, 2);
+    g_assert_cmpint(vml_test_status_int("leases"), ==, 3);
     assert_sole_owner(i1, a, "vm-a", "exclusive");
     assert_sole_owner(i2, a, "vm-a", "exclusive");
     assert_sole_owner(i3, b, "vm-b", "shared");
@@ -187,9 +179,9 @@ test_reexec_keeps_every_lease(void)
 
     /* And a second re-exec, then the watch still works. */
     kill(d->pid, SIGUSR1);
-    for (int i = 0; i < 500 && status_int("reexecs") != 2; i++)
+    for (int i = 0; i < 500 && vml_test_status_int("reexecs") != 2; i++)
         g_usleep(10000);
-    g_assert_cmpint(status_int("reexecs"), ==, 2);
+    g_assert_cmpint(vml_test_status_int("reexecs"), ==, 2);
     vml_test_child_kill(a, SIGKILL);
     g_assert_true(vml_test_wait_owners(i1, 0, 1000));
     g_assert_cmpint(vml_test_lock_state(d, i1), ==, F_UNLCK);
@@ -207,19 +199,19 @@ test_reexec_signal_storms(void)
     VmlTestDaemon *d = vml_test_daemon_start(NULL);
     g_autofree char *img = vml_test_make_image(d, "storm.img");
     pid_t a = vml_test_holder_spawn(UUID_A, "vm-a", vml_test_resources("exclusive", img, NULL));
-    pid_t daemon_pid = status_int("pid");
+    pid_t daemon_pid = vml_test_status_int("pid");
     for (int round = 0; round < 15; round++) {
-        gint64 before = status_int("reexecs");
+        gint64 before = vml_test_status_int("reexecs");
         kill(d->pid, SIGUSR1);
         g_usleep(1000 + g_random_int_range(0, 9000));
         kill(d->pid, SIGUSR1);
         /* Two re-execs, or one if the second came before the first began. */
-        for (int i = 0; i < 500 && status_int("reexecs") < before + 1; i++)
+        for (int i = 0; i < 500 && vml_test_status_int("reexecs") < before + 1; i++)
             g_usleep(10000);
         g_usleep(50000);
         g_assert_cmpint(waitpid(d->pid, NULL, WNOHANG), ==, 0);
-        g_assert_cmpint(status_int("pid"), ==, daemon_pid);
-        g_assert_cmpint(status_int("reexecs"), >=, before + 1);
+        g_assert_cmpint(vml_test_status_int("pid"), ==, daemon_pid);
+        g_assert_cmpint(vml_test_status_int("reexecs"), >=, before + 1);
         assert_sole_owner(img, a, "vm-a", "exclusive");
     }
     g_assert_cmpint(vml_test_lock_state(d, img), ==, F_WRLCK);
@@ -803,7 +795,7 @@ test_peer_credentials(void)
     g_autofree char *a5 = call_as(65534, nogroup, (gid_t)-1, admin);
     g_assert_cmpstr(a5, ==, "io.vmlease.PermissionDenied");
     /* The daemon still serves root afterwards. */
-    g_assert_cmpint(status_int("holders"), ==, 0);
+    g_assert_cmpint(vml_test_status_int("holders"), ==, 0);
     vml_test_daemon_stop(d);
 }
 
