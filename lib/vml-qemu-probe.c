@@ -23,6 +23,7 @@ holder_free(gpointer p)
 {
     VmlQemuHolder *h = p;
     g_free(h->command);
+    g_free(h->program);
     g_free(h);
 }
 
@@ -99,15 +100,39 @@ parse_lock_line(const char *line, dev_t dev, ino_t ino, VmlQemuHolder *h)
     }
 }
 
+/* The short name of a command line DATA (LEN bytes, NUL-separated): its
+ * program's basename, and QEMU's "-name guest=NAME" when it has one (a
+ * libvirt domain's whole command line is kilobytes: no message carries it). */
 static char *
-read_command(const char *pid)
+program_of(const char *data, gsize len)
+{
+    g_autofree char *base = g_path_get_basename(data);
+    const char *guest = NULL;
+    for (gsize i = 0; i < len; i += strlen(data + i) + 1) {
+        if (g_str_equal(data + i, "-name") && i + 6 < len) {
+            const char *v = data + i + 6;
+            guest = g_str_has_prefix(v, "guest=") ? v + 6 : v;
+            break;
+        }
+    }
+    g_autofree char *name = guest ? g_strndup(guest, strcspn(guest, ",")) : NULL;
+    g_autofree char *text = name ? g_strdup_printf("%s, guest %s", base, name) : g_strdup(base);
+    return g_utf8_make_valid(text, -1);
+}
+
+static char *
+read_command(const char *pid, char **program)
 {
     g_autofree char *path = g_strdup_printf("/proc/%s/cmdline", pid);
     g_autofree char *data = NULL;
     gsize len = 0;
-    if (!g_file_get_contents(path, &data, &len, NULL) || len == 0)
+    if (!g_file_get_contents(path, &data, &len, NULL) || len == 0) {
+        *program = g_strdup("?");
         return g_strdup("?");
+    }
     len = MIN(len, COMMAND_MAX);
+    data[len - 1] = '\0';
+    *program = program_of(data, len);
     for (gsize i = 0; i + 1 < len; i++) {
         if (data[i] == '\0')
             data[i] = ' ';
@@ -154,7 +179,7 @@ scan_process(const char *pid, dev_t dev, ino_t ino, GPtrArray *out)
     VmlQemuHolder *copy = g_new0(VmlQemuHolder, 1);
     *copy = scan.h;
     copy->pid = (pid_t)atoi(pid);
-    copy->command = read_command(pid);
+    copy->command = read_command(pid, &copy->program);
     g_ptr_array_add(out, copy);
 }
 
@@ -208,7 +233,7 @@ vml_qemu_locks_describe(const VmlQemuLocks *l)
     GString *s = g_string_new(NULL);
     for (guint i = 0; i < l->holders->len; i++) {
         const VmlQemuHolder *h = l->holders->pdata[i];
-        g_string_append_printf(s, "%spid %d (%s)", i ? ", " : "", (int)h->pid, h->command);
+        g_string_append_printf(s, "%spid %d (%s)", i ? ", " : "", (int)h->pid, h->program);
     }
     return g_string_free(s, FALSE);
 }

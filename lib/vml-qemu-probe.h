@@ -24,6 +24,8 @@
 typedef struct {
     pid_t pid;
     char *command;     /* its command line, spaces between arguments */
+    char *program;     /* for messages: the program's name, and the guest's
+                          ("qemu-system-x86_64, guest dom-a") */
     guint perms;       /* permissions it holds */
     guint unshared;    /* permissions it denies others */
 } VmlQemuHolder;

@@ -89,7 +89,7 @@ vml_image_guard_check(const char *path, int fd, const pid_t *known, guint n_know
         json_object_set_string_member(*params, "command", writer->command);
         g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
                     "%s is open for writing by pid %d (%s), which holds no vmlease lease on it",
-                    path, (int)writer->pid, writer->command);
+                    path, (int)writer->pid, writer->program);
     } else {
         g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
                     "%s is open for writing by a QEMU that is not on this host", path);

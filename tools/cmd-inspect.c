@@ -270,7 +270,7 @@ print_text(const char *path, const char *resource, const char *lock_file, const 
             g_autofree char *perms = vml_qemu_perms_text(q->perms);
             g_autofree char *denied = vml_qemu_perms_text(q->unshared);
             cli_fields_add(out, "qemu lock", "pid %d (%s): holds %s; denies %s", (int)q->pid,
-                           q->command, perms, denied);
+                           q->program, perms, denied);
         }
     } else if (f->qemu && vml_qemu_locks_busy(f->qemu)) {
         g_autofree char *perms = vml_qemu_perms_text(f->qemu->perms);

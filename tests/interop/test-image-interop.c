@@ -171,8 +171,8 @@ exec_qemu(const char *path)
     dup2(null, 0);
     dup2(null, 1);
     dup2(null, 2);
-    execlp(qemu_system(), qemu_system(), "-S", "-display", "none", "-nodefaults",
-           "-machine", "none", "-blockdev", file,
+    execlp(qemu_system(), qemu_system(), "-S", "-name", "guest=interop-vm,debug-threads=on",
+           "-display", "none", "-nodefaults", "-machine", "none", "-blockdev", file,
            "-blockdev", "driver=qcow2,file=f,node-name=q", (char *)NULL);
     _exit(127);
 }
@@ -339,6 +339,8 @@ test_qemu_probe_and_refusal(void)
                      VML_QEMU_PERM_RESIZE);
     g_assert_cmpuint(q->unshared, ==, VML_QEMU_PERM_WRITE | VML_QEMU_PERM_RESIZE);
     g_assert_true(g_str_has_prefix(q->command, "qemu-system-x86_64 -S"));
+    /* Messages name the program and the guest, not the whole line. */
+    g_assert_cmpstr(q->program, ==, "qemu-system-x86_64, guest interop-vm");
 
     /* An exclusive lease is refused, naming QEMU's pid and command. */
     pid_t vm = vml_test_child_spawn();
@@ -351,10 +353,14 @@ test_qemu_probe_and_refusal(void)
                                             &eparams, &error);
     g_assert_null(r);
     g_assert_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY);
-    g_autofree char *says = g_strdup_printf("%s is open for writing by pid %d (qemu-system-x86_64 -S",
+    g_autofree char *says = g_strdup_printf("%s is open for writing by pid %d (qemu-system-x86_64, "
+                                            "guest interop-vm), which holds no vmlease lease on it",
                                             path, (int)qemu);
-    g_assert_true(g_str_has_prefix(error->message, says));
+    g_assert_cmpstr(error->message, ==, says);
     g_assert_cmpint(json_object_get_int_member(eparams, "pid"), ==, qemu);
+    /* The whole command line stays in the parameters, for scripts. */
+    g_assert_true(g_str_has_prefix(json_object_get_string_member(eparams, "command"),
+                                   "qemu-system-x86_64 -S"));
     vml_test_assert_image(eparams, "path", path);
     g_assert_true(vml_test_wait_owners(path, 0, 0));   /* nothing left held */
     g_clear_error(&error);
