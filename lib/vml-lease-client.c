@@ -347,6 +347,21 @@ vml_admin_list(VmlClient *client, GError **error)
 }
 
 JsonObject *
+vml_admin_metrics(VmlClient *client, GError **error)
+{
+    static const char *const wanted[] = { "latencies:a", NULL };
+    JsonObject *r = checked_reply(vml_client_call(client, VML_METHOD_METRICS, NULL, NULL, 0,
+                                                  NULL, NULL, error), "Metrics", wanted, error);
+    JsonNode *c = r ? json_object_get_member(r, "counters") : NULL;
+    if (r && (!c || !JSON_NODE_HOLDS_OBJECT(c))) {
+        g_set_error(error, VML_ERROR, VML_ERROR_PROTOCOL,
+                    "malformed Metrics reply from vmleased: no counters");
+        g_clear_pointer(&r, json_object_unref);
+    }
+    return r;
+}
+
+JsonObject *
 vml_admin_status(VmlClient *client, GError **error)
 {
     static const char *const wanted[] = { "version:s", "backend:s", "lockspace:s", "pid:i",

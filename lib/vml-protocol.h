@@ -23,6 +23,7 @@
 #define VML_METHOD_OWNERS         "io.vmlease.Admin.Owners"
 #define VML_METHOD_STATUS         "io.vmlease.Admin.Status"
 #define VML_METHOD_HOSTS          "io.vmlease.Admin.Hosts"
+#define VML_METHOD_METRICS        "io.vmlease.Admin.Metrics"
 #define VML_METHOD_FORCE_UNLOCK   "io.vmlease.Admin.ForceUnlock"
 
 #define VML_METHOD_GET_INFO       "org.varlink.service.GetInfo"

@@ -1,6 +1,7 @@
 /* What each method means: parse and check its parameters (every one of
  * them hostile until checked), call the lease table, shape the reply. */
 #include "dispatch.h"
+#include "metrics.h"
 #include "call-params.h"
 #include "vml-protocol.h"
 #include "force-unlock.h"
@@ -753,6 +754,16 @@ method_get_interface_description(VmlCall *call)
     interface_not_found(call->conn, iface);
 }
 
+static void
+method_metrics(VmlCall *call)
+{
+    GString *out = vml_conn_reply_start(1024);
+    g_string_append_c(out, '{');
+    vml_metrics_write(out);
+    g_string_append_c(out, '}');
+    vml_conn_reply_text(call->conn, out, NULL, 0);
+}
+
 typedef struct {
     const char *name;
     VmlAccess access;     /* least access needed */
@@ -777,6 +788,7 @@ static const Method methods[] = {
     { VML_METHOD_LIST, VML_ACCESS_READ, FALSE, method_list, "list holders" },
     { VML_METHOD_OWNERS, VML_ACCESS_READ, FALSE, method_owners, "list owners" },
     { VML_METHOD_STATUS, VML_ACCESS_READ, FALSE, method_status, "read the status" },
+    { VML_METHOD_METRICS, VML_ACCESS_READ, FALSE, method_metrics, "read the metrics" },
     { VML_METHOD_HOSTS, VML_ACCESS_READ, FALSE, method_hosts, "list hosts" },
     { VML_METHOD_FORCE_UNLOCK, VML_ACCESS_ROOT, FALSE, method_force_unlock,
       "clear in-use marks (force-unlock)" },
@@ -784,6 +796,22 @@ static const Method methods[] = {
     { VML_METHOD_GET_INTERFACE_DESCRIPTION, VML_ACCESS_READ, FALSE,
       method_get_interface_description, "describe the interface" },
 };
+
+/* The metrics of one call of M answered with OUTCOME (vml_conn_call_outcome)
+ * after USEC. */
+static void
+count_call(const Method *m, int outcome, gint64 usec)
+{
+    gboolean acquire = m->func == method_acquire, release = m->func == method_release;
+    if (acquire || release)
+        vml_metrics_observe(acquire ? VML_LATENCY_ACQUIRE : VML_LATENCY_RELEASE, usec);
+    if (outcome == VML_ERROR_CONFLICT || outcome == VML_ERROR_IMAGE_BUSY)
+        vml_metrics_count(acquire ? VML_COUNT_CONFLICTS : VML_COUNT_CALL_ERRORS, 1);
+    else if (outcome >= 0)
+        vml_metrics_count(VML_COUNT_CALL_ERRORS, 1);
+    else if (acquire || release)
+        vml_metrics_count(acquire ? VML_COUNT_ACQUIRES : VML_COUNT_RELEASES, 1);
+}
 
 /* Why M may not be called on CONN, and what would do: said in words, the
  * method's name only in the error's parameters. */
@@ -860,7 +888,10 @@ dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray
             return;
         }
         VmlCall call = { .d = d, .conn = conn, .params = params, .fds = fds };
+        gint64 started = g_get_monotonic_time();
+        vml_conn_call_begin(conn);
         m->func(&call);
+        count_call(m, vml_conn_call_outcome(conn), g_get_monotonic_time() - started);
         return;
     }
     /* A method of an interface we do not serve: that interface is what is

@@ -1,4 +1,5 @@
 #include "image-guard.h"
+#include "metrics.h"
 #include "vml-error.h"
 #include "vml-proc.h"
 #include "vml-qcow2.h"
@@ -171,6 +172,8 @@ vml_image_guard_mark(const char *path, int writable_fd, const struct stat *writa
         vml_qcow2_set_ext(h, VML_QCOW2_EXT_OWNER, ext);
         if (!vml_qcow2_write_fresh(fd, path, h, sync_for(durable), &error))
             g_warning("%s: left unmarked: %s", path, error->message);
+        else
+            vml_metrics_count(VML_COUNT_MARKS, 1);
     }
     if (fd != writable_fd)
         close(fd);
@@ -208,6 +211,8 @@ vml_image_guard_unmark(const char *path, guint32 pid, guint64 start_time, const 
             vml_qcow2_remove_ext(h, VML_QCOW2_EXT_OWNER);
             if (!vml_qcow2_write_fresh(fd, path, h, sync_for(durable), &error))
                 g_warning("%s: mark not cleared: %s", path, error->message);
+            else
+                vml_metrics_count(VML_COUNT_UNMARKS, 1);
         }
     }
     close(fd);

@@ -1,4 +1,5 @@
 #include "lease-table.h"
+#include "metrics.h"
 #include "vml-str-hash.h"
 #include "holder-record.h"
 #include "image-guard.h"
@@ -1427,6 +1428,7 @@ vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, gu
     *parked = todo->len;
     if (todo->len) {
         g_info("VM %s (pid %d) parked %u lease(s): %s", h->name, (int)h->pid, todo->len, reason);
+        vml_metrics_count(VML_COUNT_PARKED, todo->len);
         changed(t);
     }
     return TRUE;
@@ -1902,5 +1904,6 @@ vml_lease_table_restore(VmlLeaseTable *t, JsonObject *state, gboolean reexec)
         holder_publish(value);
     g_info("restored %u holder(s) with %u lease(s)",
            g_hash_table_size(t->holders), t->n_leases);
+    vml_metrics_count(VML_COUNT_RECOVERED, t->n_leases);
     changed(t);
 }

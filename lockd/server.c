@@ -1,4 +1,5 @@
 #include "server.h"
+#include "metrics.h"
 #include "fd-watch.h"
 #include "vml-wire.h"
 #include "vml-json-write.h"
@@ -62,6 +63,7 @@ typedef struct {
 struct _VmlConn {
     VmlServer *server;
     int fd;
+    int answered;       /* since vml_conn_call_begin: -1 none, -2 a reply, else an error code */
     gboolean lease_socket;
     VmlAccess access;
     uid_t uid;
@@ -409,6 +411,7 @@ vml_conn_reply_text(VmlConn *c, GString *out, const int *fds, guint n_fds)
 {
     g_assert(g_str_has_prefix(out->str, REPLY_HEAD));
     g_string_append_c(out, '}');
+    c->answered = -2;
     gsize len = out->len;
     conn_queue_text(c, g_string_free(out, FALSE), len, fds, n_fds);
 }
@@ -418,6 +421,7 @@ vml_conn_reply(VmlConn *c, JsonObject *params, const int *fds, guint n_fds)
 {
     /* Written around PARAMS, not wrapped in an object of its own. */
     g_autoptr(JsonObject) owned = params;
+    c->answered = -2;
     GString *out = g_string_sized_new(256);
     g_string_append(out, "{\"parameters\":");
     vml_json_write_object(out, owned);
@@ -443,7 +447,20 @@ vml_conn_error(VmlConn *c, VmlErrorCode code, JsonObject *params, const char *fo
     g_autoptr(JsonObject) msg = json_object_new();
     json_object_set_string_member(msg, "error", vml_error_name(code));
     json_object_set_object_member(msg, "parameters", params);
+    c->answered = (int)code;
     conn_queue(c, msg, NULL, 0);
+}
+
+void
+vml_conn_call_begin(VmlConn *c)
+{
+    c->answered = -1;
+}
+
+int
+vml_conn_call_outcome(VmlConn *c)
+{
+    return c->answered;
 }
 
 void
@@ -976,6 +993,7 @@ accept_some(VmlServer *s, int listen_fd, gboolean lease_socket)
                          lease_socket ? "lease" : "admin", g_strerror(err));
             return;
         }
+        vml_metrics_count(VML_COUNT_CONNECTIONS, 1);
         conn_setup(s, fd, lease_socket);
     }
 }

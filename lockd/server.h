@@ -69,4 +69,8 @@ void vml_conn_reply_text(VmlConn *conn, GString *out, const int *fds, guint n_fd
 void vml_conn_error(VmlConn *conn, VmlErrorCode code, JsonObject *params,
                     const char *format, ...) G_GNUC_PRINTF(4, 5);
 void vml_conn_error_gerror(VmlConn *conn, const GError *error, JsonObject *params);
+/* How the call begun with vml_conn_call_begin was answered: -1 not yet,
+ * -2 with a reply, else with the error of that VmlErrorCode (the last). */
+void vml_conn_call_begin(VmlConn *conn);
+int vml_conn_call_outcome(VmlConn *conn);
 

@@ -1,6 +1,7 @@
 /* The vmlease command against a real vmleased: what an administrator sees
  * and the exit codes scripts rely on. */
 #include "harness.h"
+#include "vml-error.h"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -338,6 +339,92 @@ test_inspect_corrupt(void)
                             "vmleased is not running"));
 }
 
+/* vmlease metrics --json: the daemon's counters and latency counts. */
+static JsonObject *
+metrics_now(void)
+{
+    g_auto(VmlTestRun) m = { 0 };
+    vmlease(&m, "metrics", "--json", NULL);
+    g_assert_cmpint(m.status, ==, 0);
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, m.out, -1, NULL));
+    return json_object_ref(json_node_get_object(json_parser_get_root(p)));
+}
+
+static gint64
+counter(JsonObject *m, const char *name)
+{
+    return json_object_get_int_member(json_object_get_object_member(m, "counters"), name);
+}
+
+static gint64
+latency_count(JsonObject *m, const char *name)
+{
+    JsonArray *l = json_object_get_array_member(m, "latencies");
+    for (guint i = 0; i < json_array_get_length(l); i++) {
+        JsonObject *o = json_array_get_object_element(l, i);
+        if (g_str_equal(json_object_get_string_member(o, "name"), name))
+            return json_object_get_int_member(o, "count");
+    }
+    g_assert_not_reached();
+}
+
+/* Each call counted once, where it belongs: a grant, a conflict, a
+ * release; the text form is OpenMetrics, ending in # EOF. */
+static void
+test_metrics(void)
+{
+    g_autofree char *img = vml_test_make_image(daemon_, "metrics.img");
+    g_autoptr(JsonObject) before = metrics_now();
+    pid_t a = vml_test_child_spawn(), b = vml_test_child_spawn();
+    gint64 ha = vml_test_register("aaaaaaaa-0000-4000-8000-0000000000a1", "metrics-a", a);
+    gint64 hb = vml_test_register("aaaaaaaa-0000-4000-8000-0000000000b1", "metrics-b", b);
+    const gint64 holders[] = { ha, hb };
+    for (guint i = 0; i < 2; i++) {
+        g_autoptr(JsonObject) p = json_object_new();
+        json_object_set_int_member(p, "holder", holders[i]);
+        json_object_set_array_member(p, "resources", vml_test_resources("exclusive", img, NULL));
+        g_autoptr(GError) error = NULL;
+        g_autoptr(JsonObject) r = vml_test_call(FALSE, "io.vmlease.Lease.Acquire", p, NULL,
+                                                NULL, &error);
+        if (i == 0)
+            g_assert_no_error(error);
+        else
+            g_assert_error(error, VML_ERROR, VML_ERROR_CONFLICT);
+    }
+    g_autoptr(JsonObject) rel = json_object_new();
+    json_object_set_int_member(rel, "holder", ha);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) rr = vml_test_call(FALSE, "io.vmlease.Lease.Release", rel, NULL, NULL,
+                                             &error);
+    g_assert_no_error(error);
+    g_autoptr(JsonObject) after = metrics_now();
+    g_assert_cmpint(counter(after, "acquires") - counter(before, "acquires"), ==, 1);
+    g_assert_cmpint(counter(after, "conflicts") - counter(before, "conflicts"), ==, 1);
+    g_assert_cmpint(counter(after, "releases") - counter(before, "releases"), ==, 1);
+    g_assert_cmpint(latency_count(after, "acquire") - latency_count(before, "acquire"), ==, 2);
+    g_assert_cmpint(latency_count(after, "release") - latency_count(before, "release"), ==, 1);
+    g_assert_cmpint(counter(after, "connections"), >, counter(before, "connections"));
+
+    g_auto(VmlTestRun) t = { 0 };
+    vmlease(&t, "metrics", NULL);
+    g_assert_cmpint(t.status, ==, 0);
+    g_assert_true(g_str_has_suffix(t.out, "\n# EOF\n"));
+    g_assert_nonnull(strstr(t.out, "# TYPE vmlease_acquires counter\n"));
+    g_assert_nonnull(strstr(t.out, "# TYPE vmlease_acquire_seconds histogram\n"));
+    /* The +Inf bucket holds every call, as the count says. */
+    g_autoptr(GRegex) inf = g_regex_new("vmlease_acquire_seconds_bucket\\{le=\"\\+Inf\"\\} "
+                                        "([0-9]+)\n", 0, 0, NULL);
+    g_autoptr(GRegex) cnt = g_regex_new("vmlease_acquire_seconds_count ([0-9]+)\n", 0, 0, NULL);
+    g_autoptr(GMatchInfo) mi = NULL, mc = NULL;
+    g_assert_true(g_regex_match(inf, t.out, 0, &mi));
+    g_assert_true(g_regex_match(cnt, t.out, 0, &mc));
+    g_autofree char *n_inf = g_match_info_fetch(mi, 1), *n_cnt = g_match_info_fetch(mc, 1);
+    g_assert_cmpstr(n_inf, ==, n_cnt);
+    vml_test_child_kill(a, SIGKILL);
+    vml_test_child_kill(b, SIGKILL);
+}
+
 static void
 test_status_inspect_and_exit_codes(void)
 {
@@ -478,6 +565,7 @@ main(int argc, char **argv)
     g_test_add_func("/cli/owners-table-and-json", test_owners_table_and_json);
     g_test_add_func("/cli/chain-rebase-relative", test_chain_rebase_relative);
     g_test_add_func("/cli/inspect-corrupt", test_inspect_corrupt);
+    g_test_add_func("/cli/metrics", test_metrics);
     g_test_add_func("/cli/status-inspect-and-exit-codes", test_status_inspect_and_exit_codes);
     g_test_add_func("/cli/stash-commands", test_stash_commands);
     int rc = g_test_run();
