@@ -723,18 +723,23 @@ interface_not_found(VmlConn *conn, const char *iface)
     vml_conn_error(conn, VML_ERROR_INTERFACE_NOT_FOUND, p, "no interface '%s' here", safe);
 }
 
+/* The interface file of IFACE, NULL if it is none of ours. */
+static const VmlInterfaceText *
+find_interface(const char *iface)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(vml_interfaces); i++) {
+        if (g_str_equal(vml_interfaces[i].name, iface))
+            return &vml_interfaces[i];
+    }
+    return NULL;
+}
+
 /* Whether IFACE (the part of a method name before its last dot) is one
  * this daemon serves. */
 static gboolean
 serves_interface(const char *iface)
 {
-    if (g_str_equal(iface, "org.varlink.service"))
-        return TRUE;
-    for (guint i = 0; i < G_N_ELEMENTS(vml_interfaces); i++) {
-        if (g_str_equal(vml_interfaces[i].name, iface))
-            return TRUE;
-    }
-    return FALSE;
+    return g_str_equal(iface, "org.varlink.service") || find_interface(iface);
 }
 
 static void
@@ -743,15 +748,14 @@ method_get_interface_description(VmlCall *call)
     const char *iface;
     if (!call_get_string(call, call->params, "interface", TRUE, 256, &iface))
         return;
-    for (guint i = 0; i < G_N_ELEMENTS(vml_interfaces); i++) {
-        if (g_str_equal(vml_interfaces[i].name, iface)) {
-            JsonObject *reply = json_object_new();
-            json_object_set_string_member(reply, "description", vml_interfaces[i].description);
-            vml_conn_reply(call->conn, reply, NULL, 0);
-            return;
-        }
+    const VmlInterfaceText *found = find_interface(iface);
+    if (!found) {
+        interface_not_found(call->conn, iface);
+        return;
     }
-    interface_not_found(call->conn, iface);
+    JsonObject *reply = json_object_new();
+    json_object_set_string_member(reply, "description", found->description);
+    vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
 static void

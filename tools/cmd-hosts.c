@@ -4,27 +4,9 @@
 #include "vml-lease-client.h"
 #include "output.h"
 
-static int
-hosts_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+static void
+print_hosts(JsonObject *reply)
 {
-    gboolean json;
-    g_autoptr(GPtrArray) args = g_ptr_array_new();
-    int status = cli_parse_json_args(cmd, opts, argc, argv, &json, args);
-    if (status >= 0)
-        return status;
-    if (args->len)
-        return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
-    g_autoptr(VmlClient) client = cli_admin_client(opts, &status);
-    if (!client)
-        return status;
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) reply = vml_admin_hosts(client, &error);
-    if (!reply)
-        return cli_call_failed(error);
-    if (json) {
-        cli_print_json(reply);
-        return VML_EXIT_OK;
-    }
     JsonArray *hosts = cli_json_array(reply, "hosts");
     g_autoptr(CliTable) t = cli_table_new("HOST_ID", "HOST", "STATE", "GENERATION", "RENEWED",
                                           "", NULL);
@@ -43,7 +25,12 @@ hosts_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     printf("lockspace %s, this host is host_id %" G_GINT64_FORMAT "\n",
            cli_json_string(reply, "lockspace", "?"), cli_json_int(reply, "host_id", 0));
     cli_table_print(t, stdout);
-    return VML_EXIT_OK;
+}
+
+static int
+hosts_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+{
+    return cli_run_admin_query(cmd, opts, argc, argv, vml_admin_hosts, print_hosts);
 }
 
 const VmlCliCommand vml_cmd_hosts = {

@@ -38,8 +38,9 @@ seconds(gint64 usec)
 }
 
 static void
-print_openmetrics(JsonObject *reply, FILE *out)
+print_openmetrics(JsonObject *reply)
 {
+    FILE *out = stdout;
     JsonObject *counters = json_object_get_object_member(reply, "counters");
     g_autoptr(GList) names = json_object_get_members(counters);
     for (GList *n = names; n; n = n->next) {
@@ -74,25 +75,7 @@ print_openmetrics(JsonObject *reply, FILE *out)
 static int
 metrics_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
 {
-    gboolean json;
-    g_autoptr(GPtrArray) args = g_ptr_array_new();
-    int status = cli_parse_json_args(cmd, opts, argc, argv, &json, args);
-    if (status >= 0)
-        return status;
-    if (args->len)
-        return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
-    g_autoptr(VmlClient) client = cli_admin_client(opts, &status);
-    if (!client)
-        return status;
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) reply = vml_admin_metrics(client, &error);
-    if (!reply)
-        return cli_call_failed(error);
-    if (json)
-        cli_print_json(reply);
-    else
-        print_openmetrics(reply, stdout);
-    return VML_EXIT_OK;
+    return cli_run_admin_query(cmd, opts, argc, argv, vml_admin_metrics, print_openmetrics);
 }
 
 const VmlCliCommand vml_cmd_metrics = {

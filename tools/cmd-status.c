@@ -5,29 +5,9 @@
 
 #include <string.h>
 
-static int
-status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+static void
+print_status(JsonObject *reply)
 {
-    gboolean json;
-    g_autoptr(GPtrArray) args = g_ptr_array_new();
-    int status = cli_parse_json_args(cmd, opts, argc, argv, &json, args);
-    if (status >= 0)
-        return status;
-    if (args->len)
-        return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
-
-    g_autoptr(VmlClient) client = cli_admin_client(opts, &status);
-    if (!client)
-        return status;
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) reply = vml_admin_status(client, &error);
-    if (!reply)
-        return cli_call_failed(error);
-
-    if (json) {
-        cli_print_json(reply);
-        return VML_EXIT_OK;
-    }
     gint64 started = cli_json_int(reply, "started", 0);
     g_autofree char *since = cli_format_time(started);
     g_autofree char *uptime = cli_format_duration(g_get_real_time() / G_USEC_PER_SEC - started);
@@ -43,7 +23,12 @@ status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
     cli_fields_add(f, "holders", "%" G_GINT64_FORMAT, cli_json_int(reply, "holders", 0));
     cli_fields_add(f, "leases", "%" G_GINT64_FORMAT, cli_json_int(reply, "leases", 0));
     cli_fields_print(f, stdout);
-    return VML_EXIT_OK;
+}
+
+static int
+status_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
+{
+    return cli_run_admin_query(cmd, opts, argc, argv, vml_admin_status, print_status);
 }
 
 const VmlCliCommand vml_cmd_status = {

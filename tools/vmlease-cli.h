@@ -87,6 +87,11 @@ VmlClient *cli_connect_admin(const VmlCliOptions *opts, GError **error);
 /* The same, or NULL after the error was printed, with *STATUS the exit
  * code to return. */
 VmlClient *cli_admin_client(const VmlCliOptions *opts, int *status);
+/* A command that takes nothing but --json: one question to the admin
+ * socket (FETCH), its reply printed as JSON or by PRINT_TEXT. */
+int cli_run_admin_query(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv,
+                        JsonObject *(*fetch)(VmlClient *client, GError **error),
+                        void (*print_text)(JsonObject *reply));
 VmlClient *cli_connect_lease(const VmlCliOptions *opts, GError **error);
 
 /* Where cli_run_command() puts PASS_FD in the command (VMLEASE_FD says so). */

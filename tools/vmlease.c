@@ -331,6 +331,32 @@ cli_admin_client(const VmlCliOptions *opts, int *status)
     return client;
 }
 
+int
+cli_run_admin_query(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv,
+                    JsonObject *(*fetch)(VmlClient *client, GError **error),
+                    void (*print_text)(JsonObject *reply))
+{
+    gboolean json;
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    int status = cli_parse_json_args(cmd, opts, argc, argv, &json, args);
+    if (status >= 0)
+        return status;
+    if (args->len)
+        return cli_usage_error(cmd, "unexpected argument '%s'", (const char *)args->pdata[0]);
+    g_autoptr(VmlClient) client = cli_admin_client(opts, &status);
+    if (!client)
+        return status;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) reply = fetch(client, &error);
+    if (!reply)
+        return cli_call_failed(error);
+    if (json)
+        cli_print_json(reply);
+    else
+        print_text(reply);
+    return VML_EXIT_OK;
+}
+
 /* ---- paths -------------------------------------------------------------- */
 
 char *
