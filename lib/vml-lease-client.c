@@ -362,6 +362,16 @@ vml_admin_metrics(VmlClient *client, GError **error)
 }
 
 JsonObject *
+vml_admin_set_log_level(VmlClient *client, const char *level, GError **error)
+{
+    static const char *const wanted[] = { "level:s", "previous:s", NULL };
+    g_autoptr(JsonObject) p = json_object_new();
+    json_object_set_string_member(p, "level", level);
+    return checked_reply(vml_client_call(client, VML_METHOD_SET_LOG_LEVEL, p, NULL, 0, NULL,
+                                         NULL, error), "SetLogLevel", wanted, error);
+}
+
+JsonObject *
 vml_admin_status(VmlClient *client, GError **error)
 {
     static const char *const wanted[] = { "version:s", "backend:s", "lockspace:s", "pid:i",

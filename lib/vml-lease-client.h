@@ -92,6 +92,8 @@ JsonArray *vml_lease_observe(VmlClient *client, gint64 holder, JsonArray *resour
 JsonObject *vml_admin_list(VmlClient *client, GError **error);
 /* io.vmlease.Admin.Status: the reply (version, pid, backend, lockspace, ...). */
 JsonObject *vml_admin_status(VmlClient *client, GError **error);
+/* Root: vmleased logs at LEVEL from now on (error, warning, info, debug). */
+JsonObject *vml_admin_set_log_level(VmlClient *client, const char *level, GError **error);
 /* io.vmlease.Admin.Metrics: "counters" (an object) and "latencies". */
 JsonObject *vml_admin_metrics(VmlClient *client, GError **error);
 /* io.vmlease.Admin.Hosts: the reply, {lockspace, host_id, hosts: [...]}. */

@@ -60,6 +60,15 @@ vml_default_config_file(void)
 }
 
 char *
+vml_default_journal_socket(void)
+{
+    const char *root = vml_root();
+    if (root)
+        return g_build_filename(root, "journal.sock", NULL);
+    return g_strdup("/run/systemd/journal/socket");
+}
+
+char *
 vml_key_hash(const char *key)
 {
     return g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);

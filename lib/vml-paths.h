@@ -17,6 +17,8 @@ char *vml_default_lease_socket(void);
 char *vml_default_admin_socket(void);
 /* The config file read when --config is not given. */
 char *vml_default_config_file(void);
+/* Where journald takes native entries (VMLEASE_ROOT/journal.sock under a root). */
+char *vml_default_journal_socket(void);
 
 /* The canonical form of PATH (realpath) where it exists, else a copy of
  * PATH itself: images compare by this. */

@@ -25,6 +25,7 @@
 #define VML_METHOD_HOSTS          "io.vmlease.Admin.Hosts"
 #define VML_METHOD_METRICS        "io.vmlease.Admin.Metrics"
 #define VML_METHOD_FORCE_UNLOCK   "io.vmlease.Admin.ForceUnlock"
+#define VML_METHOD_SET_LOG_LEVEL  "io.vmlease.Admin.SetLogLevel"
 
 #define VML_METHOD_GET_INFO       "org.varlink.service.GetInfo"
 #define VML_METHOD_GET_INTERFACE_DESCRIPTION "org.varlink.service.GetInterfaceDescription"

@@ -1,6 +1,7 @@
 /* What each method means: parse and check its parameters (every one of
  * them hostile until checked), call the lease table, shape the reply. */
 #include "dispatch.h"
+#include "daemon-log.h"
 #include "metrics.h"
 #include "call-params.h"
 #include "vml-protocol.h"
@@ -538,6 +539,29 @@ method_status(VmlCall *call)
     json_object_set_int_member(reply, "holders", vml_lease_table_n_holders(d->table));
     json_object_set_int_member(reply, "leases", vml_lease_table_n_leases(d->table));
     json_object_set_int_member(reply, "stashed", vml_stash_size(d->stash));
+    json_object_set_string_member(reply, "log_level", vml_log_level());
+    vml_conn_reply(call->conn, reply, NULL, 0);
+}
+
+/* Verbosity from now until the next reload or restart, which go back to
+ * the configuration's log_level (as virt-admin's daemon-log-filters). */
+static void
+method_set_log_level(VmlCall *call)
+{
+    const char *level;
+    if (!call_get_string(call, call->params, "level", TRUE, 16, &level))
+        return;
+    g_autofree char *previous = g_strdup(vml_log_level());
+    g_autoptr(GError) error = NULL;
+    if (!vml_log_set_level(level, &error)) {
+        call_param_error(call, "level", "must be one of error, warning, info, debug");
+        return;
+    }
+    g_message("log level %s (was %s), set by uid %u (pid %d) until the next reload",
+              level, previous, (unsigned)vml_conn_uid(call->conn), (int)vml_conn_pid(call->conn));
+    JsonObject *reply = json_object_new();
+    json_object_set_string_member(reply, "level", vml_log_level());
+    json_object_set_string_member(reply, "previous", previous);
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 
@@ -796,6 +820,8 @@ static const Method methods[] = {
     { VML_METHOD_HOSTS, VML_ACCESS_READ, FALSE, method_hosts, "list hosts" },
     { VML_METHOD_FORCE_UNLOCK, VML_ACCESS_ROOT, FALSE, method_force_unlock,
       "clear in-use marks (force-unlock)" },
+    { VML_METHOD_SET_LOG_LEVEL, VML_ACCESS_ROOT, FALSE, method_set_log_level,
+      "change the log level (log-level)" },
     { VML_METHOD_GET_INFO, VML_ACCESS_READ, FALSE, method_get_info, "describe the service" },
     { VML_METHOD_GET_INTERFACE_DESCRIPTION, VML_ACCESS_READ, FALSE,
       method_get_interface_description, "describe the interface" },
@@ -895,7 +921,12 @@ dispatch_message(VmlDaemon *d, VmlConn *conn, const char *msg, gsize len, GArray
         gint64 started = g_get_monotonic_time();
         vml_conn_call_begin(conn);
         m->func(&call);
-        count_call(m, vml_conn_call_outcome(conn), g_get_monotonic_time() - started);
+        int outcome = vml_conn_call_outcome(conn);
+        gint64 took = g_get_monotonic_time() - started;
+        count_call(m, outcome, took);
+        vml_debug("%s from pid %d (uid %u): %s in %" G_GINT64_FORMAT " us", name,
+                  (int)vml_conn_pid(conn), (unsigned)vml_conn_uid(conn),
+                  outcome >= 0 ? vml_error_name((VmlErrorCode)outcome) : "answered", took);
         return;
     }
     /* A method of an interface we do not serve: that interface is what is

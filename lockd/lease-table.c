@@ -1,4 +1,5 @@
 #include "lease-table.h"
+#include "daemon-log.h"
 #include "metrics.h"
 #include "vml-str-hash.h"
 #include "holder-record.h"
@@ -161,6 +162,38 @@ record_refusal(GError **error, VmlHolder *h, const char *what, GError *cause)
 }
 
 /* ---- leases and the resource index ---------------------------------------- */
+
+/* One line about H's lease on KEY (the image at PATH, may be NULL) with
+ * the journal fields of both: "VM NAME (uuid U, pid P) WHAT". */
+static void G_GNUC_PRINTF(7, 8)
+holder_event(GLogLevelFlags level, VmlEventKind kind, const VmlHolder *h, const char *key,
+             const char *path, VmlMode mode, const char *format, ...)
+{
+    if (!vml_log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, format);
+    g_autofree char *what = g_strdup_vprintf(format, ap);
+    va_end(ap);
+    VmlLogEvent e = { .kind = kind, .resource = key, .path = path, .mode = vml_mode_name(mode),
+                      .domain = h->name, .uuid = h->uuid, .pid = h->pid };
+    vml_log_event(level, &e, "VM %s (uuid %s, pid %d) %s", h->name, h->uuid, (int)h->pid, what);
+}
+
+/* What an event names an image by: its path, else its resource key. */
+static const char *
+lease_named(const VmlLease *l)
+{
+    return l->path ? l->path : l->key;
+}
+
+/* L is let go for good (WHY: "released", "exited: released"). */
+static void
+lease_released_event(const VmlLease *l, const char *why)
+{
+    holder_event(G_LOG_LEVEL_INFO, VML_EVENT_RELEASE, l->holder, l->key, l->path, l->mode,
+                 "%s %s (%s, resource %s)", why, lease_named(l), vml_mode_name(l->mode), l->key);
+}
 
 static VmlLease *
 lease_add(VmlLeaseTable *t, VmlHolder *h, const char *key, const char *path, VmlMode mode,
@@ -463,8 +496,9 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, GHashTable *images,
 
 /* ---- holders ---------------------------------------------------------------- */
 
+/* Let go of every lease of H; WHY, unless shutting down, is logged. */
 static void
-holder_drop_leases(VmlHolder *h)
+holder_drop_leases(VmlHolder *h, const char *why)
 {
     GHashTableIter it;
     gpointer value;
@@ -472,6 +506,8 @@ holder_drop_leases(VmlHolder *h)
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         g_hash_table_iter_steal(&it);
+        if (!h->table->shutting_down)
+            lease_released_event(value, why);
         lease_unmark(h->table, value);
         lease_drop(h->table, value);
     }
@@ -492,7 +528,7 @@ holder_free(VmlHolder *h)
             o->next_same_pid = h->next_same_pid;
     }
 
-    holder_drop_leases(h);
+    holder_drop_leases(h, "exited: released");
     if (!t->shutting_down)
         holder_retry_unmarks(h, TRUE);
     g_hash_table_unref(h->leases);
@@ -1037,9 +1073,17 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *r, VmlMode mod
     const char *named = r->given ? r->given : r->path ? r->path : key;
     g_autofree char *resolved = r->path ? g_strdup_printf(" (resource %s)", key)
                                         : g_strdup("");
+    const char *held_by = who->len ? who->str : "a holder vmleased does not know";
     g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "cannot lock %s%s %s: in use by %s",
-                named, resolved, vml_mode_name(mode),
-                who->len ? who->str : "a holder vmleased does not know");
+                named, resolved, vml_mode_name(mode), held_by);
+    if (vml_log_enabled(G_LOG_LEVEL_INFO)) {
+        VmlLogEvent e = { .kind = VML_EVENT_CONFLICT, .resource = key, .path = r->path,
+                          .mode = vml_mode_name(mode), .domain = h->name, .uuid = h->uuid,
+                          .pid = h->pid, .held_by = held_by };
+        vml_log_event(G_LOG_LEVEL_INFO, &e, "VM %s (uuid %s, pid %d) refused %s%s %s: in use by %s",
+                      h->name, h->uuid, (int)h->pid, named, resolved, vml_mode_name(mode),
+                      held_by);
+    }
     if (r->path) {
         json_object_set_string_member(p, "path", named);
         json_object_set_string_member(p, "canonical_path", r->path);
@@ -1229,19 +1273,31 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
     gboolean unparked = FALSE;
     for (guint i = 0; i < steps->len; i++) {
         const AcquireStep *s = &g_array_index(steps, AcquireStep, i);
+        const VmlLease *l = s->lease;
         if (s->unparked) {
             unparked = TRUE;
-            g_info("VM %s (pid %d) took back its parked lease on %s", h->name, (int)h->pid,
-                   s->lease->key);
+            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
+                         "took back its parked lease on %s (%s, resource %s)", lease_named(l),
+                         vml_mode_name(l->mode), l->key);
             g_clear_pointer(&s->lease->parked, g_free);
             s->lease->parked_since = 0;
             vml_lease_touch(s->lease);
             g_clear_pointer(&h->resume_watch, vml_resume_watch_free);
             continue;
         }
-        if (s->lease->grant == VML_GRANT_CLAIMED)
-            g_info("VM %s (pid %d) claimed the lease its domain parked on %s", h->name,
-                   (int)h->pid, s->lease->key);
+        if (l->grant == VML_GRANT_CLAIMED)
+            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
+                         "claimed the lease its domain parked on %s (%s, resource %s, "
+                         "generation %" G_GUINT64_FORMAT ")", lease_named(l),
+                         vml_mode_name(l->mode), l->key, l->generation);
+        else if (s->added)
+            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
+                         "acquired %s %s (resource %s, generation %" G_GUINT64_FORMAT ")",
+                         lease_named(l), vml_mode_name(l->mode), l->key, l->generation);
+        else
+            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
+                         "changed its lease on %s from %s to %s (resource %s)", lease_named(l),
+                         vml_mode_name(s->old_mode), vml_mode_name(l->mode), l->key);
         if (s->lease->mode == VML_MODE_EXCLUSIVE && s->lease->path) {
             const GuardFile *g = g_hash_table_lookup(images, s->lease->path);
             lease_mark(s->lease, g && g->writable ? g : NULL);
@@ -1318,13 +1374,14 @@ vml_lease_table_release(VmlLeaseTable *t, VmlHolder *h, const char *const *keys,
     }
     if (!keys) {
         *released = g_hash_table_size(h->leases);
-        holder_drop_leases(h);
+        holder_drop_leases(h, "released");
     } else {
         for (guint i = 0; i < n_keys; i++) {
             VmlLease *l = g_hash_table_lookup(h->leases, keys[i]);
             if (!l)
                 continue;   /* listed twice */
             g_hash_table_steal(h->leases, keys[i]);
+            lease_released_event(l, "released");
             lease_unmark(t, l);
             lease_drop(t, l);
             (*released)++;
@@ -1426,8 +1483,13 @@ vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, gu
         be->ops->park(be, l->lock, l->mode);
     }
     *parked = todo->len;
+    for (guint i = 0; i < todo->len; i++) {
+        const VmlLease *l = todo->pdata[i];
+        holder_event(G_LOG_LEVEL_INFO, VML_EVENT_PARK, h, l->key, l->path, l->mode,
+                     "parked its lease on %s (%s, resource %s): %s; only its domain may "
+                     "take it", lease_named(l), vml_mode_name(l->mode), l->key, reason);
+    }
     if (todo->len) {
-        g_info("VM %s (pid %d) parked %u lease(s): %s", h->name, (int)h->pid, todo->len, reason);
         vml_metrics_count(VML_COUNT_PARKED, todo->len);
         changed(t);
     }
@@ -1461,6 +1523,14 @@ vml_lease_table_fence(VmlLeaseTable *t)
             g_critical("leases lost: VM %s (pid %d, %u lease(s)): on_lockfailure %s, %s",
                        h->name, (int)h->pid, g_hash_table_size(h->leases), action,
                        sig == SIGKILL ? "killed" : sig == SIGSTOP ? "stopped" : "left running");
+        GHashTableIter leases;
+        gpointer l;
+        g_hash_table_iter_init(&leases, h->leases);
+        while (g_hash_table_iter_next(&leases, NULL, &l))
+            holder_event(G_LOG_LEVEL_CRITICAL, VML_EVENT_LEASE_LOST, h, ((VmlLease *)l)->key,
+                         ((VmlLease *)l)->path, ((VmlLease *)l)->mode,
+                         "lost its lease on %s (resource %s): the backend can no longer keep it",
+                         lease_named(l), ((VmlLease *)l)->key);
     }
 }
 
@@ -1600,8 +1670,9 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd, GArray 
         : be->ops->recover(be, o->resource, &mode, &parked, h->pid,
                            vml_holder_watch_pidfd(h->watch), candidates, &gen, &error);
     if (!lock) {
-        g_warning("lease of VM %s (pid %d) on %s was lost while vmleased was down: %s",
-                  h->name, (int)h->pid, o->resource, error->message);
+        holder_event(G_LOG_LEVEL_WARNING, VML_EVENT_LEASE_LOST, h, o->resource, o->path,
+                     o->mode, "lost its lease on %s (resource %s) while vmleased was down: %s",
+                     o->path ? o->path : o->resource, o->resource, error->message);
         return;
     }
     if (o->mode == VML_MODE_EXCLUSIVE && gen != o->generation)

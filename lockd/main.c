@@ -1,5 +1,6 @@
 /* vmleased: holds leases on VM disk images on behalf of the VM processes. */
 #include "call-params.h"
+#include "daemon-log.h"
 #include "daemon.h"
 #include "instance-lock.h"
 #include "systemd-service.h"
@@ -16,43 +17,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
-#include <syslog.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-static GLogLevelFlags log_threshold = G_LOG_LEVEL_INFO;
-static gboolean log_to_syslog;   /* daemonized: no terminal to write to */
-
-static void
-log_handler(G_GNUC_UNUSED const char *domain, GLogLevelFlags level, const char *message,
-            G_GNUC_UNUSED gpointer data)
-{
-    static const struct { GLogLevelFlags flag; const char *name; } names[] = {
-        { G_LOG_LEVEL_ERROR, "error" }, { G_LOG_LEVEL_CRITICAL, "critical" },
-        { G_LOG_LEVEL_WARNING, "warning" }, { G_LOG_LEVEL_MESSAGE, "notice" },
-        { G_LOG_LEVEL_INFO, "info" }, { G_LOG_LEVEL_DEBUG, "debug" },
-    };
-    GLogLevelFlags lvl = level & G_LOG_LEVEL_MASK;
-    if (lvl > log_threshold)
-        return;
-    if (log_to_syslog) {
-        int prio = lvl <= G_LOG_LEVEL_CRITICAL ? LOG_ERR
-                 : lvl == G_LOG_LEVEL_WARNING ? LOG_WARNING
-                 : lvl == G_LOG_LEVEL_MESSAGE ? LOG_NOTICE
-                 : lvl == G_LOG_LEVEL_INFO ? LOG_INFO : LOG_DEBUG;
-        syslog(prio, "%s", message);
-        return;
-    }
-    const char *name = "log";
-    for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
-        if (lvl == names[i].flag)
-            name = names[i].name;
-    }
-    g_autoptr(GDateTime) now = g_date_time_new_now_local();
-    g_autofree char *ts = g_date_time_format(now, "%F %T");
-    fprintf(stderr, "%s vmleased[%d]: %s: %s\n", ts, (int)getpid(), name, message);
-}
 
 /* Start-up failed: say why where the operator will look (stderr, or syslog
  * once daemonized), naming the config file for configuration errors, and
@@ -65,21 +32,9 @@ startup_failed(const char *config_path, const GError *error)
         !g_str_has_prefix(error->message, "/"))
         where = g_strdup_printf("%s: ", config_path ? config_path : "(default configuration)");
     g_autofree char *text = g_strconcat(where ? where : "", error->message, NULL);
-    log_handler(NULL, G_LOG_LEVEL_CRITICAL, text, NULL);
+    GLogField message = { "MESSAGE", text, -1 };
+    g_log_structured_array(G_LOG_LEVEL_CRITICAL, &message, 1);
     return 1;
-}
-
-static void
-set_log_level(const char *name)
-{
-    if (g_str_equal(name, "error"))
-        log_threshold = G_LOG_LEVEL_CRITICAL;
-    else if (g_str_equal(name, "warning"))
-        log_threshold = G_LOG_LEVEL_WARNING;
-    else if (g_str_equal(name, "debug"))
-        log_threshold = G_LOG_LEVEL_DEBUG;
-    else
-        log_threshold = G_LOG_LEVEL_INFO;
 }
 
 static void
@@ -154,8 +109,7 @@ daemonize(void)
     }
     close(pipefd[0]);
     setsid();
-    openlog("vmleased", LOG_PID, LOG_DAEMON);
-    log_to_syslog = TRUE;
+    vml_log_daemonized();
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null >= 0) {
         dup2(null, STDIN_FILENO);
@@ -231,7 +185,7 @@ main(int argc, char **argv)
         printf("vmleased %s\n", VMLEASE_VERSION);
         return 0;
     }
-    g_log_set_default_handler(log_handler, NULL);
+    vml_log_init();
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
@@ -261,7 +215,11 @@ main(int argc, char **argv)
         fprintf(stderr, "vmleased: %s\n", error->message);
         return 1;
     }
-    set_log_level(d.cfg->log_level);
+    vml_log_set_level(d.cfg->log_level, NULL);   /* checked by the config's loader */
+    VmlLogTarget handed_target;
+    if (state && vml_log_target_from_name(json_object_get_string_member_with_default(
+                                              state, "log_target", NULL), &handed_target))
+        vml_log_set_target(handed_target);
     d.exe = g_file_read_link("/proc/self/exe", NULL);
     if (!d.exe || g_str_has_suffix(d.exe, " (deleted)"))
         d.exe = g_strdup(argv[0]);

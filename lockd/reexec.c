@@ -1,4 +1,5 @@
 #include "reexec.h"
+#include "daemon-log.h"
 #include "backends/backend.h"
 #include "daemon-config.h"
 #include "server.h"
@@ -117,9 +118,10 @@ vml_reexec(VmlDaemon *d, const VmlReloadConfig *rc)
     vml_server_listen_fds(d->server, &lease_fd, &admin_fd);
     g_string_truncate(state, state->len - 1);
     g_string_append_printf(state, ",\"lease_socket_fd\":%d,\"admin_socket_fd\":%d"
-                           ",\"instance_lock_fd\":%d"
+                           ",\"instance_lock_fd\":%d,\"log_target\":\"%s\""
                            ",\"started\":%" G_GINT64_FORMAT ",\"reexecs\":%" G_GINT64_FORMAT,
-                           lease_fd, admin_fd, d->instance_lock, d->started, d->reexecs + 1);
+                           lease_fd, admin_fd, d->instance_lock,
+                           vml_log_target_name(vml_log_target()), d->started, d->reexecs + 1);
     /* The configuration as checked, whatever the file says by the time
      * the new image runs; base64: a config file need not be UTF-8. */
     if (rc->text) {

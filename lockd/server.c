@@ -1,4 +1,5 @@
 #include "server.h"
+#include "daemon-log.h"
 #include "metrics.h"
 #include "fd-watch.h"
 #include "vml-wire.h"
@@ -868,6 +869,8 @@ on_conn_in(G_GNUC_UNUSED int fd, G_GNUC_UNUSED GIOCondition cond, gpointer data)
 static void
 conn_free(VmlConn *c)
 {
+    vml_debug("client pid %d (uid %u) of the %s socket is gone", (int)c->pid, (unsigned)c->uid,
+              c->lease_socket ? "lease" : "admin");
     VmlServer *s = c->server;
     /* Its fd is closed below, and nothing else has its description. */
     if (c->in_source)
@@ -1127,6 +1130,8 @@ conn_setup(VmlServer *s, int fd, gboolean lease_socket)
         conn_flush(c);
         return;
     }
+    vml_debug("client pid %d (uid %u) connected to the %s socket", (int)cr.pid,
+              (unsigned)cr.uid, lease_socket ? "lease" : "admin");
     if (!conn_admit(c)) {
         c->closing = TRUE;
         conn_flush(c);

@@ -38,6 +38,7 @@ struct _VmlCliCommand {
 
 extern const VmlCliCommand vml_cmd_status;
 extern const VmlCliCommand vml_cmd_metrics;
+extern const VmlCliCommand vml_cmd_log_level;
 extern const VmlCliCommand vml_cmd_owners;
 extern const VmlCliCommand vml_cmd_inspect;
 extern const VmlCliCommand vml_cmd_force_unlock;

@@ -19,6 +19,7 @@
 static const VmlCliCommand *const commands[] = {
     &vml_cmd_status,
     &vml_cmd_metrics,
+    &vml_cmd_log_level,
     &vml_cmd_owners,
     &vml_cmd_inspect,
     &vml_cmd_force_unlock,

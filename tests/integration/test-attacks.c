@@ -752,6 +752,11 @@ static const AuthCase auth_cases[] = {
       "{\"path\":\"%VICTIM%\"}", FD_NONE, ALL_DENIED },
     { "force-unlock-forced", SOCK_ADMIN, "io.vmlease.Admin.ForceUnlock",
       "{\"path\":\"%VICTIM%\",\"force\":true}", FD_NONE, ALL_DENIED },
+    /* Debug lines name every caller and path: root's to turn on. */
+    { "set-log-level", SOCK_ADMIN, "io.vmlease.Admin.SetLogLevel", "{\"level\":\"debug\"}",
+      FD_NONE, ALL_DENIED },
+    { "set-log-level-lease-socket", SOCK_LEASE, "io.vmlease.Admin.SetLogLevel",
+      "{\"level\":\"error\"}", FD_NONE, ALL_DENIED },
     /* Lease and stash methods are for the lease socket only. */
     { "release-vm-holder-admin-socket", SOCK_ADMIN, "io.vmlease.Lease.Release",
       "{\"holder\":%VMH%}", FD_NONE, ALL_DENIED },
