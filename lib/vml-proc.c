@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,19 @@ vml_proc_own_fd_path(int fd)
     char link[32];
     g_snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     return g_file_read_link(link, NULL);
+}
+
+gboolean
+vml_proc_exe_id(pid_t pid, guint64 *dev, guint64 *ino)
+{
+    char exe[64];
+    struct stat st;
+    g_snprintf(exe, sizeof(exe), "/proc/%d/exe", (int)pid);
+    if (stat(exe, &st) < 0)
+        return FALSE;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return TRUE;
 }
 
 void

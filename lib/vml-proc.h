@@ -29,6 +29,10 @@ void vml_proc_each_fd(pid_t pid, VmlFdFunc func, gpointer data);
 typedef gboolean (*VmlFdEntryFunc)(int dirfd, const char *name, int num, gpointer data);
 void vml_proc_each_fd_entry(pid_t pid, VmlFdEntryFunc func, gpointer data);
 
+/* The file PID runs (/proc/PID/exe: its device and inode); it changes
+ * when PID execs another program. FALSE if it cannot be looked at. */
+gboolean vml_proc_exe_id(pid_t pid, guint64 *dev, guint64 *ino);
+
 const char *vml_host_name(void);
 /* Newly read each call is not needed: cached after the first read. */
 const char *vml_host_boot_id(void);

@@ -92,7 +92,8 @@ syslog_priority(GLogLevelFlags level)
 static const char *
 level_word(GLogLevelFlags level)
 {
-    static const char *const words[] = { "error", "error", "warning", "warning", "notice",
+    /* By syslog priority: LOG_ERR 3, LOG_WARNING 4, LOG_NOTICE 5, ... */
+    static const char *const words[] = { "error", "error", "error", "error", "warning",
                                          "notice", "info", "debug" };
     return words[syslog_priority(level)];
 }

@@ -2,6 +2,7 @@
  * them hostile until checked), call the lease table, shape the reply. */
 #include "dispatch.h"
 #include "daemon-log.h"
+#include "lock-fd-check.h"
 #include "metrics.h"
 #include "call-params.h"
 #include "vml-protocol.h"
@@ -189,6 +190,9 @@ method_acquire(VmlCall *call)
     if (fds)
         vml_lease_table_handed(h, leases, vml_conn_pid(call->conn));
     reply_leases(call, leases, TRUE, fds, fds ? leases->len : 0);
+    /* libvirtd's acquire at the start's resume: the VM has exec'd QEMU. */
+    if (vml_conn_pid(call->conn) != h->pid)
+        vml_lock_fd_check(call->d->backend, h);
 }
 
 static void stash_error(VmlCall *call, const GError *error, const char *owner, const char *name,
@@ -405,6 +409,7 @@ method_inquire(VmlCall *call)
 static void
 method_list(VmlCall *call)
 {
+    vml_lock_fd_check_all(call->d->backend, call->d->table);
     g_autoptr(GList) list = vml_lease_table_holders(call->d->table);
     GString *out = vml_conn_reply_start(4096);
     g_string_append(out, "{\"holders\":[");
@@ -540,6 +545,9 @@ method_status(VmlCall *call)
     json_object_set_int_member(reply, "leases", vml_lease_table_n_leases(d->table));
     json_object_set_int_member(reply, "stashed", vml_stash_size(d->stash));
     json_object_set_string_member(reply, "log_level", vml_log_level());
+    vml_lock_fd_check_all(d->backend, d->table);
+    json_object_set_int_member(reply, "holders_without_lock_fds",
+                               vml_lock_fd_missing_count(d->table));
     vml_conn_reply(call->conn, reply, NULL, 0);
 }
 

@@ -1,5 +1,6 @@
 #include "lease-table.h"
 #include "daemon-log.h"
+#include "lock-fd-check.h"
 #include "metrics.h"
 #include "vml-str-hash.h"
 #include "holder-record.h"
@@ -546,6 +547,7 @@ holder_free(VmlHolder *h)
     g_free(h->name);
     g_free(h->on_lockfailure);
     g_free(h->program);
+    g_free(h->lock_fds_detail);
     g_ptr_array_unref(h->pending_unmarks);
     g_free(h);
 }
@@ -743,6 +745,8 @@ vml_lease_table_register(VmlLeaseTable *t, const char *uuid, const char *name,
             h->on_lockfailure = g_strdup(on_lockfailure);
         }
         h->program = g_strdup(program);
+        if (!vml_proc_exe_id(pid, &h->exe_dev, &h->exe_ino))
+            h->exe_dev = h->exe_ino = 0;
         g_info("registered holder %" G_GINT64_FORMAT ": VM %s (uuid %s, pid %d)",
                h->id, name, uuid, (int)pid);
         holder_publish(h);
@@ -1598,6 +1602,9 @@ vml_holder_write_json_summary(GString *out, const VmlHolder *h)
     g_string_append_c(out, '{');
     vml_json_write_strict_member_string(out, TRUE, "on_lockfailure", h->on_lockfailure);
     vml_holder_write_identity(out, h);
+    vml_json_write_strict_member_string(out, FALSE, "lock_fds", vml_lock_fds_name(h->lock_fds));
+    if (h->lock_fds_detail)
+        vml_json_write_strict_member_string(out, FALSE, "lock_fds_detail", h->lock_fds_detail);
     g_string_append(out, ",\"leases\":[");
     g_hash_table_iter_init(&it, h->leases);
     while (g_hash_table_iter_next(&it, NULL, &value)) {

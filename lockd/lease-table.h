@@ -57,6 +57,16 @@ struct _VmlLease {
     VmlLease *next;       /* next lease on the same resource */
 };
 
+/* Whether the VM process keeps, after its exec, the fds that keep its
+ * leases alive (lock-fd-check.h). */
+typedef enum {
+    VML_LOCK_FDS_UNCHECKED,   /* not exec'd yet, or not looked at */
+    VML_LOCK_FDS_KEPT,
+    VML_LOCK_FDS_MISSING,     /* its leases live in vmleased alone */
+    VML_LOCK_FDS_NONE,        /* none were given to it (sanlock, or all
+                                 taken from libvirtd) */
+} VmlLockFds;
+
 struct _VmlHolder {
     gint64 id;
     char *uuid;
@@ -83,6 +93,11 @@ struct _VmlHolder {
     gboolean mailbox_stale;      /* it may hold a lock that went: the next fill
                                     stores the whole set */
     VmlResumeWatch *resume_watch; /* while parked: libvirt's status file */
+    guint64 exe_dev, exe_ino;    /* the program it ran when it registered
+                                    (0: not known, restored): one exec
+                                    later, lock-fd-check.h looks */
+    VmlLockFds lock_fds;         /* what that check found */
+    char *lock_fds_detail;       /* what is missing, when it is */
     VmlRecord *record;
     struct _VmlRecordLayout *record_layout;  /* where its leases are in it */
     GPtrArray *record_dirty;     /* VmlLease* changed since it was written */

@@ -7,6 +7,7 @@
 #include "vml-image-verdict.h"
 #include "vml-paths.h"
 #include "vml-qcow2.h"
+#include "vml-owner-text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -177,9 +178,39 @@ set_string_or_null(JsonObject *j, const char *name, const char *value)
         json_object_set_null_member(j, name);
 }
 
+/* The owners among OWNERS whose VM process does not keep the fds that
+ * hold its leases (List's lock_fds "missing"): [{name, pid, detail}]. */
+static JsonArray *
+lock_fds_missing(VmlClient *client, JsonArray *owners)
+{
+    JsonArray *out = json_array_new();
+    g_autoptr(JsonObject) list = owners && json_array_get_length(owners)
+        ? vml_admin_list(client, NULL) : NULL;
+    JsonArray *holders = list ? cli_json_array(list, "holders") : NULL;
+    for (guint i = 0; holders && i < json_array_get_length(holders); i++) {
+        JsonObject *h = cli_json_array_object(holders, i);
+        if (!h || g_strcmp0(cli_json_string(h, "lock_fds", NULL), "missing") != 0)
+            continue;
+        for (guint k = 0; k < json_array_get_length(owners); k++) {
+            JsonObject *o = cli_json_array_object(owners, k);
+            if (!o || cli_json_int(o, "pid", -1) != cli_json_int(h, "pid", -2) ||
+                g_strcmp0(cli_json_string(o, "uuid", NULL), cli_json_string(h, "uuid", "")) != 0)
+                continue;
+            JsonObject *m = json_object_new();
+            json_object_set_string_member(m, "name", cli_json_string(h, "name", ""));
+            json_object_set_int_member(m, "pid", cli_json_int(h, "pid", 0));
+            json_object_set_string_member(m, "detail", cli_json_string(h, "lock_fds_detail", ""));
+            json_array_add_object_element(out, m);
+            break;
+        }
+    }
+    return out;
+}
+
 static void
 print_json(const char *path, const char *resource, const char *lock_file, const char *type,
-           const ImageFacts *f, JsonArray *owners, VmlVerdict verdict, const char *reason)
+           const ImageFacts *f, JsonArray *owners, JsonArray *missing, VmlVerdict verdict,
+           const char *reason)
 {
     g_autoptr(JsonObject) out = json_object_new();
     json_object_set_string_member(out, "path", path);
@@ -212,6 +243,7 @@ print_json(const char *path, const char *resource, const char *lock_file, const 
         json_object_set_array_member(out, "owners", json_array_ref(owners));
     else
         json_object_set_null_member(out, "owners");   /* unknown: no daemon */
+    json_object_set_array_member(out, "lock_fds_missing", json_array_ref(missing));
     if (f->qemu)
         json_object_set_object_member(out, "qemu", qemu_json(f->qemu));
     else
@@ -223,7 +255,7 @@ print_json(const char *path, const char *resource, const char *lock_file, const 
 
 static void
 print_text(const char *path, const char *resource, const char *lock_file, const char *type,
-           const ImageFacts *f, JsonArray *owners, const char *reason)
+           const ImageFacts *f, JsonArray *owners, JsonArray *missing, const char *reason)
 {
     g_autoptr(CliFields) out = cli_fields_new();
     cli_fields_add(out, "path", "%s", path);
@@ -280,6 +312,13 @@ print_text(const char *path, const char *resource, const char *lock_file, const 
     }
     cli_fields_add(out, "verdict", "%s", reason);
     cli_fields_print(out, stdout);
+    for (guint i = 0; i < json_array_get_length(missing); i++) {
+        JsonObject *m = cli_json_array_object(missing, i);
+        g_autofree char *name = vml_text_sanitize(cli_json_string(m, "name", ""));
+        g_autofree char *detail = vml_text_sanitize(cli_json_string(m, "detail", ""));
+        printf("warning: VM %s (pid %" G_GINT64_FORMAT ") does not keep the fds that hold its "
+               "leases: %s\n", name, cli_json_int(m, "pid", 0), detail);
+    }
 }
 
 static int
@@ -364,10 +403,11 @@ inspect_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv
         verdict = VML_VERDICT_CORRUPT;
     }
 
+    g_autoptr(JsonArray) missing = client ? lock_fds_missing(client, owners) : json_array_new();
     if (json)
-        print_json(path, resource, lock_file, type, &facts, owners, verdict, reason);
+        print_json(path, resource, lock_file, type, &facts, owners, missing, verdict, reason);
     else
-        print_text(path, resource, lock_file, type, &facts, owners, reason);
+        print_text(path, resource, lock_file, type, &facts, owners, missing, reason);
     return fault ? VML_EXIT_CORRUPT : VML_EXIT_OK;
 }
 

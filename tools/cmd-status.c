@@ -22,6 +22,11 @@ print_status(JsonObject *reply)
     cli_fields_add(f, "reexecs", "%" G_GINT64_FORMAT, cli_json_int(reply, "reexecs", 0));
     cli_fields_add(f, "holders", "%" G_GINT64_FORMAT, cli_json_int(reply, "holders", 0));
     cli_fields_add(f, "leases", "%" G_GINT64_FORMAT, cli_json_int(reply, "leases", 0));
+    cli_fields_add(f, "log level", "%s", cli_json_string(reply, "log_level", "?"));
+    gint64 lost = cli_json_int(reply, "holders_without_lock_fds", 0);
+    cli_fields_add(f, "holders without lock fds", lost ? "%" G_GINT64_FORMAT " (their leases "
+                   "live in vmleased alone: see SECURITY POLICIES in vmleased(8))"
+                   : "%" G_GINT64_FORMAT, lost);
     cli_fields_print(f, stdout);
 }
 

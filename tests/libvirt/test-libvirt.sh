@@ -80,6 +80,23 @@ check "owners name dom-a, its uuid and QEMU pid $pid_a, exclusive" \
     test "$(owner_field "$img" name)|$(owner_field "$img" uuid)|$(owner_field "$img" pid)|$(owner_field "$img" mode)" \
          = "dom-a|$UA|$pid_a|exclusive"
 
+# after its exec QEMU keeps the mailbox and lock fds the plugin gave it
+# in the child (io.vmlease.Admin.List's lock_fds; security_driver none)
+lock_fds=$(python3 - "$VMLEASE_ROOT/run/vmleased-admin.sock" "$pid_a" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"method": "io.vmlease.Admin.List"}).encode() + b"\0")
+buf = b""
+while not buf.endswith(b"\0"):
+    buf += s.recv(65536)
+for h in json.loads(buf[:-1])["parameters"]["holders"]:
+    if h["pid"] == int(sys.argv[2]):
+        print(h.get("lock_fds"), h.get("lock_fds_detail"))
+PY
+)
+check "QEMU pid $pid_a keeps its lock fds after exec ($lock_fds)" test "$lock_fds" = "kept None"
+
 # the image itself says who uses it, and QEMU's own lock agrees
 ins=$(image_facts "$img" 'q["in_use"], o.get("pid"), o.get("name"), o.get("program"), qp, d["verdict"]')
 check "inspect: dom-a's disk marked in use by QEMU pid $pid_a, which holds QEMU's lock ($ins)" \
