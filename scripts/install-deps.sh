@@ -7,6 +7,7 @@ pkgs=(build-essential pkg-config meson ninja-build python3
       libvirt-dev libsanlock-dev qemu-utils
       libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
       clang libclang-rt-14-dev sanlock libvirt-sanlock util-linux iproute2
+      python3-docutils groff-base   # rst2man builds the man pages; groff renders them in the test
       systemd)   # systemd-analyze verify of the units; nothing is started
 missing=()
 for p in "${pkgs[@]}"; do
