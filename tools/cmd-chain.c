@@ -29,8 +29,17 @@ typedef struct {
     const char *subject;   /* DOMAIN, XMLFILE or IMAGE */
 } ChainArgs;
 
+typedef enum {
+    SUBJECT_DOMAIN,        /* a domain on the libvirt connection */
+    SUBJECT_XML_FILE,      /* a domain XML file */
+    SUBJECT_IMAGE,         /* an image file: no domain at all */
+} SubjectKind;
+
 /* What a chain command works on. */
 typedef struct {
+    SubjectKind kind;
+    /* An image's is a stand-in domain (vml_domain_for_image) for the
+     * planner: never shown. */
     VmlDomain *model;
     virDomainPtr dom;      /* a libvirt domain, else NULL */
     gboolean running;      /* ... that runs: changed live */
@@ -63,11 +72,13 @@ load_subject(const ChainArgs *a, Subject *s)
         const char *p = head;
         while (g_ascii_isspace(*p))
             p++;
-        if (*p == '<')
+        s->kind = *p == '<' ? SUBJECT_XML_FILE : SUBJECT_IMAGE;
+        if (s->kind == SUBJECT_XML_FILE)
             s->model = vml_domain_parse_file(a->subject, &error);
         else
             s->model = vml_domain_for_image(a->subject, &error);
     } else {
+        s->kind = SUBJECT_DOMAIN;
         gboolean not_found = FALSE;
         s->dom = chain_lv_lookup(a->uri, a->subject, &not_found, &error);
         if (!s->dom)
@@ -82,6 +93,24 @@ load_subject(const ChainArgs *a, Subject *s)
     if (!s->model || !vml_domain_resolve_chains(s->model, &error))
         return cli_error(cli_exit_code(error), "%s", error->message);
     return -1;
+}
+
+/* The image an image subject is: the active image of its only disk. */
+static const char *
+subject_image(const Subject *s)
+{
+    VmlDisk *disk = s->model->disks->pdata[0];
+    return ((VmlLayer *)disk->chain->pdata[0])->path;
+}
+
+/* How messages name DISK of the subject: "disk vda of domain dom-a", or
+ * "image PATH" for an image. */
+static char *
+subject_disk_words(const Subject *s, const VmlDisk *disk)
+{
+    if (s->kind == SUBJECT_IMAGE)
+        return g_strdup_printf("image %s", subject_image(s));
+    return g_strdup_printf("disk %s of domain %s", disk->target, s->model->name);
 }
 
 /* ---- show --------------------------------------------------------------- */
@@ -179,10 +208,42 @@ disk_access(const VmlDisk *disk)
     return disk->readonly ? "read-only" : disk->shareable ? "shareable" : "read-write";
 }
 
+/* CHAIN's layers as JSON: {index, path, format, from, resource, lease,
+ * owners}. */
+static JsonArray *
+chain_json(GPtrArray *chain, GHashTable *owners)
+{
+    JsonArray *out = json_array_new();
+    for (guint i = 0; i < chain->len; i++) {
+        VmlLayer *l = chain->pdata[i];
+        JsonObject *jl = json_object_new();
+        json_object_set_int_member(jl, "index", i);
+        json_object_set_string_member(jl, "path", l->path);
+        if (l->format)
+            json_object_set_string_member(jl, "format", l->format);
+        json_object_set_string_member(jl, "from", l->from_xml ? "xml" : "header");
+        JsonArray *o = owners_of(owners, l->path);
+        JsonObject *r = layer_of(owners, l->path);
+        if (r && cli_json_string(r, "resource", NULL))
+            json_object_set_string_member(jl, "resource", cli_json_string(r, "resource", ""));
+        json_object_set_string_member(jl, "lease", lease_of(o));
+        json_object_set_array_member(jl, "owners", o ? json_array_ref(o) : json_array_new());
+        json_array_add_object_element(out, jl);
+    }
+    return out;
+}
+
 static void
 show_json(const Subject *s, GHashTable *owners)
 {
     g_autoptr(JsonObject) out = json_object_new();
+    if (s->kind == SUBJECT_IMAGE) {
+        VmlDisk *disk = s->model->disks->pdata[0];
+        json_object_set_string_member(out, "image", subject_image(s));
+        json_object_set_array_member(out, "chain", chain_json(disk->chain, owners));
+        cli_print_json(out);
+        return;
+    }
     json_object_set_string_member(out, "domain", s->model->name);
     json_object_set_string_member(out, "uuid", s->model->uuid);
     json_object_set_boolean_member(out, "running", s->running);
@@ -193,28 +254,28 @@ show_json(const Subject *s, GHashTable *owners)
         json_object_set_string_member(jd, "target", disk->target);
         json_object_set_string_member(jd, "access", disk_access(disk));
         json_object_set_boolean_member(jd, "block_job", disk->has_mirror);
-        JsonArray *chain = json_array_new();
-        for (guint i = 0; i < disk->chain->len; i++) {
-            VmlLayer *l = disk->chain->pdata[i];
-            JsonObject *jl = json_object_new();
-            json_object_set_int_member(jl, "index", i);
-            json_object_set_string_member(jl, "path", l->path);
-            if (l->format)
-                json_object_set_string_member(jl, "format", l->format);
-            json_object_set_string_member(jl, "from", l->from_xml ? "xml" : "header");
-            JsonArray *o = owners_of(owners, l->path);
-            JsonObject *r = layer_of(owners, l->path);
-            if (r && cli_json_string(r, "resource", NULL))
-                json_object_set_string_member(jl, "resource", cli_json_string(r, "resource", ""));
-            json_object_set_string_member(jl, "lease", lease_of(o));
-            json_object_set_array_member(jl, "owners", o ? json_array_ref(o) : json_array_new());
-            json_array_add_object_element(chain, jl);
-        }
-        json_object_set_array_member(jd, "chain", chain);
+        json_object_set_array_member(jd, "chain", chain_json(disk->chain, owners));
         json_array_add_object_element(disks, jd);
     }
     json_object_set_array_member(out, "disks", disks);
     cli_print_json(out);
+}
+
+/* CHAIN as an indented table: each layer's image, format, lease, holders. */
+static void
+show_chain_table(GPtrArray *chain, GHashTable *owners)
+{
+    g_autoptr(CliTable) table = cli_table_new("  LAYER", "IMAGE", "FORMAT", "LEASE", "HOLDERS",
+                                              NULL);
+    for (guint i = 0; i < chain->len; i++) {
+        VmlLayer *l = chain->pdata[i];
+        JsonArray *o = owners_of(owners, l->path);
+        g_autofree char *index = g_strdup_printf("  %u", i);
+        g_autofree char *holders = holders_of(o);
+        cli_table_add_row(table, index, l->path, l->format ? l->format : "?", lease_of(o),
+                          holders);
+    }
+    cli_table_print(table, stdout);
 }
 
 static int
@@ -229,6 +290,14 @@ chain_show(const VmlCliOptions *opts, const ChainArgs *a)
         show_json(&s, owners);
         return VML_EXIT_OK;
     }
+    if (s.kind == SUBJECT_IMAGE) {
+        VmlDisk *disk = s.model->disks->pdata[0];
+        g_autofree char *image = cli_sanitize(subject_image(&s));
+        printf("image %s (chain of %u image%s):\n", image, disk->chain->len,
+               disk->chain->len == 1 ? "" : "s");
+        show_chain_table(disk->chain, owners);
+        return VML_EXIT_OK;
+    }
     g_autofree char *name = cli_sanitize(s.model->name);
     printf("domain %s (uuid %s%s)\n", name, s.model->uuid,
            s.dom ? (s.running ? ", running" : ", shut off") : "");
@@ -237,21 +306,10 @@ chain_show(const VmlCliOptions *opts, const ChainArgs *a)
         g_autofree char *target = cli_sanitize(disk->target);
         printf("disk %s (%s%s):\n", target, disk_access(disk),
                disk->has_mirror ? ", block job running" : "");
-        if (!disk->chain->len) {
+        if (!disk->chain->len)
             printf("  (no local image)\n");
-            continue;
-        }
-        g_autoptr(CliTable) table = cli_table_new("  LAYER", "IMAGE", "FORMAT", "LEASE",
-                                                  "HOLDERS", NULL);
-        for (guint i = 0; i < disk->chain->len; i++) {
-            VmlLayer *l = disk->chain->pdata[i];
-            JsonArray *o = owners_of(owners, l->path);
-            g_autofree char *index = g_strdup_printf("  %u", i);
-            g_autofree char *holders = holders_of(o);
-            cli_table_add_row(table, index, l->path, l->format ? l->format : "?", lease_of(o),
-                              holders);
-        }
-        cli_table_print(table, stdout);
+        else
+            show_chain_table(disk->chain, owners);
     }
     return VML_EXIT_OK;
 }
@@ -364,8 +422,8 @@ chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a,
     if (!vml_chain_leases_prepare(leases, NULL, &error)) {
         if (plan->file)
             unlink(plan->file);
-        return cli_error(cli_exit_code(error), "cannot %s disk %s of %s: %s",
-                         vml_chain_op_name(op), plan->disk->target, s.model->name,
+        g_autofree char *disk = subject_disk_words(&s, plan->disk);
+        return cli_error(cli_exit_code(error), "cannot %s %s: %s", vml_chain_op_name(op), disk,
                          error->message);
     }
 
