@@ -35,10 +35,11 @@ take_reports(GString *pending, ChainProgress *progress)
 static void
 read_output(int out_fd, int err_fd, ChainProgress *progress, GString *err)
 {
+    enum { OUT, ERR };
     g_autoptr(GString) pending = g_string_new(NULL);
-    struct pollfd fds[2] = { { .fd = out_fd, .events = POLLIN },
-                             { .fd = err_fd, .events = POLLIN } };
-    while (fds[0].fd >= 0 || fds[1].fd >= 0) {
+    struct pollfd fds[] = { [OUT] = { .fd = out_fd, .events = POLLIN },
+                            [ERR] = { .fd = err_fd, .events = POLLIN } };
+    while (fds[OUT].fd >= 0 || fds[ERR].fd >= 0) {
         if (poll(fds, G_N_ELEMENTS(fds), -1) < 0) {
             if (errno == EINTR)
                 continue;
@@ -54,7 +55,7 @@ read_output(int out_fd, int err_fd, ChainProgress *progress, GString *err)
             if (n <= 0) {
                 close(fds[i].fd);
                 fds[i].fd = -1;   /* poll skips it from now on */
-            } else if (fds[i].fd == err_fd) {
+            } else if (i == ERR) {
                 g_string_append_len(err, buf, n);
             } else {
                 g_string_append_len(pending, buf, n);
