@@ -7,6 +7,7 @@
 #include <glib.h>
 #include <libvirt/libvirt.h>
 
+#include "chain-progress.h"
 #include "vml-chain-plan.h"
 
 /* ---- libvirt ------------------------------------------------------------ */
@@ -24,10 +25,10 @@ char *chain_lv_xml(virDomainPtr dom, gboolean inactive, GError **error);
 GHashTable *chain_lv_frozen(virDomainPtr dom, VmlDomain *model, GError **error);
 /* Apply PLAN to the running domain and wait for it (pivoting an active
  * commit); then check the disk's chain is the planned one. BANDWIDTH caps
- * a block job (MiB/s, 0: no cap). SIGINT, SIGTERM or SIGHUP during the
- * job cancel it. */
+ * a block job (MiB/s, 0: no cap); PROGRESS (may be NULL) follows the job.
+ * SIGINT, SIGTERM or SIGHUP during the job cancel it. */
 gboolean chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, unsigned long bandwidth,
-                        GError **error);
+                        ChainProgress *progress, GError **error);
 /* Whether a block job runs on TARGET (TRUE when libvirt cannot say). */
 gboolean chain_lv_job_running(virDomainPtr dom, const char *target);
 /* Replace the persistent definition (an inactive domain changed offline). */
@@ -40,5 +41,11 @@ gboolean chain_lv_define(virDomainPtr dom, const char *xml, GError **error);
  * active image is not opened (QEMU holds it), its size is read from the
  * header instead. */
 gboolean chain_create_overlay(const VmlChainPlan *plan, gboolean vm_running, GError **error);
-/* Apply PLAN with qemu-img (the leases are held by then). */
-gboolean chain_qemu_img_apply(const VmlChainPlan *plan, GError **error);
+/* Apply PLAN with qemu-img (the leases are held by then); PROGRESS (may
+ * be NULL) follows what qemu-img -p reports. */
+gboolean chain_qemu_img_apply(const VmlChainPlan *plan, ChainProgress *progress,
+                              GError **error);
+/* The virtual size of the qcow2 image PATH, read from its header without
+ * taking QEMU's image locks (a running QEMU holds them). VML_ERROR_BAD_IMAGE
+ * for an image that is not qcow2. */
+gboolean chain_image_virtual_size(const char *path, guint64 *size, GError **error);

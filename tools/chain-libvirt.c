@@ -129,11 +129,13 @@ on_interrupt(int sig)
     interrupted = sig;
 }
 
-/* Poll the job on TARGET until it is gone; an active commit is pivoted once
- * it has caught up. SIGINT, SIGTERM or SIGHUP meanwhile cancel the job, so
- * the transaction can be aborted with the chain as it was. */
+/* Poll the job on TARGET until it is gone, telling PROGRESS (may be NULL)
+ * how far it is; an active commit is pivoted once it has caught up.
+ * SIGINT, SIGTERM or SIGHUP meanwhile cancel the job, so the transaction
+ * can be aborted with the chain as it was. */
 static gboolean
-wait_job(virDomainPtr dom, const char *target, gboolean pivot, GError **error)
+wait_job(virDomainPtr dom, const char *target, gboolean pivot, ChainProgress *progress,
+         GError **error)
 {
     gint64 deadline = g_get_monotonic_time() + JOB_TIMEOUT_S * G_USEC_PER_SEC;
     gboolean pivoted = FALSE;
@@ -151,6 +153,8 @@ wait_job(virDomainPtr dom, const char *target, gboolean pivot, GError **error)
         }
         if (r == 0)
             return TRUE;
+        if (progress)
+            chain_progress_set(progress, info.cur, info.end);
         if (pivot && !pivoted && info.end > 0 && info.cur == info.end) {
             if (virDomainBlockJobAbort(dom, target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
                 pivoted = TRUE;
@@ -240,7 +244,7 @@ chain_lv_job_running(virDomainPtr dom, const char *target)
 
 gboolean
 chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, unsigned long bandwidth,
-               GError **error)
+               ChainProgress *progress, GError **error)
 {
     const char *target = plan->disk->target;
     const char *name = virDomainGetName(dom);
@@ -258,7 +262,7 @@ chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, unsigned long bandwid
                          top, base, target, name);
             return FALSE;
         }
-        if (!wait_job(dom, target, plan->active, error))
+        if (!wait_job(dom, target, plan->active, progress, error))
             return FALSE;
         break;
     }
@@ -272,7 +276,7 @@ chain_lv_apply(virDomainPtr dom, const VmlChainPlan *plan, unsigned long bandwid
                          base ? " down to " : "", base ? base : "");
             return FALSE;
         }
-        if (!wait_job(dom, target, FALSE, error))
+        if (!wait_job(dom, target, FALSE, progress, error))
             return FALSE;
         break;
     case VML_CHAIN_SNAPSHOT: {

@@ -2,11 +2,13 @@
  * the lease and holders of every layer, and change a chain (commit, pull,
  * rebase, snapshot) as one transaction: prepare the leases, apply the change
  * through libvirt or qemu-img, then leave exactly the leases the new chain
- * needs; on any failure every lease goes back to what it was. */
+ * needs; on any failure every lease goes back to what it was. A change ends
+ * with a one-line summary (the new domain XML only on request). */
 #include "vmlease-cli.h"
 #include "vml-protocol.h"
 #include "vml-lease-client.h"
 #include "chain-apply.h"
+#include "chain-progress.h"
 #include "output.h"
 #include "vml-chain-leases.h"
 #include "vml-error.h"
@@ -26,11 +28,22 @@ typedef struct {
     const char *file;
     const char *bandwidth; /* MiB/s for libvirt's block jobs */
     gboolean json;
+    gboolean xml;          /* --xml: print the new domain XML too */
+    int progress;          /* --progress 1, --no-progress 0, -1: when stderr is a terminal */
     const char *subject;   /* DOMAIN, XMLFILE or IMAGE */
 } ChainArgs;
 
+typedef enum {
+    SUBJECT_DOMAIN,        /* a domain on the libvirt connection */
+    SUBJECT_XML_FILE,      /* a domain XML file */
+    SUBJECT_IMAGE,         /* an image file: no domain at all */
+} SubjectKind;
+
 /* What a chain command works on. */
 typedef struct {
+    SubjectKind kind;
+    /* An image's is a stand-in domain (vml_domain_for_image) for the
+     * planner: never shown. */
     VmlDomain *model;
     virDomainPtr dom;      /* a libvirt domain, else NULL */
     gboolean running;      /* ... that runs: changed live */
@@ -63,11 +76,13 @@ load_subject(const ChainArgs *a, Subject *s)
         const char *p = head;
         while (g_ascii_isspace(*p))
             p++;
-        if (*p == '<')
+        s->kind = *p == '<' ? SUBJECT_XML_FILE : SUBJECT_IMAGE;
+        if (s->kind == SUBJECT_XML_FILE)
             s->model = vml_domain_parse_file(a->subject, &error);
         else
             s->model = vml_domain_for_image(a->subject, &error);
     } else {
+        s->kind = SUBJECT_DOMAIN;
         gboolean not_found = FALSE;
         s->dom = chain_lv_lookup(a->uri, a->subject, &not_found, &error);
         if (!s->dom)
@@ -82,6 +97,24 @@ load_subject(const ChainArgs *a, Subject *s)
     if (!s->model || !vml_domain_resolve_chains(s->model, &error))
         return cli_error(cli_exit_code(error), "%s", error->message);
     return -1;
+}
+
+/* The image an image subject is: the active image of its only disk. */
+static const char *
+subject_image(const Subject *s)
+{
+    VmlDisk *disk = s->model->disks->pdata[0];
+    return ((VmlLayer *)disk->chain->pdata[0])->path;
+}
+
+/* How messages name DISK of the subject: "disk vda of domain dom-a", or
+ * "image PATH" for an image. */
+static char *
+subject_disk_words(const Subject *s, const VmlDisk *disk)
+{
+    if (s->kind == SUBJECT_IMAGE)
+        return g_strdup_printf("image %s", subject_image(s));
+    return g_strdup_printf("disk %s of domain %s", disk->target, s->model->name);
 }
 
 /* ---- show --------------------------------------------------------------- */
@@ -179,10 +212,42 @@ disk_access(const VmlDisk *disk)
     return disk->readonly ? "read-only" : disk->shareable ? "shareable" : "read-write";
 }
 
+/* CHAIN's layers as JSON: {index, path, format, from, resource, lease,
+ * owners}. */
+static JsonArray *
+chain_json(GPtrArray *chain, GHashTable *owners)
+{
+    JsonArray *out = json_array_new();
+    for (guint i = 0; i < chain->len; i++) {
+        VmlLayer *l = chain->pdata[i];
+        JsonObject *jl = json_object_new();
+        json_object_set_int_member(jl, "index", i);
+        json_object_set_string_member(jl, "path", l->path);
+        if (l->format)
+            json_object_set_string_member(jl, "format", l->format);
+        json_object_set_string_member(jl, "from", l->from_xml ? "xml" : "header");
+        JsonArray *o = owners_of(owners, l->path);
+        JsonObject *r = layer_of(owners, l->path);
+        if (r && cli_json_string(r, "resource", NULL))
+            json_object_set_string_member(jl, "resource", cli_json_string(r, "resource", ""));
+        json_object_set_string_member(jl, "lease", lease_of(o));
+        json_object_set_array_member(jl, "owners", o ? json_array_ref(o) : json_array_new());
+        json_array_add_object_element(out, jl);
+    }
+    return out;
+}
+
 static void
 show_json(const Subject *s, GHashTable *owners)
 {
     g_autoptr(JsonObject) out = json_object_new();
+    if (s->kind == SUBJECT_IMAGE) {
+        VmlDisk *disk = s->model->disks->pdata[0];
+        json_object_set_string_member(out, "image", subject_image(s));
+        json_object_set_array_member(out, "chain", chain_json(disk->chain, owners));
+        cli_print_json(out);
+        return;
+    }
     json_object_set_string_member(out, "domain", s->model->name);
     json_object_set_string_member(out, "uuid", s->model->uuid);
     json_object_set_boolean_member(out, "running", s->running);
@@ -193,28 +258,28 @@ show_json(const Subject *s, GHashTable *owners)
         json_object_set_string_member(jd, "target", disk->target);
         json_object_set_string_member(jd, "access", disk_access(disk));
         json_object_set_boolean_member(jd, "block_job", disk->has_mirror);
-        JsonArray *chain = json_array_new();
-        for (guint i = 0; i < disk->chain->len; i++) {
-            VmlLayer *l = disk->chain->pdata[i];
-            JsonObject *jl = json_object_new();
-            json_object_set_int_member(jl, "index", i);
-            json_object_set_string_member(jl, "path", l->path);
-            if (l->format)
-                json_object_set_string_member(jl, "format", l->format);
-            json_object_set_string_member(jl, "from", l->from_xml ? "xml" : "header");
-            JsonArray *o = owners_of(owners, l->path);
-            JsonObject *r = layer_of(owners, l->path);
-            if (r && cli_json_string(r, "resource", NULL))
-                json_object_set_string_member(jl, "resource", cli_json_string(r, "resource", ""));
-            json_object_set_string_member(jl, "lease", lease_of(o));
-            json_object_set_array_member(jl, "owners", o ? json_array_ref(o) : json_array_new());
-            json_array_add_object_element(chain, jl);
-        }
-        json_object_set_array_member(jd, "chain", chain);
+        json_object_set_array_member(jd, "chain", chain_json(disk->chain, owners));
         json_array_add_object_element(disks, jd);
     }
     json_object_set_array_member(out, "disks", disks);
     cli_print_json(out);
+}
+
+/* CHAIN as an indented table: each layer's image, format, lease, holders. */
+static void
+show_chain_table(GPtrArray *chain, GHashTable *owners)
+{
+    g_autoptr(CliTable) table = cli_table_new("  LAYER", "IMAGE", "FORMAT", "LEASE", "HOLDERS",
+                                              NULL);
+    for (guint i = 0; i < chain->len; i++) {
+        VmlLayer *l = chain->pdata[i];
+        JsonArray *o = owners_of(owners, l->path);
+        g_autofree char *index = g_strdup_printf("  %u", i);
+        g_autofree char *holders = holders_of(o);
+        cli_table_add_row(table, index, l->path, l->format ? l->format : "?", lease_of(o),
+                          holders);
+    }
+    cli_table_print(table, stdout);
 }
 
 static int
@@ -229,6 +294,14 @@ chain_show(const VmlCliOptions *opts, const ChainArgs *a)
         show_json(&s, owners);
         return VML_EXIT_OK;
     }
+    if (s.kind == SUBJECT_IMAGE) {
+        VmlDisk *disk = s.model->disks->pdata[0];
+        g_autofree char *image = cli_sanitize(subject_image(&s));
+        printf("image %s (chain of %u image%s):\n", image, disk->chain->len,
+               disk->chain->len == 1 ? "" : "s");
+        show_chain_table(disk->chain, owners);
+        return VML_EXIT_OK;
+    }
     g_autofree char *name = cli_sanitize(s.model->name);
     printf("domain %s (uuid %s%s)\n", name, s.model->uuid,
            s.dom ? (s.running ? ", running" : ", shut off") : "");
@@ -237,21 +310,10 @@ chain_show(const VmlCliOptions *opts, const ChainArgs *a)
         g_autofree char *target = cli_sanitize(disk->target);
         printf("disk %s (%s%s):\n", target, disk_access(disk),
                disk->has_mirror ? ", block job running" : "");
-        if (!disk->chain->len) {
+        if (!disk->chain->len)
             printf("  (no local image)\n");
-            continue;
-        }
-        g_autoptr(CliTable) table = cli_table_new("  LAYER", "IMAGE", "FORMAT", "LEASE",
-                                                  "HOLDERS", NULL);
-        for (guint i = 0; i < disk->chain->len; i++) {
-            VmlLayer *l = disk->chain->pdata[i];
-            JsonArray *o = owners_of(owners, l->path);
-            g_autofree char *index = g_strdup_printf("  %u", i);
-            g_autofree char *holders = holders_of(o);
-            cli_table_add_row(table, index, l->path, l->format ? l->format : "?", lease_of(o),
-                              holders);
-        }
-        cli_table_print(table, stdout);
+        else
+            show_chain_table(disk->chain, owners);
     }
     return VML_EXIT_OK;
 }
@@ -302,40 +364,202 @@ register_self(VmlClient *client, VmlChainOp op, GError **error)
     return vml_lease_register(client, &reg, error);
 }
 
-/* Print the resulting XML once it validates against libvirt's schema. */
-static int
-print_result(Subject *s, const VmlChainPlan *plan)
+/* ---- the result of a change ---------------------------------------------- */
+
+/* The domain's new XML, checked against libvirt's schema; a shut-off
+ * libvirt domain gets it as its new definition. */
+static char *
+new_domain_xml(Subject *s, const VmlChainPlan *plan, GError **error)
 {
-    g_autoptr(GError) error = NULL;
-    g_autoptr(VmlDomain) result = NULL;
+    g_autoptr(VmlDomain) live = NULL;
+    VmlDomain *result = s->model;
     if (s->running) {
-        g_autofree char *xml = chain_lv_xml(s->dom, FALSE, &error);
-        if (xml)
-            result = vml_domain_parse(xml, strlen(xml), s->what, &error);
+        g_autofree char *xml = chain_lv_xml(s->dom, FALSE, error);
+        result = live = xml ? vml_domain_parse(xml, strlen(xml), s->what, error) : NULL;
+        if (!result) {
+            g_prefix_error(error, "the change is applied, but: ");
+            return NULL;
+        }
     } else {
         vml_domain_set_chain(s->model, plan->disk, plan->new_chain);
-        result = g_steal_pointer(&s->model);
     }
-    if (!result)
-        return cli_error(VML_EXIT_FAILED, "the change is applied, but: %s", error->message);
-    if (!vml_domain_validate(result, NULL, &error))
-        return cli_error(VML_EXIT_FAILED, "the change is applied, but the new XML is not "
-                         "valid for libvirt: %s", error->message);
+    if (!vml_domain_validate(result, NULL, error)) {
+        g_prefix_error(error, "the change is applied, but the new XML is not valid for "
+                       "libvirt: ");
+        return NULL;
+    }
     g_autofree char *xml = vml_domain_to_string(result);
-    if (s->dom && !s->running && !chain_lv_define(s->dom, xml, &error))
-        return cli_error(VML_EXIT_FAILED, "the images are changed, but: %s", error->message);
-    fputs(xml, stdout);
+    if (s->dom && !s->running && !chain_lv_define(s->dom, xml, error)) {
+        g_prefix_error(error, "the images are changed, but: ");
+        return NULL;
+    }
+    return g_steal_pointer(&xml);
+}
+
+/* What the change did, in words: "committed TOP into BASE", ... */
+static char *
+change_words(const VmlChainPlan *plan)
+{
+    GPtrArray *old = plan->old_chain;
+    const char *active = ((VmlLayer *)old->pdata[0])->path;
+    const char *top = ((VmlLayer *)old->pdata[plan->top])->path;
+    switch (plan->op) {
+    case VML_CHAIN_COMMIT:
+        return g_strdup_printf("committed %s into %s", top,
+                               ((VmlLayer *)old->pdata[plan->base])->path);
+    case VML_CHAIN_PULL: {
+        guint pulled = plan->base - 1;   /* the layers between active and base */
+        return g_strdup_printf("pulled %u backing image%s into %s", pulled,
+                               pulled == 1 ? "" : "s", active);
+    }
+    case VML_CHAIN_REBASE:
+        if (!plan->new_backing)
+            return g_strdup_printf("rebased %s onto no backing image", top);
+        return g_strdup_printf("rebased %s onto %s", top, plan->new_backing);
+    case VML_CHAIN_SNAPSHOT:
+        return g_strdup_printf("created the overlay %s on %s", plan->file, active);
+    }
+    return g_strdup("changed the chain");
+}
+
+/* The summary of a change, one line:
+ *   committed TOP into BASE (disk vda of domain dom-a): chain of 3 images
+ *   is now 2, 16.0 MiB in 0.3 s
+ * an image subject names no disk or domain; a change that copies no data
+ * (a snapshot) ends "done in 0.1 s". */
+static char *
+summary_line(const Subject *s, const VmlChainPlan *plan, const ChainProgress *progress)
+{
+    g_autoptr(GString) line = g_string_new(NULL);
+    g_autofree char *what = change_words(plan);
+    g_string_append(line, what);
+    if (s->kind != SUBJECT_IMAGE)
+        g_string_append_printf(line, " (disk %s of domain %s)", plan->disk->target,
+                               s->model->name);
+    guint before = plan->old_chain->len, after = plan->new_chain->len;
+    g_string_append_printf(line, ": chain of %u image%s is now %u", before,
+                           before == 1 ? "" : "s", after);
+    g_autofree char *took = cli_format_seconds(chain_progress_elapsed(progress));
+    guint64 bytes = plan->op == VML_CHAIN_SNAPSHOT ? 0 : chain_progress_length(progress);
+    if (bytes) {
+        g_autofree char *size = cli_format_bytes(bytes);
+        g_string_append_printf(line, ", %s in %s", size, took);
+    } else {
+        g_string_append_printf(line, ", done in %s", took);
+    }
+    return cli_sanitize(line->str);
+}
+
+static JsonArray *
+paths_json(GPtrArray *chain)
+{
+    JsonArray *out = json_array_new();
+    for (guint i = 0; i < chain->len; i++)
+        json_array_add_string_element(out, ((VmlLayer *)chain->pdata[i])->path);
+    return out;
+}
+
+/* {"change", "image" | "domain", "uuid", "disk", "live", "old_chain",
+ *  "new_chain", "bytes", "milliseconds", "summary"[, "xml"]} */
+static void
+change_json(const Subject *s, const VmlChainPlan *plan, const ChainProgress *progress,
+            const char *summary, const char *xml)
+{
+    g_autoptr(JsonObject) out = json_object_new();
+    json_object_set_string_member(out, "change", vml_chain_op_name(plan->op));
+    if (s->kind == SUBJECT_IMAGE) {
+        json_object_set_string_member(out, "image", subject_image(s));
+    } else {
+        json_object_set_string_member(out, "domain", s->model->name);
+        json_object_set_string_member(out, "uuid", s->model->uuid);
+        json_object_set_string_member(out, "disk", plan->disk->target);
+        json_object_set_boolean_member(out, "live", s->running);
+    }
+    json_object_set_array_member(out, "old_chain", paths_json(plan->old_chain));
+    json_object_set_array_member(out, "new_chain", paths_json(plan->new_chain));
+    guint64 bytes = plan->op == VML_CHAIN_SNAPSHOT ? 0 : chain_progress_length(progress);
+    if (bytes)
+        json_object_set_int_member(out, "bytes", (gint64)bytes);
+    else
+        json_object_set_null_member(out, "bytes");
+    json_object_set_int_member(out, "milliseconds", chain_progress_elapsed(progress) / 1000);
+    json_object_set_string_member(out, "summary", summary);
+    if (xml)
+        json_object_set_string_member(out, "xml", xml);
+    cli_print_json(out);
+}
+
+/* The summary (or its JSON), and the new domain XML with --xml. */
+static int
+report_change(Subject *s, const VmlChainPlan *plan, const ChainProgress *progress,
+              const ChainArgs *a)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *xml = NULL;
+    /* A shut-off domain's definition must follow whether printed or not. */
+    if (a->xml || (s->dom && !s->running)) {
+        xml = new_domain_xml(s, plan, &error);
+        if (!xml)
+            return cli_error(VML_EXIT_FAILED, "%s", error->message);
+    }
+    g_autofree char *summary = summary_line(s, plan, progress);
+    if (a->json) {
+        change_json(s, plan, progress, summary, a->xml ? xml : NULL);
+        return VML_EXIT_OK;
+    }
+    printf("%s\n", summary);
+    if (a->xml)
+        fputs(xml, stdout);
     return VML_EXIT_OK;
 }
 
+/* ---- a change ----------------------------------------------------------- */
+
+/* The image whose length the data work goes through (what QEMU counts its
+ * progress in); NULL for a snapshot, which copies nothing. */
+static const char *
+walked_image(const VmlChainPlan *plan)
+{
+    switch (plan->op) {
+    case VML_CHAIN_COMMIT:
+    case VML_CHAIN_REBASE:
+        return ((VmlLayer *)plan->old_chain->pdata[plan->top])->path;
+    case VML_CHAIN_PULL:
+        return ((VmlLayer *)plan->old_chain->pdata[0])->path;
+    case VML_CHAIN_SNAPSHOT:
+        break;
+    }
+    return NULL;
+}
+
+/* The progress of applying PLAN, drawn with DRAW (a snapshot has nothing
+ * to draw, only its time is taken). */
+static ChainProgress *
+work_progress(const VmlChainPlan *plan, gboolean draw)
+{
+    static const char *const labels[] = {
+        [VML_CHAIN_COMMIT] = "Block commit", [VML_CHAIN_PULL] = "Block pull",
+        [VML_CHAIN_REBASE] = "Block rebase", [VML_CHAIN_SNAPSHOT] = "Snapshot",
+    };
+    const char *walked = walked_image(plan);
+    guint64 length = 0;
+    /* Unknown (not qcow2) is no error: there is just no size to tell. */
+    if (walked && !chain_image_virtual_size(walked, &length, NULL))
+        length = 0;
+    return chain_progress_new(labels[plan->op], length, draw && walked);
+}
+
 static int
-chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a,
-             unsigned long bandwidth)
+chain_change(const VmlCliCommand *cmd, const VmlCliOptions *opts, VmlChainOp op,
+             const ChainArgs *a, unsigned long bandwidth)
 {
     g_auto(Subject) s = { 0 };
     int status = load_subject(a, &s);
     if (status >= 0)
         return status;
+    if (a->xml && s.kind == SUBJECT_IMAGE)
+        return cli_usage_error(cmd, "--xml: %s is an image, which has no domain XML (give a "
+                               "domain or a domain XML file)", a->subject);
 
     g_autoptr(GError) error = NULL;
     g_autoptr(GHashTable) frozen = s.running ? chain_lv_frozen(s.dom, s.model, &error) : NULL;
@@ -364,14 +588,18 @@ chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a,
     if (!vml_chain_leases_prepare(leases, NULL, &error)) {
         if (plan->file)
             unlink(plan->file);
-        return cli_error(cli_exit_code(error), "cannot %s disk %s of %s: %s",
-                         vml_chain_op_name(op), plan->disk->target, s.model->name,
+        g_autofree char *disk = subject_disk_words(&s, plan->disk);
+        return cli_error(cli_exit_code(error), "cannot %s %s: %s", vml_chain_op_name(op), disk,
                          error->message);
     }
 
-    /* commit */
-    gboolean applied = s.running ? chain_lv_apply(s.dom, plan, bandwidth, &error)
-                                 : chain_qemu_img_apply(plan, &error);
+    /* commit: progress on stderr, never on stdout; by default only where
+     * someone watches (a terminal) and not under --json */
+    gboolean draw = a->progress > 0 || (a->progress < 0 && !a->json && isatty(STDERR_FILENO));
+    g_autoptr(ChainProgress) progress = work_progress(plan, draw);
+    gboolean applied = s.running ? chain_lv_apply(s.dom, plan, bandwidth, progress, &error)
+                                 : chain_qemu_img_apply(plan, progress, &error);
+    chain_progress_end(progress, applied);
     if (!applied) {
         g_autoptr(GError) undo = NULL;
         /* A job that still writes keeps what it needs: the leases are
@@ -388,7 +616,7 @@ chain_change(const VmlCliOptions *opts, VmlChainOp op, const ChainArgs *a,
     if (!vml_chain_leases_finish(leases, &error))
         return cli_error(cli_exit_code(error), "the %s is applied, but the leases could not "
                          "follow: %s", vml_chain_op_name(op), error->message);
-    return print_result(&s, plan);
+    return report_change(&s, plan, progress, a);
 }
 
 /* ---- command line ------------------------------------------------------- */
@@ -406,7 +634,7 @@ static const struct {
 static int
 chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
 {
-    ChainArgs a = { 0 };
+    ChainArgs a = { .progress = -1 };
     const char *verb = NULL;
     struct {
         const char *name;
@@ -448,6 +676,10 @@ chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         if (g_str_equal(arg, "--json")) {
             a.json = TRUE;
             cli_json_errors();
+        } else if (g_str_equal(arg, "--xml")) {
+            a.xml = TRUE;
+        } else if (g_str_equal(arg, "--progress") || g_str_equal(arg, "--no-progress")) {
+            a.progress = g_str_equal(arg, "--progress");   /* the last one counts */
         } else if (arg[0] == '-' && arg[1]) {
             return cli_usage_error(cmd, "unknown option %s", arg);
         } else if (!verb) {
@@ -463,8 +695,12 @@ chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
         return cli_usage_error(cmd, "missing the action (show, commit, pull, rebase, snapshot)");
     if (!a.subject)
         return cli_usage_error(cmd, "missing DOMAIN, XMLFILE or IMAGE");
-    if (g_str_equal(verb, "show"))
+    if (g_str_equal(verb, "show")) {
+        if (a.xml)
+            return cli_usage_error(cmd, "--xml goes with a change (commit, pull, rebase, "
+                                   "snapshot), not with show");
         return chain_show(opts, &a);
+    }
     for (guint v = 0; v < G_N_ELEMENTS(verbs); v++) {
         if (!g_str_equal(verb, verbs[v].name))
             continue;
@@ -477,7 +713,7 @@ chain_run(const VmlCliCommand *cmd, VmlCliOptions *opts, int argc, char **argv)
                                                        &bandwidth, NULL))
             return cli_usage_error(cmd, "--bandwidth needs a whole number of MiB/s, not '%s'",
                                    a.bandwidth);
-        return chain_change(opts, verbs[v].op, &a, (unsigned long)bandwidth);
+        return chain_change(cmd, opts, verbs[v].op, &a, (unsigned long)bandwidth);
     }
     return cli_usage_error(cmd, "unknown action %s", verb);
 }
@@ -503,14 +739,24 @@ const VmlCliCommand vml_cmd_chain = {
         "missing, when it would make a cycle, when a block job runs on the disk, or\n"
         "when a lease it needs is held by someone else (a commit base shared by\n"
         "another VM): the error names the holders. If applying fails, every lease\n"
-        "goes back to what it was. On success the new domain XML is printed,\n"
-        "checked against libvirt's schema.\n\n"
+        "goes back to what it was. On success one line sums the change up, e.g.\n"
+        "  committed TOP into BASE (disk vda of domain dom-a): chain of 3 images\n"
+        "  is now 2, 16.0 MiB in 0.3 s\n"
+        "(an IMAGE names no disk or domain); a shut-off domain's definition is\n"
+        "updated.\n\n"
         "Options:\n"
         "  -c, --connect URI  libvirt connection (default: libvirt's default)\n"
         "  --disk DISK        target (vda) or active image; needed with several disks\n"
         "  --top, --image IMAGE, --base IMAGE, --backing IMAGE, --file PATH\n"
         "  --bandwidth MIB/S  cap a running domain's block job (commit, pull)\n"
-        "  --json             show: print JSON\n\n"
+        "  --xml              after the summary, print the new domain XML, checked\n"
+        "                     against libvirt's schema (not for an IMAGE)\n"
+        "  --progress         show the progress of commit, pull and rebase on stderr:\n"
+        "                     \"Block commit: [ 42 %] 12.3 MiB/s\", rewritten in place;\n"
+        "                     the default when stderr is a terminal, without --json\n"
+        "  --no-progress      never show it\n"
+        "  --json             print JSON: show, the chains; a change, what it did\n"
+        "                     (with --xml, the new XML in its \"xml\" member)\n\n"
         "SIGINT, SIGTERM or SIGHUP while a running domain's block job works cancel\n"
         "the job, and the leases go back to what they were.\n",
     .run = chain_run,

@@ -220,6 +220,43 @@ cli_format_duration(gint64 seconds)
     return g_strdup_printf("%" G_GINT64_FORMAT "s", s);
 }
 
+/* VALUE / UNIT in tenths, rounded, without overflowing for any VALUE. */
+static guint64
+tenths(guint64 value, guint64 unit)
+{
+    return value / unit * 10 + (value % unit * 10 + unit / 2) / unit;
+}
+
+/* "W.T" by hand: printf's %f would follow LC_NUMERIC, a comma in some
+ * locales. */
+static char *
+tenths_text(guint64 t, const char *unit)
+{
+    return g_strdup_printf("%" G_GUINT64_FORMAT ".%u %s", t / 10, (unsigned)(t % 10), unit);
+}
+
+char *
+cli_format_bytes(guint64 bytes)
+{
+    static const char *const units[] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+    if (bytes < 1024)
+        return g_strdup_printf("%" G_GUINT64_FORMAT " B", bytes);
+    guint u = 0;
+    guint64 unit = 1024;
+    /* The next unit up once this one would read 1024.0 or more. */
+    while (u + 1 < G_N_ELEMENTS(units) && tenths(bytes, unit) >= 10240) {
+        unit *= 1024;
+        u++;
+    }
+    return tenths_text(tenths(bytes, unit), units[u]);
+}
+
+char *
+cli_format_seconds(gint64 microseconds)
+{
+    return tenths_text(tenths(microseconds < 0 ? 0 : (guint64)microseconds, G_USEC_PER_SEC), "s");
+}
+
 /* ---- owners ------------------------------------------------------------- */
 
 char *

@@ -38,6 +38,11 @@ void cli_print_json(JsonObject *object);
 char *cli_format_time(gint64 unix_time);
 /* A duration as "5s", "2m 3s", "1h 0m 3s" or "2d 1h 0m 3s". */
 char *cli_format_duration(gint64 seconds);
+/* A size as "512 B", "1.5 KiB", "64.0 MiB", "2.0 GiB": binary units, one
+ * decimal, the same in every locale. */
+char *cli_format_bytes(guint64 bytes);
+/* A duration in microseconds as seconds with one decimal: "0.3 s". */
+char *cli_format_seconds(gint64 microseconds);
 /* A copy with control characters replaced by '?', safe for a terminal. */
 char *cli_sanitize(const char *text);
 

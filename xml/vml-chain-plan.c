@@ -118,16 +118,36 @@ vml_chain_describe(GPtrArray *chain)
     return g_string_free(g_steal_pointer(&s), FALSE);
 }
 
-/* The layer of CHAIN named by ARG (a path), or an error listing the chain. */
-static gboolean
-find_layer(GPtrArray *chain, const char *arg, const char *role, const VmlDisk *disk,
-           guint *index, GError **error)
+/* How messages name the disk changed: "disk vda", or "image PATH" for a
+ * lone image, whose model's disk target is a stand-in. */
+static char *
+disk_words(const VmlChainPlan *plan)
 {
-    int i = chain_find(chain, arg);
+    if (plan->lone_image)
+        return g_strdup_printf("image %s", ((VmlLayer *)plan->old_chain->pdata[0])->path);
+    return g_strdup_printf("disk %s", plan->disk->target);
+}
+
+/* " on disk vda" after an image named in a message; nothing for a lone
+ * image (that image is the whole subject). */
+static char *
+on_disk(const VmlChainPlan *plan)
+{
+    return plan->lone_image ? g_strdup("") : g_strdup_printf(" on disk %s", plan->disk->target);
+}
+
+/* The layer of the plan's old chain named by ARG (a path), or an error
+ * listing the chain. */
+static gboolean
+find_layer(const VmlChainPlan *plan, const char *arg, const char *role, guint *index,
+           GError **error)
+{
+    int i = chain_find(plan->old_chain, arg);
     if (i < 0) {
-        g_autofree char *desc = vml_chain_describe(chain);
+        g_autofree char *desc = vml_chain_describe(plan->old_chain);
+        g_autofree char *disk = disk_words(plan);
         g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
-                    "%s %s is not in the chain of disk %s: %s", role, arg, disk->target, desc);
+                    "%s %s is not in the chain of %s: %s", role, arg, disk, desc);
         return FALSE;
     }
     *index = (guint)i;
@@ -290,10 +310,11 @@ check_frozen(const VmlChainPlan *plan, VmlDomain *dom, GHashTable *frozen, GErro
                 why = mirror_why = g_strdup_printf("a block job (<mirror>) on disk %s", disk->target);
         }
         if (why) {
+            g_autofree char *disk = disk_words(plan);
             g_set_error(error, VML_ERROR, VML_ERROR_IMAGE_BUSY,
-                        "cannot %s disk %s: %s is frozen by %s; wait for the job to "
+                        "cannot %s %s: %s is frozen by %s; wait for the job to "
                         "finish or abort it (virsh blockjob --abort)",
-                        vml_chain_op_name(plan->op), plan->disk->target, l->path, why);
+                        vml_chain_op_name(plan->op), disk, l->path, why);
             return FALSE;
         }
     }
@@ -391,21 +412,22 @@ plan_commit(VmlChainPlan *plan, const VmlChainRequest *req, GError **error)
 {
     GPtrArray *old = plan->old_chain;
     plan->top = 0;
-    if (req->top && !find_layer(old, req->top, "top", plan->disk, &plan->top, error))
+    if (req->top && !find_layer(plan, req->top, "top", &plan->top, error))
         return FALSE;
     plan->base = plan->top + 1;
-    if (req->base && !find_layer(old, req->base, "base", plan->disk, &plan->base, error))
+    if (req->base && !find_layer(plan, req->base, "base", &plan->base, error))
         return FALSE;
+    g_autofree char *on = on_disk(plan);
     if (plan->base >= old->len) {
         g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
-                    "cannot commit %s on disk %s: it has no backing image to commit into",
-                    ((VmlLayer *)old->pdata[plan->top])->path, plan->disk->target);
+                    "cannot commit %s%s: it has no backing image to commit into",
+                    ((VmlLayer *)old->pdata[plan->top])->path, on);
         return FALSE;
     }
     if (plan->base <= plan->top) {
         g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
-                    "cannot commit on disk %s: base %s is not below top %s",
-                    plan->disk->target, ((VmlLayer *)old->pdata[plan->base])->path,
+                    "cannot commit%s: base %s is not below top %s", on,
+                    ((VmlLayer *)old->pdata[plan->base])->path,
                     ((VmlLayer *)old->pdata[plan->top])->path);
         return FALSE;
     }
@@ -429,12 +451,12 @@ plan_pull(VmlChainPlan *plan, const VmlChainRequest *req, GError **error)
     GPtrArray *old = plan->old_chain;
     plan->top = 0;
     plan->base = old->len;
-    if (req->base && !find_layer(old, req->base, "base", plan->disk, &plan->base, error))
+    if (req->base && !find_layer(plan, req->base, "base", &plan->base, error))
         return FALSE;
     if (plan->base <= 1) {
+        g_autofree char *on = on_disk(plan);
         g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
-                    "nothing to pull into %s on disk %s: %s",
-                    ((VmlLayer *)old->pdata[0])->path, plan->disk->target,
+                    "nothing to pull into %s%s: %s", ((VmlLayer *)old->pdata[0])->path, on,
                     old->len <= 1 ? "it has no backing image" : "the base is its backing already");
         return FALSE;
     }
@@ -451,7 +473,7 @@ plan_rebase(VmlChainPlan *plan, VmlDomain *dom, const VmlChainRequest *req, GErr
 {
     GPtrArray *old = plan->old_chain;
     plan->top = 0;
-    if (req->top && !find_layer(old, req->top, "image", plan->disk, &plan->top, error))
+    if (req->top && !find_layer(plan, req->top, "image", &plan->top, error))
         return FALSE;
     if (!req->backing) {
         g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
@@ -595,6 +617,7 @@ vml_chain_plan_new(VmlDomain *dom, const VmlChainRequest *req, GHashTable *froze
     g_autoptr(VmlChainPlan) plan = g_new0(VmlChainPlan, 1);
     plan->op = req->op;
     plan->live = req->live;
+    plan->lone_image = dom->lone_image;
     plan->disk = disk;
     plan->old_chain = new_layer_array();
     append_layers(plan->old_chain, disk->chain, 0, disk->chain->len);

@@ -49,6 +49,8 @@ typedef struct {
 typedef struct {
     VmlChainOp op;
     gboolean live;
+    gboolean lone_image;    /* planned on vml_domain_for_image's model: the
+                               messages name the image, not a disk */
     VmlDisk *disk;          /* borrowed from the domain */
     GPtrArray *old_chain;   /* VmlLayer*, copies of the disk's chain */
     GPtrArray *new_chain;   /* VmlLayer*: the disk's chain afterwards */

@@ -873,5 +873,6 @@ vml_domain_for_image(const char *path, GError **error)
                                              b->path, b->format, FALSE));
     }
     vml_domain_set_chain(d, d->disks->pdata[0], chain);
+    d->lone_image = TRUE;
     return g_steal_pointer(&d);
 }

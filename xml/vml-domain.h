@@ -58,6 +58,9 @@ typedef struct {
     char *uuid;
     GPtrArray *disks;   /* VmlDisk* in document order */
     GPtrArray *leases;  /* VmlDomainLease* */
+    /* Made by vml_domain_for_image: the domain, its name, uuid and disk
+     * target are stand-ins that messages must not show. */
+    gboolean lone_image;
 } VmlDomain;
 
 void vml_layer_free(VmlLayer *layer);
@@ -69,10 +72,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlLayer, vml_layer_free)
  * naming WHAT and, where there is one, the line. */
 VmlDomain *vml_domain_parse(const char *xml, gsize len, const char *what, GError **error);
 VmlDomain *vml_domain_parse_file(const char *path, GError **error);
-/* A one-disk model of a lone image (no domain): the document is a minimal
- * domain (name "image", one <disk> with target "vda" whose chain is read
- * from the headers) that is valid against libvirt's schema, so a chain
- * change on an image prints the same kind of result as one on a domain. */
+/* A one-disk model of a lone image (no domain), so the planner can work on
+ * an image as on a domain: the document is a minimal domain (name "image",
+ * one <disk> with target "vda" whose chain is read from the headers) valid
+ * against libvirt's schema; lone_image is set. */
 VmlDomain *vml_domain_for_image(const char *path, GError **error);
 void vml_domain_free(VmlDomain *d);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmlDomain, vml_domain_free)

@@ -699,6 +699,40 @@ test_errors_single_image(Fx *fx, G_GNUC_UNUSED gconstpointer data)
     plan_refused(fx, &u, NULL, VML_ERROR_INVALID_PARAMETER, m, NULL);
 }
 
+/* A lone image's model (vml_domain_for_image) has a stand-in disk vda:
+ * refusals name the image instead, or no disk at all. */
+static void
+test_errors_lone_image(Fx *fx, G_GNUC_UNUSED gconstpointer data)
+{
+    make_chain(fx, "top.qcow2", "base.qcow2", NULL);
+    qcow2(fx, "stray.qcow2", NULL);
+    const char *top = img(fx, "top.qcow2"), *base = img(fx, "base.qcow2");
+    const char *stray = img(fx, "stray.qcow2");
+    g_autoptr(GError) error = NULL;
+    fx->dom = vml_domain_for_image(top, &error);
+    g_assert_no_error(error);
+    g_assert_true(fx->dom->lone_image);
+
+    VmlChainRequest c1 = { .op = VML_CHAIN_COMMIT, .top = stray };
+    g_autofree char *m1 = g_strdup_printf("top %s is not in the chain of image %s: %s -> %s",
+                                          stray, top, top, base);
+    plan_refused(fx, &c1, NULL, VML_ERROR_INVALID_PARAMETER, m1, NULL);
+    VmlChainRequest c2 = { .op = VML_CHAIN_COMMIT, .top = base };
+    g_autofree char *m2 = g_strdup_printf("cannot commit %s: it has no backing image to commit "
+                                          "into", base);
+    plan_refused(fx, &c2, NULL, VML_ERROR_INVALID_PARAMETER, m2, NULL);
+    VmlChainRequest c3 = { .op = VML_CHAIN_COMMIT, .top = base, .base = top };
+    g_autofree char *m3 = g_strdup_printf("cannot commit: base %s is not below top %s", top, base);
+    plan_refused(fx, &c3, NULL, VML_ERROR_INVALID_PARAMETER, m3, NULL);
+    VmlChainRequest u1 = { .op = VML_CHAIN_PULL, .base = base };
+    g_autofree char *mu1 = g_strdup_printf("nothing to pull into %s: the base is its backing "
+                                           "already", top);
+    plan_refused(fx, &u1, NULL, VML_ERROR_INVALID_PARAMETER, mu1, NULL);
+    VmlChainRequest ok = { .op = VML_CHAIN_COMMIT };
+    g_autoptr(VmlChainPlan) plan = plan_ok(fx, &ok, NULL);
+    g_assert_true(plan->lone_image);
+}
+
 /* Two disks of one domain read the same base: the VM's own leases cannot
  * tell, so the planner refuses any change that writes it. */
 static void
@@ -1224,6 +1258,7 @@ main(int argc, char **argv)
     ADD("/chain-plan/commit-offline-deep", test_commit_offline_deep);
     ADD("/chain-plan/errors", test_errors);
     ADD("/chain-plan/errors-single-image", test_errors_single_image);
+    ADD("/chain-plan/errors-lone-image", test_errors_lone_image);
     ADD("/chain-plan/two-disks", test_two_disks);
     ADD("/chain-leases/commit-conflict", test_commit_conflict);
     ADD("/chain-leases/commit-conflict-new-lease", test_commit_conflict_new_lease);

@@ -264,6 +264,301 @@ test_chain_rebase_relative(void)
     g_assert_cmpuint(json_array_get_length(left), ==, 0);
 }
 
+/* TEXT is exactly what the regular expression PATTERN (anchored at both
+ * ends here) matches; shown whole when not. */
+static void
+assert_whole_match(const char *text, const char *pattern)
+{
+    g_autofree char *anchored = g_strdup_printf("\\A%s\\z", pattern);
+    if (!g_regex_match_simple(anchored, text, G_REGEX_DOTALL, 0))
+        g_error("expected /%s/, got \"%s\"", pattern, text);
+}
+
+/* The summary of a change: WORDS literally, then ", SIZE in S.T s" (or,
+ * with SIZE NULL, ", done in S.T s") and a newline; only the time may
+ * vary. */
+static char *
+summary_pattern(const char *words, const char *size)
+{
+    g_autofree char *quoted = g_regex_escape_string(words, -1);
+    g_autofree char *quoted_size = size ? g_regex_escape_string(size, -1) : NULL;
+    return g_strdup_printf("%s, %s in [0-9]+\\.[0-9] s\n", quoted,
+                           size ? quoted_size : "done");
+}
+
+/* The progress lines of a change as qemu-img's percentages make them:
+ * "\rLABEL: [ NN %]" (maybe a rate after it) rewritten in place, the last
+ * one at 100 %, then a newline. */
+static char *
+progress_pattern(const char *label)
+{
+    const char *rate = "( [0-9]+(\\.[0-9])? (B|KiB|MiB|GiB|TiB)/s)? *";
+    return g_strdup_printf("(\r%s: \\[[ 0-9]{2}[0-9] %%\\]%s)*\r%s: \\[100 %%\\]%s\n", label,
+                           rate, label, rate);
+}
+
+/* The backing file qemu-img sees in IMAGE's header (NULL: none). */
+static char *
+backing_of(const char *image)
+{
+    g_auto(VmlTestRun) info = { 0 };
+    const char *query[] = { "qemu-img", "info", "-U", "--output=json", image, NULL };
+    vml_test_run(&info, "/", query);
+    g_assert_cmpint(info.status, ==, 0);
+    g_autoptr(JsonParser) p = json_parser_new();
+    g_assert_true(json_parser_load_from_data(p, info.out, -1, NULL));
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    return json_object_has_member(o, "full-backing-filename")
+               ? g_strdup(json_object_get_string_member(o, "full-backing-filename"))
+               : NULL;
+}
+
+/* The members of the JSON object TEXT, sorted and joined by ",". */
+static char *
+json_members(const char *text, JsonParser *parser)
+{
+    g_autoptr(GError) error = NULL;
+    json_parser_load_from_data(parser, text, -1, &error);
+    g_assert_no_error(error);
+    JsonObject *o = json_node_get_object(json_parser_get_root(parser));
+    g_autoptr(GList) names = json_object_get_members(o);
+    names = g_list_sort(names, (GCompareFunc)strcmp);
+    g_autoptr(GString) out = g_string_new(NULL);
+    for (GList *n = names; n; n = n->next)
+        g_string_append_printf(out, "%s%s", out->len ? "," : "", (const char *)n->data);
+    return g_string_free(g_steal_pointer(&out), FALSE);
+}
+
+/* An image given to chain is an image: show names it and its chain, never
+ * a domain, uuid or disk; a change sums itself up in one line naming the
+ * images, draws its progress on stderr only when asked (stderr is no
+ * terminal here), prints no XML and refuses --xml. */
+static void
+test_chain_image_target(void)
+{
+    g_autofree char *made = images_made("chain-image",
+                                        "qemu-img create -q -f qcow2 base.qcow2 16M && "
+                                        "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "
+                                        "mid.qcow2 && "
+                                        "qemu-io -c 'write -P 7 0 1M' mid.qcow2 >/dev/null && "
+                                        "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "
+                                        "top.qcow2");
+    g_autofree char *dir = realpath(made, NULL);
+    g_autofree char *top = g_build_filename(dir, "top.qcow2", NULL);
+    g_autofree char *mid = g_build_filename(dir, "mid.qcow2", NULL);
+    g_autofree char *base = g_build_filename(dir, "base.qcow2", NULL);
+
+    /* show: the image, then the layer table. */
+    g_auto(VmlTestRun) show = { 0 };
+    vmlease(&show, "chain", "show", top, NULL);
+    g_assert_cmpint(show.status, ==, 0);
+    int w = (int)strlen(base) + 2;   /* the IMAGE column: the longest path */
+    g_autofree char *want = g_strdup_printf(
+        "image %s (chain of 3 images):\n"
+        "  LAYER  %-*sFORMAT  LEASE  HOLDERS\n"
+        "  0      %-*sqcow2   -      -\n"
+        "  1      %-*sqcow2   -      -\n"
+        "  2      %-*sqcow2   -      -\n",
+        top, w, "IMAGE", w, top, w, mid, w, base);
+    g_assert_cmpstr(show.out, ==, want);
+    g_assert_cmpstr(show.err, ==, "");
+
+    g_auto(VmlTestRun) show_json = { 0 };
+    vmlease(&show_json, "chain", "show", "--json", top, NULL);
+    g_assert_cmpint(show_json.status, ==, 0);
+    g_autoptr(JsonParser) sp = json_parser_new();
+    g_autofree char *show_keys = json_members(show_json.out, sp);
+    g_assert_cmpstr(show_keys, ==, "chain,image");
+    JsonObject *so = json_node_get_object(json_parser_get_root(sp));
+    g_assert_cmpstr(json_object_get_string_member(so, "image"), ==, top);
+    JsonArray *chain = json_object_get_array_member(so, "chain");
+    g_assert_cmpuint(json_array_get_length(chain), ==, 3);
+    const char *layers[] = { top, mid, base };
+    for (guint i = 0; i < 3; i++) {
+        JsonObject *l = json_array_get_object_element(chain, i);
+        g_assert_cmpstr(json_object_get_string_member(l, "path"), ==, layers[i]);
+        g_assert_cmpstr(json_object_get_string_member(l, "lease"), ==, "-");
+    }
+
+    /* --xml: an image has no domain XML; refused before anything changes. */
+    g_auto(VmlTestRun) xml = { 0 };
+    vmlease(&xml, "chain", "commit", top, "--top", mid, "--xml", NULL);
+    g_assert_cmpint(xml.status, ==, 1);
+    g_assert_cmpstr(xml.out, ==, "");
+    g_autofree char *xml_err = g_strdup_printf("vmlease: --xml: %s is an image, which has no "
+                                               "domain XML (give a domain or a domain XML "
+                                               "file)\n", top);
+    g_assert_true(g_str_has_prefix(xml.err, xml_err));
+    g_autofree char *still = backing_of(top);
+    g_assert_cmpstr(still, ==, mid);
+
+    /* A refusal names the image, not a disk. */
+    g_auto(VmlTestRun) none = { 0 };
+    vmlease(&none, "chain", "commit", base, NULL);
+    g_assert_cmpint(none.status, ==, 4);
+    g_autofree char *none_err = g_strdup_printf("vmlease: cannot commit %s: it has no backing "
+                                                "image to commit into\n", base);
+    g_assert_cmpstr(none.err, ==, none_err);
+
+    /* The commit of mid, with progress: the summary alone on stdout, the
+     * progress ending at 100 % on stderr. */
+    g_auto(VmlTestRun) commit = { 0 };
+    vmlease(&commit, "chain", "commit", top, "--top", mid, "--progress", NULL);
+    g_assert_cmpint(commit.status, ==, 0);
+    g_autofree char *words = g_strdup_printf("committed %s into %s: chain of 3 images is now 2",
+                                             mid, base);
+    g_autofree char *summary = summary_pattern(words, "16.0 MiB");
+    assert_whole_match(commit.out, summary);
+    g_autofree char *commit_progress = progress_pattern("Block commit");
+    assert_whole_match(commit.err, commit_progress);
+    g_autofree char *now = backing_of(top);
+    g_assert_cmpstr(now, ==, base);
+
+    /* Without --progress (and stderr no terminal), or with --no-progress
+     * last, nothing on stderr; under --json the result is a document with
+     * no domain in it. */
+    g_auto(VmlTestRun) pull = { 0 };
+    vmlease(&pull, "chain", "pull", "--progress", "--no-progress", "--json", top, NULL);
+    g_assert_cmpint(pull.status, ==, 0);
+    g_assert_cmpstr(pull.err, ==, "");
+    g_autoptr(JsonParser) pp = json_parser_new();
+    g_autofree char *pull_keys = json_members(pull.out, pp);
+    g_assert_cmpstr(pull_keys, ==, "bytes,change,image,milliseconds,new_chain,old_chain,summary");
+    JsonObject *po = json_node_get_object(json_parser_get_root(pp));
+    g_assert_cmpstr(json_object_get_string_member(po, "change"), ==, "pull");
+    g_assert_cmpstr(json_object_get_string_member(po, "image"), ==, top);
+    g_assert_cmpint(json_object_get_int_member(po, "bytes"), ==, 16 * 1024 * 1024);
+    g_assert_cmpuint(json_array_get_length(json_object_get_array_member(po, "old_chain")), ==, 2);
+    JsonArray *after = json_object_get_array_member(po, "new_chain");
+    g_assert_cmpuint(json_array_get_length(after), ==, 1);
+    g_assert_cmpstr(json_array_get_string_element(after, 0), ==, top);
+    g_autofree char *pull_words = g_strdup_printf("pulled 1 backing image into %s: chain of 2 "
+                                                  "images is now 1", top);
+    g_autofree char *pull_summary = summary_pattern(pull_words, "16.0 MiB");
+    g_autofree char *pull_line = g_strdup_printf("%s\n",
+                                                 json_object_get_string_member(po, "summary"));
+    assert_whole_match(pull_line, pull_summary);
+    g_autofree char *gone = backing_of(top);
+    g_assert_null(gone);
+
+    /* No domain word anywhere an image target printed. */
+    const char *outputs[] = { show.out, show_json.out, xml.err, none.err, commit.out, pull.out };
+    for (guint i = 0; i < G_N_ELEMENTS(outputs); i++) {
+        if (strstr(outputs[i], "domain image") || strstr(outputs[i], "uuid") ||
+            strstr(outputs[i], "vda") || strstr(outputs[i], "<domain") ||
+            strstr(outputs[i], "\"domain\""))
+            g_error("output %u shows an invented domain: %s", i, outputs[i]);
+    }
+}
+
+/* A domain XML file: the summary names the disk and the domain; the new
+ * XML comes only with --xml (after the summary, or in --json's "xml"). */
+static void
+test_chain_xml_target(void)
+{
+    g_autofree char *made = images_made("chain-xml",
+                                        "qemu-img create -q -f qcow2 base.qcow2 16M && "
+                                        "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "
+                                        "mid.qcow2 && "
+                                        "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "
+                                        "top.qcow2");
+    g_autofree char *dir = realpath(made, NULL);
+    g_autofree char *top = g_build_filename(dir, "top.qcow2", NULL);
+    g_autofree char *mid = g_build_filename(dir, "mid.qcow2", NULL);
+    g_autofree char *base = g_build_filename(dir, "base.qcow2", NULL);
+    g_autofree char *snap = g_build_filename(dir, "snap.qcow2", NULL);
+    g_autofree char *xml_file = g_build_filename(dir, "dom-a.xml", NULL);
+    g_autofree char *xml = g_strdup_printf(
+        "<domain type='kvm'>\n"
+        "  <name>dom-a</name>\n"
+        "  <uuid>" UUID_A "</uuid>\n"
+        "  <memory unit='KiB'>131072</memory>\n"
+        "  <os><type>hvm</type></os>\n"
+        "  <devices>\n"
+        "    <disk type='file' device='disk'>\n"
+        "      <driver name='qemu' type='qcow2'/>\n"
+        "      <source file='%s'/>\n"
+        "      <target dev='vda' bus='virtio'/>\n"
+        "    </disk>\n"
+        "  </devices>\n"
+        "</domain>\n", top);
+    g_assert_true(g_file_set_contents(xml_file, xml, -1, NULL));
+
+    /* No --xml: the summary line and nothing else. */
+    g_auto(VmlTestRun) commit = { 0 };
+    vmlease(&commit, "chain", "commit", xml_file, "--top", mid, NULL);
+    g_assert_cmpint(commit.status, ==, 0);
+    g_assert_cmpstr(commit.err, ==, "");
+    g_autofree char *words = g_strdup_printf("committed %s into %s (disk vda of domain dom-a): "
+                                             "chain of 3 images is now 2", mid, base);
+    g_autofree char *summary = summary_pattern(words, "16.0 MiB");
+    assert_whole_match(commit.out, summary);
+
+    /* --xml: the summary, then the new XML (the file itself is left as it
+     * is: it names top only, the rest comes from the headers, top -> base
+     * now). */
+    g_auto(VmlTestRun) pull = { 0 };
+    vmlease(&pull, "chain", "pull", "--xml", xml_file, NULL);
+    g_assert_cmpint(pull.status, ==, 0);
+    const char *nl = strchr(pull.out, '\n');
+    g_assert_nonnull(nl);
+    g_autofree char *first = g_strndup(pull.out, nl + 1 - pull.out);
+    g_autofree char *pull_words = g_strdup_printf("pulled 1 backing image into %s (disk vda of "
+                                                  "domain dom-a): chain of 2 images is now 1",
+                                                  top);
+    g_autofree char *pull_summary = summary_pattern(pull_words, "16.0 MiB");
+    assert_whole_match(first, pull_summary);
+    g_autofree char *source = g_strdup_printf("<source file=\"%s\"/>\n      <backingStore/>\n",
+                                              top);
+    g_assert_true(g_str_has_prefix(nl + 1, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"));
+    g_assert_nonnull(strstr(nl + 1, "<name>dom-a</name>"));
+    g_assert_nonnull(strstr(nl + 1, source));
+    g_assert_true(g_str_has_suffix(pull.out, "</domain>\n"));
+
+    /* --json --xml: the XML in "xml"; a snapshot copies nothing (bytes
+     * null, "done in"). */
+    g_auto(VmlTestRun) snapshot = { 0 };
+    vmlease(&snapshot, "chain", "snapshot", xml_file, "--file", snap, "--json", "--xml", NULL);
+    g_assert_cmpint(snapshot.status, ==, 0);
+    g_assert_cmpstr(snapshot.err, ==, "");
+    g_autoptr(JsonParser) jp = json_parser_new();
+    g_autofree char *keys = json_members(snapshot.out, jp);
+    g_assert_cmpstr(keys, ==, "bytes,change,disk,domain,live,milliseconds,new_chain,old_chain,"
+                              "summary,uuid,xml");
+    JsonObject *o = json_node_get_object(json_parser_get_root(jp));
+    g_assert_cmpstr(json_object_get_string_member(o, "change"), ==, "snapshot");
+    g_assert_cmpstr(json_object_get_string_member(o, "domain"), ==, "dom-a");
+    g_assert_cmpstr(json_object_get_string_member(o, "uuid"), ==, UUID_A);
+    g_assert_cmpstr(json_object_get_string_member(o, "disk"), ==, "vda");
+    g_assert_false(json_object_get_boolean_member(o, "live"));
+    g_assert_true(json_node_is_null(json_object_get_member(o, "bytes")));
+    g_autofree char *snap_words = g_strdup_printf("created the overlay %s on %s (disk vda of "
+                                                  "domain dom-a): chain of 1 image is now 2",
+                                                  snap, top);
+    g_autofree char *snap_summary = summary_pattern(snap_words, NULL);
+    g_autofree char *snap_line = g_strdup_printf("%s\n", json_object_get_string_member(o, "summary"));
+    assert_whole_match(snap_line, snap_summary);
+    g_autofree char *snap_source = g_strdup_printf("<source file=\"%s\"/>", snap);
+    g_assert_nonnull(strstr(json_object_get_string_member(o, "xml"), snap_source));
+    g_autofree char *snap_backing = backing_of(snap);
+    g_assert_cmpstr(snap_backing, ==, top);
+
+    /* --json without --xml: no "xml" member. */
+    g_auto(VmlTestRun) rebase = { 0 };
+    vmlease(&rebase, "chain", "rebase", xml_file, "--backing", "", "--json", NULL);
+    g_assert_cmpint(rebase.status, ==, 0);
+    g_autoptr(JsonParser) rp = json_parser_new();
+    g_autofree char *rebase_keys = json_members(rebase.out, rp);
+    g_assert_cmpstr(rebase_keys, ==, "bytes,change,disk,domain,live,milliseconds,new_chain,"
+                                     "old_chain,summary,uuid");
+
+    /* show takes no --xml. */
+    g_auto(VmlTestRun) show = { 0 };
+    vmlease(&show, "chain", "show", "--xml", xml_file, NULL);
+    g_assert_cmpint(show.status, ==, 1);
+    g_assert_true(g_str_has_prefix(show.err, "vmlease: --xml goes with a change"));
+}
+
 /* Write the 4 big-endian bytes VALUE at OFFSET of PATH. */
 static void
 poke32(const char *path, off_t offset, guint32 value)
@@ -564,6 +859,8 @@ main(int argc, char **argv)
     g_test_add_func("/cli/run-leases-backing-chain", test_run_leases_backing_chain);
     g_test_add_func("/cli/owners-table-and-json", test_owners_table_and_json);
     g_test_add_func("/cli/chain-rebase-relative", test_chain_rebase_relative);
+    g_test_add_func("/cli/chain-image-target", test_chain_image_target);
+    g_test_add_func("/cli/chain-xml-target", test_chain_xml_target);
     g_test_add_func("/cli/inspect-corrupt", test_inspect_corrupt);
     g_test_add_func("/cli/metrics", test_metrics);
     g_test_add_func("/cli/status-inspect-and-exit-codes", test_status_inspect_and_exit_codes);

@@ -42,6 +42,22 @@ while disk is not None and disk.find("source") is not None:
 print(" -> ".join(out))'
 }
 live_chain() { virsh dumpxml "$1" | xml_chain; }
+# whole_match PATTERN FILE: all of FILE (its carriage returns kept) is what
+# the Python regular expression PATTERN matches.
+whole_match() {
+    python3 -c 'import re, sys; sys.exit(not re.fullmatch(sys.argv[1], open(sys.argv[2], newline="").read(), re.S))' "$1" "$2"
+}
+# summary_re WORDS [SIZE]: the summary line of a change, WORDS literally,
+# then ", SIZE in S.T s" (no SIZE: ", done in S.T s"); only the time varies.
+summary_re() {
+    python3 -c 'import re, sys; print(re.escape(sys.argv[1] + ", " + (sys.argv[2] or "done") + " in") + r" [0-9]+\.[0-9] s\n", end="")' "$1" "${2:-}"
+}
+# progress_re LABEL: progress lines rewritten with \r, the last at 100 %.
+progress_re() {
+    local rate='( [0-9]+(\.[0-9])? (B|KiB|MiB|GiB|TiB)/s)? *'
+    # \r and \n go to Python as escapes: $(...) would eat a real newline.
+    printf '(\\r%s: \\[[ 0-9]{2}[0-9] %%\\]%s)*\\r%s: \\[100 %%\\]%s\\n' "$1" "$rate" "$1" "$rate"
+}
 # img_chain IMAGE: "a -> b -> c" from qemu-img info --backing-chain.
 img_chain() {
     qemu-img info --backing-chain --output=json "$1" | python3 -c '
@@ -68,7 +84,7 @@ lv_domain_xml dom-a $UA "$(lv_disk "$top" vda)" > "$D/a.xml"
 lv_domain_xml dom-b $UB "$(lv_disk "$topb" vda)" > "$D/b.xml"
 virsh define "$D/a.xml" >/dev/null && virsh define "$D/b.xml" >/dev/null
 
-echo "1..28"
+echo "1..36"
 
 # 1. the chain from the inactive definition (read from the headers)
 out=$(vmlease chain show --json dom-a | python3 -c '
@@ -116,24 +132,37 @@ fi
 # 7-11. dom-b gone: the live commit goes through
 virsh destroy dom-b >/dev/null
 for _ in $(seq 100); do [ "$(leases "$base")" = "dom-a:shared" ] && break; sleep 0.05; done
-vmlease chain commit dom-a --disk vda --top "$mid" --base "$base" > "$D/after-commit.xml" 2> "$D/err"
+vmlease chain commit dom-a --disk vda --top "$mid" --base "$base" --progress --xml \
+    > "$D/after-commit.out" 2> "$D/err"
 rc=$?
 check "live commit of mid into base: exit 0" test $rc -eq 0 || sed 's/^/# /' "$D/err"
 check "libvirt's live XML: top-a -> base" test "$(live_chain dom-a)" = "$top -> $base"
 got=$(leases "$top" "$mid" "$base")
 check "leases match the new chain exactly: top exclusive, mid free, base shared ($got)" \
     test "$got" = "dom-a:exclusive|-|dom-a:shared"
+head -n 1 "$D/after-commit.out" > "$D/summary"
+tail -n +2 "$D/after-commit.out" > "$D/after-commit.xml"
+check "stdout starts with the summary: $(cat "$D/summary")" whole_match \
+    "$(summary_re "committed $mid into $base (disk vda of domain dom-a): chain of 3 images is now 2" "16.0 MiB")" \
+    "$D/summary"
 got=$(xml_chain < "$D/after-commit.xml")
-check "the printed domain XML has the new chain ($got)" test "$got" = "$top -> $base"
+check "--xml: the domain XML after the summary has the new chain ($got)" test "$got" = "$top -> $base"
+check "--progress: stderr holds the block job's progress, ending at [100 %]" \
+    whole_match "$(progress_re "Block commit")" "$D/err" || tap_diag "$(cat -A "$D/err")"
 echo "# vmlease chain show dom-a, after the commit:"
 vmlease chain show dom-a | sed 's/^/#   /'
 check "the guest still sees mid's data (now in base): qemu-io -U reads 0x0c at 1M" \
     bash -c "qemu-io -r -U -c 'read -P 0x0c 1M 1M' '$top' | grep -q 'read 1048576/1048576'"
 
-# 12-14. live snapshot: a new overlay on top, the old top becomes shared
+# 12-14. live snapshot: a new overlay on top, the old top becomes shared;
+# without --xml stdout is the summary alone, stderr (no terminal) is empty
 snap=$D/snap.qcow2
-vmlease chain snapshot dom-a --file "$snap" >/dev/null 2>"$D/err"
+vmlease chain snapshot dom-a --file "$snap" >"$D/out" 2>"$D/err"
 check "live snapshot: exit 0" test $? -eq 0 || sed 's/^/# /' "$D/err"
+check "live snapshot: only the summary line on stdout: $(cat "$D/out")" \
+    whole_match "$(summary_re "created the overlay $snap on $top (disk vda of domain dom-a): chain of 2 images is now 3")" \
+    "$D/out"
+check "live snapshot: nothing on stderr (no terminal, no --progress)" test ! -s "$D/err"
 check "live XML after the snapshot: snap -> top-a -> base" \
     test "$(live_chain dom-a)" = "$snap -> $top -> $base"
 got=$(leases "$snap" "$top" "$base")
@@ -161,8 +190,9 @@ virsh blockjob dom-a vda --abort >/dev/null 2>&1
 for _ in $(seq 100); do virsh blockjob dom-a vda --info 2>&1 | grep -q "No current block job" && break; sleep 0.1; done
 
 # 18. interrupted: a pull capped at 1 MiB/s gets SIGINT once its job runs;
-# the job is cancelled, chain and leases are as before
-"$VMLEASE_BIN" chain pull dom-a --bandwidth 1 >/dev/null 2>"$D/err" &
+# the job is cancelled, chain and leases are as before; its progress, read
+# from libvirt's job info, stopped short of 100 % and its line was ended
+"$VMLEASE_BIN" chain pull dom-a --bandwidth 1 --progress >"$D/out" 2>"$D/err" &
 cpid=$!
 for _ in $(seq 200); do virsh blockjob dom-a vda --info 2>&1 | grep -q "Pull" && break; sleep 0.05; done
 kill -INT $cpid
@@ -175,12 +205,27 @@ if [ $rc -eq 4 ] && grep -q "interrupted by signal 2" "$D/err" && \
 else
     not_ok "SIGINT during a live pull" "rc=$rc" "$(cat "$D/err")" "$got"
 fi
+interrupted_output() {
+    local rate='( [0-9]+(\.[0-9])? (B|KiB|MiB|GiB|TiB)/s)? *'
+    whole_match "(\\rBlock pull: \\[ [ 0-9][0-9] %\\]$rate)+\\nvmlease: interrupted by signal 2: cancelled the block job on disk vda\\n" \
+        "$D/err" && test ! -s "$D/out"
+}
+check "SIGINT during a live pull: stderr shows the job below 100 %, then the error; stdout empty" \
+    interrupted_output || tap_diag "$(cat -A "$D/err")"
 
 # 18-19. active commit: libvirt pivots to the base, which becomes the
 # exclusive active image
-vmlease chain commit dom-a >/dev/null 2>"$D/err"
+vmlease chain commit dom-a --json --progress >"$D/out" 2>"$D/err"
 check "live active commit: exit 0, chain is base alone" \
     test $? -eq 0 -a "$(live_chain dom-a)" = "$base" || sed 's/^/# /' "$D/err"
+got=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(",".join(sorted(d)), d["change"], d["domain"], d["disk"], d["live"], " ".join(d["new_chain"]), "xml" in d)' "$D/out")
+check "--json: the change as a document, no XML without --xml ($got)" \
+    test "$got" = "bytes,change,disk,domain,live,milliseconds,new_chain,old_chain,summary,uuid commit dom-a vda True $base False"
+check "--json --progress: the progress on stderr all the same, ending at [100 %]" \
+    whole_match "$(progress_re "Block commit")" "$D/err" || tap_diag "$(cat -A "$D/err")"
 got=$(leases "$snap" "$base")
 check "leases after the active commit: snap free, base exclusive ($got)" \
     test "$got" = "-|dom-a:exclusive"
@@ -208,9 +253,9 @@ check "qemu-img agrees: $(img_chain "$bsnap")" \
     test "$(img_chain "$bsnap")" = "b-snap.qcow2 -> top-b.qcow2 -> base.qcow2"
 
 # 23. a domain XML file: top-b made standalone; the printed XML says so
-vmlease chain rebase "$D/b.xml" --backing '' > "$D/b-new.xml" 2>"$D/err"
+vmlease chain rebase "$D/b.xml" --backing '' --xml > "$D/b-new.out" 2>"$D/err"
 rc=$?
-got=$(xml_chain < "$D/b-new.xml")
+got=$(tail -n +2 "$D/b-new.out" | xml_chain)
 check "rebase of b.xml's disk onto nothing: exit 0, printed chain is top-b alone, qemu-img agrees" \
     test $rc -eq 0 -a "$got" = "$topb" -a "$(img_chain "$topb")" = "top-b.qcow2" || sed 's/^/# /' "$D/err"
 
@@ -220,8 +265,10 @@ qemu-img create -q -f qcow2 "$ob" 16M
 qemu-img create -q -f qcow2 -b off-base.qcow2 -F qcow2 "$om"
 qemu-io -c "write -P 0x2a 0 1M" "$om" >/dev/null
 qemu-img create -q -f qcow2 -b off-mid.qcow2 -F qcow2 "$ot"
-vmlease chain commit "$ot" --top "$om" > "$D/off.xml" 2>"$D/err"
+vmlease chain commit "$ot" --top "$om" > "$D/off.out" 2>"$D/err"
 rc=$?
+check "offline commit on an image: the summary names the images only: $(cat "$D/off.out")" \
+    whole_match "$(summary_re "committed $om into $ob: chain of 3 images is now 2" "16.0 MiB")" "$D/off.out"
 chk=$(qemu-img check "$ot" 2>&1 | tail -1; qemu-img check "$ob" 2>&1 | tail -1)
 if [ $rc -eq 0 ] && [ "$(img_chain "$ot")" = "off-top.qcow2 -> off-base.qcow2" ] && \
    qemu-io -c "read -P 0x2a 0 1M" "$ob" | grep -q "read 1048576/1048576" && \
