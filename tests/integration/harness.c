@@ -42,6 +42,31 @@ spawn_daemon(VmlTestDaemon *d)
     vml_test_daemon_wait_ready(d);
 }
 
+char *
+vml_test_daemon_log(VmlTestDaemon *d)
+{
+    g_autofree char *path = g_build_filename(d->root, "vmleased.log", NULL);
+    char *text = NULL;
+    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    return text;
+}
+
+JsonObject *
+vml_test_list_holder(const char *member, gint64 value)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.List", NULL, NULL, NULL,
+                                            &error);
+    g_assert_no_error(error);
+    JsonArray *holders = json_object_get_array_member(r, "holders");
+    for (guint i = 0; i < json_array_get_length(holders); i++) {
+        JsonObject *h = json_array_get_object_element(holders, i);
+        if (json_object_get_int_member(h, member) == value)
+            return json_object_ref(h);
+    }
+    g_error("Admin.List has no holder with %s %" G_GINT64_FORMAT, member, value);
+}
+
 void
 vml_test_daemon_wait_ready(VmlTestDaemon *d)
 {

@@ -25,6 +25,12 @@ void vml_test_daemon_wait_ready(VmlTestDaemon *d);
 /* SIGTERM, reap, remove the root. */
 void vml_test_daemon_stop(VmlTestDaemon *d);
 
+/* What the daemon logged so far (root/vmleased.log). */
+char *vml_test_daemon_log(VmlTestDaemon *d);
+/* The holder whose integer MEMBER ("holder", "pid") is VALUE in
+ * Admin.List's reply (a new reference); fails the test if none is. */
+JsonObject *vml_test_list_holder(const char *member, gint64 value);
+
 /* Make an empty file under the root and return its path. */
 char *vml_test_make_image(VmlTestDaemon *d, const char *name);
 

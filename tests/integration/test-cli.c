@@ -329,6 +329,27 @@ json_members(const char *text, JsonParser *parser)
     return g_string_free(g_steal_pointer(&out), FALSE);
 }
 
+
+/* base.qcow2 <- mid.qcow2 <- top.qcow2 in a new SUBDIR (1 MiB of data in
+ * mid with DATA); the directory, canonical, and the three paths. */
+static char *
+three_layers(const char *subdir, gboolean data, char **top, char **mid, char **base)
+{
+    g_autofree char *made = images_made(subdir,
+        data ? "qemu-img create -q -f qcow2 base.qcow2 16M && "
+               "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 && "
+               "qemu-io -c 'write -P 7 0 1M' mid.qcow2 >/dev/null && "
+               "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2"
+             : "qemu-img create -q -f qcow2 base.qcow2 16M && "
+               "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 && "
+               "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2");
+    char *dir = realpath(made, NULL);
+    *top = g_build_filename(dir, "top.qcow2", NULL);
+    *mid = g_build_filename(dir, "mid.qcow2", NULL);
+    *base = g_build_filename(dir, "base.qcow2", NULL);
+    return dir;
+}
+
 /* An image given to chain is an image: show names it and its chain, never
  * a domain, uuid or disk; a change sums itself up in one line naming the
  * images, draws its progress on stderr only when asked (stderr is no
@@ -336,17 +357,8 @@ json_members(const char *text, JsonParser *parser)
 static void
 test_chain_image_target(void)
 {
-    g_autofree char *made = images_made("chain-image",
-                                        "qemu-img create -q -f qcow2 base.qcow2 16M && "
-                                        "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "
-                                        "mid.qcow2 && "
-                                        "qemu-io -c 'write -P 7 0 1M' mid.qcow2 >/dev/null && "
-                                        "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "
-                                        "top.qcow2");
-    g_autofree char *dir = realpath(made, NULL);
-    g_autofree char *top = g_build_filename(dir, "top.qcow2", NULL);
-    g_autofree char *mid = g_build_filename(dir, "mid.qcow2", NULL);
-    g_autofree char *base = g_build_filename(dir, "base.qcow2", NULL);
+    g_autofree char *top = NULL, *mid = NULL, *base = NULL;
+    g_autofree char *dir = three_layers("chain-image", TRUE, &top, &mid, &base);
 
     /* show: the image, then the layer table. */
     g_auto(VmlTestRun) show = { 0 };
@@ -456,16 +468,8 @@ test_chain_image_target(void)
 static void
 test_chain_xml_target(void)
 {
-    g_autofree char *made = images_made("chain-xml",
-                                        "qemu-img create -q -f qcow2 base.qcow2 16M && "
-                                        "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "
-                                        "mid.qcow2 && "
-                                        "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 "
-                                        "top.qcow2");
-    g_autofree char *dir = realpath(made, NULL);
-    g_autofree char *top = g_build_filename(dir, "top.qcow2", NULL);
-    g_autofree char *mid = g_build_filename(dir, "mid.qcow2", NULL);
-    g_autofree char *base = g_build_filename(dir, "base.qcow2", NULL);
+    g_autofree char *top = NULL, *mid = NULL, *base = NULL;
+    g_autofree char *dir = three_layers("chain-xml", FALSE, &top, &mid, &base);
     g_autofree char *snap = g_build_filename(dir, "snap.qcow2", NULL);
     g_autofree char *xml_file = g_build_filename(dir, "dom-a.xml", NULL);
     g_autofree char *xml = g_strdup_printf(

@@ -78,16 +78,6 @@ test_bad_files(void)
 }
 
 
-/* The daemon's log so far. */
-static char *
-daemon_log(VmlTestDaemon *d)
-{
-    g_autofree char *path = g_build_filename(d->root, "vmleased.log", NULL);
-    char *text = NULL;
-    g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-    return text;
-}
-
 /* Send SIG and wait until the log has grown by a line containing SAYS
  * after OFFSET. */
 static void
@@ -95,12 +85,12 @@ signal_and_wait_for_log(VmlTestDaemon *d, int sig, gsize offset, const char *say
 {
     g_assert_cmpint(kill(d->pid, sig), ==, 0);
     for (int i = 0; i < 500; i++) {
-        g_autofree char *log = daemon_log(d);
+        g_autofree char *log = vml_test_daemon_log(d);
         if (strlen(log) > offset && strstr(log + offset, says))
             return;
         g_usleep(10000);
     }
-    g_autofree char *log = daemon_log(d);
+    g_autofree char *log = vml_test_daemon_log(d);
     g_error("no \"%s\" in the log after signal %d:\n%s", says, sig, log + offset);
 }
 
@@ -129,7 +119,7 @@ test_reload(void)
     };
     for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
         g_assert_true(g_file_set_contents(d->config, bad[i].text, -1, &error));
-        g_autofree char *before = daemon_log(d);
+        g_autofree char *before = vml_test_daemon_log(d);
         g_autofree char *says = g_strdup_printf("reload refused: %s%s", d->config, bad[i].says);
         signal_and_wait_for_log(d, i % 2 ? SIGHUP : SIGUSR1, strlen(before), says);
         g_assert_cmpint(vml_test_status_int("pid"), ==, daemon_pid);

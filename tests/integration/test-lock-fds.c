@@ -95,17 +95,7 @@ vm_kill(pid_t pid)
 static JsonObject *
 holder_of(pid_t pid)
 {
-    g_autoptr(GError) error = NULL;
-    g_autoptr(JsonObject) r = vml_test_call(TRUE, "io.vmlease.Admin.List", NULL, NULL, NULL,
-                                            &error);
-    g_assert_no_error(error);
-    JsonArray *holders = json_object_get_array_member(r, "holders");
-    for (guint i = 0; i < json_array_get_length(holders); i++) {
-        JsonObject *h = json_array_get_object_element(holders, i);
-        if (json_object_get_int_member(h, "pid") == pid)
-            return json_object_ref(h);
-    }
-    g_error("no holder for pid %d", (int)pid);
+    return vml_test_list_holder("pid", pid);
 }
 
 /* libvirtd's acquire at the resume that ends a start: from another
@@ -132,15 +122,6 @@ count_in(const char *haystack, const char *needle)
     return n;
 }
 
-static char *
-daemon_log(VmlTestDaemon *d)
-{
-    g_autofree char *log = g_build_filename(d->root, "vmleased.log", NULL);
-    char *text = NULL;
-    g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
-    return text;
-}
-
 static void
 run_status(const char *expect_line)
 {
@@ -165,7 +146,7 @@ test_kept(void)
     acquire_from_libvirtd(json_object_get_int_member(before, "holder"), disk);
     g_assert_cmpint(vml_test_status_int("holders_without_lock_fds"), ==, 0);
     run_status("holders without lock fds: 0\n");
-    g_autofree char *text = daemon_log(d);
+    g_autofree char *text = vml_test_daemon_log(d);
     g_assert_null(strstr(text, "does not keep the fds"));
     vm_kill(vm);
     vml_test_daemon_stop(d);
@@ -193,7 +174,7 @@ test_missing_all(void)
     run_status("holders without lock fds: 1 (their leases live in vmleased alone: "
                "see SECURITY POLICIES in vmleased(8))\n");
 
-    g_autofree char *text = daemon_log(d);
+    g_autofree char *text = vml_test_daemon_log(d);
     g_autofree char *warning = g_strdup_printf(
         "warning: VM dom-fds (uuid %s, pid %d) does not keep the fds that hold its leases: "
         "its lease mailbox and 1 of its 1 lock file(s) closed at exec (a security policy "
