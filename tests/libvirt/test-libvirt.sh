@@ -70,7 +70,7 @@ for d in c:$UC d:$UD; do
 done
 for d in a b c d; do virsh define "$LV_ROOT/$d.xml" >/dev/null; done
 
-echo "1..28"
+echo "1..29"
 
 # 1. start takes an exclusive lease held by QEMU's pid
 out=$(virsh start dom-a 2>&1)
