@@ -1553,6 +1553,17 @@ vml_lease_table_holders(VmlLeaseTable *t)
     return g_list_sort(g_hash_table_get_values(t->holders), holder_cmp);
 }
 
+void
+vml_lease_table_foreach_holder(VmlLeaseTable *t, void (*func)(VmlHolder *h, gpointer data),
+                               gpointer data)
+{
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, t->holders);
+    while (g_hash_table_iter_next(&it, NULL, &value))
+        func(value, data);
+}
+
 guint
 vml_lease_table_n_holders(VmlLeaseTable *t)
 {

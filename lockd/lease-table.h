@@ -232,6 +232,10 @@ GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const 
 void vml_lease_table_fence(VmlLeaseTable *t);
 
 GList *vml_lease_table_holders(VmlLeaseTable *t);   /* sorted by id; free list only */
+/* FUNC(H, DATA) for every holder, in no order: FUNC may not add or drop
+ * holders. */
+void vml_lease_table_foreach_holder(VmlLeaseTable *t, void (*func)(VmlHolder *h, gpointer data),
+                                    gpointer data);
 guint vml_lease_table_n_holders(VmlLeaseTable *t);
 guint vml_lease_table_n_leases(VmlLeaseTable *t);
 

@@ -111,20 +111,28 @@ vml_lock_fd_check(VmlBackend *be, VmlHolder *h)
                   g_hash_table_size(h->leases));
 }
 
+static void
+check_one(VmlHolder *h, gpointer be)
+{
+    vml_lock_fd_check(be, h);
+}
+
 void
 vml_lock_fd_check_all(VmlBackend *be, VmlLeaseTable *t)
 {
-    g_autoptr(GList) holders = vml_lease_table_holders(t);
-    for (GList *l = holders; l; l = l->next)
-        vml_lock_fd_check(be, l->data);
+    vml_lease_table_foreach_holder(t, check_one, be);
+}
+
+static void
+count_missing(VmlHolder *h, gpointer n)
+{
+    *(guint *)n += h->lock_fds == VML_LOCK_FDS_MISSING;
 }
 
 guint
 vml_lock_fd_missing_count(VmlLeaseTable *t)
 {
-    g_autoptr(GList) holders = vml_lease_table_holders(t);
     guint n = 0;
-    for (GList *l = holders; l; l = l->next)
-        n += ((VmlHolder *)l->data)->lock_fds == VML_LOCK_FDS_MISSING;
+    vml_lease_table_foreach_holder(t, count_missing, &n);
     return n;
 }
