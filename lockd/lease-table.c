@@ -346,11 +346,19 @@ guard_files_new(void)
     return g_hash_table_new_full(vml_str_hash, g_str_equal, g_free, guard_file_free);
 }
 
-int
-vml_lease_table_open_image(VmlLeaseTable *t, const char *path, struct stat *st)
+/* PATH opened for its mark and checks (fd -1 if it cannot be). */
+static GuardFile *
+guard_file_open(const char *path)
 {
     GuardFile *g = g_new0(GuardFile, 1);
     g->fd = vml_image_guard_open(path, &g->writable, &g->st);
+    return g;
+}
+
+int
+vml_lease_table_open_image(VmlLeaseTable *t, const char *path, struct stat *st)
+{
+    GuardFile *g = guard_file_open(path);
     /* A block device is opened for writing only once its lease is had:
      * closing such an fd makes udev probe the device again. */
     if (g->fd >= 0 && !S_ISREG(g->st.st_mode)) {
@@ -464,8 +472,7 @@ check_images(VmlLeaseTable *t, VmlHolder *h, GArray *steps, GHashTable *images,
             continue;
         GuardFile *g = g_hash_table_lookup(images, l->path);
         if (!g) {
-            g = g_new0(GuardFile, 1);
-            g->fd = vml_image_guard_open(l->path, &g->writable, &g->st);
+            g = guard_file_open(l->path);
             g_hash_table_replace(images, g_strdup(l->path), g);
         }
         g_autoptr(GArray) known = g_array_new(FALSE, FALSE, sizeof(pid_t));
