@@ -190,8 +190,9 @@ method_acquire(VmlCall *call)
     if (fds)
         vml_lease_table_handed(h, leases, vml_conn_pid(call->conn));
     reply_leases(call, leases, TRUE, fds, fds ? leases->len : 0);
-    /* libvirtd's acquire at the start's resume: the VM has exec'd QEMU. */
-    if (vml_conn_pid(call->conn) != h->pid)
+    /* libvirtd's acquire at the start's resume (through the VM's own
+     * fds, from outside it): the VM has exec'd QEMU by then. */
+    if (holder_fds && vml_conn_pid(call->conn) != h->pid)
         vml_lock_fd_check(call->d->backend, h);
 }
 
