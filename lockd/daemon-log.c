@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 static const struct {
@@ -195,9 +196,28 @@ text_send(GLogLevelFlags level, const char *message)
         syslog(syslog_priority(level), "%s", message);
         return;
     }
-    g_autoptr(GDateTime) now = g_date_time_new_now_local();
-    g_autofree char *ts = g_date_time_format(now, "%F %T");
-    fprintf(stderr, "%s vmleased[%d]: %s: %s\n", ts, (int)getpid(), level_word(level), message);
+    /* An entry per lease call: the time is made once a second, and the
+     * line goes out in one write (a line never splits between writers). */
+    static time_t stamped;
+    static char stamp[32];
+    time_t now = time(NULL);
+    if (now != stamped) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(stamp, sizeof(stamp), "%F %T", &tm);
+        stamped = now;
+    }
+    g_autoptr(GString) line = g_string_sized_new(128 + strlen(message));
+    g_string_printf(line, "%s vmleased[%d]: %s: %s\n", stamp, (int)getpid(), level_word(level),
+                    message);
+    for (gsize done = 0; done < line->len;) {
+        gssize n = write(STDERR_FILENO, line->str + done, line->len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;   /* nowhere left to say it */
+        done += (gsize)n;
+    }
 }
 
 static GLogWriterOutput
@@ -293,7 +313,17 @@ vml_log_event(GLogLevelFlags level, const VmlLogEvent *e, const char *format, ..
     va_start(ap, format);
     g_autofree char *message = g_strdup_vprintf(format, ap);
     va_end(ap);
-    g_autofree char *pid = e->pid > 0 ? g_strdup_printf("%" G_GINT64_FORMAT, e->pid) : NULL;
+    vml_log_event_message(level, e, message);
+}
+
+void
+vml_log_event_message(GLogLevelFlags level, const VmlLogEvent *e, const char *message)
+{
+    if (!vml_log_enabled(level))
+        return;
+    char pid[24] = "";
+    if (e->pid > 0)
+        g_snprintf(pid, sizeof(pid), "%" G_GINT64_FORMAT, e->pid);
     GLogField fields[10];
     gsize n = 0;
 #define FIELD(k, v) \
@@ -307,8 +337,9 @@ vml_log_event(GLogLevelFlags level, const VmlLogEvent *e, const char *format, ..
     FIELD("VMLEASE_MODE", e->mode);
     FIELD("VMLEASE_DOMAIN", e->domain);
     FIELD("VMLEASE_UUID", e->uuid);
-    FIELD("VMLEASE_PID", pid);
     FIELD("VMLEASE_HELD_BY", e->held_by);
 #undef FIELD
+    if (e->pid > 0)
+        fields[n++] = (GLogField){ .key = "VMLEASE_PID", .value = pid, .length = -1 };
     g_log_structured_array(level, fields, n);
 }

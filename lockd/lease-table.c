@@ -172,13 +172,15 @@ holder_event(GLogLevelFlags level, VmlEventKind kind, const VmlHolder *h, const 
 {
     if (!vml_log_enabled(level))
         return;
+    g_autoptr(GString) text = g_string_sized_new(256);
+    g_string_printf(text, "VM %s (uuid %s, pid %d) ", h->name, h->uuid, (int)h->pid);
     va_list ap;
     va_start(ap, format);
-    g_autofree char *what = g_strdup_vprintf(format, ap);
+    g_string_append_vprintf(text, format, ap);
     va_end(ap);
     VmlLogEvent e = { .kind = kind, .resource = key, .path = path, .mode = vml_mode_name(mode),
                       .domain = h->name, .uuid = h->uuid, .pid = h->pid };
-    vml_log_event(level, &e, "VM %s (uuid %s, pid %d) %s", h->name, h->uuid, (int)h->pid, what);
+    vml_log_event_message(level, &e, text->str);
 }
 
 /* What an event names an image by: its path, else its resource key. */
