@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# callgrind-pair.sh [BUILD_DIR] [PAIRS]: the daemon's instructions per
-# acquire+release pair of one raw image, counted by callgrind (counts, not
+# callgrind-pair.sh [BUILD_DIR] [PAIRS] [LOG_LEVEL]: the daemon's instructions
+# per acquire+release pair of one raw image, counted by callgrind (counts, not
 # seconds: the same for the same binary and inputs, whatever else the
-# machine does). Prints "name: value" lines:
+# machine does), with vmleased at LOG_LEVEL (default info, which logs a line
+# per acquire and per release; warning leaves them out). Prints "name:
+# value" lines:
 #   daemon_instructions_per_pair       every instruction the daemon ran
 #   daemon_instructions_per_pair_{...} the largest shares by library
 # Starts its own vmleased-daemon under valgrind in a temporary root; stops
@@ -10,6 +12,7 @@
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 pairs=${2:-200}
+log_level=${3:-info}
 root=$(mktemp -d "${TMPDIR:-/tmp}/callgrind-pair-XXXXXX")
 daemon=""
 cleanup() {
@@ -18,7 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export VMLEASE_ROOT=$root
-: > "$root/vmleased.conf"
+echo "log_level = \"$log_level\"" > "$root/vmleased.conf"
 truncate -s 1M "$root/disk.img"
 
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$root/cg.out" \

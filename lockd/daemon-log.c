@@ -207,9 +207,19 @@ text_send(GLogLevelFlags level, const char *message)
         strftime(stamp, sizeof(stamp), "%F %T", &tm);
         stamped = now;
     }
-    g_autoptr(GString) line = g_string_sized_new(128 + strlen(message));
-    g_string_printf(line, "%s vmleased[%d]: %s: %s\n", stamp, (int)getpid(), level_word(level),
-                    message);
+    /* Appended, not printf'd: copying the message through vfprintf costs
+     * more than all the rest of the line. */
+    char pid[16];
+    g_snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    g_autoptr(GString) line = g_string_sized_new(64 + strlen(message));
+    g_string_append(line, stamp);
+    g_string_append(line, " vmleased[");
+    g_string_append(line, pid);
+    g_string_append(line, "]: ");
+    g_string_append(line, level_word(level));
+    g_string_append(line, ": ");
+    g_string_append(line, message);
+    g_string_append_c(line, '\n');
     for (gsize done = 0; done < line->len;) {
         gssize n = write(STDERR_FILENO, line->str + done, line->len - done);
         if (n < 0 && errno == EINTR)

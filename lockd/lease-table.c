@@ -173,11 +173,27 @@ holder_event(GLogLevelFlags level, VmlEventKind kind, const VmlHolder *h, const 
     if (!vml_log_enabled(level))
         return;
     g_autoptr(GString) text = g_string_sized_new(256);
-    g_string_printf(text, "VM %s (uuid %s, pid %d) ", h->name, h->uuid, (int)h->pid);
+    g_string_append(text, "VM ");
+    g_string_append(text, h->name);
+    g_string_append(text, " (uuid ");
+    g_string_append(text, h->uuid);
+    char pid[32];
+    g_snprintf(pid, sizeof(pid), ", pid %d) ", (int)h->pid);
+    g_string_append(text, pid);
+    /* Into a buffer of ours first: vasprintf's growing buffer costs more
+     * than the formatting (one line per lease call). */
+    char what[1024];
     va_list ap;
     va_start(ap, format);
-    g_string_append_vprintf(text, format, ap);
+    int n = g_vsnprintf(what, sizeof(what), format, ap);
     va_end(ap);
+    if (n >= 0 && (gsize)n < sizeof(what)) {
+        g_string_append_len(text, what, n);
+    } else {
+        va_start(ap, format);
+        g_string_append_vprintf(text, format, ap);
+        va_end(ap);
+    }
     VmlLogEvent e = { .kind = kind, .resource = key, .path = path, .mode = vml_mode_name(mode),
                       .domain = h->name, .uuid = h->uuid, .pid = h->pid };
     vml_log_event_message(level, &e, text->str);
