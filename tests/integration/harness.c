@@ -14,8 +14,8 @@
 
 /* Whatever this test leaves behind dies with it, so an aborted test never
  * keeps meson waiting on a pipe. */
-static void
-die_with_parent(G_GNUC_UNUSED gpointer data)
+void
+vml_test_die_with_parent(G_GNUC_UNUSED gpointer data)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
@@ -34,7 +34,7 @@ spawn_daemon(VmlTestDaemon *d)
     int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     g_assert_cmpint(logfd, >=, 0);
     gboolean ok = g_spawn_async_with_fds(NULL, (char **)argv, envp,
-                                         G_SPAWN_DO_NOT_REAP_CHILD, die_with_parent, NULL,
+                                         G_SPAWN_DO_NOT_REAP_CHILD, vml_test_die_with_parent, NULL,
                                          &d->pid, -1, logfd, logfd, &error);
     close(logfd);
     g_assert_no_error(error);
@@ -176,7 +176,7 @@ vml_test_child_spawn(void)
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
-        die_with_parent(NULL);
+        vml_test_die_with_parent(NULL);
         for (;;)
             pause();
     }
@@ -243,7 +243,7 @@ vml_test_keeper_spawn(gboolean (*setup)(gpointer data), gpointer data)
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
-        die_with_parent(NULL);
+        vml_test_die_with_parent(NULL);
         close(pipefd[0]);
         char ok = setup(data) ? 'y' : 'n';
         if (write(pipefd[1], &ok, 1) != 1)
@@ -319,7 +319,7 @@ vml_test_run(VmlTestRun *r, const char *dir, const char *const *argv)
     env = g_environ_setenv(env, "TZ", "UTC", TRUE);
     g_autoptr(GError) error = NULL;
     int wait_status;
-    g_spawn_sync(dir, (char **)argv, env, G_SPAWN_SEARCH_PATH, die_with_parent, NULL,
+    g_spawn_sync(dir, (char **)argv, env, G_SPAWN_SEARCH_PATH, vml_test_die_with_parent, NULL,
                  &r->out, &r->err, &wait_status, &error);
     g_assert_no_error(error);
     g_assert_true(WIFEXITED(wait_status));

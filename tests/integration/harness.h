@@ -25,6 +25,9 @@ void vml_test_daemon_wait_ready(VmlTestDaemon *d);
 /* SIGTERM, reap, remove the root. */
 void vml_test_daemon_stop(VmlTestDaemon *d);
 
+/* A GSpawnChildSetupFunc: the child is killed when the test dies, so a
+ * failed test leaves no daemon behind. */
+void vml_test_die_with_parent(gpointer data);
 /* What the daemon logged so far (root/vmleased.log). */
 char *vml_test_daemon_log(VmlTestDaemon *d);
 /* The holder whose integer MEMBER ("holder", "pid") is VALUE in

@@ -60,7 +60,7 @@ journaled_start(void)
     g_auto(GStrv) envp = g_get_environ();
     envp = g_environ_setenv(envp, "JOURNAL_STREAM", stream, TRUE);
     gboolean ok = g_spawn_async_with_fds(NULL, (char **)argv, envp, G_SPAWN_DO_NOT_REAP_CHILD,
-                                         NULL, NULL, &j->d.pid, -1, logfd, logfd,
+                                         vml_test_die_with_parent, NULL, &j->d.pid, -1, logfd, logfd,
                                          &error);
     close(logfd);
     g_assert_no_error(error);

@@ -26,13 +26,6 @@
 
 static VmlTestDaemon *daemon_;
 
-/* Whatever this test starts dies with it. */
-static void
-die_with_parent(G_GNUC_UNUSED gpointer data)
-{
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
 static char *
 in_root(const char *name)
 {
@@ -132,7 +125,7 @@ bg_vmlease(const char *first, ...)
     g_assert_cmpint(err, >=, 0);
     g_autoptr(GError) error = NULL;
     gboolean ok = g_spawn_async_with_fds(daemon_->root, (char **)argv->pdata, NULL,
-                                         G_SPAWN_DO_NOT_REAP_CHILD, die_with_parent, NULL,
+                                         G_SPAWN_DO_NOT_REAP_CHILD, vml_test_die_with_parent, NULL,
                                          &bg.pid, in[0], out, err, &error);
     g_assert_no_error(error);
     g_assert_true(ok);
