@@ -46,12 +46,6 @@ static const struct {
     [VML_EVENT_LOCK_FDS_MISSING] = { "lock-fds-missing", "3bd0a2659a104ac8ab187be1a65a551f" },
 };
 
-const char *
-vml_log_event_name(VmlEventKind kind)
-{
-    return events[kind].name;
-}
-
 gboolean
 vml_log_set_level(const char *level, GError **error)
 {
@@ -312,18 +306,6 @@ vml_log_target_from_name(const char *name, VmlLogTarget *t)
         }
     }
     return FALSE;
-}
-
-void
-vml_log_event(GLogLevelFlags level, const VmlLogEvent *e, const char *format, ...)
-{
-    if (!vml_log_enabled(level))
-        return;
-    va_list ap;
-    va_start(ap, format);
-    g_autofree char *message = g_strdup_vprintf(format, ap);
-    va_end(ap);
-    vml_log_event_message(level, e, message);
 }
 
 void

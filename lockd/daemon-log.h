@@ -59,9 +59,5 @@ typedef struct {
     const char *held_by;    /* a conflict's other side, as text */
 } VmlLogEvent;
 
-/* Log E at LEVEL with the message FORMAT. */
-void vml_log_event(GLogLevelFlags level, const VmlLogEvent *e, const char *format, ...)
-    G_GNUC_PRINTF(3, 4);
-/* The same with the message made already. */
+/* Log E at LEVEL with MESSAGE. */
 void vml_log_event_message(GLogLevelFlags level, const VmlLogEvent *e, const char *message);
-const char *vml_log_event_name(VmlEventKind kind);

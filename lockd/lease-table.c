@@ -164,11 +164,10 @@ record_refusal(GError **error, VmlHolder *h, const char *what, GError *cause)
 
 /* ---- leases and the resource index ---------------------------------------- */
 
-/* One line about H's lease on KEY (the image at PATH, may be NULL) with
- * the journal fields of both: "VM NAME (uuid U, pid P) WHAT". */
-static void G_GNUC_PRINTF(7, 8)
-holder_event(GLogLevelFlags level, VmlEventKind kind, const VmlHolder *h, const char *key,
-             const char *path, VmlMode mode, const char *format, ...)
+void
+vml_holder_event(GLogLevelFlags level, VmlEventKind kind, const VmlHolder *h, const char *key,
+                 const char *path, const char *mode, const char *held_by,
+                 const char *format, ...)
 {
     if (!vml_log_enabled(level))
         return;
@@ -194,8 +193,8 @@ holder_event(GLogLevelFlags level, VmlEventKind kind, const VmlHolder *h, const 
         g_string_append_vprintf(text, format, ap);
         va_end(ap);
     }
-    VmlLogEvent e = { .kind = kind, .resource = key, .path = path, .mode = vml_mode_name(mode),
-                      .domain = h->name, .uuid = h->uuid, .pid = h->pid };
+    VmlLogEvent e = { .kind = kind, .resource = key, .path = path, .mode = mode,
+                      .domain = h->name, .uuid = h->uuid, .pid = h->pid, .held_by = held_by };
     vml_log_event_message(level, &e, text->str);
 }
 
@@ -210,8 +209,10 @@ lease_named(const VmlLease *l)
 static void
 lease_released_event(const VmlLease *l, const char *why)
 {
-    holder_event(G_LOG_LEVEL_INFO, VML_EVENT_RELEASE, l->holder, l->key, l->path, l->mode,
-                 "%s %s (%s, resource %s)", why, lease_named(l), vml_mode_name(l->mode), l->key);
+    vml_holder_event(G_LOG_LEVEL_INFO, VML_EVENT_RELEASE, l->holder, l->key, l->path,
+                     vml_mode_name(l->mode), NULL,
+                     "%s %s (%s, resource %s)", why, lease_named(l), vml_mode_name(l->mode),
+                     l->key);
 }
 
 static VmlLease *
@@ -1105,14 +1106,9 @@ conflict_params(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *r, VmlMode mod
     const char *held_by = who->len ? who->str : "a holder vmleased does not know";
     g_set_error(error, VML_ERROR, VML_ERROR_CONFLICT, "cannot lock %s%s %s: in use by %s",
                 named, resolved, vml_mode_name(mode), held_by);
-    if (vml_log_enabled(G_LOG_LEVEL_INFO)) {
-        VmlLogEvent e = { .kind = VML_EVENT_CONFLICT, .resource = key, .path = r->path,
-                          .mode = vml_mode_name(mode), .domain = h->name, .uuid = h->uuid,
-                          .pid = h->pid, .held_by = held_by };
-        vml_log_event(G_LOG_LEVEL_INFO, &e, "VM %s (uuid %s, pid %d) refused %s%s %s: in use by %s",
-                      h->name, h->uuid, (int)h->pid, named, resolved, vml_mode_name(mode),
-                      held_by);
-    }
+    vml_holder_event(G_LOG_LEVEL_INFO, VML_EVENT_CONFLICT, h, key, r->path, vml_mode_name(mode),
+                     held_by, "refused %s%s %s: in use by %s", named, resolved,
+                     vml_mode_name(mode), held_by);
     if (r->path) {
         json_object_set_string_member(p, "path", named);
         json_object_set_string_member(p, "canonical_path", r->path);
@@ -1305,9 +1301,10 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
         const VmlLease *l = s->lease;
         if (s->unparked) {
             unparked = TRUE;
-            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
-                         "took back its parked lease on %s (%s, resource %s)", lease_named(l),
-                         vml_mode_name(l->mode), l->key);
+            vml_holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path,
+                             vml_mode_name(l->mode), NULL,
+                             "took back its parked lease on %s (%s, resource %s)", lease_named(l),
+                             vml_mode_name(l->mode), l->key);
             g_clear_pointer(&s->lease->parked, g_free);
             s->lease->parked_since = 0;
             vml_lease_touch(s->lease);
@@ -1315,18 +1312,21 @@ vml_lease_table_acquire(VmlLeaseTable *t, VmlHolder *h, const VmlRequest *reqs,
             continue;
         }
         if (l->grant == VML_GRANT_CLAIMED)
-            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
-                         "claimed the lease its domain parked on %s (%s, resource %s, "
-                         "generation %" G_GUINT64_FORMAT ")", lease_named(l),
-                         vml_mode_name(l->mode), l->key, l->generation);
+            vml_holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path,
+                             vml_mode_name(l->mode), NULL,
+                             "claimed the lease its domain parked on %s (%s, resource %s, "
+                             "generation %" G_GUINT64_FORMAT ")", lease_named(l),
+                             vml_mode_name(l->mode), l->key, l->generation);
         else if (s->added)
-            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
-                         "acquired %s %s (resource %s, generation %" G_GUINT64_FORMAT ")",
-                         lease_named(l), vml_mode_name(l->mode), l->key, l->generation);
+            vml_holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path,
+                             vml_mode_name(l->mode), NULL,
+                             "acquired %s %s (resource %s, generation %" G_GUINT64_FORMAT ")",
+                             lease_named(l), vml_mode_name(l->mode), l->key, l->generation);
         else
-            holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path, l->mode,
-                         "changed its lease on %s from %s to %s (resource %s)", lease_named(l),
-                         vml_mode_name(s->old_mode), vml_mode_name(l->mode), l->key);
+            vml_holder_event(G_LOG_LEVEL_INFO, VML_EVENT_ACQUIRE, h, l->key, l->path,
+                             vml_mode_name(l->mode), NULL,
+                             "changed its lease on %s from %s to %s (resource %s)", lease_named(l),
+                             vml_mode_name(s->old_mode), vml_mode_name(l->mode), l->key);
         if (s->lease->mode == VML_MODE_EXCLUSIVE && s->lease->path) {
             const GuardFile *g = g_hash_table_lookup(images, s->lease->path);
             lease_mark(s->lease, g && g->writable ? g : NULL);
@@ -1514,9 +1514,10 @@ vml_lease_table_park(VmlLeaseTable *t, VmlHolder *h, const char *const *keys, gu
     *parked = todo->len;
     for (guint i = 0; i < todo->len; i++) {
         const VmlLease *l = todo->pdata[i];
-        holder_event(G_LOG_LEVEL_INFO, VML_EVENT_PARK, h, l->key, l->path, l->mode,
-                     "parked its lease on %s (%s, resource %s): %s; only its domain may "
-                     "take it", lease_named(l), vml_mode_name(l->mode), l->key, reason);
+        vml_holder_event(G_LOG_LEVEL_INFO, VML_EVENT_PARK, h, l->key, l->path,
+                         vml_mode_name(l->mode), NULL,
+                         "parked its lease on %s (%s, resource %s): %s; only its domain may "
+                         "take it", lease_named(l), vml_mode_name(l->mode), l->key, reason);
     }
     if (todo->len) {
         vml_metrics_count(VML_COUNT_PARKED, todo->len);
@@ -1553,13 +1554,15 @@ vml_lease_table_fence(VmlLeaseTable *t)
                        h->name, (int)h->pid, g_hash_table_size(h->leases), action,
                        sig == SIGKILL ? "killed" : sig == SIGSTOP ? "stopped" : "left running");
         GHashTableIter leases;
-        gpointer l;
+        gpointer value;
         g_hash_table_iter_init(&leases, h->leases);
-        while (g_hash_table_iter_next(&leases, NULL, &l))
-            holder_event(G_LOG_LEVEL_CRITICAL, VML_EVENT_LEASE_LOST, h, ((VmlLease *)l)->key,
-                         ((VmlLease *)l)->path, ((VmlLease *)l)->mode,
-                         "lost its lease on %s (resource %s): the backend can no longer keep it",
-                         lease_named(l), ((VmlLease *)l)->key);
+        while (g_hash_table_iter_next(&leases, NULL, &value)) {
+            const VmlLease *l = value;
+            vml_holder_event(G_LOG_LEVEL_CRITICAL, VML_EVENT_LEASE_LOST, h, l->key, l->path,
+                             vml_mode_name(l->mode), NULL,
+                             "lost its lease on %s (resource %s): the backend can no longer "
+                             "keep it", lease_named(l), l->key);
+        }
     }
 }
 
@@ -1713,9 +1716,10 @@ restore_lease(VmlLeaseTable *t, VmlHolder *h, const VmlOwner *o, int fd, GArray 
         : be->ops->recover(be, o->resource, &mode, &parked, h->pid,
                            vml_holder_watch_pidfd(h->watch), candidates, &gen, &error);
     if (!lock) {
-        holder_event(G_LOG_LEVEL_WARNING, VML_EVENT_LEASE_LOST, h, o->resource, o->path,
-                     o->mode, "lost its lease on %s (resource %s) while vmleased was down: %s",
-                     o->path ? o->path : o->resource, o->resource, error->message);
+        vml_holder_event(G_LOG_LEVEL_WARNING, VML_EVENT_LEASE_LOST, h, o->resource, o->path,
+                         vml_mode_name(o->mode), NULL,
+                         "lost its lease on %s (resource %s) while vmleased was down: %s",
+                         o->path ? o->path : o->resource, o->resource, error->message);
         return;
     }
     if (o->mode == VML_MODE_EXCLUSIVE && gen != o->generation)

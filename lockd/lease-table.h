@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "backends/backend.h"
+#include "daemon-log.h"
 #include "daemon-config.h"
 #include "holder-mailbox.h"
 #include "holder-watch.h"
@@ -232,6 +233,12 @@ GHashTable *vml_lease_table_all_owners(VmlLeaseTable *t, GPtrArray *only, const 
 void vml_lease_table_fence(VmlLeaseTable *t);
 
 GList *vml_lease_table_holders(VmlLeaseTable *t);   /* sorted by id; free list only */
+/* Log an event about H, and KEY (the image at PATH, in MODE; each may be
+ * NULL), with the journal fields of both (daemon-log.h): the message is
+ * "VM NAME (uuid U, pid P) " and FORMAT; HELD_BY is a conflict's other side. */
+void vml_holder_event(GLogLevelFlags level, VmlEventKind kind, const VmlHolder *h,
+                      const char *key, const char *path, const char *mode,
+                      const char *held_by, const char *format, ...) G_GNUC_PRINTF(8, 9);
 /* FUNC(H, DATA) for every holder, in no order: FUNC may not add or drop
  * holders. */
 void vml_lease_table_foreach_holder(VmlLeaseTable *t, void (*func)(VmlHolder *h, gpointer data),

@@ -100,15 +100,12 @@ vml_lock_fd_check(VmlBackend *be, VmlHolder *h)
                                locks_lost, n_locks);
     g_free(h->lock_fds_detail);
     h->lock_fds_detail = g_strdup_printf("%s closed at exec", what->str);
-    VmlLogEvent e = { .kind = VML_EVENT_LOCK_FDS_MISSING, .domain = h->name, .uuid = h->uuid,
-                      .pid = h->pid };
-    vml_log_event(G_LOG_LEVEL_WARNING, &e,
-                  "VM %s (uuid %s, pid %d) does not keep the fds that hold its leases: %s "
-                  "(a security policy revalidating inherited fds, such as AppArmor's?). "
-                  "vmleased alone holds its %u lease(s) now, and they end if vmleased dies; "
-                  "let QEMU's profile keep them (vmleased(8), SECURITY POLICIES)",
-                  h->name, h->uuid, (int)h->pid, h->lock_fds_detail,
-                  g_hash_table_size(h->leases));
+    vml_holder_event(G_LOG_LEVEL_WARNING, VML_EVENT_LOCK_FDS_MISSING, h, NULL, NULL, NULL, NULL,
+                     "does not keep the fds that hold its leases: %s (a security policy "
+                     "revalidating inherited fds, such as AppArmor's?). vmleased alone holds "
+                     "its %u lease(s) now, and they end if vmleased dies; let QEMU's profile "
+                     "keep them (vmleased(8), SECURITY POLICIES)", h->lock_fds_detail,
+                     g_hash_table_size(h->leases));
 }
 
 static void
