@@ -11,8 +11,20 @@
 typedef struct {
     dev_t dev;
     ino_t ino;
+    gboolean mailbox;   /* else a lock file */
     gboolean found;
 } Wanted;
+
+/* FD's file, as what the VM process should have open; FALSE if FD is none. */
+static gboolean
+want(GArray *wanted, int fd, gboolean mailbox)
+{
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return FALSE;
+    g_array_append_val(wanted, ((Wanted){ st.st_dev, st.st_ino, mailbox, FALSE }));
+    return TRUE;
+}
 
 typedef struct {
     GArray *wanted;   /* Wanted */
@@ -53,23 +65,19 @@ vml_lock_fd_check(VmlBackend *be, VmlHolder *h)
         (dev == h->exe_dev && ino == h->exe_ino))
         return;   /* looked at, gone, or still the program that registered */
 
-    /* What it should have: the mailbox, first, then each lock fd it was
-     * handed that still holds one of its leases. */
+    /* What it should have: the mailbox, and each lock fd it was handed
+     * that still holds one of its leases. */
     g_autoptr(GArray) wanted = g_array_new(FALSE, TRUE, sizeof(Wanted));
-    struct stat st;
-    if (h->mailbox && fstat(vml_mailbox_fd(h->mailbox), &st) == 0)
-        g_array_append_val(wanted, ((Wanted){ st.st_dev, st.st_ino, FALSE }));
+    if (h->mailbox)
+        want(wanted, vml_mailbox_fd(h->mailbox), TRUE);
     guint n_locks = 0;
-    GHashTableIter it;
-    gpointer key;
-    if (h->handed)
+    if (h->handed) {
+        GHashTableIter it;
+        gpointer key;
         g_hash_table_iter_init(&it, h->handed);
-    while (h->handed && g_hash_table_iter_next(&it, &key, NULL)) {
-        VmlLease *l = g_hash_table_lookup(h->leases, key);
-        int fd = l && be->ops->lock_fd ? be->ops->lock_fd(l->lock) : -1;
-        if (fd >= 0 && fstat(fd, &st) == 0) {
-            g_array_append_val(wanted, ((Wanted){ st.st_dev, st.st_ino, FALSE }));
-            n_locks++;
+        while (g_hash_table_iter_next(&it, &key, NULL)) {
+            VmlLease *l = g_hash_table_lookup(h->leases, key);
+            n_locks += l && be->ops->lock_fd && want(wanted, be->ops->lock_fd(l->lock), FALSE);
         }
     }
     if (wanted->len == 0) {
@@ -81,10 +89,17 @@ vml_lock_fd_check(VmlBackend *be, VmlHolder *h)
     if (w.seen == 0)
         return;   /* not to be looked at (or gone meanwhile): later */
 
-    gboolean mailbox_lost = h->mailbox && !g_array_index(wanted, Wanted, 0).found;
+    gboolean mailbox_lost = FALSE;
     guint locks_lost = 0;
-    for (guint i = h->mailbox ? 1 : 0; i < wanted->len; i++)
-        locks_lost += !g_array_index(wanted, Wanted, i).found;
+    for (guint i = 0; i < wanted->len; i++) {
+        const Wanted *x = &g_array_index(wanted, Wanted, i);
+        if (x->found)
+            continue;
+        if (x->mailbox)
+            mailbox_lost = TRUE;
+        else
+            locks_lost++;
+    }
     if (!mailbox_lost && !locks_lost) {
         h->lock_fds = VML_LOCK_FDS_KEPT;
         vml_debug("VM %s (pid %d) keeps its mailbox and %u lock fd(s) after exec", h->name,
