@@ -1,4 +1,5 @@
 #include "daemon-config.h"
+#include "daemon-log.h"
 #include "backends/backend.h"
 #include "vml-conf.h"
 #include "vml-error.h"
@@ -73,11 +74,10 @@ get_group(VmlConf *conf, const char *key, gid_t *gid, GError **error)
 static gboolean
 check_log_level(VmlConf *conf, const char *level, GError **error)
 {
-    static const char *const levels[] = { "error", "warning", "info", "debug", NULL };
-    if (g_strv_contains(levels, level))
+    if (vml_log_level_known(level))
         return TRUE;
     g_set_error(error, VML_ERROR, VML_ERROR_CONFIG,
-                "log_level must be one of error, warning, info, debug; not '%s'", level);
+                "log_level must be one of " VML_LOG_LEVEL_NAMES "; not '%s'", level);
     vml_conf_prefix_key_error(conf, "log_level", error);
     return FALSE;
 }

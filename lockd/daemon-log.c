@@ -1,6 +1,5 @@
 /* vmleased's log writer (daemon-log.h). */
 #include "daemon-log.h"
-#include "vml-error.h"
 #include "vml-paths.h"
 
 #include <errno.h>
@@ -46,19 +45,31 @@ static const struct {
     [VML_EVENT_LOCK_FDS_MISSING] = { "lock-fds-missing", "3bd0a2659a104ac8ab187be1a65a551f" },
 };
 
-gboolean
-vml_log_set_level(const char *level, GError **error)
+/* LEVEL's index in levels, or -1. */
+static int
+level_find(const char *level)
 {
     for (guint i = 0; i < G_N_ELEMENTS(levels); i++) {
-        if (g_strcmp0(level, levels[i].name) == 0) {
-            g_atomic_int_set(&level_index, (gint)i);
-            return TRUE;
-        }
+        if (g_strcmp0(level, levels[i].name) == 0)
+            return (int)i;
     }
-    g_set_error(error, VML_ERROR, VML_ERROR_INVALID_PARAMETER,
-                "log level must be one of error, warning, info, debug; not '%s'",
-                level ? level : "");
-    return FALSE;
+    return -1;
+}
+
+gboolean
+vml_log_level_known(const char *level)
+{
+    return level_find(level) >= 0;
+}
+
+gboolean
+vml_log_set_level(const char *level)
+{
+    int i = level_find(level);
+    if (i < 0)
+        return FALSE;
+    g_atomic_int_set(&level_index, i);
+    return TRUE;
 }
 
 const char *

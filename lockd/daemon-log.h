@@ -25,8 +25,11 @@ void vml_log_set_target(VmlLogTarget target);
 const char *vml_log_target_name(VmlLogTarget target);
 gboolean vml_log_target_from_name(const char *name, VmlLogTarget *target);
 
-/* LEVEL is error, warning, info or debug (vmleased.conf's log_level). */
-gboolean vml_log_set_level(const char *level, GError **error);
+/* The levels are error, warning, info and debug (vmleased.conf's
+ * log_level); FALSE for any other name (the level stays). */
+#define VML_LOG_LEVEL_NAMES "error, warning, info, debug"
+gboolean vml_log_level_known(const char *level);
+gboolean vml_log_set_level(const char *level);
 const char *vml_log_level(void);
 gboolean vml_log_enabled(GLogLevelFlags level);
 

@@ -561,9 +561,8 @@ method_set_log_level(VmlCall *call)
     if (!call_get_string(call, call->params, "level", TRUE, 16, &level))
         return;
     g_autofree char *previous = g_strdup(vml_log_level());
-    g_autoptr(GError) error = NULL;
-    if (!vml_log_set_level(level, &error)) {
-        call_param_error(call, "level", "must be one of error, warning, info, debug");
+    if (!vml_log_set_level(level)) {
+        call_param_error(call, "level", "must be one of " VML_LOG_LEVEL_NAMES);
         return;
     }
     g_message("log level %s (was %s), set by uid %u (pid %d) until the next reload",

@@ -215,7 +215,7 @@ main(int argc, char **argv)
         fprintf(stderr, "vmleased: %s\n", error->message);
         return 1;
     }
-    vml_log_set_level(d.cfg->log_level, NULL);   /* checked by the config's loader */
+    vml_log_set_level(d.cfg->log_level);   /* checked by the config's loader */
     VmlLogTarget handed_target;
     if (state && vml_log_target_from_name(json_object_get_string_member_with_default(
                                               state, "log_target", NULL), &handed_target))
