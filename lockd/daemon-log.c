@@ -126,6 +126,15 @@ journal_field(GString *out, const char *key, const char *value, gssize len)
     g_string_append_c(out, '\n');
 }
 
+/* An entry's first fields, every entry's. */
+static GString *
+journal_entry_new(int priority)
+{
+    GString *out = g_string_sized_new(256);
+    g_string_append_printf(out, "PRIORITY=%d\nSYSLOG_IDENTIFIER=vmleased\n", priority);
+    return out;
+}
+
 /* A journal field name: upper case, digits and '_', not starting with '_'. */
 static gboolean
 journal_key_ok(const char *key)
@@ -151,9 +160,7 @@ journal_send(GLogLevelFlags level, const GLogField *fields, gsize n_fields)
         return FALSE;
     memcpy(addr.sun_path, journal_path, strlen(journal_path));
 
-    g_autoptr(GString) out = g_string_sized_new(256);
-    g_string_append_printf(out, "PRIORITY=%d\nSYSLOG_IDENTIFIER=vmleased\n",
-                           syslog_priority(level));
+    g_autoptr(GString) out = journal_entry_new(syslog_priority(level));
     for (gsize i = 0; i < n_fields; i++) {
         const GLogField *f = &fields[i];
         /* Ours are strings; GLib's own bookkeeping fields stay out. */
@@ -166,12 +173,12 @@ journal_send(GLogLevelFlags level, const GLogField *fields, gsize n_fields)
      * up every lease call. An entry it has no room for is counted, and the
      * count is told in the next entry that gets through. */
     if (journal_dropped) {
-        g_autofree char *note = g_strdup_printf("PRIORITY=%d\nSYSLOG_IDENTIFIER=vmleased\n"
-                                                "MESSAGE=%u log entries were dropped: the "
-                                                "journal did not take them in time\n",
-                                                LOG_WARNING, journal_dropped);
-        if (sendto(journal_fd, note, strlen(note), MSG_NOSIGNAL | MSG_DONTWAIT,
-                   (struct sockaddr *)&addr, sizeof(addr)) == (gssize)strlen(note))
+        g_autoptr(GString) note = journal_entry_new(LOG_WARNING);
+        g_autofree char *text = g_strdup_printf("%u log entries were dropped: the journal did "
+                                                "not take them in time", journal_dropped);
+        journal_field(note, "MESSAGE", text, -1);
+        if (sendto(journal_fd, note->str, note->len, MSG_NOSIGNAL | MSG_DONTWAIT,
+                   (struct sockaddr *)&addr, sizeof(addr)) == (gssize)note->len)
             journal_dropped = 0;
     }
     if (sendto(journal_fd, out->str, out->len, MSG_NOSIGNAL | MSG_DONTWAIT,
